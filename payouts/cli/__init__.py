@@ -1,0 +1,62 @@
+"""The ``payouts`` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from payouts import __version__
+from payouts.cli import config_cmd, demo_cmd, distribution_cmd
+from payouts.errors import PayoutsError
+
+app = typer.Typer(
+    name="payouts",
+    help=(
+        "Noncustodial payout engine for Bitcoin mining pools.\n\n"
+        "Turns accepted shares into payouts the pool never holds: per-miner coinbase outputs, "
+        "a CTV-committed fan-out, or a MuSig2-signed spend. Settings come from a TOML file "
+        "(--config or $PAYOUTS_CONFIG) and PAYOUTS_* environment variables."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(distribution_cmd.app, name="distribution")
+app.command("demo")(demo_cmd.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"payouts {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Noncustodial payout engine for Bitcoin mining pools."""
+
+
+def main() -> None:
+    """Console entry point: engine errors print as one clear line and exit 2."""
+    try:
+        app(standalone_mode=False)
+    except PayoutsError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

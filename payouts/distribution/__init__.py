@@ -1,0 +1,21 @@
+"""Payout distributions: weights -> amounts for a revenue T (sv2-spec PR #203 math),
+fitting to byte/sigop budgets, and the owed-balance ledger."""
+
+from payouts.distribution.amounts import PayoutResult, compute_outputs
+from payouts.distribution.model import (
+    AdditionalOutput,
+    Distribution,
+    Payee,
+    PoolPayout,
+    TxOut,
+)
+
+__all__ = [
+    "AdditionalOutput",
+    "Distribution",
+    "Payee",
+    "PayoutResult",
+    "PoolPayout",
+    "TxOut",
+    "compute_outputs",
+]

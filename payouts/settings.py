@@ -1,0 +1,159 @@
+"""Settings: a TOML file plus ``PAYOUTS_*`` environment variables, validated at start.
+
+Precedence (highest first): explicit overrides, environment (``PAYOUTS_DATABASE_URL``,
+``PAYOUTS_ACCOUNTING__SCHEME`` for nested keys), the TOML file (``--config``, else
+``$PAYOUTS_CONFIG``, else ``./payouts.toml`` when present), defaults. Invalid values stop the
+program with one line per problem, naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from payouts.errors import ConfigError
+
+Network = Literal["mainnet", "testnet", "testnet4", "signet", "regtest"]
+_config_file: ContextVar[Path | None] = ContextVar("payouts_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountingSettings(_Section):
+    scheme: Literal["tides", "pplns", "prop"] = "tides"
+    tides_k: int = Field(8, ge=1, le=1000, description="TIDES window: k × network difficulty")
+    pplns_n: int = Field(1_000_000, ge=1, description="PPLNS window: last N shares")
+    value_weighting: bool = Field(True, description="weight shares by their template revenue")
+
+
+class PoolSettings(_Section):
+    payout_script: str | None = Field(None, description="hex scriptPubKey of the pool payout")
+    payout_address: str | None = Field(None, description="address of the pool payout")
+    fee_bps: int = Field(200, ge=0, le=10_000, description="pool fee in basis points")
+
+    @field_validator("payout_script")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None:
+            bytes.fromhex(v)
+        return v
+
+
+class DistributionSettings(_Section):
+    mode: Literal["coinbase", "ctv", "musig2"] = "coinbase"
+    max_outputs_bytes: int = Field(
+        6_500, ge=43, le=1_000_000, description="byte budget for payout outputs in the coinbase"
+    )
+    max_sigops: int = Field(400, ge=0, le=80_000, description="sigop-cost budget for outputs")
+    ctv_fanout_arity: int = Field(16, ge=2, le=1000)
+
+
+class NodeSettings(_Section):
+    backend: Literal["kernel", "bitcoind"] = "kernel"
+    rpc_url: str | None = None
+    rpc_user: str | None = None
+    rpc_password: str | None = None
+
+
+class JdsSettings(_Section):
+    enabled: bool = False
+    listen: str = "127.0.0.1:34264"
+    authority_public_key: str | None = None
+    authority_secret_key: str | None = None
+    cert_validity_sec: int = Field(3600, ge=10, le=10 * 365 * 86400)
+    supported_extensions: list[int] = Field(default_factory=lambda: [0x0003])
+    required_extensions: list[int] = Field(default_factory=list)
+    token_lifetime_sec: int = Field(600, ge=1)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "payouts"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAYOUTS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file payouts.db in data_dir"
+    )
+    network: Network = "regtest"
+    accounting: AccountingSettings = Field(default_factory=AccountingSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
+    distribution: DistributionSettings = Field(default_factory=DistributionSettings)
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    jds: JdsSettings = Field(default_factory=JdsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'payouts.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def _config_path(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("PAYOUTS_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("payouts.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; raise :class:`ConfigError` listing every bad key."""
+    path = _config_path(config_file)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+        source = f" in {path}" if path else ""
+        raise ConfigError(f"invalid settings{source}:\n" + "\n".join(lines)) from None
+    finally:
+        _config_file.reset(token)

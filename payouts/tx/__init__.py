@@ -1,0 +1,1 @@
+"""Bitcoin transaction primitives: serialization, hashes, weight, sigops, coinbase, sighash."""
