@@ -1,0 +1,1 @@
+"""Share accounting: the share log, payout windows (TIDES, PPLNS, PROP), value weighting."""
