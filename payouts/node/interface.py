@@ -1,0 +1,87 @@
+"""The node interface the JD server, the settlement lifecycle and the demo use.
+
+Two backends implement it: ``bitcoind`` (JSON-RPC to a real node: getblocktemplate, submitblock,
+getdeploymentinfo, ...) and ``kernel`` (libbitcoinkernel in-process, an in-memory regtest chain
+with a small mempool; it does **not** enforce CTV). Hashes are bytes in internal byte order
+(as on the wire), never the reversed display hex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from payouts.tx.transaction import Tx
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTip:
+    height: int
+    block_hash: bytes  # internal byte order
+    bits: int  # nBits of the NEXT block
+    time: int  # header time of the tip
+    median_time_past: int
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateTx:
+    tx: Tx
+    fee: int  # satoshis
+    sigops: int  # sigop cost
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTemplate:
+    """What ``getblocktemplate`` returns, decoded. ``coinbase_value`` is the revenue T."""
+
+    version: int
+    prev_hash: bytes
+    height: int
+    bits: int
+    curtime: int
+    coinbase_value: int
+    transactions: tuple[TemplateTx, ...]
+
+    @property
+    def fees(self) -> int:
+        return sum(t.fee for t in self.transactions)
+
+
+class NodeError(Exception):
+    """The node could not be reached or refused a request; ``reason`` is the node's word."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class Node(Protocol):
+    """What the engine needs from a Bitcoin node."""
+
+    network: str  # "regtest", "signet", ...
+
+    async def tip(self) -> ChainTip: ...
+
+    async def block_template(self) -> BlockTemplate: ...
+
+    async def submit_block(self, raw_block: bytes) -> str | None:
+        """``None`` if the block was accepted (the tip moved to it), else the reject reason."""
+        ...
+
+    async def mempool_txs(self, wtxids: Sequence[bytes]) -> list[Tx | None]:
+        """Transactions by wtxid from the node's mempool (None where unknown)."""
+        ...
+
+    async def send_raw_transaction(self, raw_tx: bytes) -> bytes:
+        """Broadcast; returns the txid. Raises NodeError with the node's reason."""
+        ...
+
+    async def deployment_active(self, name: str) -> bool:
+        """Whether a deployment is active for the next block, e.g. "checktemplateverify"."""
+        ...
+
+    async def network_difficulty(self) -> int:
+        """Integer network difficulty (floor, at least 1) for share accounting."""
+        ...
