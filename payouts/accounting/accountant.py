@@ -1,0 +1,109 @@
+"""The accounting facade: one share log, the configured window, chain events. No I/O.
+
+Implements the ``payouts.accounting`` box of ARCHITECTURE.md's data flow: validated share
+batches in, per-miner weights out (the input of ``payouts.distribution``). The durable store
+persists batches and hands over only the rows that are new; :meth:`Accountant.ingest` validates
+again (cheap, and the same :func:`~payouts.accounting.validate.validate_batch`) so that a batch
+that reaches it by another path cannot corrupt the log: a rejected batch changes nothing.
+"""
+
+from __future__ import annotations
+
+from payouts.accounting.chain import BlockFound, ChainSource
+from payouts.accounting.log import ShareLog
+from payouts.accounting.shares import ShareBatch
+from payouts.accounting.validate import KnownMiners, validate_batch
+from payouts.accounting.windows import (
+    MinerWeights,
+    TidesWindow,
+    Window,
+    check_network_difficulty,
+    make_window,
+)
+from payouts.settings import AccountingSettings
+
+
+class Accountant:
+    """Share log + the window chosen by ``settings`` (scheme, tides_k, pplns_n,
+    value_weighting). Implements :class:`~payouts.accounting.chain.ChainListener`."""
+
+    def __init__(
+        self,
+        settings: AccountingSettings | None = None,
+        *,
+        network_difficulty: int | None = None,
+        known_miner: KnownMiners | None = None,
+        chain: ChainSource | None = None,
+        log: ShareLog | None = None,
+    ) -> None:
+        """``known_miner=None`` accepts any miner id (the store has already checked them);
+        the network difficulty comes from ``network_difficulty``, else ``chain``, else 1."""
+        self.settings = settings if settings is not None else AccountingSettings()
+        if network_difficulty is None:
+            network_difficulty = chain.network_difficulty if chain is not None else 1
+        self._network_difficulty = check_network_difficulty(network_difficulty)
+        self.known_miner = known_miner
+        self.log = log if log is not None else ShareLog()
+        s = self.settings
+        self.window: Window = make_window(
+            s.scheme,
+            self.log,
+            network_difficulty=self._network_difficulty,
+            tides_k=s.tides_k,
+            pplns_n=s.pplns_n,
+            value_weighting=s.value_weighting,
+        )
+        self.blocks_found = 0
+        if chain is not None:
+            chain.subscribe(self)
+
+    @property
+    def network_difficulty(self) -> int:
+        return self._network_difficulty
+
+    def ingest(self, batch: ShareBatch) -> range:
+        """Validate ``batch`` and append it; return the log rows it occupies.
+
+        Raises the specific :class:`~payouts.errors.ValidationError` and leaves the log and the
+        window untouched if any row is invalid.
+        """
+        validate_batch(batch, self.known_miner)
+        rows = self.log.append(batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms)
+        self.window.sync()
+        return rows
+
+    def set_network_difficulty(self, difficulty: int) -> None:
+        """A difficulty adjustment (moves the TIDES cut incrementally)."""
+        self._network_difficulty = check_network_difficulty(difficulty)
+        self.window.on_network_difficulty(difficulty)
+
+    def on_network_difficulty(self, difficulty: int) -> None:
+        """:class:`ChainListener` hook."""
+        self.set_network_difficulty(difficulty)
+
+    def on_block_found(self, event: BlockFound | None = None) -> None:
+        """The pool found a block: PROP starts a new round; TIDES and PPLNS are unaffected (their
+        window is defined by the log and D alone). A difficulty carried by ``event`` is applied
+        first."""
+        new_d = event.network_difficulty if event is not None else None
+        if new_d is not None and new_d != self._network_difficulty:
+            self.set_network_difficulty(new_d)
+        self.blocks_found += 1
+        self.window.on_block_found()
+
+    def weights(self) -> MinerWeights:
+        """Per-miner weights of the current window (miner ids ascending, weights > 0)."""
+        return self.window.weights()
+
+    @property
+    def total_weight(self) -> int:
+        return self.window.total_weight
+
+    @property
+    def share_count(self) -> int:
+        return self.window.share_count
+
+    @property
+    def tides(self) -> TidesWindow | None:
+        """The window as a :class:`TidesWindow` when the scheme is TIDES."""
+        return self.window if isinstance(self.window, TidesWindow) else None

@@ -1,0 +1,185 @@
+"""The append-only, columnar, in-memory share log (reference/payouts.md §6.1).
+
+Hot columns only: a dense miner code (int32, dictionary-encoded miner id), target difficulty,
+template revenue and time (int64): 28 bytes a share, so 10,000,000 shares take ~280 MB.
+Idempotency keys, worker names and job ids are persisted by the durable store and never enter
+this log: as Python strings they would cost more than all hot columns together.
+
+Rows live in fixed-size chunks (default 2^20 rows) instead of one array that is reallocated: no
+copy on growth, no transient 2× peak, at most one partly filled chunk of slack. The log itself
+never shrinks; windows read ranges of it through :meth:`ShareLog.pieces` and
+:meth:`ShareLog.difficulty`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from payouts.accounting.weighting import MAX_LOG_ROWS
+from payouts.errors import ValidationError
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+
+_MAX_MINERS = np.iinfo(np.int32).max  # codes are int32
+
+
+class MinerIndex:
+    """Dictionary encoding of miner ids: id <-> dense code 0, 1, 2, … in order of first sight.
+
+    Keeps the known ids sorted (with their codes) so that encoding a batch is two
+    ``searchsorted`` calls and reading weights in miner-id order is one fancy index.
+    """
+
+    __slots__ = ("_ids_by_code", "_n", "_sorted_codes", "_sorted_ids")
+
+    def __init__(self) -> None:
+        self._ids_by_code: I64 = np.empty(1024, dtype=np.int64)
+        self._n = 0
+        self._sorted_ids: I64 = np.empty(0, dtype=np.int64)
+        self._sorted_codes: I32 = np.empty(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def sorted_ids(self) -> I64:
+        """Known miner ids, ascending (read-only view)."""
+        v = self._sorted_ids.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def sorted_codes(self) -> I32:
+        """Codes of :attr:`sorted_ids`, position by position (read-only view)."""
+        v = self._sorted_codes.view()
+        v.flags.writeable = False
+        return v
+
+    def ids(self, codes: I32) -> I64:
+        """Miner ids of ``codes``."""
+        return self._ids_by_code[codes]
+
+    def encode(self, miner_ids: I64) -> I32:
+        """Codes of ``miner_ids``, assigning new codes to ids not seen before."""
+        if len(miner_ids) == 0:
+            return np.empty(0, dtype=np.int32)
+        pos = np.searchsorted(self._sorted_ids, miner_ids)
+        if self._n:
+            found = self._sorted_ids[np.minimum(pos, self._n - 1)] == miner_ids
+        else:
+            found = np.zeros(len(miner_ids), dtype=np.bool_)
+        if found.all():
+            return self._sorted_codes[pos]
+        new = np.unique(miner_ids[~found])
+        if self._n + len(new) > _MAX_MINERS:
+            raise ValidationError("more than 2^31 - 1 distinct miners")
+        codes = np.arange(self._n, self._n + len(new), dtype=np.int32)
+        if self._n + len(new) > len(self._ids_by_code):
+            grown = np.empty(max(2 * len(self._ids_by_code), self._n + len(new)), np.int64)
+            grown[: self._n] = self._ids_by_code[: self._n]
+            self._ids_by_code = grown
+        self._ids_by_code[self._n : self._n + len(new)] = new
+        at = np.searchsorted(self._sorted_ids, new)
+        self._sorted_ids = np.insert(self._sorted_ids, at, new)
+        self._sorted_codes = np.insert(self._sorted_codes, at, codes)
+        self._n += len(new)
+        return self._sorted_codes[np.searchsorted(self._sorted_ids, miner_ids)]
+
+
+class LogPiece(NamedTuple):
+    """Views of the hot columns for rows ``start .. start + len(codes)`` of the log."""
+
+    start: int
+    codes: I32
+    difficulty: I64
+    revenue: I64
+    time_ms: I64
+
+
+class _Chunk:
+    __slots__ = ("codes", "difficulty", "revenue", "time_ms")
+
+    def __init__(self, rows: int) -> None:
+        self.codes: I32 = np.empty(rows, dtype=np.int32)
+        self.difficulty: I64 = np.empty(rows, dtype=np.int64)
+        self.revenue: I64 = np.empty(rows, dtype=np.int64)
+        self.time_ms: I64 = np.empty(rows, dtype=np.int64)
+
+
+class ShareLog:
+    """Append-only columnar log of validated shares; row numbers are stable forever."""
+
+    __slots__ = ("_chunk_rows", "_chunks", "_len", "miners")
+
+    def __init__(self, *, chunk_rows: int = 1 << 20) -> None:
+        if not 1 <= chunk_rows <= 1 << 30:
+            # the upper bound keeps per-piece digit sums (< 2^27 each) inside int64
+            raise ValueError("chunk_rows must be in [1, 2^30]")
+        self._chunk_rows = chunk_rows
+        self._chunks: list[_Chunk] = []
+        self._len = 0
+        self.miners = MinerIndex()
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the hot columns (allocated chunks, including slack)."""
+        return len(self._chunks) * self._chunk_rows * (4 + 8 + 8 + 8)
+
+    def append(self, miner_id: I64, difficulty: I64, revenue: I64, time_ms: I64) -> range:
+        """Append already validated rows (see :func:`.validate.validate_batch`); return their
+        row numbers."""
+        n = len(miner_id)
+        if self._len + n > MAX_LOG_ROWS:
+            raise ValidationError("share log full (2^36 rows)")
+        codes = self.miners.encode(miner_id)
+        first = self._len
+        done = 0
+        cr = self._chunk_rows
+        while done < n:
+            ci, off = divmod(self._len, cr)
+            if ci == len(self._chunks):
+                self._chunks.append(_Chunk(cr))
+            ch = self._chunks[ci]
+            take = min(cr - off, n - done)
+            src = slice(done, done + take)
+            dst = slice(off, off + take)
+            ch.codes[dst] = codes[src]
+            ch.difficulty[dst] = difficulty[src]
+            ch.revenue[dst] = revenue[src]
+            ch.time_ms[dst] = time_ms[src]
+            done += take
+            self._len += take
+        return range(first, self._len)
+
+    def _check(self, a: int, b: int) -> None:
+        if not 0 <= a <= b <= self._len:
+            raise IndexError(f"row range [{a}, {b}) outside the log [0, {self._len})")
+
+    def pieces(self, a: int, b: int) -> Iterator[LogPiece]:
+        """Views of rows ``[a, b)``, one per chunk touched, in row order (no copies)."""
+        self._check(a, b)
+        cr = self._chunk_rows
+        while a < b:
+            ci, off = divmod(a, cr)
+            take = min(cr - off, b - a)
+            ch = self._chunks[ci]
+            s = slice(off, off + take)
+            yield LogPiece(a, ch.codes[s], ch.difficulty[s], ch.revenue[s], ch.time_ms[s])
+            a += take
+
+    def difficulty(self, a: int, b: int) -> I64:
+        """Target difficulties of rows ``[a, b)``: a view inside one chunk, else a copy."""
+        parts = [p.difficulty for p in self.pieces(a, b)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate(parts)

@@ -1,0 +1,286 @@
+"""Payout windows over the share log: TIDES (k·D), PPLNS (last N), PROP (since the last block).
+
+Implements reference/payouts.md §1.1 (TIDES), §4 (PPLNS, PROP) and §6.1. A window is the row
+range ``[start, end)`` of a :class:`~payouts.accounting.log.ShareLog` plus exact per-miner weight
+totals of the rows inside it. Every change is incremental: appending shares touches only the new
+rows and the rows that leave; a difficulty change touches only the rows that enter or leave; a
+block found touches nothing (TIDES, PPLNS) or clears per-miner totals in O(miners) (PROP). No
+operation rescans the window.
+
+Definitions (docs/accounting.md):
+
+* TIDES: the minimal suffix of the log whose target-difficulty sum is >= k·D, the whole log when
+  its total is smaller. Target difficulties are >= 1, so suffix sums strictly increase and that
+  suffix is unique. The cut always uses difficulty, never value weight.
+* PPLNS: the last N shares by count.
+* PROP: the shares appended since the last ``block_found`` (the current round).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from payouts.accounting.log import ShareLog
+from payouts.accounting.weighting import (
+    DIFFICULTY_LIMBS,
+    VALUE_LIMBS,
+    LimbAccumulator,
+    digits_value,
+    exact_sum,
+    largest_prefix_le,
+    share_digits,
+)
+from payouts.errors import InvalidDifficultyError, ValidationError
+
+I64 = npt.NDArray[np.int64]
+
+Scheme = Literal["tides", "pplns", "prop"]
+
+#: first sub-range examined when the TIDES cut moves; doubled each step (bounded work per move)
+_SCAN_FIRST = 4096
+
+
+def check_network_difficulty(d: int) -> int:
+    """Network difficulty as the engine uses it: an int >= 1 (the floor of the real value)."""
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise InvalidDifficultyError(f"network difficulty must be an integer >= 1, got {d!r}")
+    return d
+
+
+class MinerWeights(NamedTuple):
+    """Per-miner weights of a window: ``miner_ids`` ascending, ``weights`` exact and > 0."""
+
+    miner_ids: I64
+    weights: list[int]
+
+
+class Window(ABC):
+    """Rows ``[start, end)`` of ``log`` with exact per-miner weight totals.
+
+    The window catches up with the log lazily (:meth:`sync`), so it can never be stale: every
+    reader syncs first. Several windows may share one log.
+    """
+
+    scheme: ClassVar[Scheme]
+
+    def __init__(self, log: ShareLog, *, value_weighting: bool = True) -> None:
+        self._log = log
+        self.value_weighting = value_weighting
+        self._acc = LimbAccumulator(VALUE_LIMBS if value_weighting else DIFFICULTY_LIMBS)
+        self._start = 0
+        self._end = 0
+        self._total_weight = 0
+
+    # ---- reading -------------------------------------------------------------------------
+    @property
+    def start(self) -> int:
+        self.sync()
+        return self._start
+
+    @property
+    def end(self) -> int:
+        self.sync()
+        return self._end
+
+    @property
+    def share_count(self) -> int:
+        self.sync()
+        return self._end - self._start
+
+    @property
+    def total_weight(self) -> int:
+        """Σ weight over the window, exact (equals ``sum(self.weights().weights)``)."""
+        self.sync()
+        return self._total_weight
+
+    def weights(self) -> MinerWeights:
+        """Miners with a nonzero weight, sorted by miner id, and their exact weights.
+
+        O(known miners), independent of the window length.
+        """
+        self.sync()
+        miners = self._log.miners
+        mask, values = self._acc.read(miners.sorted_codes)
+        return MinerWeights(miners.sorted_ids[mask].copy(), values)
+
+    # ---- events --------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Take in the rows appended to the log since the last call."""
+        n = len(self._log)
+        if n > self._end:
+            old_end, self._end = self._end, n
+            self._appended(old_end, n)
+
+    def on_block_found(self) -> None:  # noqa: B027 - deliberately a no-op by default
+        """A block was found by the pool (only PROP cares)."""
+
+    def on_network_difficulty(self, difficulty: int) -> None:  # noqa: B027
+        """The network difficulty changed (only TIDES cares)."""
+
+    # ---- internals -----------------------------------------------------------------------
+    @abstractmethod
+    def _appended(self, a: int, b: int) -> None:
+        """Rows ``[a, b)`` were appended and ``_end`` already moved to ``b``."""
+
+    def _apply(self, a: int, b: int, *, subtract: bool = False) -> None:
+        """Add (or remove) the weights of rows ``[a, b)`` to (or from) the totals."""
+        self._acc.ensure(len(self._log.miners))
+        for piece in self._log.pieces(a, b):
+            digits = share_digits(
+                piece.difficulty, piece.revenue if self.value_weighting else None
+            )
+            self._acc.add(piece.codes, digits, subtract=subtract)
+            delta = digits_value([int(s) for s in digits.sum(axis=1, dtype=np.int64)])
+            self._total_weight += -delta if subtract else delta
+
+
+class PplnsWindow(Window):
+    """The last ``n`` shares by count (reference/payouts.md §4, PPLNS)."""
+
+    scheme = "pplns"
+
+    def __init__(self, log: ShareLog, n: int, *, value_weighting: bool = True) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValidationError(f"PPLNS window size must be an integer >= 1, got {n!r}")
+        super().__init__(log, value_weighting=value_weighting)
+        self.n = n
+
+    def _appended(self, a: int, b: int) -> None:
+        new_start = max(self._start, b - self.n)
+        # Rows that would leave again at once are never added.
+        self._apply(max(a, new_start), b)
+        if new_start > self._start:
+            self._apply(self._start, min(a, new_start), subtract=True)
+            self._start = new_start
+
+
+class PropWindow(Window):
+    """Shares since the pool's last block (reference/payouts.md §4, PROP)."""
+
+    scheme = "prop"
+
+    def _appended(self, a: int, b: int) -> None:
+        self._apply(a, b)
+
+    def on_block_found(self) -> None:
+        """Close the round: the shares logged so far belong to the block just found."""
+        self.sync()
+        self._acc.clear()  # O(miners), no row is read
+        self._start = self._end
+        self._total_weight = 0
+
+
+class TidesWindow(Window):
+    """Minimal suffix with target-difficulty sum >= k·D (reference/payouts.md §1.1)."""
+
+    scheme = "tides"
+
+    def __init__(
+        self,
+        log: ShareLog,
+        network_difficulty: int,
+        k: int = 8,
+        *,
+        value_weighting: bool = True,
+    ) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValidationError(f"TIDES k must be an integer >= 1, got {k!r}")
+        super().__init__(log, value_weighting=value_weighting)
+        self.k = k
+        self._network_difficulty = check_network_difficulty(network_difficulty)
+        self._difficulty_sum = 0  # Σ target difficulty over [start, end), exact
+
+    @property
+    def network_difficulty(self) -> int:
+        return self._network_difficulty
+
+    @property
+    def target(self) -> int:
+        """k·D, in difficulty units."""
+        return self.k * self._network_difficulty
+
+    @property
+    def difficulty_sum(self) -> int:
+        """Σ target difficulty inside the window (>= :attr:`target` unless the log is short)."""
+        self.sync()
+        return self._difficulty_sum
+
+    def on_network_difficulty(self, difficulty: int) -> None:
+        """Move the window start forward (D fell) or backward (D rose), touching only the rows
+        that leave or enter."""
+        self._network_difficulty = check_network_difficulty(difficulty)
+        self.sync()
+        self._recut()
+
+    def _appended(self, a: int, b: int) -> None:
+        self._difficulty_sum += exact_sum(self._log.difficulty(a, b))
+        self._apply(a, b)
+        self._recut()
+
+    def _recut(self) -> None:
+        target = self.target
+        if self._difficulty_sum < target:
+            self._extend_back(target - self._difficulty_sum)
+        elif self._difficulty_sum > target:
+            self._drop_front(self._difficulty_sum - target)
+
+    def _drop_front(self, excess: int) -> None:
+        """Drop the longest prefix of the window whose difficulty sum is <= ``excess``."""
+        start, end, size = self._start, self._end, _SCAN_FIRST
+        while start < end:
+            b = min(start + size, end)
+            d = self._log.difficulty(start, b)
+            i = largest_prefix_le(d, excess)
+            if i == 0:
+                break
+            dropped = exact_sum(d[:i])
+            excess -= dropped
+            self._difficulty_sum -= dropped
+            self._apply(start, start + i, subtract=True)
+            start += i
+            if start < b:
+                break  # the next share would take the sum below k·D
+            size *= 2
+        self._start = start
+
+    def _extend_back(self, deficit: int) -> None:
+        """Take in the shortest run of rows before the window that covers ``deficit``."""
+        start, size = self._start, _SCAN_FIRST
+        while start > 0 and deficit > 0:
+            a = max(0, start - size)
+            d = self._log.difficulty(a, start)
+            total = exact_sum(d)
+            # keep all of d, or its shortest suffix with sum >= deficit, i.e. skip the longest
+            # prefix with sum <= total - deficit
+            skip = 0 if total <= deficit else largest_prefix_le(d, total - deficit)
+            new_start = a + skip
+            added = exact_sum(d[new_start - a :])
+            self._apply(new_start, start)
+            self._difficulty_sum += added
+            deficit -= added
+            start = new_start
+            size *= 2
+        self._start = start
+
+
+def make_window(
+    scheme: Scheme,
+    log: ShareLog,
+    *,
+    network_difficulty: int = 1,
+    tides_k: int = 8,
+    pplns_n: int = 1_000_000,
+    value_weighting: bool = True,
+) -> Window:
+    """The configured window (see :class:`payouts.settings.AccountingSettings`)."""
+    if scheme == "tides":
+        return TidesWindow(log, network_difficulty, tides_k, value_weighting=value_weighting)
+    if scheme == "pplns":
+        return PplnsWindow(log, pplns_n, value_weighting=value_weighting)
+    if scheme == "prop":
+        return PropWindow(log, value_weighting=value_weighting)
+    raise ValidationError(f"unknown accounting scheme {scheme!r}")
