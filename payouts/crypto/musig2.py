@@ -520,7 +520,9 @@ def partial_sign(
         try:
             check(ok, "musig_partial_sign")
         except SecpError as e:
-            if "secnonce" in str(e) or "scalar_is_zero" in str(e):
+            # Every other argument is ours and was checked above, so an ARG_CHECK here is the
+            # secnonce: a bad magic (zeroed after use) or zero k1/k2 ("!is_zero").
+            if "illegal argument" in str(e):
                 raise NonceReuseError(f"secret nonce is zeroed or invalid (reused?): {e}") from e
             raise MuSig2ValueError(str(e)) from e
     finally:

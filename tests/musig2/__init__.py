@@ -1,0 +1,1 @@
+"""MuSig2 (BIP-327) wrapper and signing-session tests."""
