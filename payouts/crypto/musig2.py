@@ -391,7 +391,9 @@ def nonce_gen(
     ``rand`` is the 32-byte ``rand'`` of the BIP and defaults to ``os.urandom(32)``; pass it only
     in tests (a repeated ``rand`` with the same inputs repeats the nonce). ``seckey``, ``keyagg``
     (its x-only key is the BIP's ``aggpk``), ``msg`` and ``extra_in`` are optional hardening
-    inputs; libsecp takes ``msg`` and ``extra_in`` as exactly 32 bytes when given.
+    inputs; libsecp takes ``msg`` and ``extra_in`` as exactly 32 bytes when given. That
+    ``seckey`` belongs to ``pubkey`` is not checked here (BIP-327 does not either);
+    :func:`partial_sign` refuses a mismatch before the nonce is spent.
     """
     pk_bytes = _bytes(pubkey, PUBKEY_SIZE, "pubkey")
     pk = _parse_pubkey(pk_bytes, None)
