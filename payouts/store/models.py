@@ -48,6 +48,13 @@ WORKER_MAX = 128
 JOB_ID_MAX = 64
 REASON_MAX = 64
 
+# Share keys are opaque idempotency tokens: compare them bytewise. On PostgreSQL the database
+# default collation (e.g. C.UTF-8, en_US) makes every unique-index probe call strcoll; "C" made
+# ingest of random keys into a 500k-row table ~2x faster (206 -> 90 ms per 10k batch).
+ShareKeyType = String(SHARE_KEY_MAX).with_variant(
+    String(SHARE_KEY_MAX, collation="C"), "postgresql"
+)
+
 BLOCK_STATUSES = ("found", "confirmed", "mature", "paid", "orphaned")
 
 
@@ -101,15 +108,20 @@ class Miner(Base):
 class Share(Base):
     """One accepted share. Append-only; ``id`` order is arrival order (used for rebuild).
 
-    Only the primary key and the ``share_key`` unique index exist: every extra index costs ingest
-    throughput, and all reads are either a full scan in id order or by key.
+    Only the primary key and the ``share_key`` unique index exist (the latter is what makes ingest
+    idempotent): every extra index or FK costs ingest throughput, and all reads are either a scan
+    in id order (rebuild) or by key.
     """
 
     __tablename__ = "shares"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    share_key: Mapped[str] = mapped_column(String(SHARE_KEY_MAX), unique=True)
-    miner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("miners.id"))
+    share_key: Mapped[str] = mapped_column(ShareKeyType, unique=True)
+    # Deliberately not a declared FOREIGN KEY: PostgreSQL checks an FK with one trigger query
+    # per inserted row, which measured at ~2/3 of ingest time (≈55k instead of ≈150k shares/s).
+    # persist_shares checks every miner_id against ``miners`` inside the inserting transaction,
+    # and miners are never deleted, so the reference cannot dangle.
+    miner_id: Mapped[int] = mapped_column(BigInteger)
     worker: Mapped[str] = mapped_column(String(WORKER_MAX))
     difficulty: Mapped[int] = mapped_column(BigInteger)
     job_id: Mapped[str] = mapped_column(String(JOB_ID_MAX))
@@ -165,9 +177,7 @@ class LedgerEntry(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     miner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("miners.id"))
-    block_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("blocks.id"), nullable=True
-    )
+    block_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("blocks.id"), nullable=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(REASON_MAX))
     created_at: Mapped[datetime] = _now_column()
