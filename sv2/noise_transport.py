@@ -221,8 +221,8 @@ class Transport:
                 self._recv.reserve(1)
                 plain = self._recv.decrypt(chunk)
             except InvalidTag:
-                self.close()
                 what = "header" if self._parts is None else "payload chunk"
+                self.close()
                 raise DecryptError(
                     f"frame {what} failed authentication at nonce {self._recv.n}", frames
                 ) from None
