@@ -85,8 +85,7 @@ def validate_batch(batch: ShareBatch, known_miner: KnownMiners | None = None) ->
     if bad.size:
         i = int(bad[0])
         raise InvalidDifficultyError(
-            f"row {i} (key {batch.key[i]!r}): target difficulty {int(d[i])} is outside "
-            f"[1, 2**52]"
+            f"row {i} (key {batch.key[i]!r}): target difficulty {int(d[i])} is outside [1, 2**52]"
         )
     r = batch.revenue
     bad = np.flatnonzero((r < 0) | (r > MAX_REVENUE))

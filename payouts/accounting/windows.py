@@ -130,9 +130,7 @@ class Window(ABC):
         """Add (or remove) the weights of rows ``[a, b)`` to (or from) the totals."""
         self._acc.ensure(len(self._log.miners))
         for piece in self._log.pieces(a, b):
-            digits = share_digits(
-                piece.difficulty, piece.revenue if self.value_weighting else None
-            )
+            digits = share_digits(piece.difficulty, piece.revenue if self.value_weighting else None)
             self._acc.add(piece.codes, digits, subtract=subtract)
             delta = digits_value([int(s) for s in digits.sum(axis=1, dtype=np.int64)])
             self._total_weight += -delta if subtract else delta
