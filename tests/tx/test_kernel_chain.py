@@ -8,11 +8,18 @@ from dataclasses import replace
 import pytest
 
 from payouts.crypto.schnorr import xonly_pubkey
-from payouts.crypto.taproot import p2tr_script, sign_keypath, tweak_pubkey
+from payouts.crypto.taproot import (
+    control_block,
+    p2tr_script,
+    p2tr_script_for,
+    sign_keypath,
+    tweak_pubkey,
+)
 from payouts.distribution.model import TxOut
 from payouts.node.kernel_chain import BlockRejectedError, KernelChain, solve
 from payouts.tx.block import Block
 from payouts.tx.coinbase import build_coinbase
+from payouts.tx.ctv import ctv_tapleaf, standard_template_hash
 from payouts.tx.sighash import SIGHASH_ALL, SIGHASH_DEFAULT, taproot_sighash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
 
@@ -134,3 +141,27 @@ def test_garbage_and_duplicate_blocks(chain: KernelChain) -> None:
     tip = chain.tip_hash
     chain.submit_block(chain.blocks[-1].serialize())  # re-submitting the tip is a no-op
     assert chain.tip_hash == tip
+
+
+def test_ctv_tapleaf_script_path_spend_is_consensus_valid(chain: KernelChain) -> None:
+    """A P2TR output with a CTV leaf, spent along that leaf. The kernel has no CTV, so this
+    checks our tree, control block and witness layout — not the template hash itself."""
+    internal = xonly_pubkey(b"\x02" * 32)
+    fan_out = Tx(2, (TxIn(OutPoint(bytes(32), 0)),), (TxOut(40_000, P2TR),))
+    leaf = ctv_tapleaf(standard_template_hash(fan_out, 0))
+    spk = p2tr_script_for(internal, leaf)
+    # Fund it from a matured coinbase with a key-path spend, mined into a block.
+    fund, spent = _spend_matured(chain, SIGHASH_DEFAULT)
+    fund = Tx(2, fund.inputs, (TxOut(50_000, spk),))
+    sighash = taproot_sighash(fund, 0, spent)
+    fund = fund.with_input_witness(0, [sign_keypath(sighash, SECKEY)])
+    height = chain.tip_height + 1
+    chain.mine_block([TxOut(chain.subsidy(height) + chain.fees([fund]), P2TR)], [fund])
+    # The committed fan-out, now with its real outpoint (CTV does not commit to outpoints).
+    spend = Tx(2, (TxIn(OutPoint(fund.txid, 0)),), fan_out.outputs)
+    assert standard_template_hash(spend, 0) == standard_template_hash(fan_out, 0)
+    spend = spend.with_input_witness(0, [leaf.script, control_block(internal, leaf, leaf)])
+    assert chain.verify_spend(spend)
+    wrong_cb = bytearray(control_block(internal, leaf, leaf))
+    wrong_cb[5] ^= 1
+    assert not chain.verify_spend(spend.with_input_witness(0, [leaf.script, bytes(wrong_cb)]))
