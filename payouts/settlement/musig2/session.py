@@ -1,0 +1,403 @@
+"""The coordinator's MuSig2 signing session for the ``musig2`` settlement mode (pure logic).
+
+One session signs one 32-byte sighash (the key-path spend of the coinbase output locked to the
+committee's aggregate key) with the BIP-327 two-round protocol, collected over the API::
+
+    COLLECTING_NONCES ──all nonces──► COLLECTING_PARTIAL_SIGS ──all valid psigs──► COMPLETE
+            │                                   │
+            └──── nonce deadline ───► FAILED ◄──┴──── signature deadline (or abort)
+
+Design decisions (each one tested):
+
+* **No clock inside.** Every call takes ``now`` (seconds, any monotonic epoch the caller picks);
+  :meth:`SigningSession.tick` fails the session once ``now`` is *past* the deadline of the
+  current round (``now > deadline``; a contribution at exactly the deadline is on time). Every
+  ``add_*`` call ticks first, so a late contribution fails the session and raises
+  :class:`~.errors.DeadlinePassedError`.
+* **Immediate verification, blame per signer.** A nonce is parsed and a partial signature is
+  checked with BIP-327 PartialSigVerify the moment it arrives; the error names the signer.
+* **A bad contribution is rejected, it does not fail the session.** The state of every other
+  signer is untouched and the culprit may still deliver a valid value before the deadline.
+  Why not fail fast: after the nonce round a signer's valid partial signature is unique (s is
+  fixed by s·G = R₁ + b·R₂ + e·a·g·P), so accepting a later valid one is safe; the deadline
+  bounds the delay either way; and one corrupted packet should not throw away a 100-signer
+  round. The rejection is recorded, and if that signer never delivers, the deadline failure
+  blames it with ``invalid-partial-signature`` (or ``invalid-nonce``) instead of a plain
+  no-show. A caller that wants to fail fast calls :meth:`SigningSession.abort`.
+* **Duplicates.** Re-sending the identical value is idempotent (network retries); a different
+  value for a slot already filled is rejected (``duplicate-nonce`` /
+  ``duplicate-partial-signature``), so a signer cannot swap its nonce after others saw it.
+* **Failure hands over to the fallback.** On FAILED, :attr:`SigningSession.failed_signers` lists
+  who did not deliver; building the script-path fallback is the settlement layer's job.
+
+The session holds no secret: signers run :func:`payouts.crypto.musig2.nonce_gen` and
+:func:`~payouts.crypto.musig2.partial_sign` on their own machines.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from coincurve import PublicKeyXOnly
+
+from payouts.crypto import musig2
+from payouts.settlement.musig2.errors import (
+    DeadlinePassedError,
+    DuplicateNonceError,
+    DuplicatePartialSigError,
+    DuplicatePubkeyError,
+    InvalidNonceError,
+    InvalidPartialSigError,
+    InvalidPubkeyError,
+    InvalidTimeError,
+    SessionConfigError,
+    UnknownSignerError,
+    WrongStateError,
+)
+
+#: Default bound on the committee size: keeps one lazy-signer round cheap to run and to retry.
+DEFAULT_MAX_SIGNERS = 100
+
+
+class SessionState(enum.StrEnum):
+    """Where a signing session is (BIP-327 "Signing Flow" rounds, plus the two ends)."""
+
+    COLLECTING_NONCES = "collecting-nonces"
+    COLLECTING_PARTIAL_SIGS = "collecting-partial-sigs"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class FailureReason(enum.StrEnum):
+    """Why a session ended in FAILED."""
+
+    NONCE_DEADLINE = "nonce-deadline"
+    SIGNATURE_DEADLINE = "signature-deadline"
+    ABORTED = "aborted"
+    AGGREGATE_INVALID = "aggregate-signature-invalid"
+
+
+class Blame(enum.StrEnum):
+    """What a signer in :attr:`SigningSession.failed_signers` failed to do."""
+
+    NO_NONCE = "no-nonce"
+    INVALID_NONCE = "invalid-nonce"
+    NO_PARTIAL_SIG = "no-partial-signature"
+    INVALID_PARTIAL_SIG = "invalid-partial-signature"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One rejected contribution, kept for the audit trail."""
+
+    signer_index: int
+    code: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How the session failed: reason, when, and who is blamed for what."""
+
+    reason: FailureReason
+    at: float
+    blame: Mapping[int, Blame] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def failed_signers(self) -> tuple[int, ...]:
+        """Indices of the signers who did not deliver, ascending."""
+        return tuple(sorted(self.blame))
+
+
+def _finite(now: float, what: str = "now") -> float:
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise InvalidTimeError(f"{what} must be a finite number, got {now!r}")
+    return float(now)
+
+
+class SigningSession:
+    """A MuSig2 signing session over a bounded committee (see the module docstring).
+
+    ``pubkeys`` are the committee's 33-byte keys in aggregation order (signer index = position;
+    the caller fixes the order, typically with :func:`~payouts.crypto.musig2.key_sort`).
+    ``msg`` is the 32-byte sighash. ``taproot_merkle_root`` selects the key the signature is
+    for: ``None`` the plain aggregate key, ``b""`` the BIP-86 output key (no script tree), or a
+    32-byte script-tree root (BIP-341 key-path spend of an output that also has script leaves).
+    """
+
+    def __init__(
+        self,
+        pubkeys: Sequence[bytes],
+        msg: bytes,
+        *,
+        nonce_deadline: float,
+        sig_deadline: float,
+        taproot_merkle_root: bytes | None = None,
+        max_signers: int = DEFAULT_MAX_SIGNERS,
+    ) -> None:
+        """Validate the parameters and aggregate the committee key (BIP-327 KeyAgg)."""
+        if max_signers < 1:
+            raise SessionConfigError("max_signers must be at least 1")
+        if not 1 <= len(pubkeys) <= max_signers:
+            raise SessionConfigError(f"committee size must be 1..{max_signers}, got {len(pubkeys)}")
+        if not isinstance(msg, bytes | bytearray) or len(msg) != 32:
+            raise SessionConfigError("msg must be the 32-byte sighash")
+        self.nonce_deadline = _finite(nonce_deadline, "nonce_deadline")
+        self.sig_deadline = _finite(sig_deadline, "sig_deadline")
+        if not self.nonce_deadline < self.sig_deadline:
+            raise SessionConfigError("nonce_deadline must come before sig_deadline")
+        seen: dict[bytes, int] = {}
+        for i, pk in enumerate(pubkeys):
+            key = bytes(pk) if isinstance(pk, bytes | bytearray) else b""
+            if key in seen and key:
+                # BIP-327 allows repeated keys, but in a payout committee it is a configuration
+                # error (one payee holding two slots) that would also blur blame.
+                raise DuplicatePubkeyError(
+                    f"signer {i} repeats the key of signer {seen[key]}", signer_index=i
+                )
+            seen[key] = i
+        try:
+            internal = musig2.key_agg(list(pubkeys))
+        except musig2.InvalidContributionError as e:
+            raise InvalidPubkeyError(str(e), signer_index=e.signer) from e
+        if taproot_merkle_root is not None and len(taproot_merkle_root) not in (0, 32):
+            raise SessionConfigError("taproot_merkle_root must be None, empty or 32 bytes")
+        self.internal_keyagg = internal
+        self.keyagg = (
+            internal if taproot_merkle_root is None else internal.taproot_tweak(taproot_merkle_root)
+        )
+        self.msg = bytes(msg)
+        self.max_signers = max_signers
+        self._n = len(pubkeys)
+        self._state = SessionState.COLLECTING_NONCES
+        self._pubnonces: dict[int, bytes] = {}
+        self._psigs: dict[int, bytes] = {}
+        self._bad_nonce: set[int] = set()
+        self._bad_psig: set[int] = set()
+        self._rejections: list[Rejection] = []
+        self._aggnonce: bytes | None = None
+        self._ctx: musig2.SessionContext | None = None
+        self._signature: bytes | None = None
+        self._failure: Failure | None = None
+
+    # ------------------------------------------------------------------------------ views
+
+    @property
+    def state(self) -> SessionState:
+        """The current state."""
+        return self._state
+
+    @property
+    def pubkeys(self) -> tuple[bytes, ...]:
+        """The committee keys, in signer-index order."""
+        return self.keyagg.pubkeys
+
+    @property
+    def n_signers(self) -> int:
+        """Committee size."""
+        return self._n
+
+    @property
+    def internal_key(self) -> bytes:
+        """The x-only MuSig2 aggregate key (BIP-341 internal key when a tweak is set)."""
+        return self.internal_keyagg.xonly_pubkey
+
+    @property
+    def output_key(self) -> bytes:
+        """The x-only key the final signature verifies under (tweaked, if a tweak is set)."""
+        return self.keyagg.xonly_pubkey
+
+    @property
+    def aggnonce(self) -> bytes | None:
+        """The 66-byte aggregate nonce, once every nonce is in (signers need it for round 2)."""
+        return self._aggnonce
+
+    @property
+    def session_context(self) -> musig2.SessionContext | None:
+        """The BIP-327 session context, once every nonce is in."""
+        return self._ctx
+
+    @property
+    def pubnonces(self) -> Mapping[int, bytes]:
+        """Accepted public nonces by signer index (read-only view)."""
+        return MappingProxyType(self._pubnonces)
+
+    @property
+    def missing_nonces(self) -> tuple[int, ...]:
+        """Signers whose nonce has not been accepted yet."""
+        return tuple(i for i in range(self._n) if i not in self._pubnonces)
+
+    @property
+    def missing_partial_sigs(self) -> tuple[int, ...]:
+        """Signers whose valid partial signature has not been accepted yet."""
+        return tuple(i for i in range(self._n) if i not in self._psigs)
+
+    @property
+    def rejections(self) -> tuple[Rejection, ...]:
+        """Every rejected contribution, in arrival order."""
+        return tuple(self._rejections)
+
+    @property
+    def failure(self) -> Failure | None:
+        """Why the session failed, or ``None``."""
+        return self._failure
+
+    @property
+    def failed_signers(self) -> tuple[int, ...]:
+        """Who did not deliver (empty unless FAILED; empty too when aborted without blame)."""
+        return () if self._failure is None else self._failure.failed_signers
+
+    def final_signature(self) -> bytes:
+        """The 64-byte BIP-340 signature under :attr:`output_key`; only in COMPLETE."""
+        if self._state is not SessionState.COMPLETE or self._signature is None:
+            raise WrongStateError(f"no final signature in state {self._state}")
+        return self._signature
+
+    # ------------------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> SessionState:
+        """Advance time: fail the session if the current round's deadline has passed."""
+        t = _finite(now)
+        if self._state is SessionState.COLLECTING_NONCES and t > self.nonce_deadline:
+            blame = {
+                i: Blame.INVALID_NONCE if i in self._bad_nonce else Blame.NO_NONCE
+                for i in self.missing_nonces
+            }
+            self._fail(Failure(FailureReason.NONCE_DEADLINE, t, MappingProxyType(blame)))
+        elif self._state is SessionState.COLLECTING_PARTIAL_SIGS and t > self.sig_deadline:
+            blame = {
+                i: Blame.INVALID_PARTIAL_SIG if i in self._bad_psig else Blame.NO_PARTIAL_SIG
+                for i in self.missing_partial_sigs
+            }
+            self._fail(Failure(FailureReason.SIGNATURE_DEADLINE, t, MappingProxyType(blame)))
+        return self._state
+
+    def abort(self, now: float, detail: str = "") -> None:
+        """Fail the session now, blaming nobody (e.g. reorg, operator decision)."""
+        t = _finite(now)
+        if self._state in (SessionState.COMPLETE, SessionState.FAILED):
+            raise WrongStateError(f"cannot abort in state {self._state}")
+        self._fail(Failure(FailureReason.ABORTED, t, MappingProxyType({}), detail))
+
+    def _fail(self, failure: Failure) -> None:
+        self._failure = failure
+        self._state = SessionState.FAILED
+
+    def _enter(self, expected: SessionState, deadline_reason: FailureReason, now: float) -> None:
+        """Tick, then require ``expected``; a failure by this round's deadline says so."""
+        self.tick(now)
+        if self._state is expected:
+            return
+        if self._failure is not None and self._failure.reason is deadline_reason:
+            raise DeadlinePassedError(
+                f"{deadline_reason} passed at {self._failure.at}; session failed"
+            )
+        raise WrongStateError(f"operation not allowed in state {self._state}")
+
+    def _check_index(self, signer_index: int) -> int:
+        if (
+            isinstance(signer_index, bool)
+            or not isinstance(signer_index, int)
+            or not 0 <= signer_index < self._n
+        ):
+            raise UnknownSignerError(
+                f"no signer {signer_index!r} in a committee of {self._n}",
+                signer_index=signer_index if isinstance(signer_index, int) else None,
+            )
+        return signer_index
+
+    def _reject(self, signer_index: int, code: str, now: float) -> None:
+        self._rejections.append(Rejection(signer_index, code, float(now)))
+
+    # ------------------------------------------------------------------------------ round 1
+
+    def add_nonce(self, signer_index: int, pubnonce: bytes, now: float) -> SessionState:
+        """Accept signer ``signer_index``'s 66-byte public nonce (BIP-327 round 1).
+
+        When the last nonce arrives, aggregates them (NonceAgg) and moves to
+        COLLECTING_PARTIAL_SIGS. Raises a :class:`~.errors.SessionError` subclass, leaving the
+        other signers' state unchanged.
+        """
+        self._enter(SessionState.COLLECTING_NONCES, FailureReason.NONCE_DEADLINE, now)
+        i = self._check_index(signer_index)
+        value = bytes(pubnonce) if isinstance(pubnonce, bytes | bytearray) else pubnonce
+        if i in self._pubnonces:
+            if self._pubnonces[i] == value:
+                return self._state  # retransmission: idempotent
+            self._reject(i, DuplicateNonceError.code, now)
+            raise DuplicateNonceError(f"signer {i} already sent another nonce", signer_index=i)
+        try:
+            musig2.nonce_agg([value])  # parses it: NonceAgg would blame this signer later
+        except musig2.InvalidContributionError as e:
+            self._bad_nonce.add(i)
+            self._reject(i, InvalidNonceError.code, now)
+            raise InvalidNonceError(f"signer {i}: {e}", signer_index=i) from e
+        self._pubnonces[i] = value
+        if len(self._pubnonces) == self._n:
+            self._aggnonce = musig2.nonce_agg([self._pubnonces[j] for j in range(self._n)])
+            self._ctx = musig2.SessionContext(self._aggnonce, self.keyagg, self.msg)
+            self._state = SessionState.COLLECTING_PARTIAL_SIGS
+        return self._state
+
+    # ------------------------------------------------------------------------------ round 2
+
+    def add_partial_sig(self, signer_index: int, psig: bytes, now: float) -> SessionState:
+        """Verify and accept signer ``signer_index``'s 32-byte partial signature (round 2).
+
+        A psig failing BIP-327 PartialSigVerify raises :class:`~.errors.InvalidPartialSigError`
+        blaming the signer; the session stays in COLLECTING_PARTIAL_SIGS (module docstring).
+        When the last valid one arrives, aggregates them (PartialSigAgg), checks the BIP-340
+        signature under :attr:`output_key`, and moves to COMPLETE.
+        """
+        self._enter(SessionState.COLLECTING_PARTIAL_SIGS, FailureReason.SIGNATURE_DEADLINE, now)
+        i = self._check_index(signer_index)
+        assert self._ctx is not None  # set on entering COLLECTING_PARTIAL_SIGS
+        value = bytes(psig) if isinstance(psig, bytes | bytearray) else psig
+        if i in self._psigs:
+            if self._psigs[i] == value:
+                return self._state
+            self._reject(i, DuplicatePartialSigError.code, now)
+            raise DuplicatePartialSigError(
+                f"signer {i} already sent another partial signature", signer_index=i
+            )
+        if not musig2.partial_sig_verify(
+            value, self._pubnonces[i], self.pubkeys[i], self._ctx, signer_index=i
+        ):
+            self._bad_psig.add(i)
+            self._reject(i, InvalidPartialSigError.code, now)
+            raise InvalidPartialSigError(
+                f"partial signature of signer {i} does not verify", signer_index=i
+            )
+        self._psigs[i] = value
+        if len(self._psigs) == self._n:
+            self._finish(float(now))
+        return self._state
+
+    def _finish(self, now: float) -> None:
+        assert self._ctx is not None
+        sig = musig2.partial_sig_agg([self._psigs[j] for j in range(self._n)], self._ctx)
+        # Every partial signature verified, so this holds unless libsecp itself is broken; it is
+        # cheap (one BIP-340 verify) and it is the last check before money moves.
+        if not PublicKeyXOnly(self.output_key).verify(sig, self.msg):  # pragma: no cover
+            self._fail(
+                Failure(FailureReason.AGGREGATE_INVALID, now, MappingProxyType({}), sig.hex())
+            )
+            return
+        self._signature = sig
+        self._state = SessionState.COMPLETE
+
+
+__all__ = [
+    "DEFAULT_MAX_SIGNERS",
+    "Blame",
+    "Failure",
+    "FailureReason",
+    "Rejection",
+    "SessionState",
+    "SigningSession",
+]
