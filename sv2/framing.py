@@ -138,31 +138,34 @@ class FrameDecoder:
         if self._failed:
             raise DecoderStateError("frame decoder already failed; discard the connection")
         self._buf += data
+        buf = self._buf
         frames: list[Frame] = []
+        pos = 0  # consumed so far; compacted once at the end so a burst of frames stays O(n)
         try:
             while True:
-                if self._header is None:
-                    if len(self._buf) < HEADER_SIZE:
-                        break
-                    header = FrameHeader.decode(bytes(self._buf[:HEADER_SIZE]))
-                    # Check before buffering the payload: an attacker announcing 16 MB must
-                    # not make us hold 16 MB.
-                    _check_size(header, self.max_frame_size)
-                    del self._buf[:HEADER_SIZE]
-                    self._header = header
                 header = self._header
-                if len(self._buf) < header.msg_length:
+                if header is None:
+                    if len(buf) - pos < HEADER_SIZE:
+                        break
+                    header = FrameHeader.decode(bytes(buf[pos : pos + HEADER_SIZE]))
+                    # Check before waiting for the payload: a peer announcing 16 MB must not
+                    # make us accumulate 16 MB.
+                    _check_size(header, self.max_frame_size)
+                    pos += HEADER_SIZE
+                    self._header = header
+                if len(buf) - pos < header.msg_length:
                     break
-                payload = bytes(self._buf[: header.msg_length])
-                del self._buf[: header.msg_length]
+                payload = bytes(buf[pos : pos + header.msg_length])
+                pos += header.msg_length
                 self._header = None
                 frames.append(
                     Frame(header.extension_type, header.msg_type, payload, header.channel_msg)
                 )
         except Exception:
             self._failed = True
-            self._buf.clear()
+            buf.clear()
             raise
+        del buf[:pos]
         return frames
 
     def close(self) -> None:
