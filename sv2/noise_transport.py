@@ -215,11 +215,14 @@ class Transport:
         buf += data
         frames: list[bytes] = []
         while len(buf) >= self._need:
-            chunk = bytes(buf[: self._need])
-            del buf[: self._need]
+            need = self._need
             try:
                 self._recv.reserve(1)
-                plain = self._recv.decrypt(chunk)
+                # Decrypt straight from the buffer (no copy of up to 64 KiB per chunk); the view
+                # must be released before the bytearray may shrink.
+                with memoryview(buf) as view, view[:need] as chunk:
+                    plain = self._recv.decrypt(chunk)
+                del buf[:need]
             except InvalidTag:
                 what = "header" if self._parts is None else "payload chunk"
                 self.close()
