@@ -34,7 +34,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import coincurve
 from cryptography.exceptions import InvalidTag
@@ -245,7 +245,8 @@ class NoiseInitiator:
         self._state = "failed"
         e_sk = self._e_sk
         self._e_sk = None
-        assert e_sk is not None
+        if e_sk is None:  # unreachable given the state check; explicit so -O cannot drop it
+            raise HandshakeError("no ephemeral key")
         if len(message) != ACT2_SIZE:
             raise HandshakeError(f"act 2 must be {ACT2_SIZE} bytes, got {len(message)}")
         sym = self._sym
@@ -277,7 +278,7 @@ class ServerIdentity:
     is safe: it only travels encrypted (act 2, ``EncryptAndHash(s)``).
     """
 
-    static_key: bytes
+    static_key: bytes = field(repr=False)  # keep the secret out of logs and tracebacks
     static_ellswift: bytes
     certificate: Certificate
 

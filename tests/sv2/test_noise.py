@@ -213,6 +213,11 @@ def test_responder_with_raw_static_key_and_certificate_bytes() -> None:
     assert res.certificate == cert
 
 
+def test_identity_repr_hides_static_key() -> None:
+    assert STATIC_SK.hex() not in repr(identity())
+    assert repr(STATIC_SK) not in repr(identity())
+
+
 def test_signed_by_identity_like_sri() -> None:
     ident = ServerIdentity.signed_by(AUTH_SK, validity_s=3600, now=T0, rng=det_rng(b"x"))
     assert (ident.certificate.valid_from, ident.certificate.not_valid_after) == (T0, T0 + 3600)
