@@ -154,6 +154,11 @@ class KernelChain:
         h = self.tip_height + 1 if height is None else height
         commitment = witness_commitment([t.wtxid for t in txs])
         coinbase = build_coinbase(h, coinbase_outputs, extranonce, tag=tag, commitment=commitment)
+        return self.block_with_coinbase(coinbase, txs)
+
+    def block_with_coinbase(self, coinbase: Tx, txs: Sequence[Tx] = ()) -> Block:
+        """A solved block on the tip around a coinbase built elsewhere (a settlement builder,
+        a JD client's declaration): the kernel then judges exactly those bytes."""
         all_txs = (coinbase, *txs)
         # Strictly above the median of the last 11 times (time-too-old), and deterministic.
         t = max(self._times[-11:]) + 1
