@@ -1,0 +1,127 @@
+"""Migrations vs models: ``0001`` applied from empty must produce exactly ``models.Base``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from typer.testing import CliRunner
+
+from payouts.cli import app
+from payouts.store import migrate
+from payouts.store.engine import make_engine
+from payouts.store.models import Base
+
+
+def _diff(engine: sa.Engine, metadata: sa.MetaData) -> list[Any]:
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, metadata))
+
+
+def _shape(engine: sa.Engine) -> dict[str, Any]:
+    """What compare_metadata does not look at: check constraints, collations, FK/unique names."""
+    insp = sa.inspect(engine)
+    out: dict[str, Any] = {}
+    for table in sorted(insp.get_table_names()):
+        if table == "alembic_version":
+            continue
+        out[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], c.get("collation"))
+                for c in insp.get_columns(table)
+            ],
+            "pk": insp.get_pk_constraint(table)["constrained_columns"],
+            "checks": sorted(c["name"] or "" for c in insp.get_check_constraints(table)),
+            "uniques": sorted(
+                (u["name"], tuple(u["column_names"])) for u in insp.get_unique_constraints(table)
+            ),
+            "fks": sorted(
+                (f["name"], tuple(f["constrained_columns"]), f["referred_table"])
+                for f in insp.get_foreign_keys(table)
+            ),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in insp.get_indexes(table)
+            ),
+        }
+    return out
+
+
+def test_migrations_produce_exactly_the_models(empty_url: Callable[[], str]) -> None:
+    migrated = make_engine(empty_url())
+    created = make_engine(empty_url())
+    try:
+        migrate.upgrade(migrated)
+        Base.metadata.create_all(created)
+        assert _diff(migrated, Base.metadata) == []
+        assert _shape(migrated) == _shape(created)
+        assert set(_shape(migrated)) == {
+            "miners",
+            "shares",
+            "blocks",
+            "distributions",
+            "ledger_entries",
+        }
+    finally:
+        migrated.dispose()
+        created.dispose()
+
+
+def test_comparison_detects_a_model_the_migrations_lack(empty_url: Callable[[], str]) -> None:
+    # Negative control: the check above must be able to fail.
+    engine = make_engine(empty_url())
+    try:
+        migrate.upgrade(engine)
+        md = sa.MetaData()
+        for table in Base.metadata.sorted_tables:
+            table.to_metadata(md)
+        sa.Table("api_tokens", md, sa.Column("id", sa.BigInteger, primary_key=True))
+        md.tables["shares"].append_column(sa.Column("extra", sa.BigInteger))
+        kinds = {d[0] if isinstance(d, tuple) else d[0][0] for d in _diff(engine, md)}
+        assert {"add_table", "add_column"} <= kinds
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_upgrade_again(empty_url: Callable[[], str]) -> None:
+    engine = make_engine(empty_url())
+    try:
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0001"
+        migrate.downgrade(engine, "base")
+        assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
+        assert migrate.current_revision(engine) is None
+        migrate.upgrade(engine)
+        assert _diff(engine, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_by_url_from_any_cwd_creates_sqlite_dir(
+    empty_url: Callable[[], str], tmp_path: Path, monkeypatch: Any
+) -> None:
+    url = empty_url()
+    monkeypatch.chdir(tmp_path)  # no alembic.ini here: the config is built in code
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == "0001"
+
+
+def test_cli_db_upgrade_and_current(empty_url: Callable[[], str], monkeypatch: Any) -> None:
+    url = empty_url()
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
+    monkeypatch.delenv("PAYOUTS_CONFIG", raising=False)
+    runner = CliRunner()
+    before = runner.invoke(app, ["db", "current"])
+    assert before.exit_code == 1 and "(empty)" in before.output, before.output
+    first = runner.invoke(app, ["db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    assert "upgraded from (empty) to 0001" in first.output
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    now = runner.invoke(app, ["db", "current"])
+    assert now.exit_code == 0 and "revision 0001, head 0001 (up to date)" in now.output
