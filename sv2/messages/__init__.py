@@ -15,7 +15,14 @@ from typing import Any
 
 from sv2.errors import EncodeError
 from sv2.framing import MAX_PAYLOAD, Frame
-from sv2.messages import common, extensions, job_declaration, payouts, template_distribution
+from sv2.messages import (
+    common,
+    extensions,
+    job_declaration,
+    mining,
+    payouts,
+    template_distribution,
+)
 from sv2.messages.base import BY_NAME, REGISTRY, Message, decode_message, message_class, register
 from sv2.messages.common import (
     ChannelEndpointChanged,
@@ -39,6 +46,11 @@ from sv2.messages.job_declaration import (
     ProvideMissingTransactions,
     ProvideMissingTransactionsSuccess,
     PushSolution,
+)
+from sv2.messages.mining import (
+    SetCustomMiningJob,
+    SetCustomMiningJobError,
+    SetCustomMiningJobSuccess,
 )
 from sv2.messages.payouts import (
     EXT_NON_CUSTODIAL_PAYOUTS,
@@ -146,6 +158,9 @@ __all__ = [
     "RequestTransactionData",
     "RequestTransactionDataError",
     "RequestTransactionDataSuccess",
+    "SetCustomMiningJob",
+    "SetCustomMiningJobError",
+    "SetCustomMiningJobSuccess",
     "SetNewPrevHash",
     "SetPayoutDistribution",
     "SetupConnection",
@@ -161,6 +176,7 @@ __all__ = [
     "job_declaration",
     "message_class",
     "message_from_json",
+    "mining",
     "payouts",
     "register",
     "template_distribution",
