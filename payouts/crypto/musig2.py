@@ -34,6 +34,7 @@ Typical flow (BIP-327 "Signing Flow")::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -156,16 +157,30 @@ def _serialize_pubkey(pk: Any) -> bytes:
     return bytes(ffi.buffer(out, PUBKEY_SIZE))
 
 
-def _parse_pubnonce(data: object, signer: int | None) -> Any:
+@functools.lru_cache(maxsize=4096)
+def _pubnonce_struct(data: bytes) -> Any:
+    """Parsed pubnonce, or None if it does not parse.
+
+    Cached because a session parses every nonce twice (NonceAgg, then PartialSigVerify) and a
+    parse is two point decompressions; the struct is only ever passed as a const input.
+    """
     pn = ffi.new("secp256k1_musig_pubnonce *")
+    ok = lib.secp256k1_musig_pubnonce_parse(CTX, pn, data)
+    try:
+        check(ok, "musig_pubnonce_parse")
+    except SecpError as e:
+        if "illegal argument" in str(e):
+            raise  # not a verdict on the nonce: never cache it
+        return None
+    return pn
+
+
+def _parse_pubnonce(data: object, signer: int | None) -> Any:
     if not isinstance(data, bytes | bytearray) or len(data) != PUBNONCE_SIZE:
         raise InvalidContributionError(signer, "pubnonce", "not 66 bytes")
-    _blame(
-        lib.secp256k1_musig_pubnonce_parse(CTX, pn, bytes(data)),
-        signer,
-        "pubnonce",
-        "musig_pubnonce_parse",
-    )
+    pn = _pubnonce_struct(bytes(data))
+    if pn is None:
+        raise InvalidContributionError(signer, "pubnonce", "musig_pubnonce_parse failed")
     return pn
 
 
@@ -221,16 +236,31 @@ class KeyAggContext:
     returns a new context over a copied cache), so one context can serve many sessions.
     """
 
-    __slots__ = ("_cache", "_pubkey_set", "pubkeys", "tweaks")
+    __slots__ = ("_cache", "_parsed", "_pubkey_set", "pubkeys", "tweaks")
 
     def __init__(
-        self, cache: Any, pubkeys: Sequence[bytes], tweaks: Sequence[tuple[bytes, bool]] = ()
+        self,
+        cache: Any,
+        pubkeys: Sequence[bytes],
+        tweaks: Sequence[tuple[bytes, bool]] = (),
+        parsed: dict[bytes, Any] | None = None,
     ) -> None:
         """Wrap an initialised cache. Use :func:`key_agg`; tests may pass a hand-made cache."""
         self._cache = cache
         self.pubkeys: tuple[bytes, ...] = tuple(pubkeys)
         self.tweaks: tuple[tuple[bytes, bool], ...] = tuple(tweaks)
+        # Parsed keys, reused by nonce_gen and partial_sig_verify: decompressing a point costs
+        # about as much as the musig arithmetic around it (shared, never mutated).
+        self._parsed: dict[bytes, Any] = {} if parsed is None else parsed
         self._pubkey_set = frozenset(self.pubkeys)
+
+    def _pubkey_struct(self, pubkey: object, signer: int | None) -> Any:
+        """The parsed ``secp256k1_pubkey *`` of an aggregated key, parsing others afresh."""
+        if isinstance(pubkey, bytes | bytearray):
+            hit = self._parsed.get(bytes(pubkey))
+            if hit is not None:
+                return hit
+        return _parse_pubkey(pubkey, signer)
 
     @property
     def cache(self) -> Any:
@@ -274,7 +304,7 @@ class KeyAggContext:
             check(fn(CTX, ffi.NULL, cache, t), "musig_pubkey_tweak_add")
         except SecpError as e:
             raise MuSig2ValueError("The result of tweaking cannot be infinity.") from e
-        return KeyAggContext(cache, self.pubkeys, (*self.tweaks, (t, xonly)))
+        return KeyAggContext(cache, self.pubkeys, (*self.tweaks, (t, xonly)), self._parsed)
 
     def taproot_tweak(self, merkle_root: bytes = b"") -> KeyAggContext:
         """BIP-341 output-key tweak of this (internal) key: t = hash_TapTweak(P || root).
@@ -309,7 +339,7 @@ def key_agg(
     check(
         lib.secp256k1_musig_pubkey_agg(CTX, ffi.NULL, cache, ptrs, len(parsed)), "musig_pubkey_agg"
     )
-    ctx = KeyAggContext(cache, keys)
+    ctx = KeyAggContext(cache, keys, (), dict(zip(keys, parsed, strict=True)))
     for t, x in zip(tweaks, is_xonly, strict=True):
         ctx = ctx.tweak_add(t, xonly=x)
     return ctx
@@ -396,7 +426,7 @@ def nonce_gen(
     :func:`partial_sign` refuses a mismatch before the nonce is spent.
     """
     pk_bytes = _bytes(pubkey, PUBKEY_SIZE, "pubkey")
-    pk = _parse_pubkey(pk_bytes, None)
+    pk = _parse_pubkey(pk_bytes, None) if keyagg is None else keyagg._pubkey_struct(pk_bytes, None)
     secrand = ffi.new(
         "unsigned char[32]", _bytes(os.urandom(32) if rand is None else rand, 32, "rand")
     )
@@ -558,7 +588,7 @@ def partial_sig_verify(
     that does not parse raises :class:`InvalidContributionError` blaming ``signer_index``.
     """
     pn = _parse_pubnonce(pubnonce, signer_index)
-    pk = _parse_pubkey(pubkey, signer_index)
+    pk = session.keyagg._pubkey_struct(pubkey, signer_index)
     ps = ffi.new("secp256k1_musig_partial_sig *")
     if not isinstance(psig, bytes | bytearray) or len(psig) != PSIG_SIZE:
         return False
