@@ -1,0 +1,211 @@
+"""``payouts ctv``: BIP-119 template hashes and the ``ctv`` settlement's fan-out tree."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from payouts.distribution.jsonio import distribution_from_json
+from payouts.errors import ValidationError
+from payouts.settlement.ctv import DEFAULT_ARITY, CtvExit, CtvFanout, CtvParams, build_ctv_fanout
+from payouts.tx.ctv import standard_template_hash
+from payouts.tx.hashes import from_display_hex
+from payouts.tx.transaction import OutPoint, Tx
+
+app = typer.Typer(
+    help=(
+        "BIP-119 CTV: template hashes, and the fan-out tree of the ctv settlement mode "
+        "(offline calculators; no node is contacted)."
+    ),
+    no_args_is_help=True,
+)
+
+
+class FormChoice(StrEnum):
+    bare = "bare"
+    taproot = "taproot"
+
+
+@app.command("hash")
+def hash_cmd(
+    txhex: str = typer.Argument(..., help="Raw transaction in hex ('-' reads it from stdin)."),
+    input_index: int = typer.Option(
+        0, "--input-index", "-i", help="Index of the input executing OP_CHECKTEMPLATEVERIFY."
+    ),
+    any_index: bool = typer.Option(
+        False,
+        "--any-index",
+        help="Allow an index beyond the tx's inputs (any uint32, as the BIP-119 vectors use).",
+    ),
+) -> None:
+    """Print the BIP-119 StandardTemplateHash of TXHEX for --input-index, in hex.
+
+    That is the 32 bytes a '<hash> OP_CHECKTEMPLATEVERIFY' script must push for this tx to
+    spend it at that input (raw SHA256 output, no byte reversal, as in the BIP's vectors).
+    """
+    text = typer.get_text_stream("stdin").read() if txhex == "-" else txhex
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ValidationError("TXHEX is not valid hex", code="invalid-hex") from None
+    tx = Tx.parse(raw)  # TxDecodeError (code tx-decode-error) on malformed bytes
+    if not 0 <= input_index <= 0xFFFFFFFF:
+        raise ValidationError(
+            f"--input-index {input_index} is not a uint32", code="invalid-input-index"
+        )
+    if input_index >= len(tx.inputs) and not any_index:
+        raise ValidationError(
+            f"--input-index {input_index} but the tx has {len(tx.inputs)} input(s) "
+            "(pass --any-index to hash it anyway)",
+            code="invalid-input-index",
+        )
+    typer.echo(standard_template_hash(tx, input_index).hex())
+
+
+@app.command("tree")
+def tree_cmd(
+    file: Path = typer.Argument(
+        ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
+    ),
+    revenue: int = typer.Option(
+        ..., "--revenue", "-T", help="Template revenue T in satoshis (coinbase_tx_value_remaining)."
+    ),
+    arity: int = typer.Option(
+        0,
+        "--arity",
+        "-k",
+        help=(
+            "Outputs per tree tx. 0: flat while the flat tx stays standard (10,000 vB as a "
+            f"TRUC tx, 400,000 WU otherwise), a {DEFAULT_ARITY}-ary tree beyond."
+        ),
+    ),
+    form: FormChoice = typer.Option(
+        FormChoice.bare,
+        "--form",
+        help=(
+            "Commitment outputs: 'bare' <32B> OP_CTV, or 'taproot' P2TR with the BIP-341 NUMS "
+            "internal key and one <32B> OP_CTV leaf (+18 vB per spend, standard on any node)."
+        ),
+    ),
+    anchor: bool = typer.Option(
+        True,
+        "--anchor/--no-anchor",
+        help="Add a P2A anchor to every tx so anyone can CPFP it (0 sat at fee rate 0, else 240).",
+    ),
+    fee_rate: int = typer.Option(
+        0,
+        "--fee-rate",
+        "-r",
+        help="Pre-committed fee rate in sat/vB paid by each tx (0: fees come by anchor CPFP).",
+    ),
+    version: int = typer.Option(
+        0, "--tx-version", help="nVersion of the tree txs: 2 or 3; 0 picks 3 (TRUC) if it fits."
+    ),
+    funding: str = typer.Option(
+        "",
+        "--funding",
+        help="Coinbase TXID:VOUT of the commitment output, once known (default 00..00:0).",
+    ),
+) -> None:
+    """Print, as JSON, the ctv settlement of a distribution for revenue T.
+
+    Output: coinbase_outputs (the commitment output, then the additional outputs), txs in
+    broadcast order (parents first) with txid, hex, vsize and level, the pool payout and each
+    kept payee with its amount and exit path (the txids from the root down to the tx paying it,
+    and the vout there), and total_vbytes of the tree.
+
+    The amounts are the PR #203 math applied to T minus the tree's fees and anchors; CTV does
+    not commit to outpoints, so txids assume --funding (a placeholder until the block is
+    found) while every template hash is final. This is an offline calculator: it does not
+    check CTV activation, but settling on a chain requires CTV (BIP-119) to be active there;
+    without it both output forms are anyone-can-spend.
+    """
+    text = typer.get_text_stream("stdin").read() if str(file) == "-" else _read(file)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{file} is not valid JSON: {exc}", code="invalid-json") from None
+    params = CtvParams(
+        arity=arity or None,
+        form=form.value,
+        anchor=anchor,
+        fee_rate=fee_rate,
+        version=version or None,
+    )
+    fanout = build_ctv_fanout(
+        distribution_from_json(doc), revenue, params, funding=_outpoint(funding)
+    )
+    typer.echo(json.dumps(fanout_to_json(fanout), indent=2))
+
+
+def fanout_to_json(f: CtvFanout) -> dict[str, Any]:
+    """The JSON form printed by ``payouts ctv tree`` (amounts in satoshis, txids display hex)."""
+    txids = [t.tx.txid_hex for t in f.txs]
+
+    def leaf(e: CtvExit) -> dict[str, Any]:
+        return {
+            "script": e.output.script.hex(),
+            "amount": e.output.value,
+            "path": [txids[i] for i in e.path],
+            "vout": e.vout,
+            "exit_vbytes": f.exit_vbytes(e),
+        }
+
+    return {
+        "settlement": "ctv",
+        "form": f.form,
+        "arity": f.arity,
+        "tx_version": f.version,
+        "fee_rate": f.fee_rate,
+        "anchor_value": f.anchor_value,
+        "funding": f"{f.funding.txid[::-1].hex()}:{f.funding.n}",
+        "coinbase_outputs": [
+            {"script": o.script.hex(), "amount": o.value} for o in f.coinbase_outputs
+        ],
+        "txs": [
+            {
+                "txid": txids[i],
+                "hex": t.tx.serialize().hex(),
+                "vsize": t.tx.vsize,
+                "level": t.level,
+                "fee": t.fee,
+                "template_hash": t.template_hash.hex(),
+            }
+            for i, t in enumerate(f.txs)
+        ],
+        "pool": leaf(f.pool),
+        "payees": [{"index": e.payee, **leaf(e)} for e in f.payees],
+        "pruned": list(f.payout.pruned),
+        "fees": f.fees,
+        "anchors": f.anchors_total,
+        "depth": f.depth,
+        "total_vbytes": f.total_vbytes,
+    }
+
+
+def _outpoint(text: str) -> OutPoint | None:
+    if not text:
+        return None
+    txid, sep, vout = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return OutPoint(from_display_hex(txid), int(vout))
+    except ValueError:
+        raise ValidationError(
+            f"--funding must be TXID:VOUT (64 hex digits, a uint32), got {text!r}",
+            code="invalid-outpoint",
+        ) from None
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {file}: {exc.strerror}", code="bad-file") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{file} is not UTF-8 text", code="bad-file") from None
