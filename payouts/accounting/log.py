@@ -68,14 +68,20 @@ class MinerIndex:
         """Codes of ``miner_ids``, assigning new codes to ids not seen before."""
         if len(miner_ids) == 0:
             return np.empty(0, dtype=np.int32)
-        pos = np.searchsorted(self._sorted_ids, miner_ids)
+        # searchsorted with sorted needles is several times faster than with random ones
+        # (cache-friendly), and the sort is cheap next to it
+        order = np.argsort(miner_ids)  # ties get one code anyway: no need for stable
+        needles = miner_ids[order]
+        pos = np.searchsorted(self._sorted_ids, needles)
         if self._n:
-            found = self._sorted_ids[np.minimum(pos, self._n - 1)] == miner_ids
+            found = self._sorted_ids[np.minimum(pos, self._n - 1)] == needles
         else:
-            found = np.zeros(len(miner_ids), dtype=np.bool_)
+            found = np.zeros(len(needles), dtype=np.bool_)
         if found.all():
-            return self._sorted_codes[pos]
-        new = np.unique(miner_ids[~found])
+            out = np.empty(len(needles), dtype=np.int32)
+            out[order] = self._sorted_codes[pos]
+            return out
+        new = np.unique(needles[~found])
         if self._n + len(new) > _MAX_MINERS:
             raise ValidationError("more than 2^31 - 1 distinct miners")
         codes = np.arange(self._n, self._n + len(new), dtype=np.int32)
@@ -88,7 +94,9 @@ class MinerIndex:
         self._sorted_ids = np.insert(self._sorted_ids, at, new)
         self._sorted_codes = np.insert(self._sorted_codes, at, codes)
         self._n += len(new)
-        return self._sorted_codes[np.searchsorted(self._sorted_ids, miner_ids)]
+        out = np.empty(len(needles), dtype=np.int32)
+        out[order] = self._sorted_codes[np.searchsorted(self._sorted_ids, needles)]
+        return out
 
 
 class LogPiece(NamedTuple):

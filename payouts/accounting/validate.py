@@ -100,8 +100,9 @@ def validate_batch(batch: ShareBatch, known_miner: KnownMiners | None = None) ->
     if bad.size:
         i = int(bad[0])
         raise ValidationError(f"row {i} (key {batch.key[i]!r}): negative time_ms")
-    dup = _first_duplicate(batch.key)
-    if dup is not None:
+    # set() runs in C; the Python scan that names the duplicate runs only on failure
+    if len(set(batch.key)) != n:
+        dup = _first_duplicate(batch.key)
         raise DuplicateKeyError(f"key {dup!r} appears more than once in the batch")
     if known_miner is not None:
         unknown = _unknown_miners(batch.miner_id, known_miner)

@@ -217,18 +217,20 @@ class TidesWindow(Window):
     def _appended(self, a: int, b: int) -> None:
         self._difficulty_sum += exact_sum(self._log.difficulty(a, b))
         self._apply(a, b)
-        self._recut()
+        # in steady state about as many rows leave as entered: scan that many at once
+        self._recut(scan=b - a)
 
-    def _recut(self) -> None:
+    def _recut(self, scan: int = 0) -> None:
         target = self.target
         if self._difficulty_sum < target:
             self._extend_back(target - self._difficulty_sum)
         elif self._difficulty_sum > target:
-            self._drop_front(self._difficulty_sum - target)
+            self._drop_front(self._difficulty_sum - target, max(_SCAN_FIRST, scan))
 
-    def _drop_front(self, excess: int) -> None:
-        """Drop the longest prefix of the window whose difficulty sum is <= ``excess``."""
-        start, end, size = self._start, self._end, _SCAN_FIRST
+    def _drop_front(self, excess: int, size: int) -> None:
+        """Drop the longest prefix of the window whose difficulty sum is <= ``excess``,
+        examining ``size`` rows first and twice as many at each further step."""
+        start, end = self._start, self._end
         while start < end:
             b = min(start + size, end)
             d = self._log.difficulty(start, b)
