@@ -441,7 +441,7 @@ def nonce_gen(
         try:
             check(ok, "musig_nonce_gen")
         except SecpError as e:
-            # 0 for an all-zero rand, an invalid seckey, or a seckey/pubkey mismatch.
+            # 0 for an all-zero rand or a seckey out of range (a mismatch is not checked).
             raise MuSig2ValueError(f"nonce generation failed: {e}") from e
     finally:
         # libsecp already zeroes secrand; the seckey copy is ours to wipe.
