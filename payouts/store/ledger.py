@@ -1,0 +1,352 @@
+"""Blocks and the append-only owed-balance ledger.
+
+The ledger implements the "nothing owed is ever dropped" half of ARCHITECTURE invariant 2: a
+miner's balance is ``SUM(amount)`` of its entries (positive = owed, negative = repaid); entries
+are never updated or deleted, and a reorg is undone by reversal entries (:func:`orphan_block`).
+A block and its ledger lines are written in one transaction. Re-exported by
+:mod:`payouts.store.repositories`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Engine, cast, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
+from payouts.store._common import MAX_MONEY, is_int, write_connection
+from payouts.store.models import BLOCK_STATUSES, REASON_MAX, Block, Distribution, LedgerEntry, Miner
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    id: int
+    height: int
+    block_hash: bytes
+    distribution_id: int | None
+    revenue: int
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCredit:
+    """One ledger line to append: ``amount`` > 0 is owed to the miner, < 0 is a repayment."""
+
+    miner_id: int
+    amount: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntryRecord:
+    id: int
+    miner_id: int
+    block_id: int | None
+    amount: int
+    reason: str
+    created_at: datetime
+
+
+# -- ledger ----------------------------------------------------------------------------------
+
+
+def _validate_credits(credits: Sequence[LedgerCredit]) -> None:
+    for i, c in enumerate(credits):
+        if not is_int(c.miner_id):
+            raise ValidationError(f"ledger entry #{i}: miner_id must be an int")
+        if not is_int(c.amount) or c.amount == 0 or abs(c.amount) > MAX_MONEY:
+            raise ValidationError(
+                f"ledger entry #{i}: amount must be a non-zero int within ±MAX_MONEY, "
+                f"got {c.amount!r}"
+            )
+        if not isinstance(c.reason, str) or not 1 <= len(c.reason) <= REASON_MAX:
+            raise ValidationError(f"ledger entry #{i}: reason must be 1..{REASON_MAX} characters")
+
+
+def _balances(conn: Connection, ids: Sequence[int] | None) -> dict[int, int]:
+    # SUM(bigint) is NUMERIC on PostgreSQL (Decimal in Python); cast back to an exact int.
+    q = select(LedgerEntry.miner_id, cast(func.sum(LedgerEntry.amount), BigInteger)).group_by(
+        LedgerEntry.miner_id
+    )
+    if ids is not None:
+        q = q.where(LedgerEntry.miner_id.in_(ids))
+    return {int(m): int(s) for m, s in conn.execute(q)}
+
+
+def _append(
+    conn: Connection,
+    credits: Sequence[LedgerCredit],
+    block_id: int | None,
+    allow_overdraft: bool,
+) -> list[int]:
+    """Validate against the database and insert; the caller owns the transaction."""
+    if not credits:
+        return []
+    ids = sorted({c.miner_id for c in credits})
+    lock = select(Miner.id).where(Miner.id.in_(ids))
+    if conn.dialect.name == "postgresql":
+        # Row locks on the miners make the overdraft check below race-free.
+        lock = lock.with_for_update()
+    known = {r[0] for r in conn.execute(lock)}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise UnknownMinerError(f"miner_id {missing[0]} is not a registered miner")
+    if not allow_overdraft:
+        balance = _balances(conn, ids)
+        for c in credits:
+            balance[c.miner_id] = balance.get(c.miner_id, 0) + c.amount
+        over = sorted(m for m, b in balance.items() if b < 0)
+        if over:
+            raise ValidationError(
+                f"repayment exceeds what is owed to miner {over[0]} "
+                f"(balance would be {balance[over[0]]})",
+                code="ledger-overdraft",
+            )
+    rows = conn.execute(
+        insert(LedgerEntry).returning(LedgerEntry.id),
+        [
+            {"miner_id": c.miner_id, "block_id": block_id, "amount": c.amount, "reason": c.reason}
+            for c in credits
+        ],
+    ).all()
+    return sorted(r[0] for r in rows)
+
+
+def append_ledger_entries(
+    engine: Engine,
+    credits: Sequence[LedgerCredit],
+    block_id: int | None = None,
+    *,
+    allow_overdraft: bool = False,
+) -> list[int]:
+    """Append ledger lines atomically (all or none); return their ids.
+
+    Unknown miner → :class:`UnknownMinerError`; a zero/over-range amount or a bad reason →
+    :class:`ValidationError`; a repayment that would make a balance negative →
+    ``ledger-overdraft`` unless ``allow_overdraft``.
+    """
+    _validate_credits(credits)
+    with write_connection(engine) as conn, conn.begin():
+        if block_id is not None and (
+            conn.execute(select(Block.id).where(Block.id == block_id)).first() is None
+        ):
+            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+        return _append(conn, credits, block_id, allow_overdraft)
+
+
+def ledger_balances(engine: Engine, miner_ids: Iterable[int] | None = None) -> dict[int, int]:
+    """``{miner_id: SUM(amount)}`` over the ledger (miners without entries are absent)."""
+    ids = None if miner_ids is None else sorted(set(miner_ids))
+    with engine.connect() as conn:
+        return _balances(conn, ids)
+
+
+def ledger_balance(engine: Engine, miner_id: int) -> int:
+    """What the pool's ledger owes one miner (0 when nothing was ever credited)."""
+    return ledger_balances(engine, [miner_id]).get(miner_id, 0)
+
+
+def export_ledger(engine: Engine) -> list[dict[str, Any]]:
+    """The whole ledger in id order as JSON-able dicts (audit export).
+
+    Keys: ``id, miner_id, account, block_id, block_hash`` (hex or null), ``amount, reason,
+    created_at`` (ISO 8601 UTC).
+    """
+    q = (
+        select(
+            LedgerEntry.id,
+            LedgerEntry.miner_id,
+            Miner.account,
+            LedgerEntry.block_id,
+            Block.block_hash,
+            LedgerEntry.amount,
+            LedgerEntry.reason,
+            LedgerEntry.created_at,
+        )
+        .join(Miner, Miner.id == LedgerEntry.miner_id)
+        .outerjoin(Block, Block.id == LedgerEntry.block_id)
+        .order_by(LedgerEntry.id)
+    )
+    with engine.connect() as conn:
+        return [
+            {
+                "id": r.id,
+                "miner_id": r.miner_id,
+                "account": r.account,
+                "block_id": r.block_id,
+                "block_hash": None if r.block_hash is None else bytes(r.block_hash).hex(),
+                "amount": int(r.amount),
+                "reason": r.reason,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in conn.execute(q)
+        ]
+
+
+# -- blocks ----------------------------------------------------------------------------------
+
+# Forward-only lifecycle; "orphaned" is reached only through orphan_block (it must reverse
+# the block's ledger lines in the same transaction).
+_NEXT_STATUS = {"found": 0, "confirmed": 1, "mature": 2, "paid": 3}
+
+
+def record_block(
+    engine: Engine,
+    *,
+    height: int,
+    block_hash: bytes,
+    revenue: int,
+    distribution_id: int | None = None,
+    status: str = "found",
+    credits: Sequence[LedgerCredit] = (),
+    allow_overdraft: bool = False,
+) -> BlockRecord:
+    """Record a found block and its ledger lines in one transaction (all or nothing).
+
+    ``block_hash`` is the 32-byte hash in internal byte order. ``credits`` are the amounts this
+    block leaves owed (payees that did not fit) or repays (negative). Raises
+    :class:`DuplicateKeyError` for a known hash, ``unknown-distribution`` for a missing
+    distribution, and whatever :func:`append_ledger_entries` raises for the credits.
+    """
+    if not isinstance(block_hash, bytes) or len(block_hash) != 32:
+        raise ValidationError("block_hash must be 32 bytes")
+    if not is_int(height) or height < 0:
+        raise ValidationError(f"height must be a non-negative int, got {height!r}")
+    if not is_int(revenue) or not 0 <= revenue <= MAX_MONEY:
+        raise ValidationError(f"revenue must be an int in 0..MAX_MONEY, got {revenue!r}")
+    if status not in _NEXT_STATUS:
+        raise ValidationError(f"a new block's status must be one of {list(_NEXT_STATUS)}")
+    _validate_credits(credits)
+    with write_connection(engine) as conn, conn.begin():
+        if conn.execute(select(Block.id).where(Block.block_hash == block_hash)).first():
+            raise DuplicateKeyError(f"block {block_hash[::-1].hex()} is already recorded")
+        if distribution_id is not None and (
+            conn.execute(
+                select(Distribution.distribution_id).where(
+                    Distribution.distribution_id == distribution_id
+                )
+            ).first()
+            is None
+        ):
+            raise ValidationError(
+                f"distribution {distribution_id} does not exist", code="unknown-distribution"
+            )
+        try:
+            row = conn.execute(
+                insert(Block)
+                .values(
+                    height=height,
+                    block_hash=block_hash,
+                    revenue=revenue,
+                    distribution_id=distribution_id,
+                    status=status,
+                )
+                .returning(*Block.__table__.c)
+            ).one()
+        except IntegrityError:
+            raise DuplicateKeyError(f"block {block_hash[::-1].hex()} is already recorded") from None
+        _append(conn, credits, row.id, allow_overdraft)
+    return BlockRecord(
+        row.id,
+        row.height,
+        row.block_hash,
+        row.distribution_id,
+        row.revenue,
+        row.status,
+        row.created_at,
+    )
+
+
+def _block_rows(conn: Connection, where: Any) -> list[BlockRecord]:
+    rows = conn.execute(select(*Block.__table__.c).where(where).order_by(Block.id)).all()
+    return [
+        BlockRecord(
+            r.id, r.height, r.block_hash, r.distribution_id, r.revenue, r.status, r.created_at
+        )
+        for r in rows
+    ]
+
+
+def get_block(engine: Engine, block_id: int) -> BlockRecord | None:
+    with engine.connect() as conn:
+        found = _block_rows(conn, Block.id == block_id)
+    return found[0] if found else None
+
+
+def get_block_by_hash(engine: Engine, block_hash: bytes) -> BlockRecord | None:
+    with engine.connect() as conn:
+        found = _block_rows(conn, Block.block_hash == block_hash)
+    return found[0] if found else None
+
+
+def list_blocks(engine: Engine, status: str | None = None) -> list[BlockRecord]:
+    """Blocks in id order, optionally only those with ``status``."""
+    if status is not None and status not in BLOCK_STATUSES:
+        raise ValidationError(f"unknown block status {status!r}")
+    with engine.connect() as conn:
+        return _block_rows(conn, Block.status == status if status else Block.id.isnot(None))
+
+
+def set_block_status(engine: Engine, block_id: int, status: str) -> BlockRecord:
+    """Advance a block along found → confirmed → mature → paid (never backwards).
+
+    ``"orphaned"`` is delegated to :func:`orphan_block` so the ledger is reversed with it.
+    """
+    if status == "orphaned":
+        orphan_block(engine, block_id)
+        block = get_block(engine, block_id)
+        assert block is not None
+        return block
+    if status not in _NEXT_STATUS:
+        raise ValidationError(f"unknown block status {status!r}")
+    with write_connection(engine) as conn, conn.begin():
+        q = select(Block.status).where(Block.id == block_id)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        current = conn.execute(q).scalar()
+        if current is None:
+            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+        if current == "orphaned" or _NEXT_STATUS[status] <= _NEXT_STATUS[current]:
+            raise ValidationError(
+                f"block {block_id} cannot go from {current} to {status}",
+                code="invalid-block-transition",
+            )
+        conn.execute(update(Block).where(Block.id == block_id).values(status=status))
+        return _block_rows(conn, Block.id == block_id)[0]
+
+
+def orphan_block(engine: Engine, block_id: int, reason: str = "reorg") -> list[int]:
+    """Mark a block orphaned and reverse every ledger line tied to it, atomically.
+
+    After this the block's ledger lines sum to zero per miner, so balances are exactly what they
+    were without the block (ARCHITECTURE: "a reorg at any stage rolls back exactly"). A miner
+    who was already repaid from the block's credits can go negative (overpaid); later credits
+    net it. Returns the ids of the reversal entries.
+    """
+    if not 1 <= len(reason) <= REASON_MAX:
+        raise ValidationError(f"reason must be 1..{REASON_MAX} characters")
+    with write_connection(engine) as conn, conn.begin():
+        q = select(Block.status).where(Block.id == block_id)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        current = conn.execute(q).scalar()
+        if current is None:
+            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+        if current == "orphaned":
+            raise ValidationError(
+                f"block {block_id} is already orphaned", code="invalid-block-transition"
+            )
+        net = conn.execute(
+            select(LedgerEntry.miner_id, cast(func.sum(LedgerEntry.amount), BigInteger))
+            .where(LedgerEntry.block_id == block_id)
+            .group_by(LedgerEntry.miner_id)
+            .order_by(LedgerEntry.miner_id)
+        ).all()
+        reversals = [LedgerCredit(int(m), -int(s), reason) for m, s in net if int(s) != 0]
+        conn.execute(update(Block).where(Block.id == block_id).values(status="orphaned"))
+        return _append(conn, reversals, block_id, allow_overdraft=True)
