@@ -21,6 +21,7 @@ from sv2.messages import (
     job_declaration,
     mining,
     payouts,
+    settlement,
     template_distribution,
 )
 from sv2.messages.base import BY_NAME, REGISTRY, Message, decode_message, message_class, register
@@ -62,6 +63,7 @@ from sv2.messages.payouts import (
     SetPayoutDistribution,
     distribution_id_of,
 )
+from sv2.messages.settlement import EXT_SETTLEMENT_MODES, SetSettlementMode
 from sv2.messages.template_distribution import (
     CoinbaseOutputConstraints,
     NewTemplate,
@@ -134,6 +136,7 @@ __all__ = [
     "BY_NAME",
     "EXT_NON_CUSTODIAL_PAYOUTS",
     "EXT_PER_JOB_PAYOUTS",
+    "EXT_SETTLEMENT_MODES",
     "REGISTRY",
     "AllocateMiningJobToken",
     "AllocateMiningJobTokenSuccess",
@@ -163,6 +166,7 @@ __all__ = [
     "SetCustomMiningJobSuccess",
     "SetNewPrevHash",
     "SetPayoutDistribution",
+    "SetSettlementMode",
     "SetupConnection",
     "SetupConnectionError",
     "SetupConnectionSuccess",
@@ -179,5 +183,6 @@ __all__ = [
     "mining",
     "payouts",
     "register",
+    "settlement",
     "template_distribution",
 ]
