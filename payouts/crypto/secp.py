@@ -34,6 +34,19 @@ def _illegal(message: Any, data: Any) -> None:
 lib.secp256k1_context_set_illegal_callback(CTX, _illegal, ffi.NULL)
 
 
+def clear() -> None:
+    """Forget a pending illegal-argument message, so it cannot be blamed on a later call."""
+    _local.illegal = None
+
+
+def call(what: str, fn: Any, *args: Any) -> int:
+    """Call a libsecp256k1 function and :func:`check` its result, with a clean slate."""
+    clear()
+    ok = int(fn(*args))
+    check(ok, what)
+    return ok
+
+
 def check(ok: int, what: str) -> None:
     """Raise :class:`SecpError` if the call failed or tripped an ARG_CHECK."""
     illegal = getattr(_local, "illegal", None)
@@ -44,4 +57,4 @@ def check(ok: int, what: str) -> None:
         raise SecpError(f"{what} failed")
 
 
-__all__ = ["CTX", "SecpError", "check", "ffi", "lib"]
+__all__ = ["CTX", "SecpError", "call", "check", "clear", "ffi", "lib"]
