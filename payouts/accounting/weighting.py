@@ -37,7 +37,6 @@ PENDING_LIMIT = 1 << 33
 #: log rows above which the top-limb headroom argument no longer holds (2^36 rows would need
 #: ~2 TB of memory, so this is a formality that is nevertheless enforced by the log).
 MAX_LOG_ROWS = 1 << 36
-_SHIFT52 = repeat(2 * LIMB_BITS)  # endless, shared: repeat() holds no state to exhaust
 
 
 def share_digits(difficulty: I64, revenue: I64 | None) -> I64:
@@ -177,7 +176,7 @@ class LimbAccumulator:
         hi = limbs[2] | (limbs[3] << LIMB_BITS)
         if not hi.any():
             return mask, lo.tolist()
-        # map() over C-level operators: ~20% faster than a comprehension for 100k miners
-        return mask, list(
-            map(operator.or_, map(operator.lshift, hi.tolist(), _SHIFT52), lo.tolist())
-        )
+        # map() over C-level operators, multiply-add: ~25% faster than a comprehension of
+        # shifts for 100k miners (the weights read is on the distribution's 100 ms budget)
+        scaled = map(operator.mul, hi.tolist(), repeat(1 << (2 * LIMB_BITS)))
+        return mask, list(map(operator.add, scaled, lo.tolist()))

@@ -124,3 +124,18 @@ def test_accumulator_huge_top_limb_path() -> None:
         acc.add(codes, share_digits(d, None))
     _, values = acc.read(np.array([1, 0], dtype=np.int32))
     assert values == [20 * (1 << 12) * MAX_DIFFICULTY]
+
+
+def test_accumulator_huge_value_weights_path() -> None:
+    """Value-weighted totals >= 2^114 (top limb >= 2^36) take the generic combine, exactly."""
+    acc = LimbAccumulator(4)
+    acc.ensure(3)
+    n = 1 << 12
+    d = np.full(n, MAX_DIFFICULTY, dtype=np.int64)
+    r = np.full(n, MAX_REVENUE, dtype=np.int64)
+    acc.add(np.full(n, 2, dtype=np.int32), share_digits(d, r))
+    acc.add(np.zeros(1, dtype=np.int32), share_digits(d[:1], r[:1] // 7))
+    mask, values = acc.read(np.array([0, 1, 2], dtype=np.int32))
+    assert mask.tolist() == [True, False, True]
+    assert values == [MAX_DIFFICULTY * (MAX_REVENUE // 7), n * MAX_DIFFICULTY * MAX_REVENUE]
+    assert values[1] >= 1 << 114
