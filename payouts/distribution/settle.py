@@ -34,6 +34,9 @@ class BlockSettlement:
     def credited(self) -> int:
         return sum(e.amount for e in self.entries if e.amount > 0)
 
+    def credited_to(self, account: str) -> int:
+        return sum(e.amount for e in self.entries if e.amount > 0 and e.account == account)
+
     @property
     def repaid(self) -> int:
         return -sum(e.amount for e in self.entries if e.amount < 0)
