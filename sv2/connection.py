@@ -1,0 +1,383 @@
+"""A sans-I/O SV2 connection (h11 style) for both roles: Noise NX handshake, encrypted
+transport, frames and messages.
+
+It never touches a socket. The application feeds it received bytes and writes out the bytes it
+returns::
+
+    server = Sv2Connection.server(identity)          # NoiseResponder underneath
+    client = Sv2Connection.client(authority_pubkey)  # NoiseInitiator underneath
+    wire.send(client.initiate())                     # act 1 (64 bytes)
+    for ev in server.receive_data(wire.recv()):      # -> [HandshakeComplete(reply=act 2)]
+        ...
+    wire.send(client.send(msg))                      # encrypted frame(s)
+    for item in server.receive_data(wire.recv()):    # -> [Message | event, ...]
+
+What ``receive_data`` returns, in order:
+
+- :class:`HandshakeComplete` once the Noise handshake is done on this side (the server's
+  ``reply`` is act 2 and must be sent; the client's is empty);
+- a decoded :class:`~sv2.messages.base.Message` per frame;
+- :class:`UnknownMessage` for a frame of an unregistered (extension_type, msg_type): sv2-spec
+  §3.4 says a non-channel message of an unknown extension is discarded, so it is reported, not
+  raised;
+- :class:`MalformedMessage` for a registered message whose payload does not decode (the frame
+  boundary is intact, so the stream survives; whether to hang up is the application's call).
+
+Errors that end the connection (sv2-spec §4.5: a failed decryption terminates the session) are
+raised as :class:`ConnectionFailed` subclasses and leave the object in state ``CLOSED``; every
+later call raises :class:`ConnectionClosedError`.
+
+Limits: ``max_frame_size`` bounds the plaintext payload of every frame in both directions (it
+is checked on the decrypted header before any payload is buffered), ``max_buffered`` bounds the
+bytes held between calls (handshake bytes, partial ciphertext chunks and the partial frame).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import dataclass
+
+from payouts.errors import PayoutsError
+from sv2.errors import DecodeError, Sv2Error, UnknownMessageError
+from sv2.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, FrameHeader
+from sv2.messages.base import Message, decode_message
+from sv2.noise import (
+    ACT1_SIZE,
+    ACT2_SIZE,
+    Clock,
+    NoiseInitiator,
+    NoiseResponder,
+    Rng,
+    ServerIdentity,
+)
+from sv2.noise_certificate import TIME_LEEWAY_S
+from sv2.noise_errors import NoiseError
+from sv2.noise_transport import Transport
+
+DEFAULT_MAX_FRAME_SIZE = 1 << 20
+"""1 MiB: a DeclareMiningJob with 16,666 wtxids is ~533 kB; ProvideMissingTransactions.Success
+can be larger, so servers that accept big missing-tx batches should raise it."""
+DEFAULT_MAX_BUFFERED = 4 << 20
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"  # client (JDC), sends act 1
+    RESPONDER = "responder"  # server (JDS), answers with act 2
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class ConnectionFailed(PayoutsError):
+    """The connection cannot continue; ``code`` says why."""
+
+    code = "sv2-connection-failed"
+
+
+class HandshakeFailed(ConnectionFailed):
+    """The Noise handshake failed (bad act, bad certificate, wrong size)."""
+
+    code = "sv2-handshake-failed"
+
+
+class TransportFailed(ConnectionFailed):
+    """A ciphertext failed authentication (tampered, replayed, reordered) or the peer announced
+    a frame above ``max_frame_size``."""
+
+    code = "sv2-transport-failed"
+
+
+class BufferLimitExceeded(ConnectionFailed):
+    """The peer made us hold more than ``max_buffered`` bytes."""
+
+    code = "sv2-buffer-limit"
+
+
+class ProtocolViolation(ConnectionFailed):
+    """A call out of order for this role/state (e.g. ``send`` before the handshake)."""
+
+    code = "sv2-protocol-violation"
+
+
+class ConnectionClosedError(ConnectionFailed):
+    """The connection already failed or was closed."""
+
+    code = "sv2-connection-closed"
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """The handshake finished on this side. ``reply`` must be sent to the peer (act 2 for the
+    server; empty for the client). ``handshake_hash`` is Noise's final ``h``."""
+
+    reply: bytes
+    handshake_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A frame whose (extension_type, msg_type) has no registered message."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedMessage:
+    """A frame of a known message type whose payload does not decode."""
+
+    frame: Frame
+    error: DecodeError
+
+
+Event = HandshakeComplete | UnknownMessage | MalformedMessage
+Received = Message | Event
+
+
+class Sv2Connection:
+    """One SV2 connection, either role. Not thread-safe; one instance per connection."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        responder: NoiseResponder | None = None,
+        initiator: NoiseInitiator | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        if not 0 <= max_frame_size <= MAX_PAYLOAD:
+            raise ValueError(f"max_frame_size must be in 0..{MAX_PAYLOAD}")
+        if max_buffered < ACT2_SIZE:
+            raise ValueError(f"max_buffered must be at least {ACT2_SIZE} bytes")
+        if (role is Role.RESPONDER) != (responder is not None) or (role is Role.INITIATOR) != (
+            initiator is not None
+        ):
+            raise ValueError("a responder needs a NoiseResponder, an initiator a NoiseInitiator")
+        self.role = role
+        self.state = State.HANDSHAKE
+        self.max_frame_size = max_frame_size
+        self.max_buffered = max_buffered
+        self._responder = responder
+        self._initiator = initiator
+        self._handshake_buf = bytearray()
+        self._sent_act1 = False
+        self._transport: Transport | None = None
+        self.bytes_received = 0
+        self.frames_received = 0
+
+    # -- constructors -------------------------------------------------------------------------
+
+    @classmethod
+    def server(
+        cls,
+        identity: ServerIdentity,
+        *,
+        rng: Rng = os.urandom,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> Sv2Connection:
+        """A responder presenting ``identity`` (static key + certificate)."""
+        responder = NoiseResponder(identity, rng=rng, max_frame_size=max_frame_size)
+        return cls(
+            Role.RESPONDER,
+            responder=responder,
+            max_frame_size=max_frame_size,
+            max_buffered=max_buffered,
+        )
+
+    @classmethod
+    def client(
+        cls,
+        authority_pubkey: bytes | None,
+        *,
+        now: int | Clock = time.time,
+        rng: Rng = os.urandom,
+        leeway: int = TIME_LEEWAY_S,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> Sv2Connection:
+        """An initiator that authenticates the server against ``authority_pubkey`` (32-byte
+        x-only; ``None`` accepts any server: encryption without authentication)."""
+        initiator = NoiseInitiator(
+            authority_pubkey, now=now, rng=rng, leeway=leeway, max_frame_size=max_frame_size
+        )
+        return cls(
+            Role.INITIATOR,
+            initiator=initiator,
+            max_frame_size=max_frame_size,
+            max_buffered=max_buffered,
+        )
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and held, not yet returned as part of an event."""
+        if self._transport is not None:
+            return self._transport.buffered + self._partial_frame_bytes()
+        return len(self._handshake_buf)
+
+    def _partial_frame_bytes(self) -> int:
+        t = self._transport
+        # Transport keeps the decrypted chunks of a frame in progress in ``_parts``; count them
+        # so a peer trickling a huge frame is bounded by max_buffered too.
+        parts = getattr(t, "_parts", None)
+        return sum(len(p) for p in parts) if parts else 0
+
+    @property
+    def handshake_hash(self) -> bytes | None:
+        return self._transport.handshake_hash if self._transport is not None else None
+
+    def _fail(self, exc: ConnectionFailed) -> ConnectionFailed:
+        self.close()
+        return exc
+
+    def _check_open_for_io(self) -> None:
+        if self.state is State.CLOSED:
+            raise ConnectionClosedError("connection closed")
+
+    def close(self) -> None:
+        """Refuse further use; drop buffers (idempotent)."""
+        self.state = State.CLOSED
+        self._handshake_buf.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- handshake ----------------------------------------------------------------------------
+
+    def initiate(self) -> bytes:
+        """Client only: act 1 (64 bytes), to be sent first."""
+        self._check_open_for_io()
+        if self._initiator is None or self._sent_act1:
+            raise ProtocolViolation("initiate() is for a client, once")
+        self._sent_act1 = True
+        try:
+            return self._initiator.act1()
+        except NoiseError as exc:
+            raise self._fail(HandshakeFailed(str(exc))) from exc
+
+    def _handshake(self, data: bytes) -> tuple[list[Received], bytes]:
+        """Consume handshake bytes; return events and leftover bytes for the transport."""
+        self._handshake_buf += data
+        need = ACT1_SIZE if self.role is Role.RESPONDER else ACT2_SIZE
+        if len(self._handshake_buf) < need:
+            return [], b""
+        msg = bytes(self._handshake_buf[:need])
+        rest = bytes(self._handshake_buf[need:])
+        self._handshake_buf.clear()
+        try:
+            if self._responder is not None:
+                reply = self._responder.read_act1(msg)
+                self._transport = self._responder.transport
+            else:
+                assert self._initiator is not None
+                if not self._sent_act1:
+                    raise ProtocolViolation("act 2 received before act 1 was sent")
+                reply = b""
+                self._transport = self._initiator.read_act2(msg)
+        except NoiseError as exc:
+            raise self._fail(HandshakeFailed(f"{exc.code}: {exc.message}")) from exc
+        except ValueError as exc:  # e.g. an invalid EllSwift encoding from a library
+            raise self._fail(HandshakeFailed(str(exc))) from exc
+        self._responder = None  # the handshake objects hold nothing we need any more
+        self._initiator = None
+        self.state = State.OPEN
+        return [HandshakeComplete(reply, self._transport.handshake_hash)], rest
+
+    # -- receive ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Received]:
+        """Feed received bytes; return events and messages they complete, in order.
+
+        Raises a :class:`ConnectionFailed` subclass (and closes) on a handshake failure, a
+        transport authentication failure, an oversized frame or a buffer overrun.
+        """
+        self._check_open_for_io()
+        self.bytes_received += len(data)
+        out: list[Received] = []
+        if self.state is State.HANDSHAKE:
+            if self.role is Role.INITIATOR and not self._sent_act1:
+                raise self._fail(ProtocolViolation("data received before act 1 was sent"))
+            if len(self._handshake_buf) + len(data) > self.max_buffered:
+                raise self._fail(BufferLimitExceeded("handshake bytes exceed max_buffered"))
+            out, data = self._handshake(data)
+            if not data:
+                return out
+        transport = self._transport
+        assert transport is not None
+        if self.buffered + len(data) > self.max_buffered + 2 * (65535 + 16):
+            # Allow one call's worth of chunks on top of the limit: the transport consumes
+            # whole chunks as they complete, so what stays buffered is checked below.
+            raise self._fail(BufferLimitExceeded(f"more than {self.max_buffered} bytes buffered"))
+        try:
+            plain_frames = transport.feed(data)
+        except NoiseError as exc:
+            raise self._fail(TransportFailed(f"{exc.code}: {exc.message}")) from exc
+        if self.buffered > self.max_buffered:
+            raise self._fail(BufferLimitExceeded(f"more than {self.max_buffered} bytes buffered"))
+        for raw in plain_frames:
+            out.append(self._decode(raw))
+        return out
+
+    def _decode(self, raw: bytes) -> Received:
+        self.frames_received += 1
+        header = FrameHeader.decode(raw[:HEADER_SIZE])
+        frame = Frame(header.extension_type, header.msg_type, raw[HEADER_SIZE:], header.channel_msg)
+        try:
+            return decode_message(frame)
+        except UnknownMessageError:
+            return UnknownMessage(frame)
+        except DecodeError as exc:
+            return MalformedMessage(frame, exc)
+
+    # -- send ---------------------------------------------------------------------------------
+
+    def send(self, msg: Message) -> bytes:
+        """Encode and encrypt ``msg``; return the bytes to write. Raises
+        :class:`~sv2.errors.EncodeError` for an unencodable message (nothing is consumed, the
+        connection stays usable) or :class:`ProtocolViolation` before the handshake."""
+        self._check_open_for_io()
+        if self.state is not State.OPEN or self._transport is None:
+            raise ProtocolViolation("send() before the handshake completed")
+        frame = msg.encode_frame()  # EncodeError propagates: caller's bug, connection intact
+        if len(frame) - HEADER_SIZE > self.max_frame_size:
+            raise Sv2Error(
+                f"{msg.NAME} payload of {len(frame) - HEADER_SIZE} bytes exceeds max_frame_size "
+                f"{self.max_frame_size}",
+                code="sv2-frame-too-large",
+            )
+        try:
+            return self._transport.encrypt_frame(frame)
+        except NoiseError as exc:
+            raise self._fail(TransportFailed(f"{exc.code}: {exc.message}")) from exc
+
+
+__all__ = [
+    "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "BufferLimitExceeded",
+    "ConnectionClosedError",
+    "ConnectionFailed",
+    "Event",
+    "HandshakeComplete",
+    "HandshakeFailed",
+    "MalformedMessage",
+    "ProtocolViolation",
+    "Received",
+    "Role",
+    "State",
+    "Sv2Connection",
+    "TransportFailed",
+    "UnknownMessage",
+]

@@ -1,0 +1,135 @@
+"""Settlement modes as the JD server announces them (extension 0x4003) and the outputs each
+mode puts in front of a declared coinbase.
+
+The expected-outputs rule is a callable ``(mode, distribution, T) -> outputs``:
+
+- ``coinbase``: :func:`payouts.distribution.compute_outputs` (sv2-spec PR #203 §4: pool payout,
+  payees without the dust-pruned ones, additional outputs);
+- ``ctv``: :func:`payouts.settlement.ctv.build_ctv_fanout` -- one commitment output worth
+  T − Σ additional, then the additional outputs;
+- ``musig2``: needs the settlement layer's builder; :func:`default_expected_outputs` refuses it,
+  and the server refuses to publish a musig2 mode without an ``expected_outputs`` callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from payouts.distribution.amounts import compute_outputs
+from payouts.distribution.model import Distribution, TxOut
+from payouts.errors import ValidationError
+from payouts.settlement.ctv import CtvParams, build_ctv_fanout
+from sv2.messages.settlement import (
+    CTV_FORM_BARE,
+    CTV_FORM_TAPROOT,
+    MODE_COINBASE,
+    MODE_CTV,
+    MODE_MUSIG2,
+    MODE_NAMES,
+    SetSettlementMode,
+)
+
+ModeName = Literal["coinbase", "ctv", "musig2"]
+_MODE_CODES: dict[str, int] = {v: k for k, v in MODE_NAMES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Musig2Params:
+    """What a JD client needs to rebuild the musig2 coinbase output: the committee's plain
+    (33-byte compressed) keys in key-aggregation order, and the fallback leaf's relative
+    timelock (blocks) and x-only key."""
+
+    committee: tuple[bytes, ...]
+    fallback_timelock: int
+    fallback_key: bytes
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.committee) <= 255:
+            raise ValidationError("a musig2 committee has 1..255 keys")
+        if any(len(k) != 33 or k[0] not in (2, 3) for k in self.committee):
+            raise ValidationError("committee keys are 33-byte compressed points")
+        if not 0 <= self.fallback_timelock <= 0xFFFFFFFF or len(self.fallback_key) != 32:
+            raise ValidationError("fallback timelock is a U32 and the fallback key x-only")
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementMode:
+    """One distribution's settlement mode and parameters."""
+
+    name: ModeName = "coinbase"
+    ctv: CtvParams = field(default_factory=CtvParams)
+    musig2: Musig2Params | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in _MODE_CODES:
+            raise ValidationError(f"unknown settlement mode {self.name!r}")
+        if self.name == "musig2" and self.musig2 is None:
+            raise ValidationError("the musig2 mode needs its committee parameters")
+
+    def to_message(self, distribution_id: int) -> SetSettlementMode:
+        """The 0x4003 announcement for ``distribution_id``; unused fields are zero/empty."""
+        c = self.ctv if self.name == "ctv" else None
+        m = self.musig2 if self.name == "musig2" else None
+        return SetSettlementMode(
+            distribution_id=distribution_id,
+            mode=_MODE_CODES[self.name],
+            ctv_arity=(c.arity or 0) if c else 0,
+            ctv_output_form=(CTV_FORM_TAPROOT if c.form == "taproot" else CTV_FORM_BARE)
+            if c
+            else 0,
+            ctv_anchor=c.anchor if c else False,
+            ctv_fee_rate=c.fee_rate if c else 0,
+            ctv_tx_version=(c.version or 0) if c else 0,
+            ctv_sequence=c.sequence if c else 0,
+            ctv_locktime=c.locktime if c else 0,
+            musig2_committee=m.committee if m else (),
+            musig2_fallback_timelock=m.fallback_timelock if m else 0,
+            musig2_fallback_key=m.fallback_key if m else bytes(32),
+        )
+
+    @classmethod
+    def from_message(cls, msg: SetSettlementMode) -> SettlementMode:
+        """Inverse of :meth:`to_message` (what a JD client does); unused fields are ignored."""
+        if msg.mode == MODE_COINBASE:
+            return cls("coinbase")
+        if msg.mode == MODE_CTV:
+            if msg.ctv_output_form not in (CTV_FORM_BARE, CTV_FORM_TAPROOT):
+                raise ValidationError(f"unknown ctv_output_form {msg.ctv_output_form}")
+            params = CtvParams(
+                arity=msg.ctv_arity or None,
+                form="taproot" if msg.ctv_output_form == CTV_FORM_TAPROOT else "bare",
+                anchor=msg.ctv_anchor,
+                fee_rate=msg.ctv_fee_rate,
+                version=msg.ctv_tx_version or None,
+                sequence=msg.ctv_sequence,
+                locktime=msg.ctv_locktime,
+            )
+            return cls("ctv", params)
+        if msg.mode == MODE_MUSIG2:
+            return cls(
+                "musig2",
+                musig2=Musig2Params(
+                    msg.musig2_committee, msg.musig2_fallback_timelock, msg.musig2_fallback_key
+                ),
+            )
+        raise ValidationError(f"unknown settlement mode {msg.mode}")
+
+
+ExpectedOutputs = Callable[[SettlementMode, Distribution, int], Sequence[TxOut]]
+
+
+def default_expected_outputs(
+    mode: SettlementMode, distribution: Distribution, revenue: int
+) -> Sequence[TxOut]:
+    """The outputs a declared coinbase must start with, for ``coinbase`` and ``ctv``."""
+    if mode.name == "coinbase":
+        return compute_outputs(distribution, revenue).outputs
+    if mode.name == "ctv":
+        return build_ctv_fanout(distribution, revenue, mode.ctv).coinbase_outputs
+    raise ValidationError(
+        "no builder for the musig2 coinbase output: pass expected_outputs from the settlement "
+        "layer",
+        code="settlement-mode-unsupported",
+    )

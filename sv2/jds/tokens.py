@@ -1,0 +1,103 @@
+"""Mining job tokens (sv2-spec 06-Job-Declaration-Protocol.md §6.4.2-§6.4.5).
+
+A token is 16 bytes: an 8-byte little-endian counter (unique for the life of the server, as
+SRI's ``AtomicU64``) followed by 8 random bytes (so a client cannot guess another client's
+token from its own). Every token is bound to the connection that asked for it and expires
+``lifetime`` seconds after issue. Expiry is checked at the moment of use, not by a janitor, so an
+expired token is never accepted late (the bug of sv2-apps #765); :meth:`TokenBook.purge` only
+reclaims memory.
+
+Kinds:
+
+- ``allocated``: from AllocateMiningJobToken.Success; consumed (single use) by the first
+  DeclareMiningJob that presents it, whatever the outcome (SRI deallocates on error too);
+  RequestPayoutOutputs (PR #202, extension 0x4002) may bind one output set to it first.
+- ``declared``: from DeclareMiningJob.Success; names the validated job (what a pool would check
+  SetCustomMiningJob against). It is never accepted by DeclareMiningJob.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sv2.jds.errors import INVALID_TOKEN, JobRejected
+
+TOKEN_SIZE = 16
+Kind = Literal["allocated", "declared"]
+
+
+@dataclass(slots=True)
+class TokenRecord:
+    token: bytes
+    owner: int  # connection id
+    kind: Kind
+    expires_at: float
+    user_identifier: str = ""
+    bound_outputs: Any = None  # PR #202 set bound to this token (sv2.jds.server.BoundOutputs)
+    job: Any = None  # for ``declared`` tokens: the validated job
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenBook:
+    """All live tokens of one server."""
+
+    def __init__(
+        self, lifetime: float, *, rng: Callable[[int], bytes] = secrets.token_bytes
+    ) -> None:
+        if lifetime <= 0:
+            raise ValueError("token lifetime must be positive")
+        self.lifetime = lifetime
+        self._rng = rng
+        self._counter = itertools.count(1)
+        self._tokens: dict[bytes, TokenRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def issue(self, owner: int, kind: Kind, now: float, **fields: Any) -> TokenRecord:
+        token = next(self._counter).to_bytes(8, "little") + self._rng(TOKEN_SIZE - 8)
+        rec = TokenRecord(token, owner, kind, now + self.lifetime, **fields)
+        self._tokens[token] = rec
+        return rec
+
+    def peek(self, token: bytes, owner: int, kind: Kind, now: float) -> TokenRecord:
+        """The live record of ``token`` if ``owner`` holds it with this ``kind``; else
+        :class:`JobRejected` ``invalid-mining-job-token`` (nothing changes)."""
+        rec = self._tokens.get(bytes(token))
+        if rec is None:
+            raise JobRejected(INVALID_TOKEN, "unknown mining job token")
+        if rec.owner != owner:
+            # Same answer as "unknown": a client learns nothing about other clients' tokens.
+            raise JobRejected(INVALID_TOKEN, "unknown mining job token")
+        if rec.kind != kind:
+            raise JobRejected(INVALID_TOKEN, f"token is a {rec.kind} token, not {kind}")
+        if now >= rec.expires_at:
+            del self._tokens[rec.token]
+            raise JobRejected(INVALID_TOKEN, "mining job token expired")
+        return rec
+
+    def consume(self, token: bytes, owner: int, kind: Kind, now: float) -> TokenRecord:
+        """:meth:`peek`, then remove the token (single use)."""
+        rec = self.peek(token, owner, kind, now)
+        del self._tokens[rec.token]
+        return rec
+
+    def get(self, token: bytes) -> TokenRecord | None:
+        return self._tokens.get(bytes(token))
+
+    def drop_owner(self, owner: int) -> int:
+        """Forget every token of a closed connection (SRI removes them on disconnect)."""
+        gone = [t for t, r in self._tokens.items() if r.owner == owner]
+        for t in gone:
+            del self._tokens[t]
+        return len(gone)
+
+    def purge(self, now: float) -> int:
+        gone = [t for t, r in self._tokens.items() if now >= r.expires_at]
+        for t in gone:
+            del self._tokens[t]
+        return len(gone)
