@@ -30,7 +30,28 @@ class FormChoice(StrEnum):
     taproot = "taproot"
 
 
-@app.command("hash")
+# Help texts are single-line paragraphs: the terminal wraps them, not the source.
+HASH_HELP = (
+    "Print the BIP-119 StandardTemplateHash of TXHEX for --input-index, in hex.\n\n"
+    "That is the 32 bytes a '<hash> OP_CHECKTEMPLATEVERIFY' script must push for this tx to "
+    "spend it at that input (raw SHA256 output, no byte reversal, as in the BIP's vectors)."
+)
+TREE_HELP = (
+    "Print, as JSON, the ctv settlement of a distribution for revenue T.\n\n"
+    "Output: coinbase_outputs (the CTV commitment output, then the additional outputs), txs in "
+    "broadcast order (parents first) with txid, hex, vsize and level, the pool payout and each "
+    "kept payee with its amount and exit path (the txids from the root down to the tx paying "
+    "it, and the vout there), and total_vbytes of the tree.\n\n"
+    "Amounts are the PR #203 math applied to T minus the tree's fees and anchors (docs/ctv.md). "
+    "CTV does not commit to outpoints, so txids assume --funding (a placeholder until the block "
+    "is found) while every template hash is final.\n\n"
+    "This is an offline calculator and does not check CTV activation. Settling on a chain "
+    "requires CTV (BIP-119) to be active there: without it both output forms are "
+    "anyone-can-spend."
+)
+
+
+@app.command("hash", help=HASH_HELP)
 def hash_cmd(
     txhex: str = typer.Argument(..., help="Raw transaction in hex ('-' reads it from stdin)."),
     input_index: int = typer.Option(
@@ -42,11 +63,6 @@ def hash_cmd(
         help="Allow an index beyond the tx's inputs (any uint32, as the BIP-119 vectors use).",
     ),
 ) -> None:
-    """Print the BIP-119 StandardTemplateHash of TXHEX for --input-index, in hex.
-
-    That is the 32 bytes a '<hash> OP_CHECKTEMPLATEVERIFY' script must push for this tx to
-    spend it at that input (raw SHA256 output, no byte reversal, as in the BIP's vectors).
-    """
     text = typer.get_text_stream("stdin").read() if txhex == "-" else txhex
     try:
         raw = bytes.fromhex(text.strip())
@@ -66,7 +82,7 @@ def hash_cmd(
     typer.echo(standard_template_hash(tx, input_index).hex())
 
 
-@app.command("tree")
+@app.command("tree", help=TREE_HELP)
 def tree_cmd(
     file: Path = typer.Argument(
         ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
@@ -88,7 +104,7 @@ def tree_cmd(
         "--form",
         help=(
             "Commitment outputs: 'bare' <32B> OP_CTV, or 'taproot' P2TR with the BIP-341 NUMS "
-            "internal key and one <32B> OP_CTV leaf (+18 vB per spend, standard on any node)."
+            "internal key and one <32B> OP_CTV leaf (+18 vB per spend; a standard P2TR output)."
         ),
     ),
     anchor: bool = typer.Option(
@@ -111,19 +127,6 @@ def tree_cmd(
         help="Coinbase TXID:VOUT of the commitment output, once known (default 00..00:0).",
     ),
 ) -> None:
-    """Print, as JSON, the ctv settlement of a distribution for revenue T.
-
-    Output: coinbase_outputs (the commitment output, then the additional outputs), txs in
-    broadcast order (parents first) with txid, hex, vsize and level, the pool payout and each
-    kept payee with its amount and exit path (the txids from the root down to the tx paying it,
-    and the vout there), and total_vbytes of the tree.
-
-    The amounts are the PR #203 math applied to T minus the tree's fees and anchors; CTV does
-    not commit to outpoints, so txids assume --funding (a placeholder until the block is
-    found) while every template hash is final. This is an offline calculator: it does not
-    check CTV activation, but settling on a chain requires CTV (BIP-119) to be active there;
-    without it both output forms are anyone-can-spend.
-    """
     text = typer.get_text_stream("stdin").read() if str(file) == "-" else _read(file)
     try:
         doc = json.loads(text)

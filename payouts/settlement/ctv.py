@@ -78,8 +78,9 @@ TRUC_VERSION = 3  # BIP-431; Core policy/truc_policy.h
 TRUC_MAX_VSIZE = 10_000  # Core TRUC_MAX_VSIZE
 MAX_STANDARD_TX_WEIGHT = 400_000  # Core policy/policy.h
 WITNESS_SCALE_FACTOR = 4
-# Chosen from benchmarks/bench_ctv.py (docs/ctv.md): within ~6% of a flat fan-out's bytes per
-# payee from N = 1,000 up, while a lone payee's forced exit stays ~1/10 of k=64's.
+# Chosen from benchmarks/bench_ctv.py (docs/ctv.md): the full unroll costs ~1.17× a flat
+# fan-out's bytes (k=64: 1.04×), while a lone payee's forced exit is half of k=64's (3.2 vs
+# 6.8 kvB at N = 100,000) and within 1.6× of the smallest (k=4, which costs 1.83× to unroll).
 DEFAULT_ARITY = 16
 MAX_ARITY = 5_000  # far beyond any standard tx; only bounds the work of a mistaken input
 PLACEHOLDER_FUNDING = OutPoint(bytes(32), 0)
