@@ -37,6 +37,10 @@ class InvalidDifficultyError(ValidationError):
     code = "invalid-difficulty"
 
 
+class InvalidRevenueError(ValidationError):
+    code = "invalid-revenue"
+
+
 class DuplicateKeyError(ValidationError):
     code = "duplicate-key"
 

@@ -25,6 +25,7 @@ from payouts.accounting.shares import ShareBatch
 from payouts.errors import (
     DuplicateKeyError,
     InvalidDifficultyError,
+    InvalidRevenueError,
     UnknownMinerError,
     ValidationError,
 )
@@ -91,10 +92,9 @@ def validate_batch(batch: ShareBatch, known_miner: KnownMiners | None = None) ->
     bad = np.flatnonzero((r < 0) | (r > MAX_REVENUE))
     if bad.size:
         i = int(bad[0])
-        raise ValidationError(
+        raise InvalidRevenueError(
             f"row {i} (key {batch.key[i]!r}): template revenue {int(r[i])} sat is outside "
             f"[0, {MAX_REVENUE}]",
-            code="invalid-revenue",
         )
     bad = np.flatnonzero(batch.time_ms < 0)
     if bad.size:

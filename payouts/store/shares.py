@@ -24,9 +24,8 @@ import numpy.typing as npt
 from sqlalchemy import Connection, Engine, text
 
 from payouts.accounting.shares import ShareBatch
+from payouts.accounting.validate import validate_batch as validate_shares
 from payouts.errors import (
-    DuplicateKeyError,
-    InvalidDifficultyError,
     UnknownMinerError,
     ValidationError,
 )
@@ -105,26 +104,11 @@ def validate_batch(batch: ShareBatch) -> tuple[I64, I64, I64, I64]:
     revenue = _int_column("revenue", batch.revenue, n)
     time_ms = _int_column("time_ms", batch.time_ms, n)
 
-    if len(set(keys)) != n:
-        seen: set[str] = set()
-        for k in keys:
-            if k in seen:
-                raise DuplicateKeyError(f"share key {k!r} appears more than once in the batch")
-            seen.add(k)
-    bad = np.flatnonzero(difficulty <= 0)
-    if bad.size:
-        i = int(bad[0])
-        raise InvalidDifficultyError(
-            f"share {keys[i]!r}: target difficulty must be >= 1, got {int(difficulty[i])}"
-        )
-    bad = np.flatnonzero(revenue < 0)
-    if bad.size:
-        i = int(bad[0])
-        raise ValidationError(f"share {keys[i]!r}: revenue must be >= 0, got {int(revenue[i])}")
-    bad = np.flatnonzero(time_ms < 0)
-    if bad.size:
-        i = int(bad[0])
-        raise ValidationError(f"share {keys[i]!r}: time_ms must be >= 0, got {int(time_ms[i])}")
+    # The numeric rules (difficulty range, revenue range, time, duplicate keys) are the
+    # accountant's: one validator, so the store never accepts a share the log would refuse.
+    validate_shares(
+        ShareBatch(keys, miner_id, batch.worker, difficulty, batch.job_id, revenue, time_ms)
+    )
     return miner_id, difficulty, revenue, time_ms
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from payouts.errors import (
     DuplicateKeyError,
     InvalidDifficultyError,
+    InvalidRevenueError,
     PayoutsError,
     UnknownMinerError,
     ValidationError,
@@ -106,7 +107,7 @@ def _bad_batches(miners: list[int]) -> list[tuple[str, object, type[PayoutsError
         (
             "negative revenue",
             make_batch(keys, miner_id=m, revenue=[0] * 19 + [-1]),
-            ValidationError,
+            InvalidRevenueError,
             "revenue",
         ),
         (
