@@ -1,0 +1,111 @@
+"""End to end over TCP + Noise on loopback: setup, 0x0001 negotiation, SetPayoutDistribution
+(+ 0x4003 SetSettlementMode), token, a coinbase built with build_coinbase_settlement, declare,
+missing-transaction round trip, PushSolution -> the kernel accepts the block and the tip moves."""
+
+from __future__ import annotations
+
+import asyncio
+
+from payouts.node.kernel_chain import KernelChain
+from sv2.jds import FoundBlock, SettlementMode, distribution_from_message
+from sv2.messages import (
+    DeclareMiningJobSuccess,
+    ProvideMissingTransactions,
+    ProvideMissingTransactionsSuccess,
+    SetPayoutDistribution,
+    SetSettlementMode,
+)
+from tests.jds.helpers import (
+    POOL_SCRIPT,
+    JdClient,
+    KernelTestNode,
+    build_declaration,
+    fee_tx,
+    make_distribution,
+    setup_chain,
+    solve_push,
+    start_server,
+)
+
+
+def test_happy_path_block_accepted_by_kernel() -> None:
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            node = KernelTestNode(chain)
+            known, hidden = fee_tx(chain, 1, 1_500), fee_tx(chain, 2, 2_500)
+            node.add_mempool(known)
+            found: list[FoundBlock] = []
+            dist = make_distribution(1, payees=6)
+            srv = await start_server(node, dist, on_block=found.append)
+            c = await JdClient.connect(srv.address)
+            try:
+                await c.setup()
+                spd = await c.expect(SetPayoutDistribution)  # first message after negotiation
+                ssm = await c.expect(SetSettlementMode)
+                assert SettlementMode.from_message(ssm).name == "coinbase"
+                assert ssm.distribution_id == spd.distribution_id == 1
+                got = distribution_from_message(spd)
+                assert got == dist
+                tok = await c.token()
+                assert tok.coinbase_tx_outputs == b"\x00"  # PR #203: no pool-imposed outputs
+                # The JDC builds the coinbase from the distribution it received.
+                decl = build_declaration(got, chain, [known, hidden], fees=1_500 + 2_500)
+                c.send(decl.message(tok.mining_job_token))
+                pmt = await c.expect(ProvideMissingTransactions)
+                assert pmt.request_id == 7 and pmt.unknown_tx_position_list == (1,)
+                c.send(ProvideMissingTransactionsSuccess(7, (hidden.serialize(),)))
+                ok = await c.expect(DeclareMiningJobSuccess)
+                assert ok.request_id == 7 and len(ok.new_mining_job_token) == 16
+                # The supplied tx is committed to the store once validation passed (SRI v32x).
+                assert srv.txs.get(hidden.wtxid) is not None
+                job = srv.declared_job(ok.new_mining_job_token)
+                assert job is not None and job.revenue == decl.revenue
+                assert job.payout_outputs[0].script == POOL_SCRIPT
+                # PushSolution -> the server rebuilds, checks PoW and submits to the kernel.
+                tip_before = chain.tip_hash
+                tip = await node.tip()
+                c.send(solve_push(decl, tip.block_hash, tip.time + 1))
+                for _ in range(100):
+                    if found:
+                        break
+                    await asyncio.sleep(0.02)
+                assert found, srv.stats
+                fb = found[0]
+                assert chain.tip_hash == fb.block_hash != tip_before
+                assert chain.tip_height == decl.height == fb.height
+                assert fb.distribution_id == 1 and fb.revenue == decl.revenue
+                assert fb.coinbase.outputs == decl.outputs
+                assert len(chain.blocks[-1].txs) == 3
+            finally:
+                c.close()
+                await srv.stop()
+
+    asyncio.run(main())
+
+
+def test_publish_pushes_to_negotiated_clients_only() -> None:
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            srv = await start_server(KernelTestNode(chain))
+            a = await JdClient.connect(srv.address)
+            b = await JdClient.connect(srv.address)
+            try:
+                await a.setup()
+                await a.expect(SetPayoutDistribution)
+                await a.expect(SetSettlementMode)
+                await b.setup(extensions=())  # negotiates nothing
+                srv.publish(make_distribution(2, payees=3))
+                spd = await a.expect(SetPayoutDistribution)
+                assert spd.distribution_id == 2 and len(spd.payouts) == 3
+                assert (await a.expect(SetSettlementMode)).distribution_id == 2
+                tok = await b.token()  # b got nothing pushed: its next message is the reply
+                assert tok.coinbase_tx_outputs[0] == 1  # base spec: one pool output, value 0
+                assert tok.coinbase_tx_outputs[1:9] == bytes(8)
+            finally:
+                a.close()
+                b.close()
+                await srv.stop()
+
+    asyncio.run(main())
