@@ -42,6 +42,7 @@ from payouts.settlement.ctv_commit import (
     commitment_witness,
 )
 from payouts.settlement.ctv_shape import (
+    TAPROOT_SPEND_WITNESS_WU,
     Shape,
     build_shape,
     max_node_vsize_bound,
@@ -77,6 +78,7 @@ P2A_DUST = dust_limit(P2A_SCRIPT)  # (13 + 67) × 3 = 240 sat: GetDustThreshold 
 TRUC_VERSION = 3  # BIP-431; Core policy/truc_policy.h
 TRUC_MAX_VSIZE = 10_000  # Core TRUC_MAX_VSIZE
 MAX_STANDARD_TX_WEIGHT = 400_000  # Core policy/policy.h
+MIN_STANDARD_TX_NONWITNESS_SIZE = 65  # Core policy/policy.h (64-byte txs confuse SPV proofs)
 WITNESS_SCALE_FACTOR = 4
 # Chosen from benchmarks/bench_ctv.py (docs/ctv.md): the full unroll costs ~1.17× a flat
 # fan-out's bytes (k=64: 1.04×), while a lone payee's forced exit is half of k=64's (3.2 vs
@@ -427,7 +429,16 @@ def _commit(
     shape: Shape, leaves: list[TxOut], sizes: list[int], p: CtvParams, version: int
 ) -> list[_Committed]:
     """Values and BIP-119 hashes, bottom-up: a node's outputs embed its children's hashes."""
-    vsizes = shape_vsizes(shape, sizes, anchor=p.anchor, taproot=p.form == "taproot")
+    taproot = p.form == "taproot"
+    vsizes = shape_vsizes(shape, sizes, anchor=p.anchor, taproot=taproot)
+    witness_vb = TAPROOT_SPEND_WITNESS_WU // WITNESS_SCALE_FACTOR if taproot else 0
+    if min(vsizes) - witness_vb < MIN_STANDARD_TX_NONWITNESS_SIZE:
+        raise CtvNonStandardError(
+            f"a fan-out tx would be {min(vsizes) - witness_vb} bytes without witness; Core "
+            f"rejects txs under {MIN_STANDARD_TX_NONWITNESS_SIZE} (tx-size-small)"
+        )
+    # Both forms are 34-byte scripts of one type, so one threshold covers every commitment.
+    commit_dust = dust_limit(commitment_script(bytes(32), p.form))
     anchor = () if p.anchor_value is None else (TxOut(p.anchor_value, P2A_SCRIPT),)
     txin = (TxIn(PLACEHOLDER_FUNDING, b"", p.sequence),)
     done: list[_Committed | None] = [None] * len(shape.nodes)
@@ -439,6 +450,11 @@ def _commit(
             else:
                 child = done[~e]
                 assert child is not None
+                if child.value < commit_dust:
+                    raise CtvRevenueTooSmallError(
+                        f"a commitment output would hold {child.value} sat, below its relay dust "
+                        f"threshold {commit_dust}"
+                    )
                 outs.append(TxOut(child.value, child.script))
         outs.extend(anchor)
         fee = p.fee_rate * vsizes[node.index]

@@ -366,6 +366,9 @@ def test_nonstandard_trees_are_refused() -> None:
         build_ctv_fanout(make_dist(300), T, CtvParams(arity=400, version=3, fee_rate=1))
     with pytest.raises(CtvNonStandardError, match="min relay"):
         build_ctv_fanout(make_dist(10), T, CtvParams(version=2))
+    with pytest.raises(CtvNonStandardError, match="tx-size-small"):
+        tiny = Distribution(1, PoolPayout(b"\x6a", 1))  # one 10-byte OP_RETURN output
+        build_ctv_fanout(tiny, 1000, CtvParams(anchor=False, fee_rate=1))
     with pytest.raises(CtvNonStandardError, match="400,000"):
         build_ctv_fanout(make_dist(3000), T, CtvParams(arity=3000, fee_rate=1))
 
