@@ -15,6 +15,7 @@ from payouts.settlement.musig2.output import (
     DEFAULT_FALLBACK_DELAY,
     KEYPATH_WITNESS,
     PLACEHOLDER_FUNDING,
+    Committee,
     Musig2Params,
     Musig2ParamsError,
     Musig2RevenueTooSmallError,
@@ -287,3 +288,25 @@ def test_fallback_refuses_a_foreign_key() -> None:
     s.tick(11)
     with pytest.raises(Musig2SpendError):
         sign_fallback_spend(out, build_fallback_spend(out, FUNDING), b"\x01" * 32, session=s)
+
+
+def test_jd_client_rebuilds_the_same_output_from_the_wire_committee() -> None:
+    """The JD client gets the committee keys (SetSettlementMode ``musig2_committee``), not the
+    registry: it must reach the same bytes."""
+    w = World(n_keyed=9)
+    server = build_musig2_output(w.distribution, T, w.registered, params(), ctv_active=True)
+    wire = Committee.from_pubkeys(list(server.committee.pubkeys))
+    client = build_musig2_output(w.distribution, T, wire, params(), ctv_active=True)
+    assert client.coinbase_outputs == server.coinbase_outputs
+    assert client.payout_tx.serialize() == server.payout_tx.serialize()
+    keys = list(server.committee.pubkeys)
+    with pytest.raises(Musig2ParamsError):  # not KeySort order
+        Committee.from_pubkeys(keys[::-1])
+    with pytest.raises(Musig2ParamsError):  # duplicate
+        Committee.from_pubkeys(sorted([keys[0], *keys]))
+    with pytest.raises(Musig2ParamsError):  # does not parse
+        Committee.from_pubkeys([b"\x05" + bytes(32)])
+    with pytest.raises(NoCommitteeError):
+        Committee.from_pubkeys([])
+    with pytest.raises(Musig2ParamsError):  # over the bound
+        build_musig2_output(w.distribution, T, wire, params(max_signers=3), ctv_active=True)

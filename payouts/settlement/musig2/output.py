@@ -23,7 +23,7 @@ additional outputs with their fixed amounts (as in the ``ctv`` mode).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from payouts.crypto import musig2
@@ -110,10 +110,27 @@ class Musig2RevenueTooSmallError(ValidationError):
 @dataclass(frozen=True, slots=True)
 class Committee:
     """The signers: ``pubkeys`` in BIP-327 KeySort order (signer index = position), and for each
-    the payee script that registered it."""
+    the payee script that registered it (empty when the committee came over the wire, e.g. the
+    ``musig2_committee`` field of SetSettlementMode, which carries keys only)."""
 
     pubkeys: tuple[bytes, ...]
-    scripts: tuple[bytes, ...]
+    scripts: tuple[bytes, ...] = ()
+
+    @classmethod
+    def from_pubkeys(cls, pubkeys: Sequence[bytes]) -> Committee:
+        """A committee from its keys alone. They must already be in KeySort order and distinct:
+        the order is the aggregation order, so accepting another would give another key
+        (refused rather than silently re-sorted, so both JD sides see the same list)."""
+        keys = tuple(bytes(k) for k in pubkeys)
+        if not keys:
+            raise NoCommitteeError("a committee needs at least one key")
+        try:
+            musig2.key_agg(list(keys))
+        except (musig2.InvalidContributionError, musig2.MuSig2Error) as e:
+            raise Musig2ParamsError(f"committee key does not parse: {e}") from None
+        if list(keys) != musig2.key_sort(list(keys)) or len(set(keys)) != len(keys):
+            raise Musig2ParamsError("committee keys must be distinct and in BIP-327 KeySort order")
+        return cls(keys)
 
     def __len__(self) -> int:
         return len(self.pubkeys)
@@ -348,14 +365,16 @@ class Musig2Output:
 def build_musig2_output(
     distribution: Distribution,
     revenue: int,
-    registered: Mapping[bytes, bytes],
+    committee: Committee | Mapping[bytes, bytes],
     params: Musig2Params,
     *,
     ctv_active: bool,
 ) -> Musig2Output:
     """Build the ``musig2`` settlement for ``distribution`` at template revenue ``revenue`` (T).
 
-    ``registered``: payee script -> 33-byte registered key (see :func:`choose_committee`).
+    ``committee``: a :class:`Committee` (the JD client's case: keys from the wire, via
+    :meth:`Committee.from_pubkeys`), or the key registry, payee script -> 33-byte key, from
+    which :func:`choose_committee` picks it (the pool's case).
     ``ctv_active``: the caller's statement, from the node, that BIP-119 is enforced; only then
     is the CTV exit leaf added (ARCHITECTURE invariant 4: where CTV is not enforced,
     OP_CHECKTEMPLATEVERIFY is OP_NOP4 and ``<hash> OP_NOP4`` leaves a true stack item, so anyone
@@ -364,7 +383,10 @@ def build_musig2_output(
     """
     if isinstance(revenue, bool) or not isinstance(revenue, int):
         raise Musig2ParamsError("revenue is an integer number of satoshis")
-    committee = choose_committee(distribution, registered, params.max_signers)
+    if not isinstance(committee, Committee):
+        committee = choose_committee(distribution, committee, params.max_signers)
+    elif not 1 <= len(committee) <= params.max_signers:
+        raise Musig2ParamsError(f"committee size must be 1..{params.max_signers}")
     fixed = sum(a.amount for a in distribution.additional_outputs)
     value = revenue - fixed
     if value <= 0:
