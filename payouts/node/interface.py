@@ -48,6 +48,29 @@ class BlockTemplate:
         return sum(t.fee for t in self.transactions)
 
 
+@dataclass(frozen=True, slots=True)
+class Utxo:
+    """An unspent output in the active chain (``gettxout`` without the mempool)."""
+
+    value: int
+    script: bytes
+    height: int  # height of the block that created it
+    is_coinbase: bool
+    confirmations: int  # tip height - height + 1
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolAcceptResult:
+    """One entry of ``testmempoolaccept``: ``allowed`` or the reject ``reason``."""
+
+    txid: bytes
+    wtxid: bytes
+    allowed: bool
+    reason: str | None = None
+    fee: int | None = None  # satoshis, when allowed
+    vsize: int | None = None
+
+
 class NodeError(Exception):
     """The node could not be reached or refused a request; ``reason`` is the node's word."""
 
@@ -84,4 +107,46 @@ class Node(Protocol):
 
     async def network_difficulty(self) -> int:
         """Integer network difficulty (floor, at least 1) for share accounting."""
+        ...
+
+    # -- what the settlement lifecycle needs (found -> confirmed -> mature -> paid, reorgs) --
+
+    async def block_hash(self, height: int) -> bytes | None:
+        """Hash of the active-chain block at ``height`` (None above the tip)."""
+        ...
+
+    async def get_block(self, block_hash: bytes) -> bytes | None:
+        """Raw serialized block (with witnesses) by hash, None if unknown."""
+        ...
+
+    async def block_height(self, block_hash: bytes) -> int | None:
+        """Height of ``block_hash`` if it is in the ACTIVE chain, else None (unknown, stale
+        or invalidated): how the lifecycle notices that a found block was reorged out."""
+        ...
+
+    async def get_utxo(self, txid: bytes, n: int) -> Utxo | None:
+        """The output if it is unspent in the active chain (mempool spends ignored)."""
+        ...
+
+    async def test_mempool_accept(self, raw_txs: Sequence[bytes]) -> list[MempoolAcceptResult]:
+        """Would the node accept these (a package if more than one, parents first)?"""
+        ...
+
+    async def submit_package(self, raw_txs: Sequence[bytes]) -> list[bytes]:
+        """Submit parents then child together (e.g. a 0-fee TRUC parent and its P2A fee
+        bump); returns the txids. Raises NodeError with the node's reason."""
+        ...
+
+    async def generate_to_script(self, n: int, script: bytes) -> list[bytes]:
+        """Mine ``n`` blocks (regtest) paying the subsidy and fees to ``script``; returns
+        their hashes. Mempool transactions are included."""
+        ...
+
+    async def invalidate_block(self, block_hash: bytes) -> None:
+        """Mark a block invalid and reorg away from it (regtest tests of the rollback path).
+        Raises NodeError where a backend cannot."""
+        ...
+
+    async def reconsider_block(self, block_hash: bytes) -> None:
+        """Undo :meth:`invalidate_block`."""
         ...

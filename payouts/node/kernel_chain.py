@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -188,7 +188,10 @@ class KernelChain:
     def submit(self, block: Block) -> None:
         """Submit a :class:`Block` and, on success, record its UTXOs."""
         self.submit_block(block.serialize())
-        height = self.tip_height
+        self.record(block, self.tip_height)
+
+    def record(self, block: Block, height: int) -> None:
+        """Book a block the kernel just connected on top of the previous tip: its UTXOs."""
         self.blocks.append(block)
         self._times.append(block.header.time)
         for tx in block.txs:
@@ -197,6 +200,27 @@ class KernelChain:
             txid = tx.txid
             for n, out in enumerate(tx.outputs):
                 self.utxos[OutPoint(txid, n)] = (out, height, tx.is_coinbase)
+
+    def resync(self, known: Mapping[bytes, Block]) -> None:
+        """Rebuild ``blocks``/``utxos`` from the kernel's active chain after a reorg.
+
+        The kernel reorganises on its own when a branch with more work arrives, but it gives
+        no undo data through this API, so the UTXO view is replayed from the blocks
+        (``known``: every block by hash). In memory this is ~0.5 ms per block.
+        """
+        entries = list(self._cm.get_active_chain().block_tree_entries)
+        self.blocks, self.utxos, self._times = [], {}, self._times[:1]
+        for entry in entries[1:]:
+            self.record(known[bytes(entry.block_hash)], int(entry.height))
+
+    def active_hashes(self) -> list[bytes]:
+        """Active-chain block hashes by height (index 0 is genesis), from the kernel."""
+        return [bytes(e.block_hash) for e in self._cm.get_active_chain().block_tree_entries]
+
+    @property
+    def times(self) -> list[int]:
+        """Header times of the active chain by height (genesis first)."""
+        return self._times
 
     def submit_block(self, raw: bytes) -> None:
         """``submitblock``: raises :class:`BlockRejectedError` unless the block becomes the
