@@ -379,3 +379,31 @@ def test_revenue_too_small() -> None:
     assert e.value.code == "ctv-revenue-too-small"
     with pytest.raises(CtvRevenueTooSmallError):
         build_ctv_fanout(Distribution(1, POOL), 100)  # pool output below dust
+
+
+def test_golden_example_from_docs() -> None:
+    """The bytes docs/ctv.md §8 prints: another implementation must reproduce them."""
+    doc = {
+        "distribution_id": 42,
+        "pool_payout": {"script": "0014" + "aa" * 20, "weight": 100},
+        "payouts": [
+            {"script": "5120" + "bb" * 32, "weight": 600},
+            {"script": "0014" + "cc" * 20, "weight": 300},
+            {"script": "5120" + "dd" * 32, "weight": 1},
+        ],
+        "additional_outputs": [{"script": "6a0470617973", "amount": 0}],
+    }
+    f = build_ctv_fanout(distribution_from_json(doc), 312_500_000, CtvParams(arity=2, fee_rate=2))
+    assert f.coinbase_outputs[0].script.hex() == (
+        "20fa6f11f47e6b9d15853a1f14f662906368b6e77692b83dc3de6a33763dbc4b7ab3"
+    )
+    assert [t.tx.txid_hex for t in f.txs] == [
+        "1a3db786ca5686f09fabb89cf27da64710e2b6f04655775928516cae01fab18b",
+        "20078c7a34f117939b23c6522d1e43348518f4b9b4399be9b1a22c8a6551cd96",
+        "7572793877bbefca002176e7e73c3518b36ace6a397099ba23d9e08f4f09c637",
+    ]
+    assert [e.output.value for e in f.exits] == [31218625, 187311745, 93655872, 312186]
+    flat = build_ctv_fanout(distribution_from_json(doc), 312_500_000)
+    assert flat.txs[0].tx.txid_hex == (
+        "b2ec0fc13692afdde2b9848ca99580860bfca5e9b57912dfac85cc011eab38d5"
+    )
