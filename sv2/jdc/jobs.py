@@ -1,0 +1,240 @@
+"""The coinbase a JD client declares, per settlement mode, and the job built around it.
+
+Determinism (ARCHITECTURE invariant 3): the payout outputs come from the *same functions the
+JD server validates with*, so both sides produce the same bytes for the same distribution and T:
+
+- ``coinbase`` mode: :func:`payouts.settlement.coinbase.build_coinbase_settlement` (whose
+  outputs are :func:`payouts.distribution.compute_outputs`, the PR #203 §5 math);
+- ``ctv`` / ``musig2``: :func:`sv2.jds.modes.default_expected_outputs` (the server's rule) or
+  the caller's ``expected_outputs`` for musig2 (the server needs one too);
+- per-job adapter (extension 0x4002, sv2-spec PR #202): the outputs the server returned.
+
+Output order (PR #203 §5): payout outputs, then the template's outputs with the BIP-141 witness
+commitment last. The coinbase is always segwit-serialized with the 32-byte reserved value as
+its witness: DeclareMiningJob keeps the BIP-141 fields (sv2-spec §3.7.2), and the JDS reads the
+scriptSig length at offset 43, which assumes the marker and flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from payouts.distribution.amounts import PayoutResult
+from payouts.distribution.fitting import Budget
+from payouts.distribution.model import Distribution, TxOut
+from payouts.errors import ValidationError
+from payouts.settlement.coinbase import build_coinbase_settlement, split_template_outputs
+from payouts.tx.block import Block, BlockHeader, check_pow
+from payouts.tx.coinbase import CoinbaseParts, build_coinbase_parts, witness_commitment_output
+from payouts.tx.compact import read_compact_size, ser_compact_size
+from payouts.tx.hashes import sha256d
+from sv2.jdc.template import JobTemplate
+from sv2.jds.modes import ExpectedOutputs, SettlementMode, default_expected_outputs
+
+DEFAULT_TAG = b"/payouts-jdc/"
+DEFAULT_EXTRANONCE_SIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class JobCoinbase:
+    """A coinbase split around its extranonce, with the payout outputs it starts with."""
+
+    parts: CoinbaseParts
+    payout_outputs: tuple[TxOut, ...]  # what the JDS recomputes and compares
+    outputs: tuple[TxOut, ...]  # every output, witness commitment last
+    mode: str  # "coinbase" | "ctv" | "musig2" | "per-job" | "solo"
+    distribution_id: int | None
+    payout: PayoutResult | None = None  # coinbase mode: amounts, pruned payees
+
+    @property
+    def prefix(self) -> bytes:
+        return self.parts.prefix
+
+    @property
+    def suffix(self) -> bytes:
+        return self.parts.suffix
+
+
+def _assemble(
+    template: JobTemplate,
+    payout_outputs: Sequence[TxOut],
+    *,
+    mode: str,
+    distribution_id: int | None,
+    extranonce_size: int,
+    tag: bytes,
+) -> JobCoinbase:
+    others, commitment = split_template_outputs(template.outputs)
+    outputs = [*payout_outputs, *others]
+    parts = build_coinbase_parts(
+        template.height,
+        outputs,
+        extranonce_size=extranonce_size,
+        tag=tag,
+        commitment=commitment,
+        version=template.coinbase_version,
+        locktime=template.coinbase_locktime,
+        sequence=template.coinbase_sequence,
+    )
+    full = (*outputs, witness_commitment_output(commitment)) if commitment else tuple(outputs)
+    return JobCoinbase(parts, tuple(payout_outputs), full, mode, distribution_id)
+
+
+def build_job_coinbase(
+    distribution: Distribution,
+    template: JobTemplate,
+    mode: SettlementMode | None = None,
+    *,
+    expected_outputs: ExpectedOutputs | None = None,
+    budget: Budget | None = None,
+    extranonce_size: int = DEFAULT_EXTRANONCE_SIZE,
+    tag: bytes = DEFAULT_TAG,
+) -> JobCoinbase:
+    """The coinbase for ``distribution`` at the template's revenue T, in ``mode`` (default
+    ``coinbase``). ``expected_outputs`` overrides the mode rule exactly as the server's
+    ``expected_outputs`` callable does (needed for musig2)."""
+    m = mode or SettlementMode("coinbase")
+    if m.name == "coinbase" and expected_outputs is None:
+        s = build_coinbase_settlement(
+            distribution,
+            template.revenue,
+            height=template.height,
+            template_outputs=template.outputs,
+            budget=budget,
+            extranonce_size=extranonce_size,
+            tag=tag,
+            version=template.coinbase_version,
+            locktime=template.coinbase_locktime,
+            sequence=template.coinbase_sequence,
+        )
+        return JobCoinbase(
+            s.parts,
+            s.payout.outputs,
+            s.outputs,
+            "coinbase",
+            distribution.distribution_id,
+            s.payout,
+        )
+    rule = expected_outputs or default_expected_outputs
+    outs = tuple(rule(m, distribution, template.revenue))
+    return _assemble(
+        template,
+        outs,
+        mode=m.name,
+        distribution_id=distribution.distribution_id,
+        extranonce_size=extranonce_size,
+        tag=tag,
+    )
+
+
+def build_outputs_coinbase(
+    outputs: Sequence[TxOut],
+    template: JobTemplate,
+    *,
+    mode: str = "per-job",
+    extranonce_size: int = DEFAULT_EXTRANONCE_SIZE,
+    tag: bytes = DEFAULT_TAG,
+) -> JobCoinbase:
+    """A coinbase paying given outputs first (the per-job adapter's RequestPayoutOutputs
+    .Success set, or a solo miner's own output), then the template's outputs."""
+    paid = sum(o.value for o in outputs)
+    if paid != template.revenue:
+        raise ValidationError(
+            f"the outputs pay {paid} sat; the template distributes {template.revenue}",
+            code="invalid-payout-outputs",
+        )
+    return _assemble(
+        template,
+        outputs,
+        mode=mode,
+        distribution_id=None,
+        extranonce_size=extranonce_size,
+        tag=tag,
+    )
+
+
+def parse_output_vector(raw: bytes) -> tuple[TxOut, ...]:
+    """A CompactSize-prefixed vector of TxOuts (RequestPayoutOutputs.Success and
+    AllocateMiningJobToken.Success ``coinbase_tx_outputs``, reference/sv2.md §1.6)."""
+    try:
+        n, pos = read_compact_size(raw, 0)
+        out: list[TxOut] = []
+        for _ in range(n):
+            if pos + 9 > len(raw):
+                raise ValueError("truncated TxOut")
+            value = int.from_bytes(raw[pos : pos + 8], "little")
+            ln, p = read_compact_size(raw, pos + 8)
+            if p + ln > len(raw):
+                raise ValueError("truncated script")
+            out.append(TxOut(value, bytes(raw[p : p + ln])))
+            pos = p + ln
+    except (ValueError, KeyError) as exc:
+        raise ValidationError(
+            f"coinbase_tx_outputs: {exc}", code="invalid-payout-outputs"
+        ) from None
+    if pos != len(raw):
+        raise ValidationError(
+            f"coinbase_tx_outputs: {len(raw) - pos} trailing bytes", code="invalid-payout-outputs"
+        )
+    return tuple(out)
+
+
+def serialize_output_vector(outputs: Sequence[TxOut]) -> bytes:
+    return ser_compact_size(len(outputs)) + b"".join(o.serialize() for o in outputs)
+
+
+# -- mining -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """A solved header and what PushSolution (sv2-spec §6.4.9) carries."""
+
+    header: BlockHeader
+    extranonce: bytes
+    block: Block
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.header.hash
+
+
+def solve(
+    template: JobTemplate,
+    coinbase: JobCoinbase,
+    extranonce: bytes | None = None,
+    *,
+    max_tries: int = 1 << 24,
+) -> Solution:
+    """Grind the header nonce of the block ``template`` + ``coinbase`` until it meets the
+    template's target (meant for regtest, ``nBits 0x207fffff``: about two tries)."""
+    en = bytes(coinbase.parts.extranonce_size) if extranonce is None else bytes(extranonce)
+    cb_tx = coinbase.parts.tx(en)
+    root = template.merkle_root(cb_tx.txid)
+    base = BlockHeader(template.version, template.prev_hash, root, template.time, template.bits, 0)
+    head = base.serialize()[:76]
+    for nonce in range(max_tries):
+        h = sha256d(head + nonce.to_bytes(4, "little"))
+        if check_pow(h, template.bits):
+            header = BlockHeader(
+                base.version, base.prev_hash, base.merkle_root, base.time, base.bits, nonce
+            )
+            return Solution(header, en, Block(header, (cb_tx, *template.transactions)))
+    raise ValidationError(
+        f"no nonce in {max_tries} tries meets nBits {template.bits:#x}; solve() is for regtest",
+        code="no-solution",
+    )
+
+
+__all__ = [
+    "DEFAULT_EXTRANONCE_SIZE",
+    "DEFAULT_TAG",
+    "JobCoinbase",
+    "Solution",
+    "build_job_coinbase",
+    "build_outputs_coinbase",
+    "parse_output_vector",
+    "serialize_output_vector",
+    "solve",
+]

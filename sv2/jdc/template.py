@@ -1,0 +1,185 @@
+"""The template a JD client declares a job on, from a node or from a Template Provider.
+
+Two sources, one shape (:class:`JobTemplate`):
+
+- :meth:`JobTemplate.from_block_template`: a :class:`~payouts.node.interface.BlockTemplate`
+  (``getblocktemplate`` decoded, or the kernel node's); T is ``coinbase_value`` (subsidy + fees)
+  and the only template output is the BIP-141 witness commitment over the template's wtxids;
+- :meth:`JobTemplate.from_tdp`: Template Distribution messages (sv2-spec
+  07-Template-Distribution-Protocol.md §7.3-§7.6): ``NewTemplate`` (T =
+  ``coinbase_tx_value_remaining``; ``coinbase_tx_outputs`` is ``coinbase_tx_outputs_count``
+  TxOuts concatenated, *without* a CompactSize count, the witness commitment last),
+  ``SetNewPrevHash`` (prev hash, time, nBits) and ``RequestTransactionData.Success`` (the
+  transactions, whose wtxids DeclareMiningJob carries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from payouts.distribution.model import TxOut
+from payouts.errors import ValidationError
+from payouts.node.interface import BlockTemplate
+from payouts.tx.coinbase import witness_commitment, witness_commitment_output
+from payouts.tx.compact import read_compact_size
+from payouts.tx.merkle import merkle_path, root_from_path
+from payouts.tx.transaction import SEQUENCE_FINAL, Tx
+from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
+
+
+class TemplateError(ValidationError):
+    """A template the client cannot declare a job on."""
+
+    code = "invalid-template"
+
+
+@dataclass(frozen=True, slots=True)
+class JobTemplate:
+    """Everything needed to build, declare and mine one job.
+
+    ``revenue`` is T (PR #203 §5): what the coinbase distributes. ``outputs`` are the template's
+    own coinbase outputs, carried unchanged after the payout outputs (PR #203 output order,
+    the witness commitment last). ``transactions`` are in block order, coinbase excluded.
+    """
+
+    version: int
+    prev_hash: bytes  # internal byte order
+    height: int
+    bits: int
+    time: int
+    revenue: int
+    outputs: tuple[TxOut, ...]
+    transactions: tuple[Tx, ...]
+    coinbase_version: int = 2
+    coinbase_sequence: int = SEQUENCE_FINAL
+    coinbase_locktime: int = 0
+    template_id: int | None = None  # the TP's id, for SubmitSolution
+
+    def __post_init__(self) -> None:
+        if len(self.prev_hash) != 32:
+            raise TemplateError("prev_hash is 32 bytes")
+        if self.revenue <= 0:
+            raise TemplateError(f"template revenue must be positive, got {self.revenue}")
+        if self.height < 1:
+            raise TemplateError("a template builds a block at height >= 1")
+
+    @property
+    def wtxids(self) -> tuple[bytes, ...]:
+        """DeclareMiningJob.wtxid_list (sv2-spec §6.4.4, PR #171): internal byte order."""
+        return tuple(t.wtxid for t in self.transactions)
+
+    @property
+    def txids(self) -> tuple[bytes, ...]:
+        return tuple(t.txid for t in self.transactions)
+
+    def merkle_path(self) -> list[bytes]:
+        """The coinbase's merkle path (SV2 ``merkle_path``); the coinbase leaf is a placeholder
+        because the path never includes it."""
+        return merkle_path([bytes(32), *self.txids], 0)
+
+    def merkle_root(self, coinbase_txid: bytes) -> bytes:
+        return root_from_path(coinbase_txid, self.merkle_path(), 0)
+
+    @classmethod
+    def from_block_template(cls, t: BlockTemplate) -> JobTemplate:
+        """From a node's ``block_template()``: the witness commitment is computed here over the
+        template's wtxids (what Core's ``default_witness_commitment`` holds)."""
+        txs = tuple(x.tx for x in t.transactions)
+        commitment = witness_commitment_output(witness_commitment([x.wtxid for x in txs]))
+        return cls(
+            version=t.version,
+            prev_hash=t.prev_hash,
+            height=t.height,
+            bits=t.bits,
+            time=t.curtime,
+            revenue=t.coinbase_value,
+            outputs=(commitment,),
+            transactions=txs,
+        )
+
+    @classmethod
+    def from_tdp(
+        cls,
+        new_template: NewTemplate,
+        prev_hash: SetNewPrevHash,
+        transactions: Sequence[bytes | Tx],
+    ) -> JobTemplate:
+        """From TDP messages. ``transactions`` is ``RequestTransactionData.Success
+        .transaction_list`` (raw) or parsed txs. The block height is read from the BIP-34 push
+        at the start of ``NewTemplate.coinbase_prefix``; the merkle path the TP sent is checked
+        against the transactions (a mismatch means the list belongs to another template)."""
+        if prev_hash.template_id != new_template.template_id and not new_template.future_template:
+            raise TemplateError(
+                f"SetNewPrevHash is for template {prev_hash.template_id}, not "
+                f"{new_template.template_id}"
+            )
+        txs = tuple(x if isinstance(x, Tx) else Tx.parse(bytes(x)) for x in transactions)
+        outputs = parse_template_outputs(
+            new_template.coinbase_tx_outputs, new_template.coinbase_tx_outputs_count
+        )
+        tmpl = cls(
+            version=new_template.version,
+            prev_hash=prev_hash.prev_hash,
+            height=height_from_coinbase_prefix(new_template.coinbase_prefix),
+            bits=prev_hash.n_bits,
+            time=prev_hash.header_timestamp,
+            revenue=new_template.coinbase_tx_value_remaining,
+            outputs=outputs,
+            transactions=txs,
+            coinbase_version=new_template.coinbase_tx_version,
+            coinbase_sequence=new_template.coinbase_tx_input_sequence,
+            coinbase_locktime=new_template.coinbase_tx_locktime,
+            template_id=new_template.template_id,
+        )
+        if tuple(new_template.merkle_path) != tuple(tmpl.merkle_path()):
+            raise TemplateError("the transactions do not match NewTemplate.merkle_path")
+        return tmpl
+
+
+def parse_template_outputs(raw: bytes, count: int) -> tuple[TxOut, ...]:
+    """``NewTemplate.coinbase_tx_outputs``: ``count`` TxOuts back to back, no CompactSize count
+    (sv2-spec §7.3; the three encodings of reference/sv2.md §1.6)."""
+    out: list[TxOut] = []
+    pos = 0
+    try:
+        for _ in range(count):
+            if pos + 8 > len(raw):
+                raise ValueError("truncated amount")
+            value = int.from_bytes(raw[pos : pos + 8], "little")
+            n, p = read_compact_size(raw, pos + 8)
+            if p + n > len(raw):
+                raise ValueError("truncated script")
+            out.append(TxOut(value, bytes(raw[p : p + n])))
+            pos = p + n
+    except ValueError as exc:
+        raise TemplateError(f"NewTemplate.coinbase_tx_outputs: {exc}") from None
+    if pos != len(raw):
+        raise TemplateError(
+            f"NewTemplate.coinbase_tx_outputs has {len(raw) - pos} bytes after {count} outputs"
+        )
+    return tuple(out)
+
+
+def height_from_coinbase_prefix(prefix: bytes) -> int:
+    """The BIP-34 height a ``coinbase_prefix`` starts with (``CScript() << nHeight``: OP_1..
+    OP_16 for 1..16, else a minimal CScriptNum push)."""
+    if not prefix:
+        raise TemplateError("NewTemplate.coinbase_prefix is empty (no BIP-34 height)")
+    op = prefix[0]
+    if 0x51 <= op <= 0x60:
+        return op - 0x50
+    if not 1 <= op <= 8 or len(prefix) < 1 + op:
+        raise TemplateError("NewTemplate.coinbase_prefix does not start with a BIP-34 height")
+    n = int.from_bytes(prefix[1 : 1 + op], "little")
+    if prefix[op] & 0x80:
+        raise TemplateError("negative BIP-34 height")
+    return n
+
+
+__all__ = [
+    "JobTemplate",
+    "TemplateError",
+    "height_from_coinbase_prefix",
+    "parse_template_outputs",
+]
