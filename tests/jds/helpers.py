@@ -82,15 +82,21 @@ class KernelTestNode:
 
     async def tip(self) -> ChainTip:
         c = self.chain
-        times = c._times  # noqa: SLF001 - test helper reads the chain's header times
+        times = c._times
         return ChainTip(
-            c.tip_height, c.tip_hash, REGTEST_BITS, times[-1], sorted(times[-11:])[len(times[-11:]) // 2]
+            c.tip_height,
+            c.tip_hash,
+            REGTEST_BITS,
+            times[-1],
+            sorted(times[-11:])[len(times[-11:]) // 2],
         )
 
     async def block_template(self) -> BlockTemplate:
         self.template_calls += 1
         tip = await self.tip()
-        txs = tuple(TemplateTx(tx, fee, 4 * tx.legacy_sigops()) for tx, fee in self.mempool.values())
+        txs = tuple(
+            TemplateTx(tx, fee, 4 * tx.legacy_sigops()) for tx, fee in self.mempool.values()
+        )
         return BlockTemplate(
             0x20000000,
             tip.block_hash,
@@ -140,7 +146,9 @@ def setup_chain(chain: KernelChain) -> None:
 
 def fee_tx(chain: KernelChain, height: int, fee: int = 1_000, n_out: int = 1) -> Tx:
     value = chain.subsidy(height) - fee
-    outs = [TxOut(value // n_out + (value % n_out if i == 0 else 0), OP_TRUE_WSH) for i in range(n_out)]
+    outs = [
+        TxOut(value // n_out + (value % n_out if i == 0 else 0), OP_TRUE_WSH) for i in range(n_out)
+    ]
     return spend_coinbase(chain, height, outs)
 
 
@@ -192,7 +200,9 @@ class JdClient:
         except (ConnectionResetError, ConnectionError):
             return True
 
-    async def setup(self, flags: int = 1, extensions: Sequence[int] | None = (0x0003, 0x4003)) -> None:
+    async def setup(
+        self, flags: int = 1, extensions: Sequence[int] | None = (0x0003, 0x4003)
+    ) -> None:
         from sv2.messages import RequestExtensionsSuccess, SetupConnectionSuccess
 
         self.send(SetupConnection(1, 2, 2, flags, "127.0.0.1", 0, "tests", "", "", ""))
@@ -223,7 +233,9 @@ class Declaration:
     extranonce_size: int = 8
     outputs: tuple[TxOut, ...] = field(default=())
 
-    def message(self, token: bytes, request_id: int = 7, dist_id: int | None = 1) -> DeclareMiningJob:
+    def message(
+        self, token: bytes, request_id: int = 7, dist_id: int | None = 1
+    ) -> DeclareMiningJob:
         tlvs = (DistributionIdTlv(dist_id),) if dist_id is not None else ()
         return DeclareMiningJob(
             request_id, token, 0x20000000, self.prefix, self.suffix, self.wtxids, b"", tlvs=tlvs
@@ -246,22 +258,28 @@ def build_declaration(
     commitment = witness_commitment([tx.wtxid for tx in txs])
     if payout_outputs is None:
         st = build_coinbase_settlement(
-            dist, t, height=h, template_outputs=(witness_commitment_output(commitment),),
+            dist,
+            t,
+            height=h,
+            template_outputs=(witness_commitment_output(commitment),),
             tag=b"/jds-test/",
         )
         parts, outs = st.parts, st.outputs
     else:
         from payouts.tx.coinbase import build_coinbase_parts
 
-        parts = build_coinbase_parts(h, list(payout_outputs), extranonce_size=8, tag=b"/jds-test/",
-                                     commitment=commitment)
+        parts = build_coinbase_parts(
+            h, list(payout_outputs), extranonce_size=8, tag=b"/jds-test/", commitment=commitment
+        )
         outs = (*payout_outputs, witness_commitment_output(commitment))
     return Declaration(
         parts.prefix, parts.suffix, tuple(tx.wtxid for tx in txs), tuple(txs), h, t, 8, tuple(outs)
     )
 
 
-def solve_push(decl: Declaration, prev_hash: bytes, ntime: int, extranonce: bytes | None = None) -> PushSolution:
+def solve_push(
+    decl: Declaration, prev_hash: bytes, ntime: int, extranonce: bytes | None = None
+) -> PushSolution:
     """What the miner finds: grind a nonce for the declared job (regtest target)."""
     en = extranonce if extranonce is not None else os.urandom(decl.extranonce_size)
     cb = Tx.parse(decl.prefix + en + decl.suffix)
@@ -273,7 +291,9 @@ def solve_push(decl: Declaration, prev_hash: bytes, ntime: int, extranonce: byte
     raise AssertionError("no nonce")
 
 
-async def start_server(node: KernelTestNode, dist: Distribution | None = None, **kw: Any) -> JobDeclarationServer:
+async def start_server(
+    node: KernelTestNode, dist: Distribution | None = None, **kw: Any
+) -> JobDeclarationServer:
     kw.setdefault("limits", JdsLimits(handshake_timeout=2.0, idle_timeout=10.0))
     srv = JobDeclarationServer(
         identity=IDENTITY,
