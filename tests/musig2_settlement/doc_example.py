@@ -76,7 +76,7 @@ def example() -> dict[str, str]:
         "ctv_control_block": out.control_block(out.ctv_leaf).hex(),
         "fallback_control_block": out.control_block(out.fallback_leaf).hex(),
         "ctv_exit_tx": ctv_exit_spend(out, FUNDING).serialize().hex(),
-        "fallback_fee": str(fb.split.fee),
+        "fallback_fee": str(fb.fee),
         "fallback_sighash": fallback_sighash(out, fb.tx).hex(),
     }
     for i, o in enumerate(out.split.outputs):

@@ -141,7 +141,7 @@ def test_tampered_partial_signature_is_blamed_then_fallback(chain: KernelChain) 
     chain.mine_empty(DELAY - 100, MINER)  # fallback window open
     fb = sign_fallback_spend(f.out, build_fallback_spend(f.out, f.funding), FALLBACK_SK, session=s)
     mine(chain, [fb])
-    assert_paid(chain, fb, build_fallback_spend(f.out, f.funding).split.outputs)
+    assert_paid(chain, fb, build_fallback_spend(f.out, f.funding).outputs)
 
 
 def test_tampered_final_signature_is_rejected_by_the_kernel(chain: KernelChain) -> None:
@@ -185,7 +185,7 @@ def test_lazy_signer_times_out_and_fallback_waits_for_n_blocks(
     assert fb.inputs[0].sequence == DELAY and fb.version == 2
     assert len(fb.inputs[0].witness) == 3
     assert chain.verify_spend(fb)  # the script (CSV vs nSequence) is satisfied...
-    assert chain.fees([fb]) == spend.split.fee == 2 * fb.vsize
+    assert chain.fees([fb]) == spend.fee == 2 * fb.vsize
     first = spend.valid_from_height(f.coin_height)
     assert first == f.coin_height + DELAY
     # ...but BIP-68 keeps it out of any block before coin height + n
@@ -199,9 +199,9 @@ def test_lazy_signer_times_out_and_fallback_waits_for_n_blocks(
     mine(chain, [])
     mine(chain, [fb])  # block coin height + n: accepted
     assert chain.tip_height == first
-    assert_paid(chain, fb, spend.split.outputs)
+    assert_paid(chain, fb, spend.outputs)
     # every payee's amount differs from the cooperative one only by the larger fee
-    assert sum(o.value for o in fb.outputs) + spend.split.fee == f.out.value
+    assert sum(o.value for o in fb.outputs) + spend.fee == f.out.value
 
 
 def test_fallback_with_a_short_nsequence_fails_csv(chain: KernelChain) -> None:
@@ -224,7 +224,8 @@ def test_fallback_to_the_holder(chain: KernelChain) -> None:
     chain.mine_empty(DELAY - 101, MINER)
     mine(chain, [fb])
     assert fb.outputs == (TxOut(f.out.value - 2 * fb.vsize, POOL_SCRIPT),)
-    assert_paid(chain, fb, spend.split.outputs)
+    assert spend.payout is None and spend.fee == 2 * fb.vsize == spend.vsize * 2
+    assert_paid(chain, fb, spend.outputs)
 
 
 def test_ctv_exit_structure_accepted_and_hash_matches(chain: KernelChain) -> None:

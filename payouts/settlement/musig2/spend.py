@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from payouts.crypto.schnorr import sign, verify, xonly_pubkey
+from payouts.distribution.amounts import PayoutResult
 from payouts.distribution.model import TxOut
 from payouts.distribution.scripts import dust_limit
 from payouts.errors import ValidationError
@@ -26,7 +27,6 @@ from payouts.settlement.musig2.output import (
     PAYOUT_VERSION,
     Musig2Output,
     Musig2RevenueTooSmallError,
-    PayoutSplit,
     payout_split,
 )
 from payouts.settlement.musig2.session import SessionState, SigningSession
@@ -125,12 +125,19 @@ def ctv_exit_spend(out: Musig2Output, funding: OutPoint) -> Tx:
 
 @dataclass(frozen=True, slots=True)
 class FallbackSpend:
-    """An unsigned fallback spend and its pricing. ``pay_to`` None: the distribution's outputs
-    (recomputed for this tx's size); else one output to that script."""
+    """An unsigned fallback spend and its pricing: ``fee`` = ``fee_rate`` × ``vsize`` (the
+    vsize with the real witness sizes). ``payout`` is the PR #203 result when it pays the
+    distribution (``pay_to`` None), else None: one output to ``pay_to``."""
 
     tx: Tx  # witness is empty: sign with sign_fallback_spend
-    split: PayoutSplit
+    fee: int
+    vsize: int
+    payout: PayoutResult | None
     pay_to: bytes | None
+
+    @property
+    def outputs(self) -> tuple[TxOut, ...]:
+        return self.tx.outputs
 
     def valid_from_height(self, coinbase_height: int) -> int:
         """First block height that may contain it (BIP-68: coin height + n)."""
@@ -157,16 +164,15 @@ def build_fallback_spend(
     if pay_to is None:
         # Same rule, same distribution, priced for this tx's witness and nSequence.
         split = payout_split(out.distribution, out.value, rate, witness=witness, sequence=n)
+        outputs, fee, vsize, payout = split.outputs, split.fee, split.vsize, split.payout
     else:
         sized = Tx(PAYOUT_VERSION, (TxIn(funding, b"", n, witness),), (TxOut(0, pay_to),), 0)
-        fee = rate * sized.vsize
-        value = out.value - fee
-        if value < dust_limit(pay_to):
-            raise Musig2RevenueTooSmallError(f"fallback output {value} sat is below dust")
-        outputs = (TxOut(value, pay_to),)
-        split = PayoutSplit(outputs, out.split.payout, fee, sized.vsize)
-    tx = Tx(PAYOUT_VERSION, (TxIn(funding, b"", n, ()),), split.outputs, 0)
-    return FallbackSpend(tx, split, pay_to)
+        fee, vsize, payout = rate * sized.vsize, sized.vsize, None
+        if out.value - fee < dust_limit(pay_to):
+            raise Musig2RevenueTooSmallError(f"fallback output {out.value - fee} sat is dust")
+        outputs = (TxOut(out.value - fee, pay_to),)
+    tx = Tx(PAYOUT_VERSION, (TxIn(funding, b"", n, ()),), outputs, 0)
+    return FallbackSpend(tx, fee, vsize, payout, pay_to)
 
 
 def fallback_sighash(out: Musig2Output, tx: Tx) -> bytes:
