@@ -16,6 +16,7 @@ from payouts.settlement.musig2.output import (
     KEYPATH_WITNESS,
     PLACEHOLDER_FUNDING,
     Committee,
+    Musig2NonStandardError,
     Musig2Params,
     Musig2ParamsError,
     Musig2RevenueTooSmallError,
@@ -310,3 +311,12 @@ def test_jd_client_rebuilds_the_same_output_from_the_wire_committee() -> None:
         Committee.from_pubkeys([])
     with pytest.raises(Musig2ParamsError):  # over the bound
         build_musig2_output(w.distribution, T, wire, params(max_signers=3), ctv_active=True)
+
+
+def test_payout_tx_over_standard_weight_is_refused() -> None:
+    w = World(n_keyed=2, n_plain=0)
+    d = w.distribution
+    many = tuple(Payee(b"\x51\x20" + i.to_bytes(32, "big"), 1, 0) for i in range(1, 2_400))
+    big = replace(d, payouts=d.payouts + many)
+    with pytest.raises(Musig2NonStandardError):
+        build_musig2_output(big, T, w.registered, params(), ctv_active=False)

@@ -55,6 +55,7 @@ __all__ = [
     "PAYOUT_VERSION",
     "PLACEHOLDER_FUNDING",
     "Committee",
+    "Musig2NonStandardError",
     "Musig2Output",
     "Musig2Params",
     "Musig2ParamsError",
@@ -75,6 +76,7 @@ MIN_FALLBACK_DELAY = COINBASE_MATURITY + 1
 MAX_FALLBACK_DELAY = 0xFFFF  # BIP-68: the block count is the low 16 bits of nSequence
 # Maturity plus one day of blocks for the signing session (and its retries) before the fallback.
 DEFAULT_FALLBACK_DELAY = COINBASE_MATURITY + 144
+MAX_STANDARD_TX_WEIGHT = 400_000  # Core policy/policy.h: ~2,300 P2TR payees in one payout tx
 MAX_FEE_RATE = 100_000  # sat/vB; only bounds a mistaken input
 PAYOUT_VERSION = 2  # BIP-68 relative locks need nVersion ≥ 2 (the fallback spend uses one)
 # The cooperative/CTV spend has no relative lock; CTV commits to nSequence, so it is fixed here.
@@ -90,6 +92,12 @@ OP_DROP = 0x75
 
 class Musig2ParamsError(ValidationError):
     code = "musig2-invalid-params"
+
+
+class Musig2NonStandardError(ValidationError):
+    """The payout tx would exceed Core's standard weight: it could not be relayed."""
+
+    code = "musig2-payout-nonstandard"
 
 
 class NoCommitteeError(ValidationError):
@@ -394,6 +402,12 @@ def build_musig2_output(
             f"revenue {revenue} sat leaves nothing after {fixed} sat of additional outputs"
         )
     split = payout_split(distribution, value, params.fee_rate)
+    if split.vsize * 4 > MAX_STANDARD_TX_WEIGHT:
+        # The payout tx is one flat tx (it is also the CTV exit); beyond this a pool should use
+        # the ``ctv`` mode's k-ary tree or a smaller distribution.
+        raise Musig2NonStandardError(
+            f"payout tx of {split.vsize} vB exceeds MAX_STANDARD_TX_WEIGHT (400,000 WU)"
+        )
     payout_tx = _spend_tx(split.outputs, (), PAYOUT_SEQUENCE, PLACEHOLDER_FUNDING)
     fallback_leaf = TapLeaf(fallback_script(params.fallback_delay, params.fallback_key))
     ctv_leaf: TapLeaf | None = None
