@@ -177,7 +177,8 @@ def choose_committee(
     for script in ranked:
         key = bytes(registered[script])
         try:
-            musig2.key_agg([key])  # parses it: a bad registration must not sink the output
+            # Parse now: a bad registration fails here, naming its script, not inside KeyAgg.
+            musig2.key_agg([key])
         except (musig2.InvalidContributionError, musig2.MuSig2Error):
             raise Musig2ParamsError(
                 f"registered key for script {script.hex()} is not a valid 33-byte public key"
