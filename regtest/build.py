@@ -250,40 +250,43 @@ def build_bitcoind(*, jobs: int | None = None, force: bool = False) -> Path:
     with _locked(out / ".lock"):
         if not force and (hit := cached_bitcoind(version)) is not None:
             return hit
-        ensure_build_deps()
-        work = out / "work"
-        work.mkdir(parents=True, exist_ok=True)
-        src = _fetch_source(version, work)
-        build = work / "build"
-        jobs = jobs or os.cpu_count() or 2
-        started = time.monotonic()
-        _log(f"configuring Bitcoin Core from {src}")
-        _run(
-            ["cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS], cwd=work, label="configuring"
-        )
-        _log(f"building {' '.join(TARGETS)} with -j{jobs} (about 8 min on 2 cores)")
-        _run(
-            ["cmake", "--build", str(build), "--target", *TARGETS, f"-j{jobs}"],
-            cwd=work,
-            label="building",
-        )
-        elapsed = time.monotonic() - started
-        for name in TARGETS:
-            built = build / "bin" / name
-            if not built.is_file():
-                raise BuildError(f"build finished but {built} is missing")
-            # Copy then rename: a reader never sees a half-written binary.
-            tmp = out / f".{name}.tmp"
-            shutil.copy2(built, tmp)
-            tmp.replace(out / name)
-        (out / "BUILD_INFO").write_text(
-            f"source: {KERNEL_DIST}=={version} sdist depend/bitcoin\n"
-            f"cmake: {' '.join(CMAKE_FLAGS)}\njobs: {jobs}\nbuild_seconds: {elapsed:.0f}\n"
-        )
-        # The source and object files are ~1 GB; only the binaries are worth keeping.
-        shutil.rmtree(work, ignore_errors=True)
-        _log(f"built {out / 'bitcoind'} in {elapsed:.0f} s")
-        return out / "bitcoind"
+        return _build_locked(version, out, jobs)
+
+
+def _build_locked(version: str, out: Path, jobs: int | None) -> Path:
+    """The build itself; the caller holds the cache lock."""
+    ensure_build_deps()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    src = _fetch_source(version, work)
+    build = work / "build"
+    jobs = jobs or os.cpu_count() or 2
+    started = time.monotonic()
+    _log(f"configuring Bitcoin Core from {src}")
+    _run(["cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS], cwd=work, label="configuring")
+    _log(f"building {' '.join(TARGETS)} with -j{jobs} (about 8 min on 2 cores)")
+    _run(
+        ["cmake", "--build", str(build), "--target", *TARGETS, f"-j{jobs}"],
+        cwd=work,
+        label="building",
+    )
+    elapsed = time.monotonic() - started
+    for name in TARGETS:
+        built = build / "bin" / name
+        if not built.is_file():
+            raise BuildError(f"build finished but {built} is missing")
+        # Copy then rename: a reader never sees a half-written binary.
+        tmp = out / f".{name}.tmp"
+        shutil.copy2(built, tmp)
+        tmp.replace(out / name)
+    (out / "BUILD_INFO").write_text(
+        f"source: {KERNEL_DIST}=={version} sdist depend/bitcoin\n"
+        f"cmake: {' '.join(CMAKE_FLAGS)}\njobs: {jobs}\nbuild_seconds: {elapsed:.0f}\n"
+    )
+    # The source and object files are ~1 GB; only the binaries are worth keeping.
+    shutil.rmtree(work, ignore_errors=True)
+    _log(f"built {out / 'bitcoind'} in {elapsed:.0f} s")
+    return out / "bitcoind"
 
 
 def building_disabled() -> bool:
