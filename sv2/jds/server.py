@@ -42,6 +42,7 @@ from sv2.connection import (
     Sv2Connection,
     UnknownMessage,
 )
+from sv2.errors import Sv2Error
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 from sv2.jds.modes import ExpectedOutputs, Musig2Params, SettlementMode, default_expected_outputs
@@ -398,7 +399,12 @@ class JobDeclarationServer:
         self.book.publish(Published(d, fitted, m, self.clock(), settlement))
         for s in list(self._sessions.values()):
             if EXT_NON_CUSTODIAL_PAYOUTS in s.negotiated:
-                self._push_distribution(s)
+                try:
+                    self._push_distribution(s)
+                except _Disconnect as exc:  # that client cannot take it: it alone goes
+                    log.info("JDS connection %d: %s", s.id, exc.reason)
+                    s.closing = True
+                    s.writer.transport.abort()
 
     def _push_distribution(self, s: _Session) -> None:
         cur = self.book.current
@@ -497,7 +503,11 @@ class JobDeclarationServer:
     def _write(self, s: _Session, msg: Message) -> None:
         if s.closing or s.writer.is_closing():
             return
-        s.writer.write(s.conn.send(msg))
+        try:
+            data = s.conn.send(msg)
+        except Sv2Error as exc:  # e.g. larger than this connection's max_frame_size
+            raise _Disconnect(f"cannot send {msg.NAME}: {exc.message}") from None
+        s.writer.write(data)
         transport = s.writer.transport
         if transport.get_write_buffer_size() > self.limits.max_write_buffer:
             log.info("JDS connection %d does not read its data; closing", s.id)
