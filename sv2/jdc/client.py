@@ -367,7 +367,6 @@ class JobDeclarationClient:
             self.negotiated = frozenset()
             return
         assert isinstance(reply, RequestExtensionsSuccess)
-        self.negotiated = frozenset(reply.supported_extensions)
         names = ", ".join(f"{e:#06x}" for e in reply.supported_extensions) or "none"
         self._say(f"extensions negotiated: {names}")
 
@@ -462,6 +461,10 @@ class JobDeclarationClient:
         if isinstance(msg, SetupConnectionSuccess | SetupConnectionError):
             self._resolve("setup", 0, msg)
         elif isinstance(msg, RequestExtensionsSuccess | RequestExtensionsError):
+            if isinstance(msg, RequestExtensionsSuccess):
+                # Set here, not in _negotiate: the server's SetPayoutDistribution follows in
+                # the same read (PR #203 §3.1) and must find the extension negotiated.
+                self.negotiated = frozenset(msg.supported_extensions)
             self._resolve("ext", msg.request_id, msg)
         elif isinstance(msg, SetPayoutDistribution):
             await self._on_distribution(msg)
@@ -728,13 +731,15 @@ class JobDeclarationClient:
         await self._emit_fallback(ev)
         return DeclarationRejected(ev)
 
-    async def declare_job(self, template: JobTemplate) -> DeclaredJob:
-        """Allocate a token, build the coinbase for the current distribution and mode, declare
-        it; redeclare after ``stale-payout-distribution`` (with the newer distribution, up to
-        ``max_redeclare`` times); on any other error fire the fallback and raise
-        :class:`DeclarationRejected`."""
+    async def declare_job(
+        self, template: JobTemplate, *, distribution: Distribution | None = None
+    ) -> DeclaredJob:
+        """Allocate a token, build the coinbase for the distribution (default: the latest at
+        build time) and its mode, declare it; redeclare after ``stale-payout-distribution``
+        (with the newer distribution, up to ``max_redeclare`` times); on any other error fire
+        the fallback and raise :class:`DeclarationRejected`."""
         attempts = 0
-        dist = self.distribution
+        dist = distribution
         while True:
             attempts += 1
             coinbase: JobCoinbase | None = None
