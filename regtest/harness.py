@@ -42,9 +42,6 @@ BASE_ARGS = (
     "-printtoconsole=0",
     "-fallbackfee=0.0002",
     "-rpcthreads=8",
-    # A local test node: accept whatever we send it, and let sendrawtransaction/submitpackage
-    # see consensus reasons rather than fee policy on an empty regtest mempool.
-    "-acceptnonstdtxn=1",
 )
 
 
