@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 # The API's tables share Base.metadata; importing registers them so autogenerate/comparison sees
 # them (without it, ``alembic revision --autogenerate`` would propose dropping them).
 import payouts.store.api_models  # noqa: F401  (import for its side effect)
+import payouts.store.settlement_models  # noqa: F401  (settlement lifecycle tables, likewise)
 from payouts.store.engine import make_engine
 from payouts.store.models import Base
 

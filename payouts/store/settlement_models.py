@@ -1,0 +1,96 @@
+"""Store models owned by the settlement lifecycle (``payouts.settlement.lifecycle``).
+
+What must survive a restart so that a new lifecycle object resumes where the old one stopped
+and never pays twice:
+
+- ``settlements``: one row per tracked block: its settlement mode, the coinbase output the
+  payout spends (script and value; its outpoint once the block is seen), and the phase.
+- ``settlement_txs``: every transaction the lifecycle built for a block, with its raw bytes
+  (re-broadcasting the *same* bytes is always safe), its place in the fan-out tree and whether
+  it was broadcast / confirmed (and in which block, so a reorg of the payout alone is noticed).
+
+They live on the store's :class:`~payouts.store.models.Base` (same metadata, same naming
+convention); ``migrations/versions/0003_settlements.py`` creates them and ``migrations/env.py``
+imports this module so that Alembic's target metadata includes them.
+
+MuSig2 signing sessions are not persisted (live BIP-327 state, short deadlines); the signed
+cooperative spend and the signed fallback are, as raw transactions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from payouts.store.models import Base, BigIntPK, _now_column
+
+SETTLEMENT_MODES = ("coinbase", "ctv", "musig2")
+SETTLEMENT_PHASES = ("waiting", "broadcasting", "paid", "rolled-back")
+TX_ROLES = ("fanout", "cpfp", "cooperative", "fallback")
+TX_STATUSES = ("planned", "broadcast", "confirmed")
+
+
+class Settlement(Base):
+    """How one recorded block pays out, and how far that got."""
+
+    __tablename__ = "settlements"
+
+    block_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("blocks.id"), primary_key=True, autoincrement=False
+    )
+    mode: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(16))
+    # The coinbase output the payout spends (ctv commitment / musig2 key); null in coinbase mode.
+    funding_script: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    funding_value: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    funding_txid: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    funding_vout: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    paid_height: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = _now_column()
+
+    __table_args__ = (
+        CheckConstraint("mode IN ('coinbase', 'ctv', 'musig2')", name="mode_valid"),
+        CheckConstraint(
+            "phase IN ('waiting', 'broadcasting', 'paid', 'rolled-back')", name="phase_valid"
+        ),
+    )
+
+
+class SettlementTx(Base):
+    """A transaction of a block's settlement: a fan-out tree node, its CPFP child, or a musig2
+    spend. ``seq`` is the tree index (fan-out and its CPFP child share it; 0 for spends)."""
+
+    __tablename__ = "settlement_txs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    block_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("blocks.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(Integer)
+    parent_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    level: Mapped[int] = mapped_column(Integer)
+    txid: Mapped[bytes] = mapped_column(LargeBinary(32))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    confirmed_height: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    confirmed_block: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    created_at: Mapped[datetime] = _now_column()
+
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('fanout', 'cpfp', 'cooperative', 'fallback')", name="role_valid"
+        ),
+        CheckConstraint("status IN ('planned', 'broadcast', 'confirmed')", name="status_valid"),
+        Index("ix_settlement_txs_block_id_role_seq", "block_id", "role", "seq", unique=True),
+    )
+
+
+__all__ = [
+    "SETTLEMENT_MODES",
+    "SETTLEMENT_PHASES",
+    "TX_ROLES",
+    "TX_STATUSES",
+    "Settlement",
+    "SettlementTx",
+]
