@@ -1,0 +1,173 @@
+"""``create_app(service)``: the FastAPI application of the payout engine.
+
+Layers, outermost first: :class:`AccessLogMiddleware` (one JSON log line and the HTTP metrics
+per request), :class:`BodyLimitMiddleware` (413 problem above ``max_body_bytes``, checked on
+``Content-Length`` and on the bytes actually received), then the routers under ``/v1``, the
+problem+json exception handlers, and ``/docs`` + ``/openapi.json``. Both middlewares are plain
+ASGI (no per-request task or body copy), which matters at thousands of requests per second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import metrics, problems
+from api.ratelimit import TokenBucketLimiter
+from api.routers import miners, musig2, operators, system
+from payouts import __version__
+from payouts.service import PoolService
+from payouts.settings import Settings
+
+access_log = logging.getLogger("payouts.api.access")
+
+DEFAULT_MAX_BODY = 2 * 1024 * 1024  # a 10,000-row share batch is ~1 MB of JSON
+DEFAULT_RATE = 20.0  # public requests per second per client, sustained
+DEFAULT_BURST = 60
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _problem_bytes(status: int, code: str, detail: str, path: str) -> bytes:
+    title = code.replace("-", " ").capitalize()
+    return json.dumps({"type": problems.type_uri(code), "title": title, "status": status,
+                       "detail": detail, "instance": path, "code": code}).encode()
+
+
+class BodyLimitMiddleware:
+    """Reject request bodies larger than ``limit`` bytes with a 413 problem."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    await self._reject(send, path)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send, path)
+
+    async def _reject(self, send: Send, path: str) -> None:
+        body = _problem_bytes(413, "request-too-large",
+                              f"request body exceeds {self.limit} bytes", path)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", problems.MEDIA_TYPE.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class AccessLogMiddleware:
+    """One JSON line per request on ``payouts.api.access`` + request counters/histogram."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            dt = time.perf_counter() - t0
+            route = scope.get("route")
+            # Label by route template (bounded cardinality), not by the raw path.
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            metrics.HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            metrics.HTTP_DURATION.labels(method, template).observe(dt)
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(json.dumps({
+                    "ts": round(time.time(), 3), "method": method, "path": scope.get("path"),
+                    "route": template, "status": status, "duration_ms": round(dt * 1000, 3),
+                    "client": client[0] if client else None,
+                }))
+
+
+def create_app(
+    service: PoolService | Settings,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    rate_limit: float | None = DEFAULT_RATE,
+    rate_burst: int = DEFAULT_BURST,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build the API around ``service`` (or a service made from ``settings``).
+
+    ``rate_limit=None`` switches per-client limits off (e.g. behind a limiting proxy, or for a
+    load test); ``clock`` is the time source of MuSig2 deadlines (seconds).
+    """
+    svc = service if isinstance(service, PoolService) else PoolService(service)
+    app = FastAPI(
+        title="Noncustodial payouts API",
+        version=__version__,
+        description="Miner registration (BIP-322), operator control, MuSig2 signing. "
+        "Errors are RFC 9457 problem+json. See docs/api.md.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.service = svc
+    app.state.limiter = (
+        TokenBucketLimiter(rate_limit, rate_burst) if rate_limit is not None else None
+    )
+    app.state.account_ids = {}
+    app.state.musig_sessions = {}
+    app.state.clock = clock
+    problems.install(app)
+    for r in (system.router, miners.router, operators.router, musig2.router):
+        app.include_router(r)
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)
+    return app
+
+

@@ -1,0 +1,1 @@
+"""API routers: miners (public), operators (bearer tokens), musig2 (signing), system."""

@@ -1,0 +1,141 @@
+"""MuSig2 signing sessions over the API (the cooperative spend of the ``musig2`` mode).
+
+An operator (scope ``settlements:write``) creates a session from the 32-byte sighash and the
+committee's 33-byte keys; signers then ``POST`` their public nonce and, once every nonce is in,
+their partial signature. Deadlines are enforced by the session itself
+(:class:`~payouts.settlement.musig2.session.SigningSession`) with this server's clock; the
+session's error codes become problem types (``deadline-passed``, ``invalid-partial-signature``,
+``duplicate-nonce``, ``wrong-state``, ``unknown-signer``, ``invalid-nonce``…).
+
+Who may speak for signer *i*: a partial signature authenticates itself (it only verifies under
+key *i*), but a nonce does not, so a nonce must carry ``auth`` = BIP-340 signature by key *i*
+over ``tagged_hash("payouts.dev/musig2-nonce", session_id || i (4 bytes BE) || pubnonce)``;
+otherwise anyone could occupy signer *i*'s slot with junk and get it blamed. Sessions live in
+memory only (see payouts/store/api_models.py for why).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from api.auth import scope_settlements_write
+from api.problems import Problem, problem_responses
+from api.ratelimit import rate_limited
+from api.schemas import NonceIn, PartialSigIn, SessionCreate, SessionOut
+from payouts.crypto import schnorr
+from payouts.settlement.musig2.session import SigningSession
+from payouts.tx.hashes import tagged_hash
+
+router = APIRouter(prefix="/v1/musig2/sessions", tags=["musig2"])
+NONCE_AUTH_TAG = "payouts.dev/musig2-nonce"
+MAX_SESSIONS = 1_000
+_lock = threading.Lock()
+
+
+def nonce_auth_message(session_id: str, signer_index: int, pubnonce: bytes) -> bytes:
+    """The 32-byte message a signer signs (BIP-340) to submit its nonce."""
+    return tagged_hash(
+        NONCE_AUTH_TAG, session_id.encode() + signer_index.to_bytes(4, "big") + pubnonce
+    )
+
+
+def _sessions(request: Request) -> dict[str, SigningSession]:
+    s: dict[str, SigningSession] = request.app.state.musig_sessions
+    return s
+
+
+def _now(request: Request) -> float:
+    return float(request.app.state.clock())
+
+
+def _get(request: Request, session_id: str) -> SigningSession:
+    session = _sessions(request).get(session_id)
+    if session is None:
+        raise Problem(404, "unknown-session", f"no signing session {session_id!r}")
+    return session
+
+
+def _out(session_id: str, s: SigningSession) -> SessionOut:
+    failure = s.failure
+    sig = s.final_signature().hex() if s.state.value == "complete" else None
+    return SessionOut(
+        id=session_id, state=s.state.value, sighash=s.msg.hex(),
+        pubkeys=[p.hex() for p in s.pubkeys], output_key=s.output_key.hex(),
+        nonce_deadline=s.nonce_deadline, sig_deadline=s.sig_deadline,
+        missing_nonces=list(s.missing_nonces), missing_partial_sigs=list(s.missing_partial_sigs),
+        aggnonce=s.aggnonce.hex() if s.aggnonce else None, signature=sig,
+        failure=failure.reason.value if failure else None,
+        failed_signers={i: b.value for i, b in (failure.blame.items() if failure else ())},
+    )
+
+
+@router.post("", status_code=201, response_model=SessionOut,
+             responses=problem_responses(401, 403, 422, 503))
+def create_session(body: SessionCreate, request: Request,
+                   _: Any = Depends(scope_settlements_write)) -> SessionOut:
+    """Start a signing session for ``sighash`` over the committee ``pubkeys``."""
+    now = _now(request)
+    root = None if body.taproot_merkle_root is None else bytes.fromhex(body.taproot_merkle_root)
+    session = SigningSession(
+        [bytes.fromhex(p) for p in body.pubkeys], bytes.fromhex(body.sighash),
+        nonce_deadline=now + body.nonce_timeout_s,
+        sig_deadline=now + body.nonce_timeout_s + body.sig_timeout_s,
+        taproot_merkle_root=root,
+    )
+    sessions = _sessions(request)
+    with _lock:
+        if len(sessions) >= MAX_SESSIONS:  # drop finished sessions before refusing
+            for k in [k for k, s in sessions.items() if s.tick(now).value in
+                      ("complete", "failed")]:
+                del sessions[k]
+        if len(sessions) >= MAX_SESSIONS:
+            raise Problem(503, "too-many-sessions", f"{MAX_SESSIONS} sessions are open")
+        session_id = secrets.token_hex(16)
+        sessions[session_id] = session
+    return _out(session_id, session)
+
+
+@router.get("/{session_id}", response_model=SessionOut,
+            responses=problem_responses(404, 429), dependencies=[Depends(rate_limited)])
+def get_session(session_id: str, request: Request) -> SessionOut:
+    """State, deadlines, who is missing, the aggregate nonce (round 2 input) and the result."""
+    session = _get(request, session_id)
+    with _lock:
+        session.tick(_now(request))
+    return _out(session_id, session)
+
+
+@router.post("/{session_id}/nonces", response_model=SessionOut,
+             responses=problem_responses(403, 404, 409, 422, 429),
+             dependencies=[Depends(rate_limited)])
+def post_nonce(session_id: str, body: NonceIn, request: Request) -> SessionOut:
+    """Round 1: signer ``signer_index`` submits its 66-byte public nonce (authenticated)."""
+    session = _get(request, session_id)
+    if body.signer_index >= session.n_signers:
+        raise Problem(404, "unknown-signer", f"no signer {body.signer_index}",
+                      signer_index=body.signer_index)
+    pubnonce = bytes.fromhex(body.pubnonce)
+    key = session.pubkeys[body.signer_index]
+    msg = nonce_auth_message(session_id, body.signer_index, pubnonce)
+    if not schnorr.verify(bytes.fromhex(body.auth), msg, key[1:]):
+        raise Problem(403, "signer-auth-failed",
+                      f"auth is not a signature by signer {body.signer_index}'s key",
+                      signer_index=body.signer_index)
+    with _lock:
+        session.add_nonce(body.signer_index, pubnonce, _now(request))
+    return _out(session_id, session)
+
+
+@router.post("/{session_id}/partial-signatures", response_model=SessionOut,
+             responses=problem_responses(404, 409, 422, 429),
+             dependencies=[Depends(rate_limited)])
+def post_partial_sig(session_id: str, body: PartialSigIn, request: Request) -> SessionOut:
+    """Round 2: a 32-byte partial signature, verified at once (BIP-327 PartialSigVerify)."""
+    session = _get(request, session_id)
+    with _lock:
+        session.add_partial_sig(body.signer_index, bytes.fromhex(body.psig), _now(request))
+    return _out(session_id, session)

@@ -1,0 +1,222 @@
+"""Request and response bodies. Amounts are integer satoshis; weights (which can exceed 2^53,
+the largest integer a JavaScript JSON reader keeps exactly) are decimal strings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Account = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+]
+Address = Annotated[str, StringConstraints(min_length=1, max_length=90)]
+Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+Signature = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- miners ------------------------------------------------------------------------------------
+
+
+class ChallengeRequest(_In):
+    account: Account
+    address: Address = Field(description="the payout address to prove (new address to rotate)")
+    purpose: Literal["register", "rotate"] = "register"
+
+
+class ChallengeResponse(BaseModel):
+    nonce: str
+    purpose: str
+    account: str
+    address: str
+    message: str = Field(description="sign exactly this text (UTF-8) with BIP-322")
+    expires_at: datetime
+
+
+class RegisterRequest(_In):
+    account: Account
+    address: Address
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    signature: Signature = Field(description="BIP-322 signature of the challenge message")
+    musig_pubkey: Annotated[str, StringConstraints(pattern=r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{66})$")
+                            ] | None = None
+    musig_proof: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$")] | None = Field(
+        None, description="BIP-340 signature by musig_pubkey over the musig proof message"
+    )
+
+
+class RotateRequest(_In):
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    new_signature: Signature = Field(description="BIP-322 by the NEW address over the message")
+    current_signature: Signature = Field(
+        description="BIP-322 by the CURRENT address over the same message (account auth)"
+    )
+
+
+class MinerOut(BaseModel):
+    account: str
+    address: str | None
+    payout_script: str
+    musig_pubkey: str | None
+    created_at: datetime
+
+
+class BalanceOut(BaseModel):
+    account: str
+    address: str | None
+    owed_sats: int = Field(description="what the owed-balance ledger holds for the miner")
+
+
+class LedgerEntryOut(BaseModel):
+    id: int
+    block_id: int | None
+    block_hash: str | None
+    amount: int
+    reason: str
+    created_at: str
+
+
+class MinerLedgerOut(BaseModel):
+    account: str
+    owed_sats: int
+    entries: list[LedgerEntryOut]
+
+
+class MinerSharesOut(BaseModel):
+    account: str
+    scheme: str
+    window_shares: int
+    miner_shares: int
+    miner_difficulty: str = Field(description="Σ target difficulty of the miner's window shares")
+    miner_weight: str
+    window_total_weight: str
+    window_ms: int = Field(description="time span of the window (last − first share time)")
+    hashrate_hs: int = Field(description="Σ difficulty·2^32 / window seconds (integer H/s)")
+
+
+class BlockOut(BaseModel):
+    id: int
+    height: int
+    block_hash: str
+    distribution_id: int | None
+    revenue: int
+    status: str
+    created_at: datetime
+    paid_sats: int | None = Field(None, description="this miner's coinbase output (history)")
+
+
+class PayoutHistoryOut(BaseModel):
+    account: str
+    entries: list[LedgerEntryOut]
+    blocks: list[BlockOut]
+
+
+# -- operators ---------------------------------------------------------------------------------
+
+MAX_BATCH = 10_000
+
+
+class ShareBatchIn(_In):
+    """Columnar share batch: equal-length columns, row i = the i-th element of each."""
+
+    key: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        max_length=MAX_BATCH, description="idempotency key per share (unique pool-wide)"
+    )
+    account: list[Account] = Field(max_length=MAX_BATCH)
+    worker: list[Annotated[str, StringConstraints(max_length=128)]] = Field(max_length=MAX_BATCH)
+    difficulty: list[Annotated[int, Field(ge=1, lt=2**63)]] = Field(max_length=MAX_BATCH)
+    job_id: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=MAX_BATCH)
+    revenue: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
+    time_ms: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
+
+
+class IngestOut(BaseModel):
+    received: int
+    accepted: int
+    duplicates: int
+
+
+class WindowMinerOut(BaseModel):
+    account: str
+    weight: str
+
+
+class WindowOut(BaseModel):
+    scheme: str
+    share_count: int
+    total_weight: str
+    network_difficulty: int
+    miners: list[WindowMinerOut]
+
+
+class PublishRequest(_In):
+    estimated_revenue: int = Field(gt=0, le=21_000_000 * 100_000_000)
+
+
+class ConfigOut(BaseModel):
+    fee_bps: int
+    mode: str
+    max_outputs_bytes: int
+    max_sigops: int
+    ctv_fanout_arity: int
+    network: str
+
+
+class ConfigPatch(_In):
+    """Any subset; validated with the same rules as the TOML file."""
+
+    fee_bps: int | None = Field(None, ge=0, le=10_000)
+    mode: Literal["coinbase", "ctv", "musig2"] | None = None
+    max_outputs_bytes: int | None = Field(None, ge=43, le=1_000_000)
+    max_sigops: int | None = Field(None, ge=0, le=80_000)
+    ctv_fanout_arity: int | None = Field(None, ge=2, le=1000)
+
+
+# -- musig2 ------------------------------------------------------------------------------------
+
+
+class SessionCreate(_In):
+    sighash: Hex32
+    pubkeys: list[Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-fA-F]{64}$")]] = Field(
+        min_length=1, max_length=100, description="33-byte committee keys, signer-index order"
+    )
+    taproot_merkle_root: Annotated[str, StringConstraints(pattern=r"^([0-9a-fA-F]{64})?$")
+                                   ] | None = Field(
+        None, description="omit: plain aggregate; \"\": BIP-86 key; 64 hex: script tree root"
+    )
+    nonce_timeout_s: float = Field(60.0, gt=0, le=3600)
+    sig_timeout_s: float = Field(60.0, gt=0, le=3600)
+
+
+class SessionOut(BaseModel):
+    id: str
+    state: str
+    sighash: str
+    pubkeys: list[str]
+    output_key: str
+    nonce_deadline: float
+    sig_deadline: float
+    missing_nonces: list[int]
+    missing_partial_sigs: list[int]
+    aggnonce: str | None
+    signature: str | None
+    failure: str | None
+    failed_signers: dict[int, str]
+
+
+class NonceIn(_In):
+    signer_index: int = Field(ge=0, lt=100)
+    pubnonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{132}$")]
+    auth: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$")] = Field(
+        description="BIP-340 signature by the signer's key over the nonce auth message"
+    )
+
+
+class PartialSigIn(_In):
+    signer_index: int = Field(ge=0, lt=100)
+    psig: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
