@@ -7,7 +7,7 @@ import sys
 import typer
 
 from payouts import __version__
-from payouts.cli import config_cmd, ctv_cmd, db_cmd, demo_cmd, distribution_cmd, sv2_cmd
+from payouts.cli import config_cmd, ctv_cmd, db_cmd, demo_cmd, distribution_cmd, jdc_cmd, sv2_cmd
 from payouts.errors import PayoutsError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(ctv_cmd.app, name="ctv")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(distribution_cmd.app, name="distribution")
+app.add_typer(jdc_cmd.app, name="jdc")
 app.add_typer(sv2_cmd.app, name="sv2")
 app.command("demo")(demo_cmd.demo)
 
