@@ -31,10 +31,6 @@ DEFAULT_RATE = 20.0  # public requests per second per client, sustained
 DEFAULT_BURST = 60
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _problem_bytes(status: int, code: str, detail: str, path: str) -> bytes:
     title = code.replace("-", " ").capitalize()
     return json.dumps({"type": problems.type_uri(code), "title": title, "status": status,
@@ -62,29 +58,38 @@ class BodyLimitMiddleware:
                 if declared > self.limit:
                     await self._reject(send, path)
                     return
+        if any(name == b"content-length" for name, _ in scope.get("headers", ())):
+            # The server (h11/httptools) delivers exactly Content-Length bytes, checked above.
+            await self.app(scope, receive, send)
+            return
+        # Chunked body: buffer it (at most ``limit`` bytes) before the app sees it, so the
+        # refusal is a clean 413 rather than an error halfway through parsing.
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # disconnect: let the app see it
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
                 await self._reject(send, path)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send, path: str) -> None:
         body = _problem_bytes(413, "request-too-large",

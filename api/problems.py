@@ -150,7 +150,8 @@ def _from_validation(request: Request, exc: Exception) -> JSONResponse:
 
 def _from_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not-found", 405: "method-not-allowed", 413: "request-too-large"}
+    codes = {400: "malformed-body", 404: "not-found", 405: "method-not-allowed",
+             413: "request-too-large"}
     code = codes.get(exc.status_code, f"http-{exc.status_code}")
     return problem_response(
         exc.status_code,
