@@ -5,8 +5,8 @@ JD server validates with*, so both sides produce the same bytes for the same dis
 
 - ``coinbase`` mode: :func:`payouts.settlement.coinbase.build_coinbase_settlement` (whose
   outputs are :func:`payouts.distribution.compute_outputs`, the PR #203 §5 math);
-- ``ctv`` / ``musig2``: :func:`sv2.jds.modes.default_expected_outputs` (the server's rule) or
-  the caller's ``expected_outputs`` for musig2 (the server needs one too);
+- ``ctv`` / ``musig2``: :func:`sv2.jds.modes.default_expected_outputs` (the server's rule,
+  rebuilt from SetSettlementMode alone) or the caller's ``expected_outputs`` override;
 - per-job adapter (extension 0x4002, sv2-spec PR #202): the outputs the server returned.
 
 Output order (PR #203 §5): payout outputs, then the template's outputs with the BIP-141 witness
@@ -93,7 +93,7 @@ def build_job_coinbase(
 ) -> JobCoinbase:
     """The coinbase for ``distribution`` at the template's revenue T, in ``mode`` (default
     ``coinbase``). ``expected_outputs`` overrides the mode rule exactly as the server's
-    ``expected_outputs`` callable does (needed for musig2)."""
+    ``expected_outputs`` callable does."""
     m = mode or SettlementMode("coinbase")
     if m.name == "coinbase" and expected_outputs is None:
         s = build_coinbase_settlement(

@@ -5,7 +5,7 @@ extensions 0x0003 (sv2-spec PR #203), 0x4002 (PR #202 per-job adapter) and 0x400
 from sv2.jds.errors import JobRejected
 from sv2.jds.modes import (
     ExpectedOutputs,
-    Musig2Params,
+    Musig2Mode,
     SettlementMode,
     default_expected_outputs,
 )
@@ -29,7 +29,7 @@ __all__ = [
     "JobDeclarationServer",
     "JobRejected",
     "KnownTx",
-    "Musig2Params",
+    "Musig2Mode",
     "PayoutRule",
     "SettlementMode",
     "TxStore",

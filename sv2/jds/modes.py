@@ -7,8 +7,8 @@ The expected-outputs rule is a callable ``(mode, distribution, T) -> outputs``:
   payees without the dust-pruned ones, additional outputs);
 - ``ctv``: :func:`payouts.settlement.ctv.build_ctv_fanout` -- one commitment output worth
   T − Σ additional, then the additional outputs;
-- ``musig2``: needs the settlement layer's builder; :func:`default_expected_outputs` refuses it,
-  and the server refuses to publish a musig2 mode without an ``expected_outputs`` callable.
+- ``musig2``: :func:`payouts.settlement.musig2.output.build_musig2_output` with the committee,
+  fallback, fee rate and CTV-leaf flag announced in ``SetSettlementMode``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.model import Distribution, TxOut
 from payouts.errors import ValidationError
 from payouts.settlement.ctv import CtvParams, build_ctv_fanout
+from payouts.settlement.musig2.output import (
+    Committee,
+    Musig2Output,
+    Musig2Params,
+    build_musig2_output,
+)
 from sv2.messages.settlement import (
     CTV_FORM_BARE,
     CTV_FORM_TAPROOT,
@@ -36,14 +42,17 @@ _MODE_CODES: dict[str, int] = {v: k for k, v in MODE_NAMES.items()}
 
 
 @dataclass(frozen=True, slots=True)
-class Musig2Params:
-    """What a JD client needs to rebuild the musig2 coinbase output: the committee's plain
-    (33-byte compressed) keys in key-aggregation order, and the fallback leaf's relative
-    timelock (blocks) and x-only key."""
+class Musig2Mode:
+    """What a JD client needs to rebuild the musig2 coinbase output byte for byte: the
+    committee's plain (33-byte compressed) keys in KeySort order, the fallback leaf's relative
+    timelock (blocks) and x-only key, the payout tx's fee rate, and whether the tree carries the
+    CTV exit leaf. :meth:`settlement_params` is the settlement layer's view of the same values."""
 
     committee: tuple[bytes, ...]
     fallback_timelock: int
     fallback_key: bytes
+    fee_rate: int = 1
+    ctv_leaf: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.committee) <= 255:
@@ -52,6 +61,26 @@ class Musig2Params:
             raise ValidationError("committee keys are 33-byte compressed points")
         if not 0 <= self.fallback_timelock <= 0xFFFFFFFF or len(self.fallback_key) != 32:
             raise ValidationError("fallback timelock is a U32 and the fallback key x-only")
+        if not 0 <= self.fee_rate <= 0xFFFFFFFF:
+            raise ValidationError("the musig2 fee rate is a U32")
+
+    def settlement_params(self) -> Musig2Params:
+        return Musig2Params(
+            self.fallback_key,
+            fallback_delay=self.fallback_timelock,
+            fee_rate=self.fee_rate,
+            max_signers=max(len(self.committee), 1),
+        )
+
+    def build(self, distribution: Distribution, revenue: int) -> Musig2Output:
+        """The settlement output both JD sides compute (ARCHITECTURE invariant 3)."""
+        return build_musig2_output(
+            distribution,
+            revenue,
+            Committee.from_pubkeys(self.committee),
+            self.settlement_params(),
+            ctv_active=self.ctv_leaf,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +89,7 @@ class SettlementMode:
 
     name: ModeName = "coinbase"
     ctv: CtvParams = field(default_factory=CtvParams)
-    musig2: Musig2Params | None = None
+    musig2: Musig2Mode | None = None
 
     def __post_init__(self) -> None:
         if self.name not in _MODE_CODES:
@@ -87,6 +116,8 @@ class SettlementMode:
             musig2_committee=m.committee if m else (),
             musig2_fallback_timelock=m.fallback_timelock if m else 0,
             musig2_fallback_key=m.fallback_key if m else bytes(32),
+            musig2_fee_rate=m.fee_rate if m else 0,
+            musig2_ctv_leaf=m.ctv_leaf if m else False,
         )
 
     @classmethod
@@ -110,8 +141,12 @@ class SettlementMode:
         if msg.mode == MODE_MUSIG2:
             return cls(
                 "musig2",
-                musig2=Musig2Params(
-                    msg.musig2_committee, msg.musig2_fallback_timelock, msg.musig2_fallback_key
+                musig2=Musig2Mode(
+                    msg.musig2_committee,
+                    msg.musig2_fallback_timelock,
+                    msg.musig2_fallback_key,
+                    msg.musig2_fee_rate,
+                    msg.musig2_ctv_leaf,
                 ),
             )
         raise ValidationError(f"unknown settlement mode {msg.mode}")
@@ -128,8 +163,5 @@ def default_expected_outputs(
         return compute_outputs(distribution, revenue).outputs
     if mode.name == "ctv":
         return build_ctv_fanout(distribution, revenue, mode.ctv).coinbase_outputs
-    raise ValidationError(
-        "no builder for the musig2 coinbase output: pass expected_outputs from the settlement "
-        "layer",
-        code="settlement-mode-unsupported",
-    )
+    assert mode.musig2 is not None  # SettlementMode.__post_init__ guarantees it
+    return mode.musig2.build(distribution, revenue).coinbase_outputs

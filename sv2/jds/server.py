@@ -45,7 +45,7 @@ from sv2.connection import (
 from sv2.errors import Sv2Error
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
-from sv2.jds.modes import ExpectedOutputs, Musig2Params, SettlementMode, default_expected_outputs
+from sv2.jds.modes import ExpectedOutputs, Musig2Mode, SettlementMode, default_expected_outputs
 from sv2.jds.state import DistributionBook, Published, TxStore, distribution_message
 from sv2.jds.tokens import TokenBook, TokenRecord
 from sv2.jds.validation import (
@@ -273,7 +273,7 @@ class JobDeclarationServer:
         distribution_source: DistributionSource | Distribution | FittedDistribution | None = None,
         *,
         identity: ServerIdentity | None = None,
-        musig2: Musig2Params | None = None,
+        musig2: Musig2Mode | None = None,
         **kwargs: Any,
     ) -> JobDeclarationServer:
         """Build from :class:`payouts.settings.Settings` (``[jds]`` and ``distribution.mode``).
@@ -390,12 +390,6 @@ class JobDeclarationServer:
         d = fitted.distribution if fitted is not None else distribution
         assert isinstance(d, Distribution)
         m = mode or self.default_mode
-        if m.name == "musig2" and self._expected_custom is None:
-            raise ValidationError(
-                "cannot publish a musig2 distribution without an expected_outputs builder: "
-                "the server could not validate declarations",
-                code="settlement-mode-unsupported",
-            )
         self.book.publish(Published(d, fitted, m, self.clock(), settlement))
         for s in list(self._sessions.values()):
             if EXT_NON_CUSTODIAL_PAYOUTS in s.negotiated:

@@ -59,6 +59,8 @@ class SetSettlementMode(Message):
     ``ctv_arity``: 0 = flat while standard, then a 16-ary tree; k >= 2 = a k-ary tree.
     ``ctv_tx_version``: 0 = automatic (3/TRUC when every tx fits 10,000 vB, else 2), else 2 or 3.
     ``musig2_fallback_timelock``: BIP-68 relative lock (blocks) of the fallback leaf.
+    ``musig2_fee_rate``: sat/vB the cooperative payout tx pays (docs/musig2.md fee rule).
+    ``musig2_ctv_leaf``: the tree also holds the CTV exit leaf (only where CTV is enforced).
     """
 
     distribution_id: Annotated[int, U64]
@@ -73,6 +75,8 @@ class SetSettlementMode(Message):
     musig2_committee: Annotated[tuple[bytes, ...], SEQ0_255(COMPRESSED_PUBKEY)]
     musig2_fallback_timelock: Annotated[int, U32]
     musig2_fallback_key: Annotated[bytes, PUBKEY]
+    musig2_fee_rate: Annotated[int, U32]
+    musig2_ctv_leaf: Annotated[bool, BOOL]
 
 
 __all__ = [

@@ -1,18 +1,20 @@
 """Extension 0x4003: SetSettlementMode bytes, the ctv mode validated against build_ctv_fanout
-(and accepted by the kernel, which treats OP_CTV as OP_NOP4), musig2 needing a builder."""
+(and accepted by the kernel, which treats OP_CTV as OP_NOP4), and musig2 rebuilt from the
+wire fields alone."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from payouts.distribution.model import Distribution, TxOut
+from payouts.crypto.musig2 import individual_pubkey, key_sort
+from payouts.crypto.schnorr import xonly_pubkey
 from payouts.errors import ValidationError
 from payouts.node.kernel_chain import KernelChain
 from payouts.settlement.ctv import CtvParams, build_ctv_fanout
-from sv2.jds import Musig2Params, SettlementMode, distribution_from_message
+from payouts.tx.hashes import sha256
+from sv2.jds import Musig2Mode, SettlementMode, distribution_from_message
 from sv2.messages import (
     DeclareMiningJobError,
     DeclareMiningJobSuccess,
@@ -36,10 +38,10 @@ CTV = SettlementMode("ctv", CtvParams(arity=4, form="taproot", anchor=True, fee_
 def test_set_settlement_mode_bytes_and_round_trip() -> None:
     # Byte examples of docs/extensions/0x4003-settlement-modes.md §5.
     assert SettlementMode().to_message(7).encode_frame().hex() == (
-        "034000420000070000000000000000" + "00" * 57
+        "034000470000070000000000000000" + "00" * 62
     )
     assert CTV.to_message(9).encode_frame().hex() == (
-        "034000420000"
+        "034000470000"
         "0900000000000000"
         "01"
         "0400"
@@ -50,14 +52,16 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
         "ffffffff"
         "00000000"
         "00"
-        "00000000" + "00" * 32
+        "00000000" + "00" * 32 + "00000000" + "00"
     )
     mu2 = SettlementMode(
         "musig2",
-        musig2=Musig2Params((b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32), 144, b"\x44" * 32),
+        musig2=Musig2Mode(
+            (b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32), 144, b"\x44" * 32, 2, False
+        ),
     )
     assert mu2.to_message(10).encode_frame().hex() == (
-        "034000840000"
+        "034000890000"
         "0a00000000000000"
         "02"
         "0000"
@@ -68,7 +72,7 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
         "00000000"
         "00000000"
         "02"
-        "02" + "11" * 32 + "03" + "22" * 32 + "90000000" + "44" * 32
+        "02" + "11" * 32 + "03" + "22" * 32 + "90000000" + "44" * 32 + "02000000" + "00"
     )
     m = CTV.to_message(9)
     assert (m.mode, m.ctv_arity, m.ctv_output_form, m.ctv_anchor, m.ctv_fee_rate) == (
@@ -81,14 +85,14 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
     assert decode_frame(m.encode_frame())[1] == m
     assert SettlementMode.from_message(m) == CTV
     mu = SettlementMode(
-        "musig2", musig2=Musig2Params((b"\x02" + bytes(32),) * 2, 144, b"\x05" * 32)
+        "musig2", musig2=Musig2Mode((b"\x02" + bytes(32),) * 2, 144, b"\x05" * 32)
     )
     mm = mu.to_message(10)
-    assert len(mm.encode()) == 8 + 1 + 2 + 1 + 1 + 4 * 4 + 1 + 2 * 33 + 4 + 32
+    assert len(mm.encode()) == 8 + 1 + 2 + 1 + 1 + 4 * 4 + 1 + 2 * 33 + 4 + 32 + 4 + 1
     assert SettlementMode.from_message(mm) == mu
     with pytest.raises(ValidationError):
         SettlementMode.from_message(
-            SetSettlementMode(1, 9, 0, 0, False, 0, 0, 0, 0, (), 0, bytes(32))
+            SetSettlementMode(1, 9, 0, 0, False, 0, 0, 0, 0, (), 0, bytes(32), 0, False)
         )
 
 
@@ -158,26 +162,19 @@ def test_ctv_mode_declare_and_block() -> None:
     asyncio.run(main())
 
 
-def test_musig2_needs_a_builder() -> None:
+def test_musig2_mode_is_rebuilt_from_the_wire() -> None:
+    """The musig2 output is fully determined by SetSettlementMode (committee, fallback, fee
+    rate, CTV-leaf flag): the server validates with the same builder a client uses."""
+    sks = [sha256(b"jds musig2 signer %d" % i) for i in range(3)]
+    committee = tuple(key_sort([individual_pubkey(sk) for sk in sks]))
+    fallback = xonly_pubkey(sha256(b"jds musig2 fallback"))
+
     async def main() -> None:
         with KernelChain() as chain:
             setup_chain(chain)
             node = KernelTestNode(chain)
-            mu = SettlementMode(
-                "musig2", musig2=Musig2Params((b"\x02" + b"\x11" * 32,), 144, b"\x22" * 32)
-            )
+            mu = SettlementMode("musig2", musig2=Musig2Mode(committee, 144, fallback, 2, False))
             srv = await start_server(node)
-            with pytest.raises(ValidationError, match="musig2"):
-                srv.publish(make_distribution(2), mode=mu)
-            await srv.stop()
-            key_out = TxOut(0, b"\x51\x20" + b"\x33" * 32)
-            calls: list[Any] = []
-
-            def expected(mode: SettlementMode, d: Distribution, t: int) -> list[TxOut]:
-                calls.append((mode.name, d.distribution_id, t))
-                return [TxOut(t, key_out.script)]
-
-            srv = await start_server(node, expected_outputs=expected)
             srv.publish(make_distribution(2), mode=mu)
             c = await JdClient.connect(srv.address)
             try:
@@ -185,13 +182,21 @@ def test_musig2_needs_a_builder() -> None:
                 await c.expect(SetPayoutDistribution)
                 assert SettlementMode.from_message(await c.expect(SetSettlementMode)) == mu
                 t = chain.subsidy(chain.tip_height + 1)
-                decl = build_declaration(
-                    make_distribution(), chain, payout_outputs=[TxOut(t, key_out.script)]
-                )
-                tok = await c.token()
-                c.send(decl.message(tok.mining_job_token, dist_id=2))
-                assert isinstance(await c.recv(), DeclareMiningJobSuccess)
-                assert ("musig2", 2, t) in calls
+                assert mu.musig2 is not None
+                good = list(mu.musig2.build(make_distribution(2), t).coinbase_outputs)
+                assert good[0].script[:2] == b"\x51\x20" and good[0].value == t
+                other = Musig2Mode(committee[:2], 144, fallback, 2, False)
+                bad = list(other.build(make_distribution(2), t).coinbase_outputs)
+                for outputs, ok in ((bad, False), (good, True)):
+                    decl = build_declaration(make_distribution(), chain, payout_outputs=outputs)
+                    tok = await c.token()
+                    c.send(decl.message(tok.mining_job_token, dist_id=2))
+                    reply = await c.recv()
+                    if ok:
+                        assert isinstance(reply, DeclareMiningJobSuccess)
+                    else:
+                        assert isinstance(reply, DeclareMiningJobError)
+                        assert reply.error_code == "invalid-settlement-outputs"
             finally:
                 c.close()
                 await srv.stop()
