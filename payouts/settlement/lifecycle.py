@@ -49,6 +49,7 @@ from payouts.settlement.lifecycle_fees import (
     needs_bump,
 )
 from payouts.settlement.lifecycle_rules import (
+    STATUS_ORDER,
     broadcastable,
     coinbase_spendable,
     confirmations,
@@ -328,7 +329,9 @@ class SettlementLifecycle:
         if status in ("found", "confirmed"):
             want = target_status(status, block.height, tip, self.config.confirmed_depth)
             for step_to in ("confirmed", "mature"):
-                if want == status:
+                if STATUS_ORDER[step_to] <= STATUS_ORDER[status]:
+                    continue
+                if STATUS_ORDER[step_to] > STATUS_ORDER[want]:
                     break
                 set_block_status(self.engine, block.id, step_to)
                 events.append(LifecycleEvent(block.id, step_to, f"tip {tip}"))
