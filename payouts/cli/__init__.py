@@ -7,7 +7,17 @@ import sys
 import typer
 
 from payouts import __version__
-from payouts.cli import config_cmd, ctv_cmd, db_cmd, demo_cmd, distribution_cmd, jdc_cmd, sv2_cmd
+from payouts.cli import (  # the API: payouts serve, payouts tokens
+    config_cmd,
+    ctv_cmd,
+    db_cmd,
+    demo_cmd,
+    distribution_cmd,
+    jdc_cmd,
+    serve_cmd,
+    sv2_cmd,
+    tokens_cmd,
+)
 from payouts.errors import PayoutsError
 
 app = typer.Typer(
@@ -29,6 +39,8 @@ app.add_typer(distribution_cmd.app, name="distribution")
 app.add_typer(jdc_cmd.app, name="jdc")
 app.add_typer(sv2_cmd.app, name="sv2")
 app.command("demo")(demo_cmd.demo)
+app.add_typer(tokens_cmd.app, name="tokens")
+app.command("serve")(serve_cmd.serve)
 
 
 def _version(value: bool) -> None:
