@@ -65,6 +65,7 @@ from payouts.settlement.lifecycle_store import (
     add_tx,
     bind_funding,
     create_settlement,
+    delete_tx,
     forget_broadcasts,
     load_settlements,
     load_txs,
@@ -489,8 +490,15 @@ class SettlementLifecycle:
                 value_in = parent.outputs[tx.inputs[0].prevout.n].value
             fee = value_in - tx.output_value()
             child = children.get(tree[i].seq)
+            if child is not None and child.status != "confirmed":
+                fee_in = Tx.parse(child.raw).inputs[1].prevout
+                if await self.node.get_utxo(fee_in.txid, fee_in.n) is None:
+                    # Its fee coin was spent elsewhere (e.g. by an earlier child that came back
+                    # with a reorg): this child can never confirm; build a new one.
+                    delete_tx(self.engine, child.id)
+                    child = None
             if child is None and self._wants_child(tx, fee):
-                child = self._make_child(block, tree[i], tx, fee, events)
+                child = await self._make_child(block, tree[i], tx, fee, events)
             raws = [tree[i].raw] if child is None else [tree[i].raw, child.raw]
             if await self._send(block, raws, events):
                 if tree[i].status == "planned":
@@ -506,22 +514,29 @@ class SettlementLifecycle:
             and needs_bump(tx, fee, self.config.fee_rate)
         )
 
-    def _make_child(
+    async def _make_child(
         self, block: BlockRecord, row: TxRow, tx: Tx, fee: int, events: list[LifecycleEvent]
     ) -> TxRow | None:
-        assert self.fee_wallet is not None
-        try:
-            child, coin, _ = build_cpfp_child(tx, fee, self.fee_wallet, self.config.fee_rate)
-        except FeeBumpError as e:
-            events.append(LifecycleEvent(block.id, "rejected", f"fee bump: {e}"))
-            return None
+        wallet = self.fee_wallet
+        assert wallet is not None
+        while True:
+            try:
+                child, coin, _ = build_cpfp_child(tx, fee, wallet, self.config.fee_rate)
+            except FeeBumpError as e:
+                events.append(LifecycleEvent(block.id, "rejected", f"fee bump: {e}"))
+                return None
+            # Only a coin unspent in the active chain can fund a child; a spent one (by a
+            # child that confirmed, forgotten by a reorg and back) is never offered again.
+            if await self.node.get_utxo(coin.outpoint.txid, coin.outpoint.n) is not None:
+                break
+            wallet.coins = [c for c in wallet.coins if c.outpoint != coin.outpoint]
         # Persist before broadcast and reserve: a restart re-sends these exact bytes.
         add_tx(
             self.engine,
             block.id,
             NewTx("cpfp", row.seq, row.seq, row.level, child.txid, child.serialize()),
         )
-        self.fee_wallet.reserve([coin.outpoint])
+        wallet.reserve([coin.outpoint])
         return next(
             r for r in load_txs(self.engine, block.id) if r.role == "cpfp" and r.seq == row.seq
         )

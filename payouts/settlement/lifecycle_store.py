@@ -207,6 +207,14 @@ def bind_funding(
             )
 
 
+def delete_tx(engine: Engine, row_id: int) -> None:
+    """Drop a CPFP child that can never confirm (its fee coin is gone); a new one replaces it."""
+    with write_connection(engine) as conn, conn.begin():
+        conn.execute(
+            delete(SettlementTx).where(SettlementTx.id == row_id, SettlementTx.role == "cpfp")
+        )
+
+
 def set_tx_status(
     engine: Engine,
     row_id: int,
@@ -308,6 +316,7 @@ __all__ = [
     "add_tx",
     "bind_funding",
     "create_settlement",
+    "delete_tx",
     "forget_broadcasts",
     "load_settlements",
     "load_txs",

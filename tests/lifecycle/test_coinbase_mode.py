@@ -50,9 +50,7 @@ def test_kernel_mempool_agrees_with_the_rule(node: KernelNode) -> None:
     )
 
 
-def test_coinbase_block_found_confirmed_mature_paid(
-    engine: Engine, node: KernelNode
-) -> None:
+def test_coinbase_block_found_confirmed_mature_paid(engine: Engine, node: KernelNode) -> None:
     mine(node, 5)
     block = build(node, [TxOut(node.chain.subsidy(6), MINER)])
     rec = record_block(engine, height=6, block_hash=block.hash, revenue=node.chain.subsidy(6))

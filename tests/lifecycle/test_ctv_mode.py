@@ -69,7 +69,9 @@ def test_ctv_tree_broadcast_level_by_level_until_paid(engine: Engine, node: Kern
     assert step(lc) == []  # 99 confirmations: nothing may be broadcast yet
     mine(node, 1)
     assert step(lc) == ["mature", "bound", "broadcast"]  # the root, with its CPFP child
-    assert [r.status for r in _rows(engine, block_id, "fanout")] == ["broadcast"] + ["planned"] * (n - 1)
+    assert [r.status for r in _rows(engine, block_id, "fanout")] == ["broadcast"] + ["planned"] * (
+        n - 1
+    )
     assert step(lc) == []  # re-sending the same package is a no-op
     confirmed_at: dict[int, int] = {}
     for _ in range(fanout.depth + 1):
