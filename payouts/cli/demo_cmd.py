@@ -1,41 +1,43 @@
-"""``payouts demo``: the main job end to end on the embedded default."""
+"""``payouts demo``: the main job end to end on the embedded default (see regtest/demo.py)."""
 
 from __future__ import annotations
 
-import random
-import time
+import asyncio
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from payouts.distribution.amounts import compute_outputs
-from payouts.distribution.model import Distribution, Payee, PoolPayout
-from payouts.distribution.scripts import dust_limit
+from payouts.errors import ValidationError
 
 
 def demo(
-    miners: int = typer.Option(8, help="Number of simulated miners."),
-    revenue: int = typer.Option(312_500_000 + 4_210_000, help="Template revenue T in sats."),
-    seed: int = typer.Option(7, help="Random seed for the simulated shares."),
+    mode: str = typer.Option(
+        "all", "--mode", "-m", help="Settlement mode: coinbase, ctv, musig2 or all."
+    ),
+    node: str = typer.Option(
+        "kernel",
+        "--node",
+        "-n",
+        help="kernel: Bitcoin Core's consensus code in-process (libbitcoinkernel, no CTV); "
+        "bitcoind: a regtest bitcoind ($BITCOIND, PATH, or built once from source).",
+    ),
+    miners: int = typer.Option(12, help="Number of simulated miners."),
+    shares: int = typer.Option(2_000, help="Shares submitted per mode."),
+    seed: int = typer.Option(7, help="Seed for the simulated miners and shares."),
 ) -> None:
-    """Run the engine end to end with simulated miners and print who gets paid what."""
-    console = Console()
-    rng = random.Random(seed)
-    t0 = time.perf_counter()
-    payees = []
-    for i in range(miners):
-        script = bytes((0x51, 0x20)) + rng.randbytes(32)
-        payees.append(Payee(script, rng.randint(1, 10_000) * 65_536, dust_limit(script), f"m{i}"))
-    pool = PoolPayout(bytes((0x00, 0x14)) + rng.randbytes(20), sum(p.weight for p in payees) // 49)
-    dist = Distribution(1, pool, tuple(payees))
-    result = compute_outputs(dist, revenue)
-    table = Table(title=f"Distribution 1 for T = {revenue:,} sat")
-    for col in ("miner", "weight", "amount (sat)"):
-        table.add_column(col, justify="right")
-    for payee, amount in zip(dist.payouts, result.payee_amounts, strict=True):
-        table.add_row(payee.account or "?", f"{payee.weight:,}", f"{amount:,}")
-    table.add_row("pool", f"{pool.weight:,}", f"{result.pool_amount:,}")
-    console.print(table)
-    assert result.total == revenue
-    console.print(f"outputs sum to T exactly; {time.perf_counter() - t0:.3f}s")
+    """Run the whole engine end to end on a regtest chain.
+
+    Simulated miners submit shares; the pool publishes a distribution; a Stratum V2 JD server
+    and JD client talk over loopback TCP with Noise; the client declares a job paying the
+    miners, solves it and pushes the solution; the node accepts the block; 100 blocks mature
+    it; the payouts are settled and every output is checked on chain. With --mode all, every
+    mode the node supports runs (ctv needs a node that enforces BIP-119).
+    """
+    from regtest.demo import MODES, run, selected_modes
+
+    if mode not in (*MODES, "all"):
+        raise ValidationError(f"--mode must be one of {', '.join(MODES)} or all, got {mode!r}")
+    if node not in ("kernel", "bitcoind"):
+        raise ValidationError(f"--node must be kernel or bitcoind, got {node!r}")
+    if miners < 1 or shares < 1:
+        raise ValidationError("--miners and --shares must be positive")
+    asyncio.run(run(selected_modes(mode), node, miners=miners, shares=shares, seed=seed))
