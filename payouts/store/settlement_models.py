@@ -78,9 +78,7 @@ class SettlementTx(Base):
     created_at: Mapped[datetime] = _now_column()
 
     __table_args__ = (
-        CheckConstraint(
-            "role IN ('fanout', 'cpfp', 'cooperative', 'fallback')", name="role_valid"
-        ),
+        CheckConstraint("role IN ('fanout', 'cpfp', 'cooperative', 'fallback')", name="role_valid"),
         CheckConstraint("status IN ('planned', 'broadcast', 'confirmed')", name="status_valid"),
         Index("ix_settlement_txs_block_id_role_seq", "block_id", "role", "seq", unique=True),
     )
