@@ -316,6 +316,12 @@ class Seq(Sv2Type[tuple[T, ...]]):
                 f"only {r.remaining()} left",
                 offset=start,
             )
+        if isinstance(self.inner, FixedBytes):
+            # Hot path (DeclareMiningJob.wtxid_list: thousands of U256): one bounds-checked take,
+            # then slicing, instead of a Python call per element.
+            size = self.inner.size
+            blob = r.take(count * size, self.name)
+            return tuple(blob[i : i + size] for i in range(0, count * size, size))  # type: ignore[misc]
         read = self.inner.read
         return tuple(read(r) for _ in range(count))
 
@@ -330,6 +336,8 @@ class Seq(Sv2Type[tuple[T, ...]]):
 
     def normalize(self, value: Any) -> Any:
         if isinstance(value, list | tuple):
+            if isinstance(self.inner, FixedBytes) and all(type(v) is bytes for v in value):
+                return tuple(value)
             return tuple(self.inner.normalize(v) for v in value)
         return value
 
