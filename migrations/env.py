@@ -10,10 +10,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-# The API's tables share Base.metadata; importing registers them so autogenerate/comparison sees
+# payouts.store imports every model module, so Base.metadata holds the whole schema.
 # them (without it, ``alembic revision --autogenerate`` would propose dropping them).
-import payouts.store.api_models  # noqa: F401  (import for its side effect)
-import payouts.store.settlement_models  # noqa: F401  (settlement lifecycle tables, likewise)
+import payouts.store  # noqa: F401  (registers every model module on Base.metadata)
 from payouts.store.engine import make_engine
 from payouts.store.models import Base
 

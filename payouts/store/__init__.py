@@ -3,3 +3,9 @@
 Entry points: :func:`payouts.store.engine.make_engine`, :func:`payouts.store.migrate.upgrade`,
 and the functions of :mod:`payouts.store.repositories`.
 """
+
+# Every model module registers its tables on models.Base.metadata; importing them here means
+# anything that imports the store (migrations, tests, create_all) sees the whole schema.
+from payouts.store import api_models, models, settlement_models
+
+__all__ = ["api_models", "models", "settlement_models"]
