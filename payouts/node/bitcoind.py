@@ -128,7 +128,11 @@ class BitcoindNode:
         ``checktemplateverify`` (so False); Bitcoin Inquisition does (active on regtest)."""
         info = await self.rpc.call("getdeploymentinfo")
         dep = info.get("deployments", {}).get(name)
-        return bool(dep and dep.get("active"))
+        if dep is not None:
+            return bool(dep.get("active"))
+        # Core >= 31 no longer lists always-on deployments such as taproot; it reports the
+        # script flags in force instead.
+        return name.upper() in {str(f).upper() for f in info.get("script_flags", ())}
 
     async def block_hash(self, height: int) -> bytes | None:
         try:

@@ -136,9 +136,14 @@ def test_spend_after_maturity_mempool_and_mining(regtest: RegtestNode) -> None:
         assert res.allowed and res.fee == 10_000 and res.txid == tx.txid
         assert await node.send_raw_transaction(tx.serialize()) == tx.txid
         assert await node.mempool_txs([tx.wtxid, bytes(32)]) == [tx, None]
-        rival = spend([(op, out)], [TxOut(out.value - 20_000, OTHER)])
-        [res] = await node.test_mempool_accept([rival.serialize()])
-        assert not res.allowed
+        # Core does full RBF: a conflicting spend paying more would replace ours (the kernel
+        # backend has no RBF and always says txn-mempool-conflict); one paying less is refused.
+        richer = spend([(op, out)], [TxOut(out.value - 20_000, OTHER)])
+        [res] = await node.test_mempool_accept([richer.serialize()])
+        assert res.allowed
+        poorer = spend([(op, out)], [TxOut(out.value - 5_000, OTHER)])
+        [res] = await node.test_mempool_accept([poorer.serialize()])
+        assert not res.allowed and res.reason is not None and "insufficient fee" in res.reason
         t = await node.block_template()
         assert [(x.tx, x.fee) for x in t.transactions] == [(tx, 10_000)]
         (h,) = await node.generate_to_script(1, OTHER)
