@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from payouts.tx.block import Block, BlockHeader
 from payouts.tx.coinbase import build_coinbase, witness_commitment
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx
-from regtest.harness import RegtestNode
+from regtest.harness import RegtestError, RegtestNode
 from tests.node.test_kernel_node import OTHER, P2TR, spend
 
 pytestmark = pytest.mark.bitcoind
@@ -253,3 +254,23 @@ def test_rpc_errors_are_clear(regtest: RegtestNode) -> None:
             await gone.tip()
 
     with_node(regtest, body)
+
+
+def test_harness_always_stops_the_node(bitcoind_path: Path) -> None:
+    rt = RegtestNode(bitcoind_path)
+    with pytest.raises(RuntimeError, match="test body failed"), rt:
+        proc, datadir = rt.proc, rt.datadir
+        assert proc is not None and datadir is not None and datadir.is_dir()
+        assert rt.call("getblockcount") == 0 and rt.is_inquisition is False
+        raise RuntimeError("test body failed")
+    assert proc.poll() is not None  # stopped despite the exception
+    assert not datadir.exists() and rt.proc is None
+
+
+def test_harness_start_failure_reports_the_log(bitcoind_path: Path) -> None:
+    with (
+        pytest.raises(RegtestError, match="exited with code") as ei,
+        RegtestNode(bitcoind_path, extra_args=("-nosuchoption=1",)),
+    ):
+        pass
+    assert "nosuchoption" in str(ei.value)
