@@ -263,6 +263,7 @@ def test_harness_always_stops_the_node(bitcoind_path: Path) -> None:
         assert proc is not None and datadir is not None and datadir.is_dir()
         assert rt.call("getblockcount") == 0 and rt.is_inquisition is False
         raise RuntimeError("test body failed")
+    assert proc is not None and datadir is not None
     assert proc.poll() is not None  # stopped despite the exception
     assert not datadir.exists() and rt.proc is None
 
