@@ -411,7 +411,8 @@ class KernelNode:
 
     async def invalidate_block(self, block_hash: bytes) -> None:
         """Emulated: replay every known block not descending from an invalidated one into a
-        fresh kernel chainstate; the kernel then picks the most-work remaining branch."""
+        fresh kernel chainstate; the kernel then picks the most-work remaining branch.
+        ``self.chain`` is then a new :class:`KernelChain` owned (and closed) by this node."""
         with self._lock:
             if block_hash not in self._known:
                 raise NodeError("Block not found")
