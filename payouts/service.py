@@ -9,6 +9,7 @@ stored shares in id order, so the windows after a restart equal the windows befo
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
 from payouts.distribution.fitting import Budget, Candidate, FittedDistribution, fit_distribution
 from payouts.distribution.jsonio import distribution_from_json, distribution_to_json
+from payouts.distribution.model import Distribution, PoolPayout
 from payouts.distribution.settle import BlockSettlement, settle_block
 from payouts.errors import ConfigError, ValidationError
 from payouts.settings import Settings
@@ -91,6 +93,8 @@ class PoolService:
         if migrate:
             upgrade(self.engine)
         self.accountant = Accountant(settings.accounting)
+        # Called with every newly published distribution (the JD server pushes it to clients).
+        self.on_publish: list[Callable[[FittedDistribution], None]] = []
         # One writer at a time keeps the in-memory log in the same order as the stored ids.
         self._lock = threading.Lock()
         for batch in iter_shares(self.engine):
@@ -148,20 +152,33 @@ class PoolService:
         return out
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution:
-        """Fit the current window into a new distribution (strictly increasing id) and store it."""
+        """Fit the current window into a new distribution (strictly increasing id), store it
+        and hand it to the ``on_publish`` listeners. An empty window (nobody has weight and
+        nobody is owed) gives a pool-only distribution: the pool payout takes T."""
         ds = self.settings.distribution
         with self._lock:
             next_id = (repo.last_distribution_id(self.engine) or 0) + 1
-            fitted = fit_distribution(
-                next_id,
-                self.pool_script(),
-                self.candidates(),
-                fee_bps=self.settings.pool.fee_bps,
-                budget=Budget(ds.max_outputs_bytes, ds.max_sigops),
-                estimated_revenue=estimated_revenue,
-            )
+            candidates = self.candidates()
+            if any(c.weight or c.owed for c in candidates):
+                fitted = fit_distribution(
+                    next_id,
+                    self.pool_script(),
+                    candidates,
+                    fee_bps=self.settings.pool.fee_bps,
+                    budget=Budget(ds.max_outputs_bytes, ds.max_sigops),
+                    estimated_revenue=estimated_revenue,
+                )
+            else:
+                pool_only = Distribution(next_id, PoolPayout(self.pool_script(), 1))
+                fitted = FittedDistribution(pool_only, (), (), (), 0)
             repo.save_distribution(self.engine, next_id, fitted_to_json(fitted))
+        for listener in self.on_publish:
+            listener(fitted)
         return fitted
+
+    def latest_distribution(self) -> FittedDistribution | None:
+        last = repo.last_distribution_id(self.engine)
+        return None if last is None else self.distribution(last)
 
     def distribution(self, distribution_id: int) -> FittedDistribution:
         record = repo.load_distribution(self.engine, distribution_id)

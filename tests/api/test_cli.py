@@ -49,28 +49,81 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_http(proc: subprocess.Popen[str], url: str) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
 def test_serve_starts_the_api(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "PAYOUTS_DATA_DIR": str(tmp_path), "PAYOUTS_API__PORT": str(port),
-           "PAYOUTS_JDS__ENABLED": "true"}
+    env = {**os.environ, "PAYOUTS_DATA_DIR": str(tmp_path), "PAYOUTS_API__PORT": str(port)}
     env.pop("PAYOUTS_CONFIG", None)
     env.pop("PAYOUTS_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "payouts", "serve"], env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        r = _wait_http(proc, f"http://127.0.0.1:{port}/v1/health")
         assert r.json() == {"status": "ok", "network": "regtest"}
         assert r.headers["content-type"] == "application/json"
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
-    assert "does not start the JD server" in err
+    assert "JD server" not in err  # not configured, not started
     assert '"path": "/v1/health"' in err  # the JSON access line
+
+
+def test_serve_runs_the_jd_server_and_pushes_published_distributions(tmp_path: Path) -> None:
+    """[jds] enabled: the JD server runs in the API process; a distribution published through
+    POST /v1/distributions reaches a connected JD client over Noise."""
+    import asyncio
+
+    from api import store
+    from payouts.service import PoolService
+    from payouts.settings import Settings
+    from sv2.authority import authority_public_key, encode_authority_secret_key
+    from sv2.jdc import JobDeclarationClient
+
+    port, jds_port = _free_port(), _free_port()
+    authority = bytes.fromhex("42" * 32)
+    pool = "bcrt1qcrl7uqxqllhqps8lacqvpllwqrq0lmsqqe4dfm"
+    env = {**os.environ, "PAYOUTS_DATA_DIR": str(tmp_path), "PAYOUTS_API__PORT": str(port),
+           "PAYOUTS_JDS__ENABLED": "true", "PAYOUTS_JDS__LISTEN": f"127.0.0.1:{jds_port}",
+           "PAYOUTS_JDS__AUTHORITY_SECRET_KEY": encode_authority_secret_key(authority),
+           "PAYOUTS_POOL__PAYOUT_ADDRESS": pool}
+    env.pop("PAYOUTS_CONFIG", None)
+    env.pop("PAYOUTS_DATABASE_URL", None)
+    # An operator token, made through the same store the server will open.
+    svc = PoolService(Settings(data_dir=tmp_path, network="regtest"))
+    token, _ = store.create_token(svc.engine, "ops", ["admin"])
+    svc.engine.dispose()
+    proc = subprocess.Popen([sys.executable, "-m", "payouts", "serve"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+
+    async def client_side() -> tuple[int, int]:
+        async with JobDeclarationClient("127.0.0.1", jds_port,
+                                        authority_public_key(authority)) as c:
+            assert c.distribution is not None
+            first = c.distribution.distribution_id
+            r = await asyncio.to_thread(
+                httpx.post, f"http://127.0.0.1:{port}/v1/distributions",
+                json={"estimated_revenue": 5_000_000_000},
+                headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert r.status_code in (200, 201), r.text
+            pushed = await c.wait_for_distribution(after=first)
+            return first, pushed.distribution_id
+
+    try:
+        _wait_http(proc, f"http://127.0.0.1:{port}/v1/health")
+        first, second = asyncio.run(client_side())
+        assert second == first + 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert f"JD server listening on 127.0.0.1:{jds_port}" in err
+
