@@ -23,6 +23,7 @@ test: install
 	$(BIN)/pytest -n 2 -q
 
 bench: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || echo "wrk not installed: API read benchmarks fall back to httpx"
 	$(BIN)/python -m benchmarks
 
 lint: install

@@ -55,7 +55,7 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limited(request: Request) -> None:
+async def rate_limited(request: Request) -> None:
     """Dependency for public routes: 429 ``rate-limited`` when the client's bucket is empty."""
     limiter: TokenBucketLimiter | None = request.app.state.limiter
     if limiter is None:

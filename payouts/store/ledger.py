@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, cast, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, Engine, cast, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
@@ -149,6 +149,23 @@ def ledger_balances(engine: Engine, miner_ids: Iterable[int] | None = None) -> d
 def ledger_balance(engine: Engine, miner_id: int) -> int:
     """What the pool's ledger owes one miner (0 when nothing was ever credited)."""
     return ledger_balances(engine, [miner_id]).get(miner_id, 0)
+
+
+# Built once: the balance read is the API's hot path, and building a Core select per call (and
+# its cache key) costs more than running the indexed query itself.
+_MINER_BALANCE = text(
+    "SELECT m.id, m.payout_script, "
+    "CAST(COALESCE((SELECT SUM(l.amount) FROM ledger_entries l WHERE l.miner_id = m.id), 0) "
+    "AS BIGINT) FROM miners m WHERE m.account = :account"
+)
+
+
+def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None:
+    """``(miner_id, payout_script, owed)`` for ``account`` in one query (the API's hot read);
+    None for an unknown account."""
+    with engine.connect() as conn:
+        row = conn.execute(_MINER_BALANCE, {"account": account}).first()
+    return None if row is None else (int(row[0]), bytes(row[1]), int(row[2]))
 
 
 def export_ledger(engine: Engine) -> list[dict[str, Any]]:
