@@ -26,6 +26,9 @@ bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || echo "wrk not installed: API read benchmarks fall back to httpx"
 	$(BIN)/python -m benchmarks
 
+fuzz: install
+	$(BIN)/python -m benchmarks.fuzz_codec --frames 1000000
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy payouts sv2 api
