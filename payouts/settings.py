@@ -74,7 +74,7 @@ class JdsSettings(_Section):
     authority_public_key: str | None = None
     authority_secret_key: str | None = None
     cert_validity_sec: int = Field(3600, ge=10, le=10 * 365 * 86400)
-    supported_extensions: list[int] = Field(default_factory=lambda: [0x0003])
+    supported_extensions: list[int] = Field(default_factory=lambda: [0x0003, 0x4003, 0x4002])
     required_extensions: list[int] = Field(default_factory=list)
     token_lifetime_sec: int = Field(600, ge=1)
 
