@@ -62,6 +62,31 @@ class FittedDistribution:
         return tuple(p.account or "" for p in self.distribution.payouts)
 
 
+WEIGHT_BITS = 64  # SetPayoutDistribution carries each weight in a TxOut's 8-byte amount field
+
+
+def weight_shift(total_weight: int) -> int:
+    """Bits to drop so every weight of a distribution fits its U64 wire field.
+
+    Window weights are exact sums of difficulty × revenue (2^100 and more on mainnet), but PR #203
+    puts each weight in a TxOut amount. The pool weight can reach Σe·9999 (a fee just under
+    100%), so scaling Σe below 2^50 keeps every weight below 2^64.
+    """
+    return max(0, total_weight.bit_length() - (WEIGHT_BITS - 14))
+
+
+def scale_to_u64(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates with weights divided by 2^shift, rounded **up** so no miner with weight drops
+    to 0 (relative error below 2^-36 of the window for any miner that matters)."""
+    shift = weight_shift(sum(max(c.weight, 0) for c in candidates))
+    if shift == 0:
+        return list(candidates)
+    return [
+        Candidate(c.account, c.script, -(-c.weight >> shift) if c.weight > 0 else c.weight, c.owed)
+        for c in candidates
+    ]
+
+
 def fee_weight(total_earned: int, fee_bps: int) -> int:
     """Pool weight that yields ``fee_bps`` of the distributable revenue (rounded up)."""
     if not 0 <= fee_bps < 10_000:
@@ -88,6 +113,7 @@ def fit_distribution(
     """
     if estimated_revenue <= 0:
         raise ZeroRevenueError("the estimated revenue must be positive")
+    candidates = scale_to_u64(candidates)
     seen: set[str] = set()
     for c in candidates:
         if c.weight < 0 or c.owed < 0:
@@ -115,16 +141,19 @@ def fit_distribution(
 
     ranked = sorted(candidates, key=lambda c: (-c.owed, -c.weight, c.account))
     chosen: list[Candidate] = []
+    dusts: list[int] = []
     dropped: list[Candidate] = []
     used_bytes, used_sigops = base_bytes, base_sigops
     for c in ranked:
         if c.weight == 0 and c.owed == 0:
             continue
-        size, sigops = output_size(c.script), sigop_cost(c.script)
+        script = c.script
+        size, sigops, dust = output_size(script), sigop_cost(script), dust_limit(script)
         expected = c.weight * distributable // total_weight + c.owed
         fits = used_bytes + size <= budget.max_bytes and used_sigops + sigops <= budget.max_sigops
-        if fits and expected >= dust_limit(c.script):
+        if fits and expected >= dust:
             chosen.append(c)
+            dusts.append(dust)
             used_bytes += size
             used_sigops += sigops
         elif c.weight:
@@ -140,9 +169,10 @@ def fit_distribution(
         capacity -= boost
         boosts.append(boost)
     pool_weight -= sum(boosts)
-    payees = []
-    for c, boost in zip(chosen, boosts, strict=True):
-        payees.append(Payee(c.script, c.weight + boost, dust_limit(c.script), c.account))
+    payees = [
+        Payee(c.script, c.weight + boost, dust, c.account)
+        for c, boost, dust in zip(chosen, boosts, dusts, strict=True)
+    ]
     # A payee whose whole weight is a boost still needs weight > 0: guaranteed, since chosen
     # candidates have weight > 0 or owed > 0 (then boost > 0 unless capacity ran out).
     kept = [(p, c) for p, c in zip(payees, chosen, strict=True) if p.weight > 0]

@@ -158,3 +158,20 @@ def test_conservation_for_every_block_and_across_blocks(
         assert paid_total.get(account, 0) + ledger.balance(account) >= fair
     assert sum(paid_total.values()) + ledger.total() == sum(fair_total.values()) + bonus_total
     assert all(b >= 0 for b in ledger.balances().values())
+
+
+def test_value_weighted_window_weights_are_scaled_to_the_u64_wire_field() -> None:
+    # Mainnet-sized value weights (difficulty x revenue summed over a window) exceed 2^64;
+    # SetPayoutDistribution carries each weight in a TxOut's 8-byte amount.
+    huge = [Candidate(f"m{i}", p2tr(i), (i + 1) * 2**90 + 12345) for i in range(50)]
+    huge.append(Candidate("tiny", p2tr(99), 3))  # must not vanish to weight 0
+    f = fit_distribution(1, POOL, huge, fee_bps=9_999, budget=Budget(10_000),
+                         estimated_revenue=10**8)
+    weights = [f.distribution.pool_payout.weight, *(p.weight for p in f.distribution.payouts)]
+    assert max(weights) < 2**64
+    assert all(c.weight >= 1 for c in f.dropped)
+    # proportions survive the scaling: m49 earns 50x m0 up to rounding of the shift
+    f = fit_distribution(1, POOL, huge, fee_bps=200, budget=Budget(10_000),
+                         estimated_revenue=10**8)
+    by = {p.account: p.weight for p in f.distribution.payouts}
+    assert abs(by["m49"] / by["m0"] - 50) < 1e-9
