@@ -4,17 +4,15 @@ so a JDS and a JDC can each have their own mempool view of one chain, and a JDS 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
-from payouts.node.interface import BlockTemplate, ChainTip, TemplateTx
-from payouts.node.kernel_chain import REGTEST_BITS, BlockRejectedError, KernelChain
-from payouts.tx.block import Block
+from payouts.node.kernel_chain import KernelChain
 from payouts.tx.transaction import OutPoint, Tx, TxIn
 from sv2.authority import authority_public_key
 from sv2.jds import JdsLimits, JobDeclarationServer
 from sv2.noise import ServerIdentity
+from tests.jds.helpers import KernelTestNode
 
 OP_TRUE_WSH = b"\x00\x20" + hashlib.sha256(b"\x51").digest()  # P2WSH(OP_TRUE), spendable here
 AUTHORITY_SK = bytes.fromhex("22" * 32)
@@ -52,60 +50,8 @@ def make_distribution(dist_id: int = 1, payees: int = 5, pool_weight: int = 100)
     )
 
 
-class ChainNode:
-    """The Node surface the JDS and the JDC use, on a KernelChain that several ChainNodes may
-    share (each with its own mempool: what a JDC knows and its JDS does not)."""
-
-    network = "regtest"
-
-    def __init__(self, chain: KernelChain) -> None:
-        self.chain = chain
-        self.mempool: dict[bytes, tuple[Tx, int]] = {}  # wtxid -> (tx, fee)
-        self.submitted: list[bytes] = []
-
-    def add_mempool(self, tx: Tx) -> None:
-        self.mempool[tx.wtxid] = (tx, self.chain.fees([tx]))
-
-    async def tip(self) -> ChainTip:
-        c = self.chain
-        times = c.times
-        mtp = sorted(times[-11:])[len(times[-11:]) // 2]
-        return ChainTip(c.tip_height, c.tip_hash, REGTEST_BITS, times[-1], mtp)
-
-    async def block_template(self) -> BlockTemplate:
-        tip = await self.tip()
-        txs = tuple(
-            TemplateTx(tx, fee, 4 * tx.legacy_sigops()) for tx, fee in self.mempool.values()
-        )
-        return BlockTemplate(
-            0x20000000,
-            tip.block_hash,
-            tip.height + 1,
-            REGTEST_BITS,
-            max(self.chain.times[-11:]) + 1,
-            self.chain.subsidy(tip.height + 1) + sum(t.fee for t in txs),
-            txs,
-        )
-
-    async def submit_block(self, raw_block: bytes) -> str | None:
-        self.submitted.append(raw_block)
-        block = Block.parse(raw_block)
-        try:
-            self.chain.submit(block)
-        except BlockRejectedError as exc:
-            return exc.reason
-        for tx in block.txs[1:]:
-            self.mempool.pop(tx.wtxid, None)
-        return None
-
-    async def mempool_txs(self, wtxids: Sequence[bytes]) -> list[Tx | None]:
-        return [self.mempool[w][0] if w in self.mempool else None for w in wtxids]
-
-    async def deployment_active(self, name: str) -> bool:
-        return False
-
-    async def network_difficulty(self) -> int:
-        return 1
+# One adapter for both suites: the JDS tests' kernel-backed test node.
+ChainNode = KernelTestNode
 
 
 def setup_chain(chain: KernelChain, blocks: int = 101) -> None:

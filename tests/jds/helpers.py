@@ -67,7 +67,9 @@ def make_distribution(dist_id: int = 1, payees: int = 5, pool_weight: int = 100)
 
 
 class KernelTestNode:
-    """The :class:`payouts.node.interface.Node` surface the JDS uses, on a KernelChain."""
+    """The :class:`payouts.node.interface.Node` surface the JDS and the JDC use, on a
+    KernelChain that several of them may share (each with its own mempool: what a JDC knows and
+    its JDS does not)."""
 
     network = "regtest"
 
@@ -82,7 +84,7 @@ class KernelTestNode:
 
     async def tip(self) -> ChainTip:
         c = self.chain
-        times = c._times
+        times = c.times
         return ChainTip(
             c.tip_height,
             c.tip_hash,
@@ -102,7 +104,7 @@ class KernelTestNode:
             tip.block_hash,
             tip.height + 1,
             REGTEST_BITS,
-            tip.time + 1,
+            max(self.chain.times[-11:]) + 1,  # strictly above the median time past
             self.chain.subsidy(tip.height + 1) + sum(t.fee for t in txs),
             txs,
         )
