@@ -239,7 +239,8 @@ class Demo:
         if name == "coinbase":
             return SettlementMode()
         if name == "ctv":
-            return SettlementMode("ctv", CtvParams(arity=4))
+            # Each fan-out tx pays its own fee (2 sat/vB), so a real node relays it alone.
+            return SettlementMode("ctv", CtvParams(arity=4, fee_rate=2))
         registered = {m.script: m.pubkey for m in self.miners}
         committee = choose_committee(fitted.distribution, registered)
         return SettlementMode(
