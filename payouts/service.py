@@ -19,9 +19,9 @@ from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
 from payouts.distribution.fitting import Budget, Candidate, FittedDistribution, fit_distribution
 from payouts.distribution.jsonio import distribution_from_json, distribution_to_json
-from payouts.distribution.model import Distribution, PoolPayout
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.distribution.settle import BlockSettlement, settle_block
-from payouts.errors import ConfigError, ValidationError
+from payouts.errors import ConfigError, UnknownMinerError, ValidationError
 from payouts.settings import Settings
 from payouts.store import repositories as repo
 from payouts.store.engine import make_engine
@@ -64,10 +64,10 @@ def fitted_from_json(body: dict[str, Any]) -> FittedDistribution:
     doc["payouts"] = [dict(p, weight=int(p["weight"])) for p in body["payouts"]]
     dist = distribution_from_json(doc)
     payees = tuple(
-        type(p)(p.script, p.weight, p.dust_limit, account)
+        Payee(p.script, p.weight, p.dust_limit, account)
         for p, account in zip(dist.payouts, body["accounts"], strict=True)
     )
-    dist = type(dist)(dist.distribution_id, dist.pool_payout, payees, dist.additional_outputs)
+    dist = Distribution(dist.distribution_id, dist.pool_payout, payees, dist.additional_outputs)
     return FittedDistribution(
         distribution=dist,
         earned=tuple(int(e) for e in body["earned"]),
@@ -109,8 +109,6 @@ class PoolService:
     def miner_id(self, account: str) -> int:
         ids = repo.miner_ids(self.engine, [account])
         if account not in ids:
-            from payouts.errors import UnknownMinerError
-
             raise UnknownMinerError(f"no miner account {account!r}")
         return ids[account]
 
