@@ -55,6 +55,7 @@ __all__ = [
     "NonceReuseError",
     "SecNonce",
     "SessionContext",
+    "check_pubnonce",
     "individual_pubkey",
     "key_agg",
     "key_sort",
@@ -63,6 +64,7 @@ __all__ = [
     "partial_sig_agg",
     "partial_sig_verify",
     "partial_sign",
+    "psig_well_formed",
     "tagged_hash",
 ]
 
@@ -195,6 +197,28 @@ def _parse_psig(data: object, signer: int | None) -> Any:
         "musig_partial_sig_parse",
     )
     return ps
+
+
+def check_pubnonce(pubnonce: object, signer: int | None = None) -> None:
+    """Raise :class:`InvalidContributionError` unless ``pubnonce`` parses (BIP-327 "NonceAgg").
+
+    The parse NonceAgg would do, without aggregating: a coordinator checks each nonce as it
+    arrives, and the parsed struct is cached for the aggregation that follows.
+    """
+    _parse_pubnonce(pubnonce, signer)
+
+
+def psig_well_formed(psig: object) -> bool:
+    """Whether ``psig`` is 32 bytes encoding a scalar below n.
+
+    The part of BIP-327 "PartialSigVerifyInternal" (``s >= n`` fails) and of "PartialSigAgg"
+    (``InvalidContributionError``) that needs no curve arithmetic.
+    """
+    return (
+        isinstance(psig, bytes | bytearray)
+        and len(psig) == PSIG_SIZE
+        and int.from_bytes(psig, "big") < N
+    )
 
 
 def individual_pubkey(seckey: bytes) -> bytes:
@@ -331,6 +355,17 @@ def key_agg(
     if len(tweaks) != len(is_xonly):
         raise MuSig2ValueError("The `tweaks` and `is_xonly` arrays must have the same length.")
     keys = [bytes(k) if isinstance(k, bytes | bytearray) else k for k in pubkeys]
+    ctx = (
+        _key_agg_cached(tuple(keys))
+        if all(isinstance(k, bytes) for k in keys)
+        else _key_agg_fresh(keys)  # raises: something in there is not a key
+    )
+    for t, x in zip(tweaks, is_xonly, strict=True):
+        ctx = ctx.tweak_add(t, xonly=x)
+    return ctx
+
+
+def _key_agg_fresh(keys: Sequence[Any]) -> KeyAggContext:
     parsed = [_parse_pubkey(k, i) for i, k in enumerate(keys)]
     ptrs = ffi.new("secp256k1_pubkey *[]", parsed)
     cache = ffi.new("secp256k1_musig_keyagg_cache *")
@@ -339,10 +374,19 @@ def key_agg(
     check(
         lib.secp256k1_musig_pubkey_agg(CTX, ffi.NULL, cache, ptrs, len(parsed)), "musig_pubkey_agg"
     )
-    ctx = KeyAggContext(cache, keys, (), dict(zip(keys, parsed, strict=True)))
-    for t, x in zip(tweaks, is_xonly, strict=True):
-        ctx = ctx.tweak_add(t, xonly=x)
-    return ctx
+    return KeyAggContext(cache, keys, (), dict(zip(keys, parsed, strict=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def _key_agg_cached(keys: tuple[bytes, ...]) -> KeyAggContext:
+    """KeyAgg of one committee, computed once per process (while it stays among the last 64).
+
+    libsecp's ``musig_pubkey_agg`` runs one scalar multiplication per key (no multi-exp without a
+    scratch space), about 5 ms for 100 keys, and the same committee is aggregated when its output
+    is built, when the JD client checks it and when its signing session opens. Sharing the
+    context is safe: it is immutable (tweaks copy the cache). A failure raises and is not cached.
+    """
+    return _key_agg_fresh(keys)
 
 
 # ---------------------------------------------------------------------------------------------

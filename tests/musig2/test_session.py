@@ -30,8 +30,11 @@ from payouts.settlement.musig2 import (
     UnknownSignerError,
     WrongStateError,
 )
+from payouts.settlement.musig2 import session as session_mod
+from payouts.settlement.musig2.session import PartialSigCheck
 
 S = SessionState
+DEFER = PartialSigCheck.ON_AGGREGATE
 ROOT = b"\x5a" * 32
 NONCE_DL, SIG_DL = 100.0, 200.0
 
@@ -366,55 +369,233 @@ def test_errors_are_payouts_errors_with_codes() -> None:
     assert isinstance(e, SessionError) and str(e) == "invalid-partial-signature: x"
 
 
+# ------------------------------------------------------------------------------ ON_AGGREGATE
+
+
+def _deferred(n: int = 4) -> tuple[Committee, SigningSession, list[bytes]]:
+    c = Committee(n)
+    s = c.session(psig_check=DEFER)
+    c.all_nonces(s)
+    return c, s, [c.psig(s, i) for i in range(n)]
+
+
+def _tamper(psig: bytes) -> bytes:
+    """A well-formed scalar (below n) that is not the signer's partial signature."""
+    return bytes([psig[0] & 0x7F]) + psig[1:-1] + bytes([psig[-1] ^ 1])
+
+
+class _CountVerify:
+    """Counts BIP-327 PartialSigVerify calls made by the session module."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[int | None] = []
+        real = m.partial_sig_verify
+
+        def spy(*a: Any, **kw: Any) -> bool:
+            self.calls.append(kw.get("signer_index"))
+            return real(*a, **kw)
+
+        monkeypatch.setattr(session_mod.musig2, "partial_sig_verify", spy)
+
+
+@pytest.mark.parametrize("check", list(PartialSigCheck))
+def test_honest_round_verifies_partials_only_on_arrival_mode(
+    check: PartialSigCheck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ON_AGGREGATE: no PartialSigVerify when everyone is honest (the final BIP-340 verify
+    covers them all); ON_ARRIVAL: one per signer. Same signature either way."""
+    c = Committee(5)
+    s = c.session(psig_check=check)
+    assert s.psig_check is check
+    c.all_nonces(s)
+    psigs = [c.psig(s, i) for i in range(5)]
+    spy = _CountVerify(monkeypatch)
+    for i in (2, 0, 4, 1):
+        assert s.add_partial_sig(i, psigs[i], 150) is S.COLLECTING_PARTIAL_SIGS
+    if check is DEFER:
+        assert s.unverified_partial_sigs == (0, 1, 2, 4)
+    else:
+        assert s.unverified_partial_sigs == ()
+    assert s.missing_partial_sigs == (3,)
+    assert s.add_partial_sig(3, psigs[3], 151) is S.COMPLETE
+    assert spy.calls == ([] if check is DEFER else [2, 0, 4, 1, 3])
+    assert s.unverified_partial_sigs == () and s.rejections == ()
+    assert PublicKeyXOnly(s.output_key).verify(s.final_signature(), s.msg)
+    assert s.final_signature() == m.partial_sig_agg(psigs, s.session_context)  # type: ignore[arg-type]
+
+
+def test_deferred_malformed_psig_is_refused_on_arrival() -> None:
+    _, s, psigs = _deferred()
+    n_bytes = m.N.to_bytes(32, "big")
+    for bad in (n_bytes, b"\xff" * 32, psigs[1][:31], psigs[1] + b"\x00", "x", None):
+        with pytest.raises(InvalidPartialSigError) as ei:
+            s.add_partial_sig(1, bad, 120)  # type: ignore[arg-type]
+        assert (ei.value.code, ei.value.signer_index) == ("invalid-partial-signature", 1)
+    assert s.missing_partial_sigs == (0, 1, 2, 3) and s.unverified_partial_sigs == ()
+    assert [r.code for r in s.rejections] == ["invalid-partial-signature"] * 6
+
+
+def test_deferred_bad_psig_found_by_the_last_arrival_blames_its_signer() -> None:
+    """Signer 1's tampered psig is accepted on arrival; signer 3's (valid, last) arrival fails
+    the aggregate, which blames signer 1 alone: its slot is empty again, signer 3 gets no
+    error, and signer 1 may still deliver."""
+    _, s, psigs = _deferred()
+    bad = _tamper(psigs[1])
+    assert m.psig_well_formed(bad)
+    s.add_partial_sig(0, psigs[0], 120)
+    assert s.add_partial_sig(1, bad, 121) is S.COLLECTING_PARTIAL_SIGS  # not found out yet
+    s.add_partial_sig(2, psigs[2], 122)
+    assert s.missing_partial_sigs == (3,)
+    assert s.add_partial_sig(3, psigs[3], 123) is S.COLLECTING_PARTIAL_SIGS
+    assert s.missing_partial_sigs == (1,) and s.unverified_partial_sigs == ()
+    assert [(r.signer_index, r.code, r.at) for r in s.rejections] == [
+        (1, "invalid-partial-signature", 121.0)
+    ]
+    with pytest.raises(WrongStateError):
+        s.final_signature()
+    # The others are verified now: re-sending them is idempotent, another value a duplicate.
+    assert s.add_partial_sig(0, psigs[0], 124) is S.COLLECTING_PARTIAL_SIGS
+    with pytest.raises(DuplicatePartialSigError):
+        s.add_partial_sig(0, psigs[1], 124)
+    assert s.add_partial_sig(1, psigs[1], 125) is S.COMPLETE
+    assert PublicKeyXOnly(s.output_key).verify(s.final_signature(), s.msg)
+
+
+def test_deferred_last_arrival_that_is_bad_raises_for_its_sender() -> None:
+    _, s, psigs = _deferred()
+    s.add_partial_sig(0, _tamper(psigs[0]), 120)
+    s.add_partial_sig(1, psigs[1], 121)
+    s.add_partial_sig(2, psigs[2], 122)
+    with pytest.raises(InvalidPartialSigError) as ei:
+        s.add_partial_sig(3, _tamper(psigs[3]), 123)
+    assert (ei.value.code, ei.value.signer_index) == ("invalid-partial-signature", 3)
+    # Both culprits are rejected (the other one silently, with its arrival time).
+    assert s.missing_partial_sigs == (0, 3)
+    assert sorted((r.signer_index, r.at) for r in s.rejections) == [(0, 120.0), (3, 123.0)]
+    assert s.state is S.COLLECTING_PARTIAL_SIGS
+
+
+def test_deferred_replacing_a_held_psig() -> None:
+    """A different value for a slot holding an unverified psig verifies the held one first."""
+    _, s, psigs = _deferred()
+    # Junk first (anyone can post under index 2): the real psig replaces it.
+    s.add_partial_sig(2, _tamper(psigs[2]), 120)
+    assert s.add_partial_sig(2, psigs[2], 121) is S.COLLECTING_PARTIAL_SIGS
+    assert [(r.signer_index, r.code, r.at) for r in s.rejections] == [
+        (2, "invalid-partial-signature", 120.0)
+    ]
+    assert s.unverified_partial_sigs == (2,)
+    # Real first: junk for that slot is a duplicate, and the real one is now verified.
+    with pytest.raises(DuplicatePartialSigError) as ei:
+        s.add_partial_sig(2, _tamper(psigs[2]), 122)
+    assert (ei.value.code, ei.value.signer_index) == ("duplicate-partial-signature", 2)
+    assert s.unverified_partial_sigs == ()
+    for i in (0, 1, 3):
+        s.add_partial_sig(i, psigs[i], 123)
+    assert s.state is S.COMPLETE
+
+
+def test_deferred_deadline_blames_an_unverified_bad_psig() -> None:
+    _, s, psigs = _deferred(5)
+    s.add_partial_sig(0, psigs[0], 150)
+    s.add_partial_sig(3, _tamper(psigs[3]), 160)  # cheats, then goes silent
+    s.add_partial_sig(4, psigs[4], 170)
+    assert s.tick(SIG_DL) is S.COLLECTING_PARTIAL_SIGS
+    assert s.unverified_partial_sigs == (0, 3, 4)  # nothing verified before the deadline
+    assert s.tick(SIG_DL + 1) is S.FAILED
+    assert s.failure is not None and s.failure.reason is FailureReason.SIGNATURE_DEADLINE
+    assert dict(s.failure.blame) == {
+        1: Blame.NO_PARTIAL_SIG, 2: Blame.NO_PARTIAL_SIG, 3: Blame.INVALID_PARTIAL_SIG,
+    }  # fmt: skip
+    assert [(r.signer_index, r.at) for r in s.rejections] == [(3, 160.0)]
+
+
+def test_psig_check_must_be_known() -> None:
+    c = Committee(2)
+    with pytest.raises(SessionConfigError, match="psig_check"):
+        c.session(psig_check="sometimes")
+    assert c.session(psig_check="on-aggregate").psig_check is DEFER
+
+
 # ------------------------------------------------------------------------------ property
 
 
-@settings(max_examples=30, deadline=None)
+# Weighted towards on time, so that most examples reach round 2 and its deadline.
+_NONCE_T = st.one_of(st.none(), st.floats(0, 150), *[st.floats(0, NONCE_DL)] * 3)
+_SIG_T = st.one_of(st.none(), st.floats(0, 250), *[st.floats(0, SIG_DL)] * 3)
+
+
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(min_value=1, max_value=6),
-    nonce_times=st.lists(st.one_of(st.none(), st.floats(0, 150)), min_size=6, max_size=6),
-    sig_times=st.lists(st.one_of(st.none(), st.floats(0, 250)), min_size=6, max_size=6),
+    nonce_times=st.lists(_NONCE_T, min_size=6, max_size=6),
+    sig_times=st.lists(_SIG_T, min_size=6, max_size=6),
     corrupt=st.sets(st.integers(0, 5)),
 )
 def test_random_schedules(
     n: int, nonce_times: list[float | None], sig_times: list[float | None], corrupt: set[int]
 ) -> None:
-    """COMPLETE iff everyone delivers on time; otherwise FAILED blaming exactly the no-shows."""
+    """COMPLETE iff everyone delivers on time; otherwise FAILED blaming exactly the no-shows.
+
+    Both verification strategies get the same schedule and must end the same way: same state,
+    same blame, same signature. ``ON_AGGREGATE`` may only refuse a bad psig later.
+    """
     c = Committee(n)
     s = c.session()
+    d = SigningSession(
+        c.pks, s.msg, nonce_deadline=NONCE_DL, sig_deadline=SIG_DL, taproot_merkle_root=ROOT,
+        psig_check=DEFER,
+    )  # fmt: skip
+    both = (s, d)
     sched = sorted((t, i) for i, t in enumerate(nonce_times[:n]) if t is not None)
     for t, i in sched:
         try:
-            s.add_nonce(i, c.nonces[i][1], t)
+            for x in both:
+                x.add_nonce(i, c.nonces[i][1], t)
         except DeadlinePassedError:
             break
-    s.tick(NONCE_DL + 1)
+    for x in both:
+        x.tick(NONCE_DL + 1)
     on_time = {i for t, i in sched if t <= NONCE_DL}
     if on_time != set(range(n)):
-        assert s.state is S.FAILED
-        assert set(s.failed_signers) == set(range(n)) - on_time
+        for x in both:
+            assert x.state is S.FAILED
+            assert set(x.failed_signers) == set(range(n)) - on_time
         return
-    assert s.state is S.COLLECTING_PARTIAL_SIGS
-    psigs = [c.psig(s, i) for i in range(n)]
+    assert s.state is d.state is S.COLLECTING_PARTIAL_SIGS
+    psigs = [c.psig(s, i) for i in range(n)]  # same keys, nonces, msg: valid for d as well
     sched2 = sorted((max(t, NONCE_DL + 1), i) for i, t in enumerate(sig_times[:n]) if t is not None)
     for t, i in sched2:
+        value = psigs[i][::-1] if i in corrupt else psigs[i]
         try:
             if i in corrupt:
                 with pytest.raises(InvalidPartialSigError):
-                    s.add_partial_sig(i, psigs[i][::-1], t)
+                    s.add_partial_sig(i, value, t)
             else:
-                s.add_partial_sig(i, psigs[i], t)
+                s.add_partial_sig(i, value, t)
         except DeadlinePassedError:
             break
+        try:
+            d.add_partial_sig(i, value, t)
+        except InvalidPartialSigError as e:
+            assert i in corrupt and e.signer_index == i  # only ever the caller's own fault
+    d.tick(SIG_DL + 1)
     s.tick(SIG_DL + 1)
     delivered = {i for t, i in sched2 if t <= SIG_DL and i not in corrupt}
+    assert d.state is s.state
+    assert d.unverified_partial_sigs == ()
     if delivered == set(range(n)):
         assert s.state is S.COMPLETE
         assert PublicKeyXOnly(s.output_key).verify(s.final_signature(), s.msg)
+        assert d.final_signature() == s.final_signature()
     else:
         assert s.state is S.FAILED
         assert set(s.failed_signers) == set(range(n)) - delivered
-        assert s.failure is not None
+        assert s.failure is not None and d.failure is not None
+        assert dict(d.failure.blame) == dict(s.failure.blame)
         for i, why in s.failure.blame.items():
             sent_bad = i in corrupt and any(j == i and t <= SIG_DL for t, j in sched2)
             assert why is (Blame.INVALID_PARTIAL_SIG if sent_bad else Blame.NO_PARTIAL_SIG)
+    # The same contributions were refused, whenever that was found out.
+    key = sorted((r.signer_index, r.code, r.at) for r in s.rejections)
+    assert sorted((r.signer_index, r.code, r.at) for r in d.rejections) == key
