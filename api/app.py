@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems
 from api.ratelimit import TokenBucketLimiter
-from api.routers import miners, musig2, operators, system
+from api.routers import miners, musig2, operators, settlements, system
 from payouts import __version__
 from payouts.service import PoolService
 from payouts.settings import Settings
@@ -166,10 +166,12 @@ def create_app(
         TokenBucketLimiter(rate_limit, rate_burst) if rate_limit is not None else None
     )
     app.state.account_ids = {}
-    app.state.musig_sessions = {}
+    # The settlement runner's MuSig2 sessions (id ``block-<id>``) are served by the same
+    # endpoints as the operator-created ones.
+    app.state.musig_sessions = svc.settlement.sessions if svc.settlement is not None else {}
     app.state.clock = clock
     problems.install(app)
-    for r in (system.router, miners.router, operators.router, musig2.router):
+    for r in (system.router, miners.router, operators.router, musig2.router, settlements.router):
         app.include_router(r)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
     app.add_middleware(AccessLogMiddleware)

@@ -9,11 +9,19 @@ Names: ``payouts_shares_ingested_total``, ``payouts_share_batches_total``,
 ``payouts_declarations_total{result,reason}``, ``payouts_settlements{state}``,
 ``payouts_http_requests_total{method,route,status}``,
 ``payouts_http_request_duration_seconds{method,route}``.
+
+Declarations are counted by the JD server itself (``JobDeclarationServer.stats``: keys
+``declare-accepted`` and ``declare-rejected:<code>``); ``payouts serve`` registers that dict
+with :func:`add_declaration_source` and a custom collector reads it at scrape time, so the JD
+server needs no knowledge of Prometheus. Settlement states come from the settlement runner's
+view of the store (:func:`payouts.settlement.runner.settlement_states`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as _Counter
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,10 +31,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from payouts.service import PoolService
-from payouts.store.ledger import list_blocks
-from payouts.store.models import BLOCK_STATUSES
+from payouts.settlement.runner import settlement_states
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -48,12 +57,46 @@ WINDOW_WEIGHT = Gauge(
 DISTRIBUTIONS = Counter(
     "payouts_distributions_published", "Distributions published", registry=REGISTRY
 )
-DECLARATIONS = Counter(
-    "payouts_declarations", "DeclareMiningJob checks by the JD server",
-    ["result", "reason"], registry=REGISTRY,
-)
+DeclarationSource = Callable[[], Mapping[str, int]]
+_ACCEPTED = "declare-accepted"
+_REJECTED = "declare-rejected:"
+
+
+class _Declarations(Collector):
+    """``payouts_declarations_total{result,reason}``: counts recorded here plus, at scrape
+    time, those of every registered JD server's ``stats`` dict."""
+
+    def __init__(self) -> None:
+        self.sources: list[DeclarationSource] = []
+        self.own: _Counter[tuple[str, str]] = _Counter()
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        totals: _Counter[tuple[str, str]] = _Counter()
+        with self.lock:
+            totals.update(self.own)
+            sources = list(self.sources)
+        for source in sources:
+            for key, n in dict(source()).items():  # a copy: the JDS may count meanwhile
+                if key == _ACCEPTED:
+                    totals["accepted", "ok"] += n
+                elif key.startswith(_REJECTED):
+                    totals["rejected", key[len(_REJECTED):]] += n
+        family = CounterMetricFamily(
+            "payouts_declarations", "DeclareMiningJob checks by the JD server",
+            labels=["result", "reason"],
+        )
+        for (result, reason), n in sorted(totals.items()):
+            family.add_metric([result, reason], n)
+        yield family
+
+
+DECLARATIONS = _Declarations()
+REGISTRY.register(DECLARATIONS)
 SETTLEMENTS = Gauge(
-    "payouts_settlements", "Blocks by settlement state", ["state"], registry=REGISTRY
+    "payouts_settlements",
+    "Blocks by settlement state (the block's status; broadcasting: mature, payout txs out)",
+    ["state"], registry=REGISTRY,
 )
 HTTP_REQUESTS = Counter(
     "payouts_http_requests", "HTTP requests", ["method", "route", "status"], registry=REGISTRY
@@ -66,9 +109,26 @@ HTTP_DURATION = Histogram(
 
 
 def record_declaration(accepted: bool, reason: str = "ok") -> None:
-    """Count one DeclareMiningJob verdict (for the JDS): ``reason`` is the error code of a
-    rejection (e.g. ``payout-mismatch``), ``"ok"`` for an acceptance."""
-    DECLARATIONS.labels("accepted" if accepted else "rejected", reason).inc()
+    """Count one DeclareMiningJob verdict: ``reason`` is the error code of a rejection (e.g.
+    ``payout-mismatch``), ``"ok"`` for an acceptance. (A JD server registered with
+    :func:`add_declaration_source` is counted from its own stats instead.)"""
+    with DECLARATIONS.lock:
+        DECLARATIONS.own["accepted" if accepted else "rejected", reason] += 1
+
+
+def add_declaration_source(source: DeclarationSource) -> Callable[[], None]:
+    """Count a JD server's declarations from ``source()`` (its ``stats`` dict: keys
+    ``declare-accepted`` and ``declare-rejected:<code>``) at every scrape. Returns the function
+    that unregisters it (call it when that server stops)."""
+    with DECLARATIONS.lock:
+        DECLARATIONS.sources.append(source)
+
+    def remove() -> None:
+        with DECLARATIONS.lock:
+            if source in DECLARATIONS.sources:
+                DECLARATIONS.sources.remove(source)
+
+    return remove
 
 
 def record_ingest(accepted: int, duplicates: int) -> None:
@@ -86,7 +146,6 @@ def render(service: PoolService) -> tuple[bytes, str]:
     acc = service.accountant
     WINDOW_SHARES.set(acc.share_count)
     WINDOW_WEIGHT.set(float(acc.total_weight))
-    by_state = _Counter(b.status for b in list_blocks(service.engine))
-    for state in BLOCK_STATUSES:
-        SETTLEMENTS.labels(state).set(by_state.get(state, 0))
+    for state, n in settlement_states(service.engine).items():
+        SETTLEMENTS.labels(state).set(n)
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -107,7 +107,13 @@ class BlockOut(BaseModel):
     revenue: int
     status: str
     created_at: datetime
-    paid_sats: int | None = Field(None, description="this miner's coinbase output (history)")
+    paid_sats: int | None = Field(None, description="this miner's output (history)")
+    payout_txid: str | None = Field(
+        None, description="where it landed: the coinbase (coinbase mode), the fan-out tx (ctv), "
+        "the spend tx once broadcast (musig2)")
+    payout_vout: int | None = None
+    payout_status: str | None = Field(
+        None, description="planned, broadcast, confirmed; the block's status for coinbase mode")
 
 
 class PayoutHistoryOut(BaseModel):
@@ -220,3 +226,78 @@ class NonceIn(_In):
 class PartialSigIn(_In):
     signer_index: int = Field(ge=0, lt=100)
     psig: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+# -- settlements -------------------------------------------------------------------------------
+
+
+class SettlementTxOut(BaseModel):
+    txid: str
+    role: str = Field(description="fanout, cpfp, cooperative or fallback")
+    seq: int = Field(description="index in the fan-out tree (0 for a musig2 spend)")
+    parent_seq: int | None
+    level: int
+    status: str = Field(description="planned, broadcast or confirmed")
+    confirmed_height: int | None
+    raw: str = Field(description="the transaction, hex (what is broadcast)")
+
+
+class SettlementOut(BaseModel):
+    block_id: int
+    height: int
+    block_hash: str
+    status: str = Field(description="the block's: found, confirmed, mature, paid, orphaned")
+    mode: str
+    phase: str = Field(description="waiting, broadcasting, paid or rolled-back")
+    funding_txid: str | None = Field(
+        None, description="the coinbase txid (the payout spends or is its output)")
+    funding_vout: int | None = None
+    funding_value: int | None = None
+    paid_height: int | None = None
+    signing_session: str | None = Field(
+        None, description="id of the open MuSig2 session (GET /v1/musig2/sessions/{id})")
+    txs: list[SettlementTxOut] = Field(default_factory=list)
+
+
+class BroadcastResultOut(BaseModel):
+    txids: list[str] = Field(description="the tx, or a parent and its CPFP child (a package)")
+    result: Literal["accepted", "already-known", "rejected"]
+    reason: str = Field("", description="the node's reject reason")
+
+
+class LifecycleEventOut(BaseModel):
+    kind: str
+    detail: str
+
+
+class ActionOut(BaseModel):
+    settlement: SettlementOut
+    events: list[LifecycleEventOut]
+    results: list[BroadcastResultOut]
+
+
+class ExitTxOut(BaseModel):
+    txid: str
+    level: int
+    status: str
+    raw: str
+
+
+class ExitOutputOut(BaseModel):
+    txid: str
+    vout: int
+    amount: int
+    script: str
+
+
+class ExitPathOut(BaseModel):
+    account: str
+    block_id: int
+    block_hash: str
+    funding_txid: str = Field(description="the coinbase txid; vout below is the commitment")
+    funding_vout: int
+    funding_value: int
+    transactions: list[ExitTxOut] = Field(
+        description="broadcast in this order (each spends the previous one's output); the "
+        "first spends the coinbase's CTV commitment output")
+    output: ExitOutputOut = Field(description="the miner's output (the last tx's)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -25,10 +25,17 @@ from payouts.errors import ConfigError, UnknownMinerError, ValidationError
 from payouts.settings import Settings
 from payouts.store import repositories as repo
 from payouts.store.engine import make_engine
-from payouts.store.ledger import LedgerCredit, ledger_balances, record_block
+from payouts.store.ledger import BlockRecord, LedgerCredit, ledger_balances, record_block
 from payouts.store.migrate import upgrade
 from payouts.store.shares import iter_shares, persist_shares
 from payouts.tx.address import address_to_script
+from payouts.tx.transaction import Tx
+
+if TYPE_CHECKING:
+    from payouts.settlement.runner import SettlementRunner
+
+# (block, its distribution, the coinbase when known): who settles a recorded block.
+BlockListener = Callable[[BlockRecord, FittedDistribution, Tx | None], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,10 @@ class PoolService:
         self.accountant = Accountant(settings.accounting)
         # Called with every newly published distribution (the JD server pushes it to clients).
         self.on_publish: list[Callable[[FittedDistribution], None]] = []
+        # Called with every recorded block, after its transaction committed (the settlement
+        # runner tracks it); ``settlement`` is that runner when one is attached.
+        self.on_block_recorded: list[BlockListener] = []
+        self.settlement: SettlementRunner | None = None
         # One writer at a time keeps the in-memory log in the same order as the stored ids.
         self._lock = threading.Lock()
         for batch in iter_shares(self.engine):
@@ -188,9 +199,10 @@ class PoolService:
     # -- blocks -------------------------------------------------------------------------------
 
     def record_block(self, *, distribution_id: int, revenue: int, block_hash: bytes,
-                     height: int) -> BlockSettlement:
+                     height: int, coinbase: Tx | None = None) -> BlockSettlement:
         """A block was found on ``distribution_id``: settle it and write the ledger lines in the
-        same transaction as the block."""
+        same transaction as the block, then hand it to the ``on_block_recorded`` listeners
+        (``coinbase``, when given, lets them check and locate the payout outputs at once)."""
         fitted = self.distribution(distribution_id)
         with self._lock:
             accounts = [*fitted.accounts, *(c.account for c in fitted.dropped)]
@@ -200,9 +212,12 @@ class PoolService:
             settlement = settle_block(fitted, revenue, ref=block_hash[::-1].hex(),
                                       balances=by_account)
             credits = [LedgerCredit(ids[e.account], e.amount, e.reason) for e in settlement.entries]
-            record_block(self.engine, height=height, block_hash=block_hash, revenue=revenue,
-                         distribution_id=distribution_id, credits=credits)
+            block = record_block(self.engine, height=height, block_hash=block_hash,
+                                 revenue=revenue, distribution_id=distribution_id,
+                                 credits=credits)
             self.accountant.on_block_found()
+        for listener in self.on_block_recorded:
+            listener(block, fitted, coinbase)
         return settlement
 
     def owed(self) -> dict[str, int]:

@@ -79,6 +79,13 @@ class JdsSettings(_Section):
     token_lifetime_sec: int = Field(600, ge=1)
 
 
+class SettlementSettings(_Section):
+    poll_interval_sec: float = Field(
+        10.0, gt=0, le=3600,
+        description="how often `payouts serve` polls the node to advance settlements",
+    )
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -104,6 +111,7 @@ class Settings(BaseSettings):
     node: NodeSettings = Field(default_factory=NodeSettings)
     jds: JdsSettings = Field(default_factory=JdsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    settlement: SettlementSettings = Field(default_factory=SettlementSettings)
 
     @property
     def effective_database_url(self) -> str:

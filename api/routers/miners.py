@@ -26,6 +26,9 @@ from api.schemas import (
     BlockOut,
     ChallengeRequest,
     ChallengeResponse,
+    ExitOutputOut,
+    ExitPathOut,
+    ExitTxOut,
     LedgerEntryOut,
     MinerLedgerOut,
     MinerOut,
@@ -39,10 +42,13 @@ from payouts.distribution.scripts import ScriptType, classify
 from payouts.distribution.settle import settle_block
 from payouts.errors import DuplicateKeyError, UnknownMinerError
 from payouts.service import PoolService
+from payouts.settlement.lifecycle_store import load_settlements, load_txs
+from payouts.settlement.payout_view import exit_path, landings
 from payouts.store import repositories as repo
-from payouts.store.ledger import export_ledger, list_blocks, miner_balance
+from payouts.store.ledger import export_ledger, get_block, list_blocks, miner_balance
 from payouts.tx.address import AddressError, address_to_script, script_to_address
 from payouts.tx.hashes import tagged_hash
+from payouts.tx.transaction import Tx
 
 router = APIRouter(prefix="/v1/miners", tags=["miners"], dependencies=[Depends(rate_limited)])
 
@@ -285,20 +291,71 @@ def shares(account: str, request: Request) -> MinerSharesOut:
             responses=problem_responses(404, 429))
 def payouts(account: str, request: Request) -> PayoutHistoryOut:
     """Payout history: the miner's ledger entries and every block whose distribution paid it,
-    with ``paid_sats`` = its coinbase output in that block (recomputed from the distribution)."""
+    with ``paid_sats`` and where it landed (``payout_txid``/``payout_vout``): the coinbase
+    output (coinbase mode), the fan-out tree's leaf (ctv), the spend tx once broadcast
+    (musig2). Without a known landing, ``paid_sats`` is the coinbase-mode amount."""
     service = get_service(request)
     m = _miner(service, account)
+    settlements = load_settlements(service.engine)
     blocks = []
     for b in list_blocks(service.engine):
         if b.distribution_id is None:
             continue
         fitted = service.distribution(b.distribution_id)
-        if m.account in fitted.accounts:
-            blocks.append(BlockOut(
-                id=b.id, height=b.height, block_hash=b.block_hash[::-1].hex(),
-                distribution_id=b.distribution_id, revenue=b.revenue, status=b.status,
-                created_at=b.created_at,
-                # Coinbase amounts depend only on the distribution and the revenue.
-                paid_sats=settle_block(fitted, b.revenue).paid.get(m.account, 0),
-            ))
+        if m.account not in fitted.accounts:
+            continue
+        s = settlements.get(b.id)
+        landed = landings(b, fitted, s, load_txs(service.engine, b.id) if s else []).get(
+            m.account)
+        blocks.append(BlockOut(
+            id=b.id, height=b.height, block_hash=b.block_hash[::-1].hex(),
+            distribution_id=b.distribution_id, revenue=b.revenue, status=b.status,
+            created_at=b.created_at,
+            # Coinbase amounts depend only on the distribution and the revenue.
+            paid_sats=landed.amount if landed is not None
+            else settle_block(fitted, b.revenue).paid.get(m.account, 0),
+            payout_txid=landed.txid[::-1].hex() if landed is not None else None,
+            payout_vout=landed.vout if landed is not None else None,
+            payout_status=landed.status if landed is not None else None,
+        ))
     return PayoutHistoryOut(account=m.account, entries=_entries(service, m.id), blocks=blocks)
+
+
+@router.get("/{account}/payouts/{block_id}/exit-path", response_model=ExitPathOut,
+            responses=problem_responses(404, 409, 429))
+def exit_path_of(account: str, block_id: int, request: Request) -> ExitPathOut:
+    """CTV payouts: the transactions to broadcast, in order, to claim the miner's output alone
+    (each spends the previous one; the first spends the coinbase's BIP-119 commitment output).
+    Anyone may broadcast them; no signature is needed. 409 ``not-ctv-settlement`` for a block
+    settled otherwise, 404 ``no-payout-in-block`` when the block does not pay this miner."""
+    service = get_service(request)
+    m = _miner(service, account)
+    block = get_block(service.engine, block_id)
+    if block is None:
+        raise Problem(404, "unknown-block", f"block {block_id} does not exist")
+    s = load_settlements(service.engine).get(block_id)
+    if s is None or s.mode != "ctv":
+        raise Problem(409, "not-ctv-settlement",
+                      f"block {block_id} does not settle through a CTV fan-out "
+                      f"({s.mode + ' mode' if s else 'not tracked'})")
+    if s.funding_txid is None or s.funding_vout is None:
+        raise Problem(409, "exit-path-not-ready",
+                      f"block {block_id}'s fan-out is not bound to its coinbase yet")
+    if block.distribution_id is None:
+        raise Problem(404, "no-payout-in-block", f"block {block_id} has no distribution")
+    path = exit_path(service.distribution(block.distribution_id), m.account, s,
+                     load_txs(service.engine, block_id))
+    if path is None:
+        raise Problem(404, "no-payout-in-block",
+                      f"block {block_id} pays {account!r} nothing through its fan-out")
+    last = path.txs[-1]
+    out = Tx.parse(last.raw).outputs[path.vout]
+    return ExitPathOut(
+        account=m.account, block_id=block.id, block_hash=block.block_hash[::-1].hex(),
+        funding_txid=path.funding.txid[::-1].hex(), funding_vout=path.funding.n,
+        funding_value=path.funding_value,
+        transactions=[ExitTxOut(txid=r.txid[::-1].hex(), level=r.level, status=r.status,
+                                raw=r.raw.hex()) for r in path.txs],
+        output=ExitOutputOut(txid=last.txid[::-1].hex(), vout=path.vout, amount=path.amount,
+                             script=out.script.hex()),
+    )

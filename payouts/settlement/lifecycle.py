@@ -116,6 +116,19 @@ class LifecycleEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SendResult:
+    """One broadcast attempt and the node's answer (the API's broadcast actions report these).
+    ``txids``: the tx, or the parent and its CPFP child sent as a package. ``result``:
+    ``accepted``, ``already-known`` (same bytes already in the mempool) or ``rejected``
+    (``reason``: the node's reject reason)."""
+
+    block_id: int
+    txids: tuple[bytes, ...]
+    result: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleConfig:
     """``confirmed_depth``: confirmations for ``confirmed`` (1: in the active chain).
     ``fee_rate``: sat/vB a broadcast package must pay; a tx below it gets a CPFP child when a
@@ -204,6 +217,8 @@ class SettlementLifecycle:
         self._sessions: dict[int, SigningSession] = {}
         self._index = _ChainIndex()
         self._warned: set[tuple[int, str]] = set()
+        # Every broadcast attempt, in order; whoever reads it (the settlement runner) clears it.
+        self.sent: list[SendResult] = []
         if fee_wallet is not None:
             # Restart: coins spent by persisted CPFP children stay reserved.
             fee_wallet.reserve(
@@ -410,6 +425,7 @@ class SettlementLifecycle:
         self, block: BlockRecord, raws: Sequence[bytes], events: list[LifecycleEvent]
     ) -> bool:
         """Broadcast one tx or a parent+child package; "already there" counts as success."""
+        txids = tuple(Tx.parse(r).txid for r in raws)
         try:
             if len(raws) == 1:
                 await self.node.send_raw_transaction(raws[0])
@@ -417,9 +433,12 @@ class SettlementLifecycle:
                 await self.node.submit_package(raws)
         except NodeError as e:
             if any(a in e.reason for a in _ALREADY):
+                self.sent.append(SendResult(block.id, txids, "already-known", e.reason))
                 return True
+            self.sent.append(SendResult(block.id, txids, "rejected", e.reason))
             events.append(LifecycleEvent(block.id, "rejected", e.reason))
             return False
+        self.sent.append(SendResult(block.id, txids, "accepted"))
         return True
 
     def _refresh(
@@ -646,6 +665,7 @@ __all__ = [
     "LifecycleEvent",
     "LifecycleListener",
     "Musig2Resolver",
+    "SendResult",
     "SessionFactory",
     "SettlementLifecycle",
     "coinbase_spendable",

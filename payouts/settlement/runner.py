@@ -1,0 +1,452 @@
+"""The settlement lifecycle running inside ``payouts serve``.
+
+:class:`SettlementRunner` attaches one :class:`~payouts.settlement.lifecycle.SettlementLifecycle`
+to a :class:`~payouts.service.PoolService`:
+
+- **tracking**: every block the service records (``PoolService.record_block``, called by the JD
+  server for each block it got accepted) is tracked in the pool's settlement mode, the one the
+  JD server announced (extension 0x4003) and checked the coinbase against:
+
+  * ``coinbase``: paid at maturity. The settlement row keeps the coinbase txid and the index of
+    its first payout output, so the API can say where each payout landed;
+  * ``ctv``: the fan-out tree is rebuilt exactly as both JD sides build it
+    (:func:`~payouts.settlement.ctv.build_ctv_fanout` on the distribution and the revenue, with
+    the mode's :class:`~payouts.settlement.ctv.CtvParams`), its commitment output looked up in
+    the block's coinbase, the tree bound to that outpoint and persisted: from then on the txs
+    (and a payee's exit path) are in the store, whatever the settings say later;
+  * ``musig2``: the output is rebuilt from the mode's committee parameters
+    (:meth:`sv2.jds.modes.Musig2Mode.build`), also after a restart (``musig2_resolver``); the
+    signing sessions the lifecycle opens are shared with the API's MuSig2 endpoints under the
+    id ``block-<block id>``.
+
+  A coinbase that lacks the mode's outputs is logged and left untracked (never guessed).
+- **polling**: a background task steps the lifecycle every ``[settlement] poll_interval_sec``
+  (found → confirmed → mature → paid, reorgs), logging each event as one JSON line on the
+  ``payouts.settlement.events`` logger. Every step is idempotent and all progress is in the
+  store, so a restart resumes and never pays twice; cancelling the task (shutdown) between
+  two store writes is safe for the same reason.
+- **operator actions** (the API's ``POST /v1/settlements/{id}/broadcast`` and ``/fallback``):
+  run the same lifecycle step under the same lock as the poller and report the node's answer to
+  each broadcast; the fallback first aborts the block's signing session, which makes the
+  lifecycle sign and send the timelocked script-path spend.
+
+Safety: a node whose tip is more than 100 blocks below a block the store saw confirmed is not
+the chain those blocks were recorded on (the embedded kernel node after a restart, a node still
+syncing): stepping would orphan them and reverse their ledger lines, so the runner waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, update
+
+from payouts.distribution.amounts import compute_outputs
+from payouts.distribution.fitting import FittedDistribution
+from payouts.distribution.model import TxOut
+from payouts.errors import ConfigError, PayoutsError, ValidationError
+from payouts.node.interface import Node
+from payouts.settings import Settings
+from payouts.settlement.ctv import CtvParams, build_ctv_fanout
+from payouts.settlement.lifecycle import (
+    FallbackSigner,
+    LifecycleConfig,
+    LifecycleEvent,
+    SendResult,
+    SettlementLifecycle,
+)
+from payouts.settlement.lifecycle_fees import FeeWallet
+from payouts.settlement.lifecycle_rules import COINBASE_MATURITY, first_mature_tip
+from payouts.settlement.lifecycle_store import (
+    TxRow,
+    bind_funding,
+    load_settlements,
+    load_txs,
+)
+from payouts.settlement.musig2.output import Musig2Output
+from payouts.settlement.musig2.session import SessionState, SigningSession
+from payouts.settlement.musig2.spend import open_signing_session
+from payouts.store._common import write_connection
+from payouts.store.ledger import BlockRecord, get_block, list_blocks
+from payouts.store.settlement_models import Settlement
+from payouts.tx.block import Block
+from payouts.tx.transaction import OutPoint, Tx
+from sv2.jds.modes import SettlementMode
+
+if TYPE_CHECKING:
+    from payouts.service import PoolService
+
+log = logging.getLogger("payouts.settlement")
+event_log = logging.getLogger("payouts.settlement.events")
+
+#: Labels of the "settlements by state" gauge: the block statuses, with ``broadcasting`` for a
+#: mature block whose payout txs are out but not all confirmed.
+SETTLEMENT_STATES = ("found", "confirmed", "mature", "broadcasting", "paid", "orphaned")
+
+
+class SettlementActionError(PayoutsError):
+    """An operator action that cannot be done now (HTTP ``status``, 409 unless said)."""
+
+    def __init__(self, message: str, *, code: str, status: int = 409, **extra: int | str) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.extra = extra
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReport:
+    """What an operator action did: the lifecycle events of that block, the node's answer to
+    each broadcast (``sent``), and the block's txs afterwards."""
+
+    block_id: int
+    status: str
+    phase: str
+    events: tuple[LifecycleEvent, ...]
+    sent: tuple[SendResult, ...]
+    txs: tuple[TxRow, ...] = field(default=())
+
+
+def mode_from_settings(settings: Settings) -> SettlementMode:
+    """The settlement mode ``[distribution] mode`` selects, with the same parameters the JD
+    server derives from the settings (``JobDeclarationServer.from_settings``)."""
+    dist = settings.distribution
+    if dist.mode == "ctv":
+        return SettlementMode("ctv", CtvParams(arity=dist.ctv_fanout_arity))
+    if dist.mode == "musig2":
+        raise ConfigError("distribution.mode = musig2 needs the committee parameters")
+    return SettlementMode()
+
+
+def settlement_states(engine: Engine) -> dict[str, int]:
+    """Blocks per :data:`SETTLEMENT_STATES` label (every label present, 0 when none)."""
+    phases = {b: s.phase for b, s in load_settlements(engine).items()}
+    counts = Counter(
+        "broadcasting" if b.status == "mature" and phases.get(b.id) == "broadcasting" else b.status
+        for b in list_blocks(engine)
+    )
+    return {state: counts.get(state, 0) for state in SETTLEMENT_STATES}
+
+
+def _set_coinbase_location(engine: Engine, block_id: int, txid: bytes, first_vout: int) -> None:
+    """Coinbase mode: remember the coinbase txid and its first payout output's index."""
+    with write_connection(engine) as conn, conn.begin():
+        conn.execute(
+            update(Settlement)
+            .where(Settlement.block_id == block_id, Settlement.mode == "coinbase")
+            .values(funding_txid=txid, funding_vout=first_vout)
+        )
+
+
+def _prefix_at(coinbase: Tx, outputs: Sequence[TxOut]) -> int | None:
+    """Index at which ``outputs`` appear, in order, among the coinbase's outputs."""
+    outs = list(coinbase.outputs)
+    n = len(outputs)
+    for i in range(len(outs) - n + 1):
+        if outs[i : i + n] == list(outputs):
+            return i
+    return None
+
+
+class SettlementRunner:
+    """Tracks the service's recorded blocks and steps their settlement (module docstring)."""
+
+    def __init__(
+        self,
+        service: PoolService,
+        node: Node,
+        *,
+        mode: SettlementMode | None = None,
+        interval: float | None = None,
+        config: LifecycleConfig | None = None,
+        fee_wallet: FeeWallet | None = None,
+        fallback_signer: FallbackSigner | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.engine = service.engine
+        self.node = node
+        self.mode = mode if mode is not None else mode_from_settings(service.settings)
+        self.interval = (
+            interval if interval is not None else service.settings.settlement.poll_interval_sec
+        )
+        if not self.interval > 0:
+            raise ValidationError("the settlement poll interval must be positive")
+        self.clock = clock
+        # Signing sessions by id, shared with the API's /v1/musig2/sessions endpoints.
+        self.sessions: dict[str, SigningSession] = {}
+        self.lifecycle = SettlementLifecycle(
+            self.engine,
+            node,
+            config=config,
+            fee_wallet=fee_wallet,
+            fallback_signer=fallback_signer,
+            session_factory=self._open_session,
+            musig2_resolver=self._musig2_output,
+            clock=clock,
+        )
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._behind_warned = False
+        service.on_block_recorded.append(self.track)
+        service.settlement = self
+
+    # -- tracking -----------------------------------------------------------------------------
+
+    def track(self, block: BlockRecord, fitted: FittedDistribution, coinbase: Tx | None) -> bool:
+        """Track a newly recorded block in this runner's mode; False if it was left untracked
+        (its coinbase lacks the mode's outputs) or was already tracked."""
+        dist, revenue, mode = fitted.distribution, block.revenue, self.mode
+        if mode.name == "coinbase":
+            created = self.lifecycle.track_coinbase(block.id)
+            if coinbase is not None:
+                at = _prefix_at(coinbase, compute_outputs(dist, revenue).outputs)
+                if at is None:
+                    return self._mismatch(block, "the distribution's payout outputs")
+                _set_coinbase_location(self.engine, block.id, coinbase.txid, at)
+            return created
+        if mode.name == "ctv":
+            fanout = build_ctv_fanout(dist, revenue, mode.ctv)
+            if coinbase is None:
+                return self.lifecycle.track_ctv(block.id, fanout)
+            vout = _prefix_at(coinbase, [fanout.commitment_output])
+            if vout is None:
+                return self._mismatch(block, "the CTV commitment output")
+            funding = OutPoint(coinbase.txid, vout)
+            created = self.lifecycle.track_ctv(block.id, fanout.bind(funding))
+            if created:
+                # The tree was bound above: the exit paths are final from this moment on.
+                bind_funding(self.engine, block.id, funding.txid, funding.n, [])
+            return created
+        out = self._musig2_output(block)
+        assert out is not None  # the mode carries the committee (SettlementMode checks it)
+        if coinbase is not None and _prefix_at(coinbase, [out.txout]) is None:
+            return self._mismatch(block, "the MuSig2 settlement output")
+        return self.lifecycle.track_musig2(block.id, out)
+
+    def _mismatch(self, block: BlockRecord, what: str) -> bool:
+        log.error(
+            "block %d (%s) not tracked for %s settlement: its coinbase lacks %s",
+            block.id, block.block_hash[::-1].hex(), self.mode.name, what,
+        )
+        return False
+
+    def _musig2_output(self, block: BlockRecord) -> Musig2Output | None:
+        """The block's musig2 output, rebuilt from its distribution (restart-safe)."""
+        m = self.mode.musig2
+        if m is None or block.distribution_id is None:
+            return None
+        return m.build(self.service.distribution(block.distribution_id).distribution, block.revenue)
+
+    def _open_session(self, out: Musig2Output, funding: OutPoint, now: float) -> SigningSession:
+        cfg = self.lifecycle.config
+        nd = now + cfg.nonce_timeout
+        session = open_signing_session(out, funding, nonce_deadline=nd,
+                                       sig_deadline=nd + cfg.sig_timeout)
+        for block_id, s in load_settlements(self.engine).items():
+            if s.funding_txid == funding.txid and s.funding_vout == funding.n:
+                self.sessions[session_id(block_id)] = session
+        return session
+
+    # -- polling ------------------------------------------------------------------------------
+
+    async def poll_once(self) -> list[LifecycleEvent]:
+        """One lifecycle step (under the runner's lock), events logged."""
+        async with self._lock:
+            events = await self._step_locked()
+            self.lifecycle.sent.clear()  # only the operator actions report sends
+        return events
+
+    async def _step_locked(self) -> list[LifecycleEvent]:
+        if await self._node_behind():
+            return []
+        events = await self.lifecycle.step(self.clock())
+        await self._locate_coinbases()
+        for e in events:
+            event_log.info(json.dumps({"ts": round(time.time(), 3), "event": e.kind,
+                                       "block_id": e.block_id, "detail": e.detail}))
+        return events
+
+    async def _node_behind(self) -> bool:
+        tip = (await self.node.tip()).height
+        seen = [b.height for b in list_blocks(self.engine) if b.status in ("confirmed", "mature",
+                                                                            "paid")]
+        if seen and tip + COINBASE_MATURITY < max(seen):
+            if not self._behind_warned:
+                self._behind_warned = True
+                log.warning(
+                    "node tip %d is more than %d blocks below block height %d that this store "
+                    "saw confirmed: not the same chain, or still syncing; settlements wait",
+                    tip, COINBASE_MATURITY, max(seen),
+                )
+            return True
+        self._behind_warned = False
+        return False
+
+    async def _locate_coinbases(self) -> None:
+        """Coinbase-mode blocks recorded without their coinbase: read it from the node once the
+        block is in the active chain and remember where the payouts are."""
+        missing = [
+            b for b, s in load_settlements(self.engine).items()
+            if s.mode == "coinbase" and s.funding_txid is None
+        ]
+        for block_id in missing:
+            block = get_block(self.engine, block_id)
+            if block is None or block.status == "orphaned" or block.distribution_id is None:
+                continue
+            if await self.node.block_hash(block.height) != block.block_hash:
+                continue
+            raw = await self.node.get_block(block.block_hash)
+            if raw is None:
+                continue
+            coinbase = Block.parse(raw).txs[0]
+            dist = self.service.distribution(block.distribution_id).distribution
+            at = _prefix_at(coinbase, compute_outputs(dist, block.revenue).outputs)
+            if at is not None:
+                _set_coinbase_location(self.engine, block_id, coinbase.txid, at)
+
+    async def run(self) -> None:
+        """Poll until cancelled; a failing step is logged and retried at the next interval."""
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("settlement step failed; retrying in %.1f s", self.interval)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> asyncio.Task[None]:
+        """Start :meth:`run` as a task of the running loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="settlement")
+        return self._task
+
+    async def stop(self) -> None:
+        """Cancel the polling task and wait for it (a step in progress stops at its next
+        node call; everything it wrote is committed, everything else is redone next start)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- operator actions ---------------------------------------------------------------------
+
+    def _settled_block(self, block_id: int, mode: str | None = None) -> BlockRecord:
+        block = get_block(self.engine, block_id)
+        if block is None:
+            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+        s = load_settlements(self.engine).get(block_id)
+        if s is None:
+            raise SettlementActionError(
+                f"block {block_id} has no settlement (recorded without a settlement runner, or "
+                "its coinbase lacked the mode's outputs)", code="untracked-block")
+        if s.mode == "coinbase":
+            raise SettlementActionError(
+                f"block {block_id} pays in its coinbase: there is nothing to broadcast",
+                code="nothing-to-broadcast")
+        if mode is not None and s.mode != mode:
+            raise SettlementActionError(
+                f"block {block_id} settles in {s.mode} mode, not {mode}",
+                code=f"not-{mode}-settlement")
+        if block.status == "orphaned":
+            raise SettlementActionError(
+                f"block {block_id} left the active chain", code="block-orphaned")
+        return block
+
+    def _report(self, block_id: int, events: Sequence[LifecycleEvent],
+                sent: Sequence[SendResult]) -> ActionReport:
+        block = get_block(self.engine, block_id)
+        assert block is not None
+        s = load_settlements(self.engine)[block_id]
+        return ActionReport(
+            block_id, block.status, s.phase,
+            tuple(e for e in events if e.block_id == block_id),
+            tuple(r for r in sent if r.block_id == block_id),
+            tuple(load_txs(self.engine, block_id)),
+        )
+
+    def _not_mature(self, block_id: int) -> None:
+        block = get_block(self.engine, block_id)
+        assert block is not None
+        if block.status in ("found", "confirmed"):
+            raise SettlementActionError(
+                f"block {block_id} is {block.status}: its coinbase can be spent from tip "
+                f"{first_mature_tip(block.height)} on (100 confirmations)", code="not-mature",
+                mature_at_tip=first_mature_tip(block.height))
+
+    async def broadcast(self, block_id: int) -> ActionReport:
+        """Re-send the block's pending payout txs now and send the ones that became
+        broadcastable: one lifecycle step, reporting the node's answer to each send."""
+        self._settled_block(block_id)
+        async with self._lock:
+            self.lifecycle.sent.clear()
+            events = await self._step_locked()
+            sent, self.lifecycle.sent = self.lifecycle.sent, []
+        self._not_mature(block_id)
+        return self._report(block_id, events, sent)
+
+    async def fallback(self, block_id: int) -> ActionReport:
+        """MuSig2: give up the cooperative spend and send the signed script-path fallback.
+
+        Refused (409, nothing changed) before the fallback's BIP-68 lock allows it in the next
+        block (``fallback-locked``, with ``valid_from_height``), once the committee signed
+        (``signing-complete``), or without a fallback signer."""
+        block = self._settled_block(block_id, "musig2")
+        if self.lifecycle.fallback_signer is None:
+            raise SettlementActionError("no fallback signer is configured on this server",
+                                        code="fallback-unavailable")
+        rows = load_txs(self.engine, block_id)
+        if any(r.role == "cooperative" for r in rows):
+            raise SettlementActionError(
+                f"block {block_id}'s cooperative spend is signed; a fallback would conflict",
+                code="signing-complete")
+        out = self._musig2_output(block)
+        assert out is not None
+        valid_from = max(block.height + out.params.fallback_delay,
+                         block.height + COINBASE_MATURITY)
+        async with self._lock:
+            tip = (await self.node.tip()).height
+            if tip + 1 < valid_from:
+                raise SettlementActionError(
+                    f"the fallback of block {block_id} is valid from height {valid_from} "
+                    f"(BIP-68, {out.params.fallback_delay} blocks after the coinbase); the "
+                    f"next block is {tip + 1}", code="fallback-locked",
+                    valid_from_height=valid_from, tip=tip)
+            self.lifecycle.sent.clear()
+            events = await self._step_locked()  # opens the session if none is open yet
+            session = self.lifecycle.session(block_id)
+            if session is not None and session.state is SessionState.COMPLETE:
+                raise SettlementActionError(
+                    f"block {block_id}'s committee has signed; the cooperative spend goes out",
+                    code="signing-complete")
+            if session is not None and session.state is not SessionState.FAILED:
+                session.abort(self.clock(), "operator chose the fallback")
+                log.info("block %d: signing session aborted by the operator", block_id)
+            events += await self._step_locked()
+            sent, self.lifecycle.sent = self.lifecycle.sent, []
+        return self._report(block_id, events, sent)
+
+
+def session_id(block_id: int) -> str:
+    """The id under which the API serves a block's MuSig2 signing session."""
+    return f"block-{block_id}"
+
+
+__all__ = [
+    "SETTLEMENT_STATES",
+    "ActionReport",
+    "SettlementActionError",
+    "SettlementRunner",
+    "mode_from_settings",
+    "session_id",
+    "settlement_states",
+]
