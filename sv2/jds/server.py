@@ -737,8 +737,7 @@ class JobDeclarationServer:
         st.add_template(template, now)
 
     async def _resolve(self, wtxids: Sequence[bytes]) -> tuple[list[KnownTx | None], list[int]]:
-        get = self.txs.get
-        resolved: list[KnownTx | None] = [get(w) for w in wtxids]
+        resolved: list[KnownTx | None] = list(map(self.txs.by_wtxid.get, wtxids))
         missing = [i for i, k in enumerate(resolved) if k is None]
         if missing:
             found = await self.node.mempool_txs([wtxids[i] for i in missing])
@@ -866,6 +865,7 @@ class JobDeclarationServer:
                 height=p.height,
                 subsidy=block_subsidy(p.height, self._halving),
                 rule=p.rule,
+                trees=self.txs.trees,
             )
         except JobRejected as exc:
             self._reject(s, p.msg.request_id, exc)

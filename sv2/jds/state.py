@@ -27,7 +27,7 @@ from payouts.tx.transaction import Tx
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 from sv2.jds.modes import SettlementMode
-from sv2.jds.validation import KnownTx
+from sv2.jds.validation import KnownTx, WitnessTrees
 from sv2.messages.payouts import SetPayoutDistribution
 
 # -- SetPayoutDistribution <-> Distribution ---------------------------------------------------
@@ -152,7 +152,10 @@ class DistributionBook:
 
 class TxStore:
     """Transactions the server can resolve wtxids to: the node's template (fees and sigops
-    exact), node mempool look-ups, and transactions clients supplied for accepted jobs."""
+    exact), node mempool look-ups, and transactions clients supplied for accepted jobs. Weight,
+    sigop cost and wtxid are computed once, when a transaction enters (:class:`KnownTx`), so
+    validating a declaration only sums them; ``trees`` holds the witness tree of the current
+    template, built when the template is loaded, for declarations to reuse."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
@@ -160,6 +163,7 @@ class TxStore:
         self.by_txid: dict[bytes, KnownTx] = {}
         self.template_prev_hash: bytes | None = None
         self.template_at = float("-inf")
+        self.trees = WitnessTrees()
 
     def __len__(self) -> int:
         return len(self.by_wtxid)
@@ -183,8 +187,11 @@ class TxStore:
         self.by_txid[k.txid] = k
 
     def add_template(self, template: BlockTemplate, now: float) -> None:
-        for t in template.transactions:
-            self.add(KnownTx.of(t.tx, fee=t.fee, sigops=t.sigops))
+        known = [KnownTx.of(t.tx, fee=t.fee, sigops=t.sigops) for t in template.transactions]
+        for k in known:
+            self.add(k)
+        # A JD client on a node with the same mempool declares these in this order.
+        self.trees.set_template([k.wtxid for k in known])
         self.template_prev_hash = template.prev_hash
         self.template_at = now
 

@@ -39,17 +39,19 @@ bitcoind check the exact cost at submission.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from payouts.distribution.model import TxOut
+from payouts.distribution.scripts import legacy_sigops, sigop_cost
 from payouts.errors import ValidationError
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER
 from payouts.tx.compact import compact_size_len, read_compact_size
 from payouts.tx.hashes import sha256d
 from payouts.tx.script import bip34_height
-from payouts.tx.transaction import Tx, TxDecodeError
+from payouts.tx.transaction import WITNESS_SCALE_FACTOR, Tx, TxDecodeError
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 
@@ -93,6 +95,16 @@ class DeclaredCoinbase:
     prefix: bytes
     suffix: bytes
     extranonce_size: int
+
+    @property
+    def weight(self) -> int:
+        """BIP-141 weight from the declared sizes, without re-serializing 500 outputs twice:
+        ``parse_declared_coinbase`` required the marker and flag, and the strict parser
+        rejects a superfluous (all-empty) witness record, so the declared bytes *are* the
+        witness serialization; the base size is that less marker, flag and the witness."""
+        total = len(self.prefix) + self.extranonce_size + len(self.suffix)
+        base = total - 2 - len(self.tx.inputs[0].serialize_witness())
+        return base * (WITNESS_SCALE_FACTOR - 1) + total
 
     def with_extranonce(self, extranonce: bytes) -> bytes:
         if len(extranonce) != self.extranonce_size:
@@ -157,40 +169,123 @@ def check_wtxid_list(wtxids: Sequence[bytes]) -> None:
         raise JobRejected(E.DUPLICATE_WTXID, "wtxid_list repeats an entry")
 
 
-def _witness_merkle_root_uncached(wtxids: Sequence[bytes]) -> bytes:
-    """payouts.tx.merkle.witness_merkle_root with hashlib bound locally and pairs zipped."""
+def _common_prefix_nodes(a: bytes, b: bytes) -> int:
+    """How many leading 32-byte nodes ``a`` and ``b`` share (memcmp-speed slice compares, a
+    binary search over the differing region)."""
+    n = min(len(a), len(b)) // 32
+    if a[: 32 * n] == b[: 32 * n]:
+        return n
+    lo, hi = 0, n  # the first lo nodes are equal; the first hi are not all equal
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[32 * lo : 32 * mid] == b[32 * lo : 32 * mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _build_levels(leaves: bytes, base: Sequence[bytes] | None) -> tuple[list[bytes], int]:
+    """Every level of the BIP-141 witness tree over ``leaves`` (concatenated 32-byte nodes,
+    the coinbase's zero wtxid first), each level one bytes object *before* the odd-length
+    duplication of Core's ``ComputeMerkleRoot``.
+
+    ``base``: the levels of another tree. A node of level L+1 depends only on its two children,
+    so when the first ``c`` leaves equal ``base``'s, the first ``c // 2`` nodes of the next
+    level equal ``base``'s too (both children are real nodes in both trees, not duplicates),
+    and so on up: those are copied, only the rest is hashed. Exact by construction. Returns the
+    levels and the number of nodes hashed."""
     sha = hashlib.sha256
-    level = [bytes(32), *wtxids]
-    while len(level) > 1:
-        if len(level) & 1:
-            level.append(level[-1])
-        pairs = zip(level[::2], level[1::2], strict=True)  # even length by now
-        level = [sha(sha(a + b).digest()).digest() for a, b in pairs]
-    return level[0]
+    levels = [leaves]
+    hashed = 0
+    same = _common_prefix_nodes(leaves, base[0]) if base else 0
+    if base and 32 * same == len(leaves) == len(base[0]):
+        return list(base), 0  # the same leaves: the same tree
+    level = leaves
+    depth = 0
+    while len(level) > 32:
+        depth += 1
+        same //= 2
+        keep = base[depth][: 32 * same] if base is not None and depth < len(base) else b""
+        if len(keep) != 32 * same:
+            same, keep = 0, b""
+        if (len(level) // 32) & 1:
+            level += level[-32:]
+        fresh = [
+            sha(sha(level[i : i + 64]).digest()).digest() for i in range(64 * same, len(level), 64)
+        ]
+        hashed += len(fresh)
+        level = keep + b"".join(fresh)
+        levels.append(level)
+    return levels, hashed
 
 
-_ROOTS: OrderedDict[bytes, bytes] = OrderedDict()
-ROOT_CACHE_SIZE = 64
+class WitnessTrees:
+    """Witness merkle trees the server has built, reused by content: the tree of the node's
+    current block template (built when the template is loaded, :meth:`set_template`) and the
+    last few declared ones. A declaration whose wtxid list starts like one of them (a JD client
+    on a node with the same mempool declares the same transactions in the same, ancestor-feerate,
+    order; a re-declaration after a new distribution repeats its list) hashes only the part
+    after the common prefix; an identical list costs one dict look-up. The root is always that
+    of ``payouts.tx.merkle`` (tests compare both): only equal preimages are reused."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self.template: list[bytes] | None = None
+        self._recent: OrderedDict[bytes, list[bytes]] = OrderedDict()
+        self.hashed_nodes = 0  # nodes hashed so far (benchmarks and tests read it)
+
+    def clear(self) -> None:
+        self.template = None
+        self._recent.clear()
+
+    def forget_recent(self) -> None:
+        """Drop the declared trees, keep the template's (what a benchmark's "cold" means)."""
+        self._recent.clear()
+
+    def set_template(self, wtxids: Sequence[bytes]) -> None:
+        self.template = self._build(_leaves(wtxids), self.template)
+
+    def root(self, wtxids: Sequence[bytes]) -> bytes:
+        leaves = _leaves(wtxids)
+        levels = self._recent.get(leaves)
+        if levels is not None:
+            self._recent.move_to_end(leaves)
+            return levels[-1]
+        best, best_n = self.template, -1
+        for cand in (self.template, *self._recent.values()):
+            if cand is not None:
+                n = _common_prefix_nodes(leaves, cand[0])
+                if n > best_n:
+                    best, best_n = cand, n
+        levels = self._build(leaves, best)
+        self._recent[leaves] = levels
+        while len(self._recent) > self.keep:
+            self._recent.popitem(last=False)
+        return levels[-1]
+
+    def _build(self, leaves: bytes, base: list[bytes] | None) -> list[bytes]:
+        levels, hashed = _build_levels(leaves, base)
+        self.hashed_nodes += hashed
+        return levels
 
 
-def _witness_merkle_root(wtxids: Sequence[bytes]) -> bytes:
-    """The witness merkle root, memoised on the exact wtxid list: at 4,000 transactions it is
-    the most expensive step of a declaration (~4,000 SHA256d), and JD clients re-declare the
-    same transaction set (a new token, a new distribution under PR #203 §4)."""
-    key = b"".join(wtxids)
-    root = _ROOTS.get(key)
-    if root is None:
-        root = _witness_merkle_root_uncached(wtxids)
-        _ROOTS[key] = root
-        if len(_ROOTS) > ROOT_CACHE_SIZE:
-            _ROOTS.popitem(last=False)
-    else:
-        _ROOTS.move_to_end(key)
-    return root
+def _leaves(wtxids: Sequence[bytes]) -> bytes:
+    # The coinbase's wtxid is defined as zero (BIP-141).
+    return b"".join((bytes(32), *wtxids))
 
 
-def clear_caches() -> None:
-    _ROOTS.clear()
+def witness_root(wtxids: Sequence[bytes], trees: WitnessTrees | None = None) -> bytes:
+    """BIP-141 witness merkle root of a block whose non-coinbase wtxids are ``wtxids``."""
+    if trees is None:
+        return _build_levels(_leaves(wtxids), None)[0][-1]
+    return trees.root(wtxids)
+
+
+_WEIGHT = operator.attrgetter("weight")
+_SIGOPS = operator.attrgetter("sigops")
+_FEE = operator.attrgetter("fee")
+_WTXID = operator.attrgetter("wtxid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,22 +319,22 @@ def validate_declaration(
     height: int,
     subsidy: int,
     rule: PayoutRule,
+    trees: WitnessTrees | None = None,
 ) -> ValidatedDeclaration:
     """Checks 5-8 on a parsed coinbase (checks 1-2 done) and its resolved transactions, in
-    ``wtxid_list`` order. Raises :class:`JobRejected`."""
+    ``wtxid_list`` order. ``trees``: the server's witness-tree cache (see
+    :class:`WitnessTrees`); without it the root is computed from scratch. Raises
+    :class:`JobRejected`."""
     cb = coinbase.tx
-    # 5. limits
-    weight = HEADER_WEIGHT + 4 * compact_size_len(len(txs) + 1) + cb.weight
-    sigops = 4 * cb.legacy_sigops()
-    fees = 0
-    fees_known = True
-    for k in txs:
-        weight += k.weight
-        sigops += k.sigops
-        if k.fee is None:
-            fees_known = False
-        else:
-            fees += k.fee
+    # 5. limits (per-tx weight, sigops and fee were computed when the tx entered the store)
+    weight = HEADER_WEIGHT + 4 * compact_size_len(len(txs) + 1) + coinbase.weight
+    weight += sum(map(_WEIGHT, txs))
+    # = 4 × Tx.legacy_sigops(), with sigop_cost's fast path for standard payout scripts
+    sigops = 4 * legacy_sigops(cb.inputs[0].script_sig)
+    sigops += sum([sigop_cost(o.script) for o in cb.outputs]) + sum(map(_SIGOPS, txs))
+    tx_fees = list(map(_FEE, txs))
+    fees_known = None not in tx_fees
+    fees = sum(tx_fees) if fees_known else sum(f for f in tx_fees if f is not None)
     if weight > MAX_BLOCK_WEIGHT:
         raise JobRejected(E.BLOCK_WEIGHT_EXCEEDED, f"block weight {weight} > {MAX_BLOCK_WEIGHT}")
     if sigops > MAX_BLOCK_SIGOPS_COST:
@@ -256,7 +351,7 @@ def validate_declaration(
         raise JobRejected(
             E.INVALID_WITNESS_COMMITMENT, "coinbase witness must be one 32-byte reserved value"
         )
-    root = _witness_merkle_root([k.wtxid for k in txs])
+    root = witness_root(list(map(_WTXID, txs)), trees)
     if last.script[6:38] != sha256d(root + witness[0]):
         raise JobRejected(
             E.INVALID_WITNESS_COMMITMENT, "witness commitment does not match the declared wtxids"
@@ -319,8 +414,10 @@ __all__ = [
     "KnownTx",
     "PayoutRule",
     "ValidatedDeclaration",
+    "WitnessTrees",
     "check_height",
     "check_wtxid_list",
     "parse_declared_coinbase",
     "validate_declaration",
+    "witness_root",
 ]
