@@ -30,9 +30,11 @@ to a :class:`~payouts.service.PoolService`:
   each broadcast; the fallback first aborts the block's signing session, which makes the
   lifecycle sign and send the timelocked script-path spend.
 
-Safety: a node whose tip is more than 100 blocks below a block the store saw confirmed is not
-the chain those blocks were recorded on (the embedded kernel node after a restart, a node still
-syncing): stepping would orphan them and reverse their ledger lines, so the runner waits.
+Safety: a node that does not know the newest block the store saw confirmed (not even as a stale
+block) is not on the chain those blocks were recorded on — the embedded kernel node after a
+restart (a new in-memory chain), a node still syncing: stepping would orphan them and reverse
+their ledger lines, so the runner waits (logged once). A block reorged out of a node that saw
+it is still known to that node, so real reorgs are handled as before.
 """
 
 from __future__ import annotations
@@ -275,20 +277,23 @@ class SettlementRunner:
         return events
 
     async def _node_behind(self) -> bool:
-        tip = (await self.node.tip()).height
-        seen = [b.height for b in list_blocks(self.engine) if b.status in ("confirmed", "mature",
-                                                                            "paid")]
-        if seen and tip + COINBASE_MATURITY < max(seen):
-            if not self._behind_warned:
-                self._behind_warned = True
-                log.warning(
-                    "node tip %d is more than %d blocks below block height %d that this store "
-                    "saw confirmed: not the same chain, or still syncing; settlements wait",
-                    tip, COINBASE_MATURITY, max(seen),
-                )
-            return True
-        self._behind_warned = False
-        return False
+        """True when the node has never seen the newest block this store saw confirmed."""
+        seen = [b for b in list_blocks(self.engine) if b.status in ("confirmed", "mature",
+                                                                      "paid")]
+        if not seen:
+            return False
+        newest = max(seen, key=lambda b: b.height)
+        if await self.node.get_block(newest.block_hash) is not None:
+            self._behind_warned = False
+            return False
+        if not self._behind_warned:
+            self._behind_warned = True
+            log.warning(
+                "the node does not know block %s (height %d) that this store saw confirmed: "
+                "another chain, or a node still syncing; settlements wait",
+                newest.block_hash[::-1].hex(), newest.height,
+            )
+        return True
 
     async def _locate_coinbases(self) -> None:
         """Coinbase-mode blocks recorded without their coinbase: read it from the node once the

@@ -1,0 +1,208 @@
+"""The settlement runner through the pool service, on SQLite and PostgreSQL, against the kernel
+node (Bitcoin Core's consensus code): every recorded block is tracked in the pool's mode and
+walked found → confirmed → mature → paid; a restart resumes from the store and never pays
+twice; the background task polls on its interval, logs JSON events and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from payouts.errors import ConfigError
+from payouts.node.kernel import KernelNode
+from payouts.service import PoolService
+from payouts.settings import Settings, load_settings
+from payouts.settlement.ctv import CtvParams
+from payouts.settlement.lifecycle_rules import first_mature_tip
+from payouts.settlement.lifecycle_store import load_settlements, load_txs
+from payouts.settlement.payout_view import landings
+from payouts.settlement.runner import SettlementRunner, settlement_states
+from payouts.store.ledger import export_ledger, get_block
+from payouts.tx.transaction import Tx
+from sv2.jds.modes import SettlementMode
+from tests.api.settle_helpers import find_block
+from tests.lifecycle.helpers import kinds, mine, mine_to, run
+from tests.store.conftest import count
+
+POOL = "0014" + "aa" * 20
+CTV = SettlementMode("ctv", CtvParams(arity=2))
+
+
+def settings(tmp_path: Path, mode: str = "coinbase") -> Settings:
+    return Settings(data_dir=tmp_path, pool={"payout_script": POOL, "fee_bps": 100},
+                    distribution={"mode": mode})
+
+
+@pytest.fixture
+def node() -> Iterator[KernelNode]:
+    with KernelNode() as n:
+        yield n
+
+
+def poll(runner: SettlementRunner) -> list[str]:
+    return kinds(run(runner.poll_once()))
+
+
+def status(engine: Engine, block_id: int) -> str:
+    b = get_block(engine, block_id)
+    assert b is not None
+    return b.status
+
+
+def test_coinbase_mode_paid_at_maturity_and_restart_pays_nothing_twice(
+    engine: Engine, node: KernelNode, tmp_path: Path
+) -> None:
+    svc = PoolService(settings(tmp_path), engine=engine)
+    f = find_block(svc, node, SettlementMode())
+    assert load_settlements(engine)[f.block_id].mode == "coinbase"
+    assert poll(f.runner) == ["confirmed"]
+    mine_to(node, first_mature_tip(f.height) - 1)
+    assert poll(f.runner) == []  # 99 confirmations: not mature
+    mine(node, 1)
+    assert poll(f.runner) == ["mature", "paid"]
+    assert status(engine, f.block_id) == "paid"
+    # Every payout is where the API will say it landed: the coinbase output, checked on the
+    # kernel's UTXO set (txid, vout, amount, script).
+    block = get_block(engine, f.block_id)
+    assert block is not None
+    land = landings(block, f.fitted, load_settlements(engine)[f.block_id], [])
+    assert set(land) == set(f.fitted.accounts) and len(land) == 4
+    for account, where in land.items():
+        utxo = run(node.get_utxo(where.txid, where.vout))
+        assert where.txid == f.block.txs[0].txid
+        i = f.fitted.accounts.index(account)
+        assert utxo is not None and utxo.is_coinbase
+        assert (utxo.value, utxo.script) == (where.amount, f.fitted.distribution.payouts[i].script)
+    ledger = export_ledger(engine)
+    # Restart: a new service and runner on the same store resume; nothing is paid again.
+    svc2 = PoolService(settings(tmp_path), engine=engine)
+    runner2 = SettlementRunner(svc2, node, interval=3600.0)
+    assert poll(runner2) == []
+    mine(node, 3)
+    assert poll(runner2) == []
+    assert status(engine, f.block_id) == "paid" and export_ledger(engine) == ledger
+    assert settlement_states(engine)["paid"] == 1
+
+
+def test_ctv_mode_restart_mid_broadcast_never_builds_or_pays_twice(
+    engine: Engine, node: KernelNode, tmp_path: Path
+) -> None:
+    svc = PoolService(settings(tmp_path, "ctv"), engine=engine)
+    f = find_block(svc, node, CTV, n=5)
+    rows = load_txs(engine, f.block_id)
+    s = load_settlements(engine)[f.block_id]
+    # Bound at once to the found coinbase's commitment output: the exit paths are final.
+    assert s.mode == "ctv" and s.funding_txid == f.block.txs[0].txid and s.funding_vout == 0
+    assert Tx.parse(rows[0].raw).inputs[0].prevout.txid == f.block.txs[0].txid
+    n = len(rows)
+    assert n >= 3  # arity 2: a real tree
+    mine_to(node, first_mature_tip(f.height))
+    assert poll(f.runner) == ["confirmed", "mature", "broadcast"]  # the root only
+    assert settlement_states(engine)["broadcasting"] == 1
+    # Restart before the root confirms.
+    svc2 = PoolService(settings(tmp_path, "ctv"), engine=engine)
+    runner2 = SettlementRunner(svc2, node, interval=3600.0)
+    assert poll(runner2) == []  # the same bytes re-sent: already in the mempool
+    for _ in range(n):
+        mine(node, 1)
+        if "paid" in poll(runner2):
+            break
+    assert status(engine, f.block_id) == "paid"
+    assert count(engine, "settlement_txs") == n  # nothing built twice
+    block = get_block(engine, f.block_id)
+    assert block is not None
+    land = landings(block, f.fitted, load_settlements(engine)[f.block_id],
+                    load_txs(engine, f.block_id))
+    assert len(land) == 5
+    for where in land.values():
+        utxo = run(node.get_utxo(where.txid, where.vout))
+        assert utxo is not None and utxo.value == where.amount and where.status == "confirmed"
+
+
+def test_a_coinbase_without_the_modes_output_is_not_tracked(
+    engine: Engine, node: KernelNode, tmp_path: Path
+) -> None:
+    svc = PoolService(settings(tmp_path, "ctv"), engine=engine)
+    runner = SettlementRunner(svc, node, mode=CTV, interval=3600.0)
+    # The block pays in coinbase form, but the runner settles in ctv: it must not guess.
+    f = find_block(svc, node, SettlementMode(), runner=runner)
+    assert f.block_id not in load_settlements(engine)
+    mine_to(node, first_mature_tip(f.height))
+    assert poll(runner) == ["confirmed", "mature", "untracked"]
+    assert status(engine, f.block_id) == "mature"
+
+
+def test_a_node_far_behind_the_store_orphans_nothing(
+    engine: Engine, node: KernelNode, tmp_path: Path
+) -> None:
+    svc = PoolService(settings(tmp_path), engine=engine)
+    f = find_block(svc, node, SettlementMode())
+    mine_to(node, first_mature_tip(f.height) + 5)
+    assert poll(f.runner) == ["confirmed", "mature", "paid"]
+    ledger = export_ledger(engine)
+    with KernelNode() as fresh:  # e.g. the embedded node after a restart: a new chain
+        runner = SettlementRunner(PoolService(settings(tmp_path), engine=engine), fresh,
+                                  interval=3600.0)
+        assert poll(runner) == []
+    assert status(engine, f.block_id) == "paid" and export_ledger(engine) == ledger
+
+
+def test_background_task_polls_logs_json_and_stops(
+    engine: Engine, node: KernelNode, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = PoolService(settings(tmp_path), engine=engine)
+    runner = SettlementRunner(svc, node, interval=0.02)
+
+    f = find_block(svc, node, SettlementMode(), runner=runner)
+
+    async def scenario() -> None:
+        task = runner.start()
+        await node.generate_to_script(99, bytes.fromhex("5120" + "ab" * 32))
+        for _ in range(500):
+            if status(engine, f.block_id) == "paid":
+                break
+            await asyncio.sleep(0.02)
+        await runner.stop()
+        assert task.done() and task.cancelled()
+        assert status(engine, f.block_id) == "paid"
+
+    with caplog.at_level(logging.INFO, logger="payouts.settlement.events"):
+        asyncio.run(scenario())
+    events = [json.loads(r.getMessage()) for r in caplog.records
+              if r.name == "payouts.settlement.events"]
+    assert [e["event"] for e in events] == ["confirmed", "mature", "paid"]
+    assert all(isinstance(e["block_id"], int) and "ts" in e for e in events)
+
+
+def test_poll_interval_setting_default_and_validation(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).settlement.poll_interval_sec == 10.0
+    for bad in (0, -1, 10_000):
+        with pytest.raises(ConfigError, match=r"settlement\.poll_interval_sec"):
+            load_settings(data_dir=tmp_path, settlement={"poll_interval_sec": bad})
+
+
+def test_untracked_modes_need_parameters(engine: Engine, node: KernelNode, tmp_path: Path
+                                         ) -> None:
+    svc = PoolService(settings(tmp_path, "musig2"), engine=engine)
+    with pytest.raises(ConfigError, match="committee"):
+        SettlementRunner(svc, node)
+    assert svc.settlement is None and svc.on_block_recorded == []
+
+
+def test_a_real_reorg_still_orphans_through_the_runner(
+    engine: Engine, node: KernelNode, tmp_path: Path
+) -> None:
+    svc = PoolService(settings(tmp_path), engine=engine)
+    f = find_block(svc, node, SettlementMode())
+    mine(node, 3)
+    assert poll(f.runner) == ["confirmed"]
+    run(node.invalidate_block(f.block.hash))  # the node saw it: a reorg, not another chain
+    assert poll(f.runner) == ["orphaned"]
+    assert status(engine, f.block_id) == "orphaned"
+    assert sum(e["amount"] for e in export_ledger(engine) if e["block_id"] == f.block_id) == 0
