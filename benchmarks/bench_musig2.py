@@ -1,18 +1,29 @@
-"""Benchmark: one full MuSig2 (BIP-327) signing run through payouts.crypto.musig2.
+"""Benchmark: one full MuSig2 (BIP-327) signing session through SigningSession.
 
-A run is: KeySort + KeyAgg + BIP-341 taproot tweak, NonceGen for every signer, NonceAgg +
-nonce processing, Sign for every signer, PartialSigVerify of every partial signature (the
-coordinator's job), PartialSigAgg + one BIP-340 verify of the result. Key generation is outside
-the timed part. Medians over many runs are reported per phase and in total.
+A run is the whole protocol as the coordinator and the signers execute it, all in this process:
+KeySort + opening the :class:`~payouts.settlement.musig2.session.SigningSession` (KeyAgg and
+BIP-341 taproot tweak), NonceGen for every signer, ``add_nonce`` for every nonce (parse,
+NonceAgg, nonce processing), Sign for every signer, ``add_partial_sig`` for every partial
+signature (the coordinator's verification strategy, PartialSigAgg, one BIP-340 verify of the
+result). Key generation is outside the timed part. Medians over many runs are reported per phase
+and in total, for both strategies of :class:`~payouts.settlement.musig2.session.PartialSigCheck`:
 
-Signers sign with ``verify=False`` here because the coordinator's "verify all partials" phase
-already checks each partial signature once; ``partial_sign``'s default self-verify (a fault-attack
-guard on the signer's machine) is timed separately as "sign (self-verify)".
+* ``on-arrival``: PartialSigVerify of each partial as it arrives (n verifications);
+* ``on-aggregate``: the final BIP-340 verify stands for all of them (BIP-327 "Partial Signature
+  Verification"); partials are verified only to blame someone when it fails.
+
+Signers sign with ``verify=False`` here; ``partial_sign``'s default self-verify (a fault-attack
+guard on each signer's own machine) is timed separately as "signers self-verify".
+
+Floors: the same libsecp256k1 calls through raw CFFI, no wrapper, no checks, once with a
+PartialSigVerify per signer and once with one BIP-340 verify instead, so that machine speed and
+wrapper overhead can be told apart.
 
 For the ratio against BIP-327's ``reference.py`` (not on PyPI), the stand-in is btclib-ecc's
 ``ecc.musig2`` forced into pure-Python mode (``BTCLIB_ECC_NO_LIBSECP256K1=1``) in a subprocess,
-running the same phases; it is itself much faster than reference.py (libs.md §1: 13 ms vs
-1.45 s for 2 signers), so the ratio understates the gap to the real reference.
+running the same phases with the same two strategies (ratios are like for like); it is itself
+much faster than reference.py (libs.md §1: 13 ms vs 1.45 s for 2 signers), so the ratio
+understates the gap to the real reference.
 
 Run: ``.venv/bin/python benchmarks/bench_musig2.py [--runs-100 N] [--runs-5 N] [--runs-ref N]``
 """
@@ -33,8 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-PHASES = ("keyagg", "noncegen", "nonceagg", "sign", "verify", "aggregate")
+PHASES = ("keyagg", "noncegen", "nonces", "sign", "psigs")
 ROOT = bytes(range(32))  # a stand-in script-tree root for the taproot tweak
+STRATEGIES = ("on-arrival", "on-aggregate")
+TARGET_MS = 20.0
 
 
 def _timed(phases: dict[str, float], name: str, fn: Callable[[], object]) -> object:
@@ -44,70 +57,88 @@ def _timed(phases: dict[str, float], name: str, fn: Callable[[], object]) -> obj
     return out
 
 
-def run_wrapper(n: int, *, self_verify: bool = False) -> dict[str, float]:
-    """One n-signer run through payouts.crypto.musig2; per-phase milliseconds."""
+def run_session(
+    n: int, check: str, *, self_verify: bool = False, key_cached: bool = False
+) -> dict[str, float]:
+    """One n-signer session through SigningSession; per-phase milliseconds.
+
+    ``key_cached``: the committee key was aggregated before (as when its coinbase output was
+    built), so opening the session finds it in :func:`payouts.crypto.musig2.key_agg`'s cache.
+    """
     from coincurve import PublicKeyXOnly
 
     from payouts.crypto import musig2 as m
+    from payouts.settlement.musig2.session import PartialSigCheck, SessionState, SigningSession
 
     sks = [os.urandom(32) for _ in range(n)]
     pks = [m.individual_pubkey(sk) for sk in sks]
     msg = os.urandom(32)
+    if key_cached:
+        m.key_agg(m.key_sort(pks))
     ph: dict[str, float] = {}
     t0, c0 = time.perf_counter_ns(), time.process_time_ns()
     order: list[bytes] = []
 
-    def keyagg() -> m.KeyAggContext:
+    def open_session() -> SigningSession:
         order[:] = m.key_sort(pks)
-        return m.key_agg(order).taproot_tweak(ROOT)
+        return SigningSession(
+            order,
+            msg,
+            nonce_deadline=1.0,
+            sig_deadline=2.0,
+            taproot_merkle_root=ROOT,
+            max_signers=n,
+            psig_check=PartialSigCheck(check),
+        )
 
-    ctx = _timed(ph, "keyagg", keyagg)
-    assert isinstance(ctx, m.KeyAggContext)
+    session = _timed(ph, "keyagg", open_session)
+    assert isinstance(session, SigningSession)
     sk_of = dict(zip(pks, sks, strict=True))
     signers = [sk_of[pk] for pk in order]
+    keyagg = session.keyagg
     nonces = _timed(
         ph,
         "noncegen",
-        lambda: [m.nonce_gen(sk, pk, ctx, msg) for sk, pk in zip(signers, order, strict=True)],
+        lambda: [m.nonce_gen(sk, pk, keyagg, msg) for sk, pk in zip(signers, order, strict=True)],
     )
     assert isinstance(nonces, list)
-    session = _timed(
-        ph, "nonceagg", lambda: m.SessionContext(m.nonce_agg([p for _, p in nonces]), ctx, msg)
-    )
-    assert isinstance(session, m.SessionContext)
+
+    def add_nonces() -> m.SessionContext | None:
+        for i, (_, pn) in enumerate(nonces):
+            session.add_nonce(i, pn, 0.0)
+        return session.session_context
+
+    ctx = _timed(ph, "nonces", add_nonces)
+    assert isinstance(ctx, m.SessionContext)
     psigs = _timed(
         ph,
         "sign",
         lambda: [
-            m.partial_sign(sn, sk, session, verify=self_verify)
+            m.partial_sign(sn, sk, ctx, verify=self_verify)
             for (sn, _), sk in zip(nonces, signers, strict=True)
         ],
     )
     assert isinstance(psigs, list)
-    oks = _timed(
-        ph,
-        "verify",
-        lambda: [
-            m.partial_sig_verify(ps, nonces[i][1], order[i], session, signer_index=i)
-            for i, ps in enumerate(psigs)
-        ],
-    )
-    assert oks == [True] * n
 
-    def aggregate() -> bool:
-        sig = m.partial_sig_agg(psigs, session)
-        return bool(PublicKeyXOnly(ctx.xonly_pubkey).verify(sig, msg))
+    def add_psigs() -> SessionState:
+        for i, ps in enumerate(psigs):
+            session.add_partial_sig(i, ps, 1.5)
+        return session.state
 
-    assert _timed(ph, "aggregate", aggregate)
+    assert _timed(ph, "psigs", add_psigs) is SessionState.COMPLETE
     ph["total"] = (time.perf_counter_ns() - t0) / 1e6
     ph["cpu"] = (time.process_time_ns() - c0) / 1e6
+    # Outside the timed part: the session's result is a valid signature under the output key.
+    assert PublicKeyXOnly(session.output_key).verify(session.final_signature(), msg)
     return ph
 
 
-def run_raw(n: int) -> dict[str, float]:
+def run_raw(n: int, *, verify_partials: bool = True) -> dict[str, float]:
     """The floor: the same libsecp256k1 calls with no wrapper (no checks, no serialization).
 
-    Reported beside the wrapper so that machine speed and wrapper overhead can be told apart.
+    ``verify_partials``: a PartialSigVerify per signer (``on-arrival``), else one BIP-340
+    verify of the aggregate signature (``on-aggregate``). Reported beside the sessions so that
+    machine speed and wrapper overhead can be told apart.
     """
     from payouts.crypto.musig2 import individual_pubkey, tagged_hash
     from payouts.crypto.secp import CTX, check, ffi, lib
@@ -146,22 +177,31 @@ def run_raw(n: int) -> dict[str, float]:
         p = ffi.new("secp256k1_musig_partial_sig *")
         lib.secp256k1_musig_partial_sign(CTX, p, sn, kp, cache, ses)
         ps.append(p)
-    for i in range(n):
-        lib.secp256k1_musig_partial_sig_verify(CTX, ps[i], pns[i], pp[i], cache, ses)
+    if verify_partials:
+        for i in range(n):
+            lib.secp256k1_musig_partial_sig_verify(CTX, ps[i], pns[i], pp[i], cache, ses)
     out = ffi.new("unsigned char[64]")
     lib.secp256k1_musig_partial_sig_agg(
         CTX, out, ses, ffi.new("secp256k1_musig_partial_sig *[]", ps), n
     )
+    full = ffi.new("secp256k1_pubkey *")
+    lib.secp256k1_musig_pubkey_get(CTX, full, cache)
+    xq = ffi.new("secp256k1_xonly_pubkey *")
+    lib.secp256k1_xonly_pubkey_from_pubkey(CTX, xq, ffi.NULL, full)
+    ok = lib.secp256k1_schnorrsig_verify(CTX, out, msg, 32, xq)
     total = (time.perf_counter_ns() - t0) / 1e6
     cpu = (time.process_time_ns() - c0) / 1e6
     # No per-call checks above (that is the point), so make sure nothing tripped an ARG_CHECK:
     # a pending illegal-argument message would otherwise surface in the next checked call.
-    check(1, "raw CFFI floor")
+    check(ok, "raw CFFI floor")
     return {"total": total, "cpu": cpu}
 
 
-def run_btclib(n: int) -> dict[str, float]:
-    """The same run through btclib-ecc's ecc.musig2 (the BIP-327 reference stand-in)."""
+def run_btclib(n: int, *, verify_partials: bool = True) -> dict[str, float]:
+    """The same run through btclib-ecc's ecc.musig2 (the BIP-327 reference stand-in).
+
+    ``verify_partials`` as in :func:`run_raw`; the final BIP-340 verify is timed either way.
+    """
     from btclib_ecc.ecc import musig2 as bm
     from btclib_ecc.ecc import ssa
     from btclib_ecc.hashes import tagged_hash
@@ -169,7 +209,7 @@ def run_btclib(n: int) -> dict[str, float]:
     sks = [int.from_bytes(os.urandom(32), "big") % (2**255) + 1 for _ in range(n)]
     pks = [bm.individual_pub_key(sk) for sk in sks]
     msg = os.urandom(32)
-    ph: dict[str, float] = {}
+    ph: dict[str, float] = {"psigs": 0.0}
     t0, c0 = time.perf_counter_ns(), time.process_time_ns()
     order: list[bytes] = []
     tweak: list[bytes] = []
@@ -192,7 +232,7 @@ def run_btclib(n: int) -> dict[str, float]:
     assert isinstance(nonces, list)
     session = _timed(
         ph,
-        "nonceagg",
+        "nonces",
         lambda: bm.SessionContext(bm.nonce_agg([p for _, p in nonces]), order, tweak, [True], msg),
     )
     psigs = _timed(
@@ -201,22 +241,16 @@ def run_btclib(n: int) -> dict[str, float]:
         lambda: [bm.sign(sn, sk, session) for (sn, _), sk in zip(nonces, signers, strict=True)],
     )
     assert isinstance(psigs, list)
-    # One shared session context, so the values are computed once (the fair, fast spelling).
-    oks = _timed(
-        ph,
-        "verify",
-        lambda: [
-            bm.partial_sig_verify_(ps, nonces[i][1], order[i], session)
-            for i, ps in enumerate(psigs)
-        ],
-    )
-    assert oks == [True] * n
 
-    def aggregate() -> bool:
+    def collect() -> bool:
+        if verify_partials:
+            # One shared session context, so its values are computed once (the fast spelling).
+            for i, ps in enumerate(psigs):
+                assert bm.partial_sig_verify_(ps, nonces[i][1], order[i], session)
         sig = bm.partial_sig_agg(psigs, session).serialize()
         return bool(ssa.verify_(msg, agg_x, sig))
 
-    assert _timed(ph, "aggregate", aggregate)
+    assert _timed(ph, "psigs", collect)
     ph["total"] = (time.perf_counter_ns() - t0) / 1e6
     ph["cpu"] = (time.process_time_ns() - c0) / 1e6
     return ph
@@ -234,8 +268,27 @@ def bench(fn: Callable[[], dict[str, float]], runs: int, warmup: int = 2) -> dic
     return medians([fn() for _ in range(runs)])
 
 
-def btclib_in_subprocess(n: int, runs: int) -> dict[str, float]:
-    """Run :func:`run_btclib` in pure-Python mode in a child interpreter (env set before import)."""
+def bench_together(
+    fns: dict[str, Callable[[], dict[str, float]]], runs: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
+    """:func:`bench` for several variants, their runs taken in turn (round robin).
+
+    On a shared machine the load changes within seconds; taking turns exposes every variant to
+    the same load, so that their ratios (session vs floor, one strategy vs the other) hold.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    runs_of: dict[str, list[dict[str, float]]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            runs_of[k].append(fn())
+    return {k: medians(v) for k, v in runs_of.items()}
+
+
+def btclib_in_subprocess(n: int, runs: int) -> dict[str, dict[str, float]]:
+    """:func:`run_btclib` for both strategies, pure-Python mode, in a child interpreter (the
+    environment variable must be set before btclib-ecc is imported)."""
     env = {**os.environ, "BTCLIB_ECC_NO_LIBSECP256K1": "1"}
     proc = subprocess.run(
         [sys.executable, __file__, "--btclib-worker", str(n), str(runs)],
@@ -245,13 +298,13 @@ def btclib_in_subprocess(n: int, runs: int) -> dict[str, float]:
         check=True,
         timeout=3600,
     )
-    out: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, dict[str, float]] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
 
 def _fmt(label: str, r: dict[str, float]) -> str:
-    cols = " ".join(f"{r[p]:>9.3f}" for p in (*PHASES, "total", "cpu"))
-    return f"{label:<34} {cols}"
+    cols = " ".join(f"{r[p]:>9.3f}" if p in r else f"{'':>9}" for p in (*PHASES, "total", "cpu"))
+    return f"{label:<44} {cols}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -269,41 +322,73 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
         assert not is_libsecp256k1_serving(), "btclib-ecc must run in pure-Python mode"
         n, runs = args.btclib_worker
-        print(json.dumps(bench(lambda: run_btclib(n), runs, warmup=1)))
+        print(
+            json.dumps(
+                {
+                    c: bench(
+                        lambda v=(c == "on-arrival"): run_btclib(n, verify_partials=v), runs, 1
+                    )
+                    for c in STRATEGIES
+                }
+            )
+        )
         return {}
 
-    n_large = args.n_large
-    results = {
-        f"wrapper n={n_large}": bench(lambda: run_wrapper(n_large), args.runs_100),
-        "wrapper n=5": bench(lambda: run_wrapper(5), args.runs_5),
-        "wrapper n=5 (sign self-verify)": bench(
-            lambda: run_wrapper(5, self_verify=True), args.runs_5
-        ),
-        "btclib-ecc pure Python n=5": btclib_in_subprocess(5, args.runs_ref),
-    }
-    floor = {
-        f"raw CFFI floor n={n_large}": bench(lambda: run_raw(n_large), args.runs_100),
-        "raw CFFI floor n=5": bench(lambda: run_raw(5), args.runs_5),
-    }
+    big, r_big, r_5 = args.n_large, args.runs_100, args.runs_5
+    results = bench_together(
+        {
+            **{f"session n={big} {c}": lambda c=c: run_session(big, c) for c in STRATEGIES},
+            f"session n={big} on-aggregate, key cached": lambda: run_session(
+                big, "on-aggregate", key_cached=True
+            ),
+            **{
+                f"raw CFFI floor n={big} {c}": lambda c=c: run_raw(
+                    big, verify_partials=c == "on-arrival"
+                )
+                for c in STRATEGIES
+            },
+        },
+        r_big,
+    )
+    results.update(
+        bench_together(
+            {
+                **{f"session n=5 {c}": lambda c=c: run_session(5, c) for c in STRATEGIES},
+                "session n=5 on-aggregate, signers self-verify": lambda: run_session(
+                    5, "on-aggregate", self_verify=True
+                ),
+                **{
+                    f"raw CFFI floor n=5 {c}": lambda c=c: run_raw(
+                        5, verify_partials=c == "on-arrival"
+                    )
+                    for c in STRATEGIES
+                },
+            },
+            r_5,
+        )
+    )
+    ref = btclib_in_subprocess(5, args.runs_ref)
+    for c in STRATEGIES:
+        results[f"btclib-ecc pure Python n=5 {c}"] = ref[c]
+
     print(f"medians in ms ({sys.implementation.name} {sys.version.split()[0]})")
-    print(f"{'':<34} " + " ".join(f"{p:>9}" for p in (*PHASES, "total", "cpu")))
+    print(f"{'':<44} " + " ".join(f"{p:>9}" for p in (*PHASES, "total", "cpu")))
     for label, r in results.items():
         print(_fmt(label, r))
-    for label, r in floor.items():
-        print(f"{label:<34} {'':>59} {r['total']:>9.3f} {r['cpu']:>9.3f}")
-    results.update(floor)
-    ref, ours = results["btclib-ecc pure Python n=5"], results["wrapper n=5"]
-    print(
-        "ratio n=5, btclib-ecc pure Python (reference.py stand-in) / wrapper: "
-        f"{ref['total'] / ours['total']:.1f}x wall, {ref['cpu'] / ours['cpu']:.1f}x CPU"
-    )
-    large = results[f"wrapper n={n_large}"]
-    verdict = "OK" if large["total"] <= 20 else "OVER"
-    print(
-        f"n={n_large}: {large['total']:.2f} ms wall, {large['cpu']:.2f} ms CPU "
-        f"(target <= 20 ms wall: {verdict}); load average {os.getloadavg()[0]:.2f} "
-        f"on {os.cpu_count()} CPUs"
-    )
+    for c in STRATEGIES:
+        ref_c, ours = results[f"btclib-ecc pure Python n=5 {c}"], results[f"session n=5 {c}"]
+        print(
+            f"ratio n=5 {c}, btclib-ecc pure Python (reference.py stand-in) / session: "
+            f"{ref_c['total'] / ours['total']:.1f}x wall, {ref_c['cpu'] / ours['cpu']:.1f}x CPU"
+        )
+    for c in STRATEGIES:
+        large, floor = results[f"session n={big} {c}"], results[f"raw CFFI floor n={big} {c}"]
+        verdict = "OK" if large["total"] <= TARGET_MS else "OVER"
+        print(
+            f"n={big} {c}: {large['total']:.2f} ms wall, {large['cpu']:.2f} ms CPU "
+            f"(target <= {TARGET_MS:g} ms wall: {verdict}); raw floor {floor['total']:.2f} ms"
+        )
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     return results
 
 

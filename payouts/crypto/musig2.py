@@ -119,7 +119,23 @@ def tagged_hash(tag: str, msg: bytes) -> bytes:
     return hashlib.sha256(t + t + msg).digest()
 
 
+# Parsed C types and sizes, looked up once: a session makes a few hundred of these calls, and
+# parsing the type string each time is a measurable share of the wrapper's overhead.
+_T_UCHAR32 = ffi.typeof("unsigned char[32]")
+_T_UCHAR66 = ffi.typeof("unsigned char[66]")
+_T_SECNONCE = ffi.typeof("secp256k1_musig_secnonce *")
+_T_PUBNONCE = ffi.typeof("secp256k1_musig_pubnonce *")
+_T_KEYPAIR = ffi.typeof("secp256k1_keypair *")
+_T_PUBKEY = ffi.typeof("secp256k1_pubkey *")
+_T_PSIG = ffi.typeof("secp256k1_musig_partial_sig *")
+_SECNONCE_SIZE: Final = ffi.sizeof("secp256k1_musig_secnonce")
+_KEYPAIR_SIZE: Final = ffi.sizeof("secp256k1_keypair")
+_ZERO32: Final = bytes(32)
+
+
 def _bytes(value: object, size: int, what: str) -> bytes:
+    if type(value) is bytes and len(value) == size:
+        return value
     if not isinstance(value, bytes | bytearray) or len(value) != size:
         raise MuSig2ValueError(f"{what} must be {size} bytes")
     return bytes(value)
@@ -184,19 +200,6 @@ def _parse_pubnonce(data: object, signer: int | None) -> Any:
     if pn is None:
         raise InvalidContributionError(signer, "pubnonce", "musig_pubnonce_parse failed")
     return pn
-
-
-def _parse_psig(data: object, signer: int | None) -> Any:
-    ps = ffi.new("secp256k1_musig_partial_sig *")
-    if not isinstance(data, bytes | bytearray) or len(data) != PSIG_SIZE:
-        raise InvalidContributionError(signer, "psig", "not 32 bytes")
-    _blame(
-        lib.secp256k1_musig_partial_sig_parse(CTX, ps, bytes(data)),
-        signer,
-        "psig",
-        "musig_partial_sig_parse",
-    )
-    return ps
 
 
 def check_pubnonce(pubnonce: object, signer: int | None = None) -> None:
@@ -417,11 +420,7 @@ class SecNonce:
     def wipe(self) -> None:
         """Zero the secret and mark the nonce used (e.g. when a session is abandoned)."""
         self._used = True
-        ffi.memmove(
-            self._struct,
-            bytes(ffi.sizeof("secp256k1_musig_secnonce")),
-            ffi.sizeof("secp256k1_musig_secnonce"),
-        )
+        ffi.memmove(self._struct, bytes(_SECNONCE_SIZE), _SECNONCE_SIZE)
 
     def _consume(self) -> Any:
         if self._used:
@@ -433,11 +432,7 @@ class SecNonce:
     def __del__(self) -> None:
         # Best effort: do not leave k1, k2 in freed memory.
         with contextlib.suppress(Exception):  # interpreter shutdown may have freed ffi
-            ffi.memmove(
-                self._struct,
-                bytes(ffi.sizeof("secp256k1_musig_secnonce")),
-                ffi.sizeof("secp256k1_musig_secnonce"),
-            )
+            ffi.memmove(self._struct, bytes(_SECNONCE_SIZE), _SECNONCE_SIZE)
 
     def _refuse(self, *_: object) -> NoReturn:
         raise TypeError("a SecNonce cannot be copied or serialized (nonce reuse leaks the key)")
@@ -471,15 +466,13 @@ def nonce_gen(
     """
     pk_bytes = _bytes(pubkey, PUBKEY_SIZE, "pubkey")
     pk = _parse_pubkey(pk_bytes, None) if keyagg is None else keyagg._pubkey_struct(pk_bytes, None)
-    secrand = ffi.new(
-        "unsigned char[32]", _bytes(os.urandom(32) if rand is None else rand, 32, "rand")
-    )
-    sk = ffi.NULL if seckey is None else ffi.new("unsigned char[32]", _bytes(seckey, 32, "seckey"))
+    secrand = ffi.new(_T_UCHAR32, os.urandom(32) if rand is None else _bytes(rand, 32, "rand"))
+    sk = ffi.NULL if seckey is None else ffi.new(_T_UCHAR32, _bytes(seckey, 32, "seckey"))
     msg_arg = ffi.NULL if msg is None else _bytes(msg, 32, "msg (libsecp256k1: msg32 only)")
     extra = ffi.NULL if extra_in is None else _bytes(extra_in, 32, "extra_in")
-    cache = ffi.NULL if keyagg is None else keyagg.cache
-    sn = ffi.new("secp256k1_musig_secnonce *")
-    pn = ffi.new("secp256k1_musig_pubnonce *")
+    cache = ffi.NULL if keyagg is None else keyagg._cache
+    sn = ffi.new(_T_SECNONCE)
+    pn = ffi.new(_T_PUBNONCE)
     try:
         ok = lib.secp256k1_musig_nonce_gen(CTX, sn, pn, secrand, sk, pk, msg_arg, cache, extra)
         try:
@@ -490,10 +483,10 @@ def nonce_gen(
     finally:
         # libsecp already zeroes secrand; the seckey copy is ours to wipe.
         if sk != ffi.NULL:
-            ffi.memmove(sk, bytes(32), 32)
-    out = ffi.new("unsigned char[66]")
+            ffi.memmove(sk, _ZERO32, 32)
+    out = ffi.new(_T_UCHAR66)
     check(lib.secp256k1_musig_pubnonce_serialize(CTX, out, pn), "musig_pubnonce_serialize")
-    pubnonce = bytes(ffi.buffer(out, PUBNONCE_SIZE))
+    pubnonce: bytes = ffi.buffer(out)[:]
     return SecNonce(sn, pk_bytes, pubnonce), pubnonce
 
 
@@ -575,23 +568,23 @@ def partial_sign(
         raise TypeError("secnonce must be a SecNonce")
     if secnonce.used:
         raise NonceReuseError("secret nonce already used: never sign twice with one nonce")
-    sk = ffi.new("unsigned char[32]", _bytes(seckey, 32, "seckey"))
-    keypair = ffi.new("secp256k1_keypair *")
+    sk = ffi.new(_T_UCHAR32, _bytes(seckey, 32, "seckey"))
+    keypair = ffi.new(_T_KEYPAIR)
     try:
         try:
             check(lib.secp256k1_keypair_create(CTX, keypair, sk), "keypair_create")
         except SecpError as e:
             raise MuSig2ValueError("The secret key must be in range 1..n-1.") from e
-        pk = ffi.new("secp256k1_pubkey *")
+        pk = ffi.new(_T_PUBKEY)
         check(lib.secp256k1_keypair_pub(CTX, pk, keypair), "keypair_pub")
         pk_bytes = _serialize_pubkey(pk)
         if pk_bytes != secnonce.pubkey:
             raise MuSig2ValueError("Public key does not match nonce_gen argument")
         if not session.keyagg.contains(pk_bytes):
             raise MuSig2ValueError("The signer's pubkey must be included in the list of pubkeys.")
-        ps = ffi.new("secp256k1_musig_partial_sig *")
+        ps = ffi.new(_T_PSIG)
         ok = lib.secp256k1_musig_partial_sign(
-            CTX, ps, secnonce._consume(), keypair, session.keyagg.cache, session.raw
+            CTX, ps, secnonce._consume(), keypair, session.keyagg._cache, session._session
         )
         try:
             check(ok, "musig_partial_sign")
@@ -602,13 +595,11 @@ def partial_sign(
                 raise NonceReuseError(f"secret nonce is zeroed or invalid (reused?): {e}") from e
             raise MuSig2ValueError(str(e)) from e
     finally:
-        ffi.memmove(sk, bytes(32), 32)
-        ffi.memmove(
-            keypair, bytes(ffi.sizeof("secp256k1_keypair")), ffi.sizeof("secp256k1_keypair")
-        )
-    out = ffi.new("unsigned char[32]")
+        ffi.memmove(sk, _ZERO32, 32)
+        ffi.memmove(keypair, bytes(_KEYPAIR_SIZE), _KEYPAIR_SIZE)
+    out = ffi.new(_T_UCHAR32)
     check(lib.secp256k1_musig_partial_sig_serialize(CTX, out, ps), "musig_partial_sig_serialize")
-    psig = bytes(ffi.buffer(out, PSIG_SIZE))
+    psig: bytes = ffi.buffer(out)[:]
     if (
         verify
         and secnonce.pubnonce is not None
@@ -658,13 +649,22 @@ def partial_sig_agg(psigs: Sequence[bytes], session: SessionContext) -> bytes:
     Raises :class:`InvalidContributionError` (``contrib="psig"``) for the first one that is not
     a scalar below n.
     """
-    if len(psigs) == 0:
+    n = len(psigs)
+    if n == 0:
         raise MuSig2ValueError("at least one partial signature is needed")
-    parsed = [_parse_psig(p, i) for i, p in enumerate(psigs)]
-    ptrs = ffi.new("secp256k1_musig_partial_sig *[]", parsed)
+    # One C array for all of them instead of an allocation per psig.
+    arr = ffi.new("secp256k1_musig_partial_sig[]", n)
+    ptrs = ffi.new("secp256k1_musig_partial_sig *[]", n)
+    parse = lib.secp256k1_musig_partial_sig_parse
+    for i, p in enumerate(psigs):
+        if not isinstance(p, bytes | bytearray) or len(p) != PSIG_SIZE:
+            raise InvalidContributionError(i, "psig", "not 32 bytes")
+        ptrs[i] = arr + i
+        _blame(parse(CTX, ptrs[i], bytes(p)), i, "psig", "musig_partial_sig_parse")
     out = ffi.new("unsigned char[64]")
     check(
-        lib.secp256k1_musig_partial_sig_agg(CTX, out, session.raw, ptrs, len(parsed)),
+        lib.secp256k1_musig_partial_sig_agg(CTX, out, session._session, ptrs, n),
         "musig_partial_sig_agg",
     )
-    return bytes(ffi.buffer(out, SIG_SIZE))
+    sig: bytes = ffi.buffer(out)[:]
+    return sig

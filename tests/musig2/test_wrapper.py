@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from btclib_ecc.ecc import musig2 as bm
 from coincurve import PublicKeyXOnly
 
 from payouts.crypto import musig2 as m
+from payouts.crypto import secp
 
 from ._structs import dump_secnonce, load_secnonce
 
@@ -84,6 +86,29 @@ def test_nonce_reuse_caught_by_libsecp_arg_check_without_abort() -> None:
     # The shared context is still healthy afterwards.
     _, _, _, _, fresh = _setup()
     assert isinstance(fresh, m.SessionContext)
+
+
+def test_arg_check_raises_in_a_thread_that_never_saw_one() -> None:
+    """The illegal-argument message is per thread (the callback runs in the caller's thread):
+    a worker thread's first misuse raises there, and leaves nothing pending for anyone."""
+    sks, _, _, nonces, session = _setup()
+    secnonce = nonces[0][0]
+    m.partial_sign(secnonce, sks[0], session)
+    secnonce._used = False
+    caught: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            m.partial_sign(secnonce, sks[0], session)
+        except BaseException as e:  # reported to the main thread below
+            caught.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert len(caught) == 1 and isinstance(caught[0], m.NonceReuseError)
+    assert "secnonce_magic" in str(caught[0])
+    secp.check(1, "main thread after the worker's misuse")  # nothing pending here
 
 
 def test_zeroed_secnonce_struct_is_rejected() -> None:
@@ -285,3 +310,41 @@ def test_plain_and_xonly_pubkey_views() -> None:
     assert ctx.plain_pubkey[1:] == ctx.xonly_pubkey
     assert ctx.contains(pks[0]) and not ctx.contains(m.individual_pubkey(_sk(9)))
     assert bm.key_agg(pks).x_only_pub_key == ctx.xonly_pubkey
+
+
+def test_key_agg_is_computed_once_per_committee() -> None:
+    """The committee's KeyAgg is shared (output build, JD check, session) and stays correct."""
+    pks = [m.individual_pubkey(_sk(i)) for i in range(4)]
+    first = m.key_agg(pks)
+    again = m.key_agg([bytearray(k) for k in pks])  # same keys, other container: same context
+    assert again is first
+    assert m.key_agg(pks[::-1]) is not first  # order matters (KeyAgg does not sort)
+    assert m.key_agg(pks[::-1]).xonly_pubkey != first.xonly_pubkey
+    assert first.xonly_pubkey == bm.key_agg(pks).x_only_pub_key
+    # Tweaking a shared context leaves it untouched for the next user.
+    tweaked = m.key_agg(pks, [b"\x07" * 32], [True])
+    assert tweaked is not first and tweaked.xonly_pubkey != first.xonly_pubkey
+    assert first.tweaks == () and m.key_agg(pks).xonly_pubkey == first.xonly_pubkey
+    # A failure is raised every time, never remembered as a result.
+    bad = [*pks[:3], b"\x02" + b"\x00" * 31 + b"\x07"]  # x=7: not on the curve
+    for _ in range(2):
+        with pytest.raises(m.InvalidContributionError) as ei:
+            m.key_agg(bad)
+        assert (ei.value.signer, ei.value.contrib) == (3, "pubkey")
+
+
+def test_check_pubnonce_and_psig_well_formed() -> None:
+    _, _, _, nonces, session = _setup()
+    m.check_pubnonce(nonces[0][1], 0)
+    for bad in (nonces[0][1][:65], b"\x04" + nonces[0][1][1:], "00" * 66, None):
+        with pytest.raises(m.InvalidContributionError) as ei:
+            m.check_pubnonce(bad, 2)
+        assert (ei.value.signer, ei.value.contrib) == (2, "pubnonce")
+    n_minus_1, n = (m.N - 1).to_bytes(32, "big"), m.N.to_bytes(32, "big")
+    assert m.psig_well_formed(n_minus_1) and m.psig_well_formed(bytearray(32))
+    for bad_psig in (n, b"\xff" * 32, n_minus_1[:31], n_minus_1 + b"\x00", "00" * 32, None):
+        assert not m.psig_well_formed(bad_psig)
+    # The same boundary as libsecp's parse, which PartialSigAgg applies.
+    m.partial_sig_agg([n_minus_1], session)
+    with pytest.raises(m.InvalidContributionError):
+        m.partial_sig_agg([n], session)
