@@ -458,6 +458,7 @@ class JobDeclarationServer:
             reason = "server stopping"
         except Exception as exc:  # a bug must cost one connection, not the server
             log.exception("JDS connection %d: unexpected error", sid)
+            self._count("internal-errors")  # the live-server fuzz job asserts it stays absent
             reason = f"internal error: {exc!r}"
         finally:
             log.info("JDS connection %d (%s) closed: %s", sid, peer, reason)
