@@ -399,6 +399,13 @@ class SettlementRunner:
         self._not_mature(block_id)
         return self._report(block_id, events, sent)
 
+    def _refuse_if_signed(self, block_id: int) -> None:
+        session = self.lifecycle.session(block_id)
+        if session is not None and session.tick(self.clock()) is SessionState.COMPLETE:
+            raise SettlementActionError(
+                f"block {block_id}'s committee has signed; the cooperative spend goes out",
+                code="signing-complete")
+
     async def fallback(self, block_id: int) -> ActionReport:
         """MuSig2: give up the cooperative spend and send the signed script-path fallback.
 
@@ -419,6 +426,7 @@ class SettlementRunner:
         valid_from = max(block.height + out.params.fallback_delay,
                          block.height + COINBASE_MATURITY)
         async with self._lock:
+            self._refuse_if_signed(block_id)
             tip = (await self.node.tip()).height
             if tip + 1 < valid_from:
                 raise SettlementActionError(
@@ -428,11 +436,8 @@ class SettlementRunner:
                     valid_from_height=valid_from, tip=tip)
             self.lifecycle.sent.clear()
             events = await self._step_locked()  # opens the session if none is open yet
+            self._refuse_if_signed(block_id)
             session = self.lifecycle.session(block_id)
-            if session is not None and session.state is SessionState.COMPLETE:
-                raise SettlementActionError(
-                    f"block {block_id}'s committee has signed; the cooperative spend goes out",
-                    code="signing-complete")
             if session is not None and session.state is not SessionState.FAILED:
                 session.abort(self.clock(), "operator chose the fallback")
                 log.info("block %d: signing session aborted by the operator", block_id)

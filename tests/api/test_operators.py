@@ -32,6 +32,10 @@ ENDPOINTS: list[tuple[str, str, str, Any]] = [
     ("PUT", "/v1/config", "admin", {"fee_bps": 100}),
     ("POST", "/v1/musig2/sessions", "settlements:write",
      {"sighash": "00" * 32, "pubkeys": [G]}),
+    ("GET", "/v1/settlements", "read", None),
+    ("GET", "/v1/settlements/1", "read", None),
+    ("POST", "/v1/settlements/1/broadcast", "settlements:write", None),
+    ("POST", "/v1/settlements/1/fallback", "settlements:write", None),
 ]
 
 
