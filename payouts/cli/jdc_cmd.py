@@ -1,5 +1,6 @@
-"""``payouts jdc``: run the Job Declaration client against a pool's JDS, and compute the
-CoinbaseOutputConstraints a distribution implies (docs/jdc.md).
+"""``payouts jdc``: run the Job Declaration client against a pool's JDS (templates from a node
+or from a Template Provider), compute the CoinbaseOutputConstraints a distribution implies, and
+serve a small Template Provider from a node (docs/jdc.md).
 
 Progress lines go to stderr; results (``run --once``, ``constraints``) are JSON on stdout.
 """
@@ -20,19 +21,29 @@ import typer
 from payouts.distribution.jsonio import distribution_from_json
 from payouts.errors import ConfigError, ValidationError
 from payouts.node.interface import Node
-from sv2.authority import decode_authority_public_key
+from payouts.node.kernel_chain import REGTEST_BITS
+from sv2.authority import (
+    authority_public_key,
+    decode_authority_public_key,
+    decode_authority_secret_key,
+    encode_authority_public_key,
+)
 from sv2.jdc import (
     DeclarationRejected,
     DeclaredJob,
     FallbackEvent,
     JobDeclarationClient,
     JobTemplate,
+    OutputConstraints,
     build_job_coinbase,
     constraints_for,
     solve,
 )
+from sv2.jdc.template import NodeTemplates, TemplateSource
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
+from sv2.noise import ServerIdentity
+from sv2.tdp import SubmittedSolution, TemplateDistributionClient, TemplateProvider
 
 app = typer.Typer(
     help="Job Declaration client: declare jobs with the pool's payout distribution (SV2 JD).",
@@ -55,10 +66,11 @@ def _progress(line: str) -> None:
     typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}", err=True)
 
 
-def parse_server(text: str) -> tuple[str, int]:
+def parse_server(text: str, option: str = "--server", *, listen: bool = False) -> tuple[str, int]:
+    """HOST:PORT; a listening address may use port 0 (the OS picks a free one)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValidationError(f"--server must be HOST:PORT, got {text!r}", code="invalid-server")
+    if not sep or not host or not port.isdigit() or not (0 if listen else 1) <= int(port) < 65536:
+        raise ValidationError(f"{option} must be HOST:PORT, got {text!r}", code="invalid-server")
     return host.strip("[]"), int(port)
 
 
@@ -99,12 +111,36 @@ def _job_json(job: DeclaredJob, template: JobTemplate) -> dict[str, Any]:
     }
 
 
+class _TpSession:
+    """The Template Provider side of ``run --tp``: connected once the JDS's first distribution
+    fixed the CoinbaseOutputConstraints (PR #203), told again whenever they change."""
+
+    def __init__(self, host: str, port: int, key: bytes, timeout: float) -> None:
+        self.client = TemplateDistributionClient(
+            host, port, key, timeout=timeout, progress=_progress
+        )
+        self.connected = False
+
+    async def on_constraints(self, c: OutputConstraints) -> None:
+        if self.connected:
+            self.client.set_constraints(c.message())
+
+
+def _mineable(template: JobTemplate, node: Node | None) -> bool:
+    """Whether this client grinds the nonce itself: only on regtest (the node says so; a TP's
+    template says it through regtest's nBits)."""
+    if node is not None:
+        return node.network == "regtest"
+    return template.bits == REGTEST_BITS
+
+
 async def _run(
     host: str,
     port: int,
     key: bytes,
-    node: Node,
+    node: Node | None,
     *,
+    tp: _TpSession | None,
     once: bool,
     per_job: bool,
     user: str,
@@ -124,6 +160,7 @@ async def _run(
         timeout=timeout,
         progress=_progress,
         on_fallback=fallbacks.append,
+        on_constraints=tp.on_constraints if tp is not None else None,
     )
     async with client:
         if client.constraints is not None:
@@ -131,65 +168,105 @@ async def _run(
                 "CoinbaseOutputConstraints for the Template Provider: "
                 + json.dumps(client.constraints.to_json())
             )
-        last: tuple[bytes, int | None] | None = None
-        while True:
-            template = JobTemplate.from_block_template(await node.block_template())
-            d = client.distribution
-            key_now = (template.prev_hash, d.distribution_id if d else None)
-            if key_now == last and not once:
-                await asyncio.sleep(interval)
-                continue
-            last = key_now
-            _progress(
-                f"template: height {template.height}, {len(template.transactions)} txs, "
-                f"T={template.revenue} sat"
-            )
-            try:
-                job = (
-                    await client.declare_job_per_job(template)
-                    if per_job
-                    else await client.declare_job(template)
+        source: TemplateSource
+        if tp is not None:
+            if client.constraints is None:
+                raise ValidationError(
+                    "--tp needs the pool's payout distribution (extension 0x0003) to compute "
+                    "CoinbaseOutputConstraints; the pool sent none",
+                    code="no-constraints",
                 )
-            except DeclarationRejected as exc:
-                if once:
-                    return await _solo(node, client, template, exc.event)
-                await asyncio.sleep(interval)
-                continue
-            if node.network != "regtest":
-                # Real hashing happens on the pool's mining connection (SetCustomMiningJob with
-                # job.token); this client only declares.
-                if once:
-                    return {"declared": _job_json(job, template)}
-                await asyncio.sleep(interval)
-                continue
-            sol = solve(template, job.coinbase)
-            client.push_solution(job, sol)
-            await client.drain()
-            result = {
-                "declared": _job_json(job, template),
-                "block_hash": sol.header.hash_hex,
-                "nonce": sol.header.nonce,
-                "extranonce": sol.extranonce.hex(),
-                "pushed": True,
-            }
-            if once:
-                # PushSolution has no reply (§6.4.9): give the JDS a moment to take the block
-                # before the connection closes.
-                await asyncio.sleep(0.2)
-                return result
-            _progress(f"block {sol.header.hash_hex} pushed to the JDS")
+            await tp.client.connect(client.constraints.message())
+            tp.connected = True
+            source = tp.client
+        else:
+            assert node is not None
+            source = NodeTemplates(node)
+        try:
+            return await _loop(client, source, node, once=once, per_job=per_job, interval=interval)
+        finally:
+            if tp is not None:
+                await tp.client.close()
+
+
+async def _loop(
+    client: JobDeclarationClient,
+    source: TemplateSource,
+    node: Node | None,
+    *,
+    once: bool,
+    per_job: bool,
+    interval: float,
+) -> dict[str, Any] | None:
+    last: tuple[bytes, int | None] | None = None
+    while True:
+        template = await source.template()
+        d = client.distribution
+        key_now = (template.prev_hash, d.distribution_id if d else None)
+        if key_now == last and not once:
             await asyncio.sleep(interval)
+            continue
+        last = key_now
+        _progress(
+            f"template: height {template.height}, {len(template.transactions)} txs, "
+            f"T={template.revenue} sat"
+            + (f" (TP template {template.template_id})" if template.template_id else "")
+        )
+        try:
+            job = (
+                await client.declare_job_per_job(template)
+                if per_job
+                else await client.declare_job(template)
+            )
+        except DeclarationRejected as exc:
+            if once:
+                return await _solo(source, client, template, exc.event, node)
+            await asyncio.sleep(interval)
+            continue
+        if not _mineable(template, node):
+            # Real hashing happens on the pool's mining connection (SetCustomMiningJob with
+            # job.token: sv2.jdc.custom_job builds it); this client only declares.
+            if once:
+                return {"declared": _job_json(job, template)}
+            await asyncio.sleep(interval)
+            continue
+        sol = solve(template, job.coinbase)
+        client.push_solution(job, sol)
+        await client.drain()
+        result: dict[str, Any] = {
+            "declared": _job_json(job, template),
+            "block_hash": sol.header.hash_hex,
+            "nonce": sol.header.nonce,
+            "extranonce": sol.extranonce.hex(),
+            "pushed": True,
+        }
+        if template.template_id is not None:
+            # sv2-spec §7.7: the TP MUST propagate it as well (SRI's JDS leaves PushSolution
+            # unimplemented, so with SRI this is the path that reaches the network).
+            await source.submit_solution(template, sol)
+            result["submitted_to_tp"] = template.template_id
+        if once:
+            # PushSolution and SubmitSolution have no reply (§6.4.9, §7.7): give the JDS and
+            # the TP a moment to take the block before the connections close.
+            await asyncio.sleep(0.2)
+            return result
+        _progress(f"block {sol.header.hash_hex} pushed to the JDS")
+        await asyncio.sleep(interval)
 
 
 async def _solo(
-    node: Node, client: JobDeclarationClient, template: JobTemplate, ev: FallbackEvent
+    source: TemplateSource,
+    client: JobDeclarationClient,
+    template: JobTemplate,
+    ev: FallbackEvent,
+    node: Node | None,
 ) -> dict[str, Any]:
     """The fallback of sv2-spec §6.4.5 on regtest: mine the own template with the coinbase
-    already built and submit it to the own node (solo)."""
+    already built and hand the block to the own node or Template Provider (solo)."""
     out: dict[str, Any] = {
         "fallback": {"code": ev.code, "details": ev.details, "attempts": ev.attempts}
     }
-    if node.network != "regtest":
+    if not _mineable(template, node):
         return out
     coinbase = ev.coinbase
     if coinbase is None and client.distribution is not None:
@@ -197,10 +274,22 @@ async def _solo(
     if coinbase is None:
         return out
     sol = solve(template, coinbase)
-    reason = await node.submit_block(sol.block.serialize())
+    reason = await source.submit_solution(template, sol)
     out["solo"] = {"block_hash": sol.header.hash_hex, "accepted": reason is None, "reason": reason}
+    if template.template_id is not None:
+        # SubmitSolution has no reply: "accepted" means handed to the TP, which propagates it.
+        out["solo"]["via"] = "template-provider"
+        await asyncio.sleep(0.2)
     _progress(f"solo block {sol.header.hash_hex}: {'accepted' if reason is None else reason}")
     return out
+
+
+def _close_node(n: Node | None) -> None:
+    close = getattr(n, "close", None)
+    if callable(close):
+        res = close()
+        if asyncio.iscoroutine(res):
+            asyncio.run(res)
 
 
 @app.command("run")
@@ -209,7 +298,26 @@ def run_cmd(
     authority_key: str = typer.Option(
         ..., "--authority-key", help="The pool's authority public key (base58check or hex)."
     ),
-    node: NodeChoice = typer.Option(NodeChoice.kernel, "--node", help="Where templates come from."),
+    node: NodeChoice = typer.Option(
+        NodeChoice.kernel,
+        "--node",
+        help="Where templates come from without --tp: the embedded regtest kernel node, or "
+        "bitcoind's getblocktemplate ([node] in --config).",
+    ),
+    tp: str | None = typer.Option(
+        None,
+        "--tp",
+        help="Take templates from this Template Provider (HOST:PORT, SV2 Template "
+        "Distribution: sv2-tp, or `payouts jdc template-provider`) instead of --node. "
+        "CoinbaseOutputConstraints are computed from the pool's distribution and sent "
+        "first; found blocks go to the TP (SubmitSolution) as well as to the JDS.",
+    ),
+    tp_authority_key: str | None = typer.Option(
+        None,
+        "--tp-authority-key",
+        help="The Template Provider's authority public key (base58check or hex); its Noise "
+        "certificate must be signed by it. Required with --tp.",
+    ),
     once: bool = typer.Option(
         False, "--once", help="Declare one job, mine it (regtest), push it, print JSON, exit."
     ),
@@ -221,17 +329,36 @@ def run_cmd(
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for each answer."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file."),
 ) -> None:
-    """Run the JD client against a JDS with templates from a node.
+    """Run the JD client against a JDS, with templates from a node or a Template Provider.
 
     Connects over TCP + Noise (checking the authority key), sets up the JD protocol with
     DECLARE_TX_DATA, negotiates 0x0003 + 0x4003 (or 0x4002 with --per-job), receives the
-    payout distribution and declares jobs whose coinbase pays it.
+    payout distribution and declares jobs whose coinbase pays it. With --tp the templates come
+    from a Template Provider: the client opens its own Template Distribution connection once
+    the distribution tells it how much coinbase space to ask for.
     """
     # Progress lines already say what the client's log would; keep stderr to one line each.
     logging.getLogger("sv2.jdc").addHandler(logging.NullHandler())
     host, port = parse_server(server)
     key = parse_authority_key(authority_key)
-    n = _make_node(node, config)
+    tp_session: _TpSession | None = None
+    if tp is not None:
+        if tp_authority_key is None:
+            raise ValidationError(
+                "--tp needs --tp-authority-key (the Template Provider's authority public key)",
+                code="missing-tp-authority-key",
+            )
+        if per_job:
+            raise ValidationError(
+                "--tp cannot be combined with --per-job: the per-job adapter (0x4002) gives no "
+                "distribution to compute CoinbaseOutputConstraints from",
+                code="invalid-options",
+            )
+        tp_host, tp_port = parse_server(tp, "--tp")
+        tp_session = _TpSession(tp_host, tp_port, parse_authority_key(tp_authority_key), timeout)
+    elif tp_authority_key is not None:
+        raise ValidationError("--tp-authority-key needs --tp", code="invalid-options")
+    n = _make_node(node, config) if tp_session is None else None
     try:
         result = asyncio.run(
             _run(
@@ -239,6 +366,7 @@ def run_cmd(
                 port,
                 key,
                 n,
+                tp=tp_session,
                 once=once,
                 per_job=per_job,
                 user=user,
@@ -249,15 +377,86 @@ def run_cmd(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
-        close = getattr(n, "close", None)
-        if callable(close):
-            res = close()
-            if asyncio.iscoroutine(res):
-                asyncio.run(res)
+        _close_node(n)
     if result is not None:
         typer.echo(json.dumps(result, indent=2))
         if "fallback" in result:
             raise typer.Exit(3)
+
+
+async def _serve_tp(provider: TemplateProvider, authority_key: str) -> None:
+    async with provider:
+        host, port = provider.address
+        typer.echo(json.dumps({"host": host, "port": port, "authority_key": authority_key}))
+        _progress(f"Template Provider listening on {host}:{port}")
+        await asyncio.Event().wait()
+
+
+def _solution_line(s: SubmittedSolution) -> None:
+    typer.echo(
+        json.dumps(
+            {
+                "block": s.block_hash[::-1].hex(),
+                "height": s.height,
+                "template_id": s.template_id,
+                "accepted": s.accepted,
+                "reason": s.reason,
+            }
+        )
+    )
+
+
+@app.command("template-provider")
+def template_provider_cmd(
+    listen: str = typer.Option("127.0.0.1:8442", "--listen", help="HOST:PORT to listen on."),
+    node: NodeChoice = typer.Option(
+        NodeChoice.kernel,
+        "--node",
+        help="The node templates come from and blocks go to: the embedded regtest kernel node, "
+        "or bitcoind ([node] in --config).",
+    ),
+    authority_secret_key: str | None = typer.Option(
+        None,
+        "--authority-secret-key",
+        help="Secret key (SV2 base58check) that signs the Noise certificate; a fresh one is "
+        "made when absent. Clients pass the printed authority_key as --tp-authority-key.",
+    ),
+    poll_interval: float = typer.Option(
+        1.0, "--poll-interval", help="Seconds between reads of the node's template."
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file."),
+) -> None:
+    """Serve SV2 Template Distribution from a node, for miners without sv2-tp.
+
+    Answers CoinbaseOutputConstraints with the node's best template (reserving the coinbase
+    space asked for), pushes a new template on every new tip or fee increase, answers
+    RequestTransactionData and turns SubmitSolution into a block submitted to the node.
+    Prints one JSON line with host, port and authority_key, then one per submitted block.
+    """
+    import secrets
+
+    logging.getLogger("sv2.tdp").addHandler(logging.NullHandler())
+    host, port = parse_server(listen, "--listen", listen=True)
+    sk = (
+        decode_authority_secret_key(authority_secret_key)
+        if authority_secret_key
+        else secrets.token_bytes(32)
+    )
+    n = _make_node(node, config)
+    provider = TemplateProvider(
+        identity=ServerIdentity.signed_by(sk, validity_s=86400),
+        node=n,
+        host=host,
+        port=port,
+        poll_interval=poll_interval,
+        on_solution=_solution_line,
+    )
+    try:
+        asyncio.run(_serve_tp(provider, encode_authority_public_key(authority_public_key(sk))))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        _close_node(n)
 
 
 @app.command("constraints")

@@ -54,14 +54,13 @@ from sv2.jdc.errors import (
 )
 from sv2.jdc.fallback import OnFallback
 from sv2.jdc.jobs import DEFAULT_EXTRANONCE_SIZE, DEFAULT_TAG
-from sv2.jdc.session import SV2_VERSION, Progress
+from sv2.jdc.session import Progress
 from sv2.jdc.solutions import SolutionPushing
 from sv2.jds.modes import ExpectedOutputs, SettlementMode
 from sv2.messages.base import Message
 from sv2.messages.common import (
     JD_FLAG_DECLARE_TX_DATA,
     PROTOCOL_JOB_DECLARATION,
-    SetupConnection,
     SetupConnectionError,
     SetupConnectionSuccess,
 )
@@ -158,18 +157,10 @@ class JobDeclarationClient(Declaring, SolutionPushing):
         authority key, expired certificate)."""
         await self._open()
         await self._setup_connection(
-            SetupConnection(
-                protocol=PROTOCOL_JOB_DECLARATION,
-                min_version=SV2_VERSION,
-                max_version=SV2_VERSION,
-                flags=JD_FLAG_DECLARE_TX_DATA,
-                endpoint_host=self.host,
-                endpoint_port=self.port,
-                vendor=self.vendor,
-                hardware_version="",
-                firmware="",
-                device_id=self.user_identifier[:255],
-            )
+            PROTOCOL_JOB_DECLARATION,
+            JD_FLAG_DECLARE_TX_DATA,
+            vendor=self.vendor,
+            device_id=self.user_identifier,
         )
         if self.requested_extensions:
             await self._negotiate()

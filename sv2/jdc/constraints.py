@@ -2,7 +2,7 @@
 
 sv2-spec PR #203 (extension 0x0003, head ``04bac85b`` + the 2026-09-09 ``additional_outputs``
 change) §4.4 of ``reference/sv2.md``: the JDC MUST NOT send CoinbaseOutputConstraints
-(07-Template-Distribution-Protocol.md §7.2) before the first ``SetPayoutDistribution``, and
+(07-Template-Distribution-Protocol.md §7.1) before the first ``SetPayoutDistribution``, and
 computes both fields from it:
 
 - ``coinbase_output_max_additional_size`` = Σ serialized TxOut sizes (8-byte amount +
@@ -53,7 +53,7 @@ class OutputConstraints:
         )
 
     def reserved_weight(self, segwit: bool = True) -> int:
-        """Weight the TP reserves for them (sv2-spec §7.2, PR #163): 1168 + 4·size for a segwit
+        """Weight the TP reserves for them (sv2-spec §7.1, PR #163): 1168 + 4·size for a segwit
         block, 944 + 4·size for a legacy one."""
         return (1168 if segwit else 944) + 4 * self.max_additional_size
 

@@ -126,11 +126,27 @@ class ClientSession:
                 if isinstance(it, HandshakeComplete):
                     return items[i + 1 :]
 
-    async def _setup_connection(self, setup: SetupConnection) -> SetupConnectionSuccess:
-        """Send ``SetupConnection`` (sv2-spec §3.6.1) and wait for the reply; .Error raises
-        ``REJECTED`` with code ``setup-<error_code>``."""
+    async def _setup_connection(
+        self, protocol: int, flags: int, *, vendor: str, device_id: str = ""
+    ) -> SetupConnectionSuccess:
+        """Send ``SetupConnection`` (sv2-spec §3.6.1: version 2 only, this connection's
+        endpoint) and wait for the reply; .Error raises ``REJECTED`` with code
+        ``setup-<error_code>``."""
         fut = self._expect("setup", 0)
-        self._send(setup)
+        self._send(
+            SetupConnection(
+                protocol=protocol,
+                min_version=SV2_VERSION,
+                max_version=SV2_VERSION,
+                flags=flags,
+                endpoint_host=self.host,
+                endpoint_port=self.port,
+                vendor=vendor,
+                hardware_version="",
+                firmware="",
+                device_id=device_id[:255],
+            )
+        )
         reply = await self._wait(fut, "SetupConnection")
         if isinstance(reply, SetupConnectionError):
             raise self.REJECTED(

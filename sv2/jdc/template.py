@@ -6,26 +6,36 @@ Two sources, one shape (:class:`JobTemplate`):
   (``getblocktemplate`` decoded, or the kernel node's); T is ``coinbase_value`` (subsidy + fees)
   and the only template output is the BIP-141 witness commitment over the template's wtxids;
 - :meth:`JobTemplate.from_tdp`: Template Distribution messages (sv2-spec
-  07-Template-Distribution-Protocol.md §7.3-§7.6): ``NewTemplate`` (T =
+  07-Template-Distribution-Protocol.md §7.2-§7.5): ``NewTemplate`` (T =
   ``coinbase_tx_value_remaining``; ``coinbase_tx_outputs`` is ``coinbase_tx_outputs_count``
   TxOuts concatenated, *without* a CompactSize count, the witness commitment last),
   ``SetNewPrevHash`` (prev hash, time, nBits) and ``RequestTransactionData.Success`` (the
   transactions, whose wtxids DeclareMiningJob carries).
+
+The reverse, :meth:`JobTemplate.new_template` / :meth:`JobTemplate.set_new_prev_hash`, is what
+our own Template Provider (:mod:`sv2.tdp.server`) sends. A client takes its templates from a
+:class:`TemplateSource`: :class:`NodeTemplates` (a node) or ``sv2.tdp.TdpTemplates`` (a TP).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from payouts.distribution.model import TxOut
 from payouts.errors import ValidationError
-from payouts.node.interface import BlockTemplate
+from payouts.node.interface import BlockTemplate, Node
+from payouts.tx.block import bits_to_target
 from payouts.tx.coinbase import witness_commitment, witness_commitment_output
 from payouts.tx.compact import read_compact_size
 from payouts.tx.merkle import merkle_path, root_from_path
+from payouts.tx.script import bip34_height
 from payouts.tx.transaction import SEQUENCE_FINAL, Tx
 from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
+
+if TYPE_CHECKING:
+    from sv2.jdc.jobs import Solution
 
 
 class TemplateError(ValidationError):
@@ -108,11 +118,16 @@ class JobTemplate:
         """From TDP messages. ``transactions`` is ``RequestTransactionData.Success
         .transaction_list`` (raw) or parsed txs. The block height is read from the BIP-34 push
         at the start of ``NewTemplate.coinbase_prefix``; the merkle path the TP sent is checked
-        against the transactions (a mismatch means the list belongs to another template)."""
-        if prev_hash.template_id != new_template.template_id and not new_template.future_template:
+        against the transactions (a mismatch means the list belongs to another template).
+
+        A future template (``future_template``) needs the SetNewPrevHash that names it; a
+        non-future one uses the last SetNewPrevHash received (sv2-spec §7.2)."""
+        # §7.2/§7.3: a future template becomes active only through the SetNewPrevHash naming
+        # it; a non-future one builds on the last SetNewPrevHash, whatever template it named.
+        if new_template.future_template and prev_hash.template_id != new_template.template_id:
             raise TemplateError(
-                f"SetNewPrevHash is for template {prev_hash.template_id}, not "
-                f"{new_template.template_id}"
+                f"future template {new_template.template_id} was not activated: "
+                f"SetNewPrevHash names template {prev_hash.template_id}"
             )
         txs = tuple(x if isinstance(x, Tx) else Tx.parse(bytes(x)) for x in transactions)
         outputs = parse_template_outputs(
@@ -136,10 +151,66 @@ class JobTemplate:
             raise TemplateError("the transactions do not match NewTemplate.merkle_path")
         return tmpl
 
+    def new_template(self, template_id: int, *, future: bool) -> NewTemplate:
+        """This template as a TP's ``NewTemplate`` (sv2-spec §7.2): ``coinbase_prefix`` is the
+        BIP-34 height push, ``coinbase_tx_outputs`` the template's outputs without a count
+        prefix (witness commitment last), T = ``revenue``."""
+        return NewTemplate(
+            template_id=template_id,
+            future_template=future,
+            version=self.version & 0xFFFFFFFF,
+            coinbase_tx_version=self.coinbase_version,
+            coinbase_prefix=bip34_height(self.height),
+            coinbase_tx_input_sequence=self.coinbase_sequence,
+            coinbase_tx_value_remaining=self.revenue,
+            coinbase_tx_outputs_count=len(self.outputs),
+            coinbase_tx_outputs=b"".join(o.serialize() for o in self.outputs),
+            coinbase_tx_locktime=self.coinbase_locktime,
+            merkle_path=tuple(self.merkle_path()),
+        )
+
+    def set_new_prev_hash(self, template_id: int) -> SetNewPrevHash:
+        """The TDP ``SetNewPrevHash`` (sv2-spec §7.3) activating ``template_id`` on this
+        template's tip; ``target`` is the nBits target as a U256 (little-endian)."""
+        return SetNewPrevHash(
+            template_id=template_id,
+            prev_hash=self.prev_hash,
+            header_timestamp=self.time,
+            n_bits=self.bits,
+            target=bits_to_target(self.bits).to_bytes(32, "little"),
+        )
+
+
+class TemplateSource(Protocol):
+    """Where a JD client gets its templates (issue #4: "from a node's getblocktemplate, or a
+    Template Provider's NewTemplate") and where a found block goes besides the JDS."""
+
+    async def template(self) -> JobTemplate:
+        """The current best template (waits for one if there is none yet)."""
+        ...
+
+    async def submit_solution(self, template: JobTemplate, solution: Solution) -> str | None:
+        """Hand a solved block over: ``None`` if it was accepted (a node) or sent (a TP's
+        SubmitSolution has no reply, sv2-spec §7.7); else the reject reason."""
+        ...
+
+
+class NodeTemplates:
+    """Templates from a node's ``block_template()`` (getblocktemplate or the kernel's)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def template(self) -> JobTemplate:
+        return JobTemplate.from_block_template(await self.node.block_template())
+
+    async def submit_solution(self, template: JobTemplate, solution: Solution) -> str | None:
+        return await self.node.submit_block(solution.block.serialize())
+
 
 def parse_template_outputs(raw: bytes, count: int) -> tuple[TxOut, ...]:
     """``NewTemplate.coinbase_tx_outputs``: ``count`` TxOuts back to back, no CompactSize count
-    (sv2-spec §7.3; the three encodings of reference/sv2.md §1.6)."""
+    (sv2-spec §7.2; the three encodings of reference/sv2.md §1.6)."""
     out: list[TxOut] = []
     pos = 0
     try:
@@ -179,7 +250,9 @@ def height_from_coinbase_prefix(prefix: bytes) -> int:
 
 __all__ = [
     "JobTemplate",
+    "NodeTemplates",
     "TemplateError",
+    "TemplateSource",
     "height_from_coinbase_prefix",
     "parse_template_outputs",
 ]

@@ -1,0 +1,431 @@
+"""A small Template Provider (sv2-spec 07-Template-Distribution-Protocol.md) backed by our
+:class:`~payouts.node.interface.Node`: for the tests, and for miners who run a JD client without
+sv2-tp (Bitcoin Core's own Template Provider needs the multiprocess build and its IPC socket).
+
+Per connection: Noise NX as the responder (certificate signed by the authority key),
+``SetupConnection`` (protocol 2), then the client's ``CoinbaseOutputConstraints``, answered at
+once with the best template (§7: "MUST immediately reply") as a future ``NewTemplate`` plus the
+``SetNewPrevHash`` naming it. Afterwards, polling ``node.block_template()``:
+
+- new tip: a future ``NewTemplate`` and its ``SetNewPrevHash`` (§7.3: the client activates it);
+- more revenue on the same tip: a ``NewTemplate`` with ``future_template`` unset (§7: "SHOULD
+  push new block templates ... whenever the total fee ... increases");
+- new constraints from the client: a fresh non-future ``NewTemplate`` fitting them.
+
+Every template reserves what §7.1 demands for the coinbase: 1168 + 4 × size weight units and
+the announced sigops. Transactions are dropped from the end of the node's template until the
+rest fits (dropping a suffix never orphans a child: parents come first), and T shrinks by the
+dropped fees.
+
+``RequestTransactionData`` is answered from the template that was sent (``template-id-not-found``
+for ids this connection never got, ``stale-template-id`` for one on an old tip), and
+``SubmitSolution`` becomes a block -- header from the template, the client's coinbase bytes as
+sent, the template's transactions -- submitted through ``node.submit_block``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from payouts.node.interface import BlockTemplate, Node, NodeError
+from payouts.tx.block import BlockHeader, check_pow
+from payouts.tx.compact import ser_compact_size
+from payouts.tx.merkle import merkle_root
+from payouts.tx.transaction import Tx, TxDecodeError
+from sv2.connection import (
+    ConnectionFailed,
+    HandshakeComplete,
+    MalformedMessage,
+    State,
+    Sv2Connection,
+    UnknownMessage,
+)
+from sv2.jdc.session import READ_CHUNK, SV2_VERSION
+from sv2.jdc.template import JobTemplate
+from sv2.jds.validation import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
+from sv2.messages.base import Message
+from sv2.messages.common import (
+    PROTOCOL_TEMPLATE_DISTRIBUTION,
+    SetupConnection,
+    SetupConnectionError,
+    SetupConnectionSuccess,
+)
+from sv2.messages.template_distribution import (
+    CoinbaseOutputConstraints,
+    RequestTransactionData,
+    RequestTransactionDataError,
+    RequestTransactionDataSuccess,
+    SubmitSolution,
+)
+from sv2.noise import ServerIdentity
+from sv2.tdp.errors import STALE_TEMPLATE_ID, TEMPLATE_ID_NOT_FOUND
+
+log = logging.getLogger(__name__)
+
+SEGWIT_COINBASE_RESERVE = 1168  # §7.1: header, tx count, fixed and worst-case coinbase fields
+KEEP_TEMPLATES = 32  # per connection: enough to tell "stale" from "never sent"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedSolution:
+    """A SubmitSolution turned into a block and handed to the node."""
+
+    template_id: int
+    block_hash: bytes  # internal byte order
+    height: int
+    raw_block: bytes
+    reason: str | None  # None: the node accepted it
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+OnSolution = Callable[[SubmittedSolution], Awaitable[None] | None]
+
+
+def fit_template(bt: BlockTemplate, c: CoinbaseOutputConstraints) -> BlockTemplate:
+    """``bt`` with the transactions that fit next to the coinbase space ``c`` asks for (§7.1,
+    segwit block: 1168 + 4 × size WU and ``c``'s sigops reserved); T loses the dropped fees.
+    Raises ``ValueError`` when the constraints alone do not fit in a block."""
+    weight_left = (
+        MAX_BLOCK_WEIGHT - SEGWIT_COINBASE_RESERVE - 4 * c.coinbase_output_max_additional_size
+    )
+    sigops_left = MAX_BLOCK_SIGOPS_COST - c.coinbase_output_max_additional_sigops
+    if weight_left < 0 or sigops_left < 0:
+        raise ValueError("CoinbaseOutputConstraints leave no room for a block")
+    kept = 0
+    for t in bt.transactions:
+        weight_left -= t.tx.weight
+        sigops_left -= t.sigops
+        if weight_left < 0 or sigops_left < 0:
+            break
+        kept += 1
+    if kept == len(bt.transactions):
+        return bt
+    dropped = sum(t.fee for t in bt.transactions[kept:])
+    return replace(
+        bt, transactions=bt.transactions[:kept], coinbase_value=bt.coinbase_value - dropped
+    )
+
+
+@dataclass(slots=True)
+class _Client:
+    id: int
+    conn: Sv2Connection
+    writer: asyncio.StreamWriter
+    setup: bool = False
+    constraints: CoinbaseOutputConstraints | None = None
+    templates: OrderedDict[int, JobTemplate] = field(default_factory=OrderedDict)
+
+
+class _Drop(Exception):
+    """Internal: end this connection (``reason`` is logged)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemplateProvider:
+    """The Template Provider server. ``poll_interval`` (seconds, 0 = never) is how often the
+    node's template is read; :meth:`refresh` does it on demand (what tests use)."""
+
+    def __init__(
+        self,
+        *,
+        identity: ServerIdentity,
+        node: Node,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        poll_interval: float = 1.0,
+        handshake_timeout: float = 10.0,
+        max_connections: int = 64,
+        on_solution: OnSolution | None = None,
+    ) -> None:
+        self.identity = identity
+        self.node = node
+        self.host, self.port = host, port
+        self.poll_interval = poll_interval
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self.on_solution = on_solution
+        self.stats: dict[str, int] = {}
+        self.solutions: list[SubmittedSolution] = []
+        self._ids = itertools.count(1)
+        self._template_ids = itertools.count(1)
+        self._clients: dict[int, _Client] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tip: bytes | None = None
+        self._value = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("server not started")
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("already started")
+        self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
+        if self.poll_interval > 0:
+            self._spawn(self._poll())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for c in list(self._clients.values()):
+            c.writer.close()
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> TemplateProvider:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    # -- templates ----------------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.refresh()
+            except NodeError as exc:
+                self._count("node-errors")
+                log.warning("TP: node error while polling: %s", exc.reason)
+
+    async def refresh(self) -> None:
+        """Read the node's template; on a new tip send every client a future template and its
+        SetNewPrevHash, on more revenue a non-future template."""
+        self._apply(await self.node.block_template())
+
+    def _apply(self, bt: BlockTemplate) -> None:
+        new_tip = bt.prev_hash != self._tip
+        if not new_tip and bt.coinbase_value <= self._value:
+            return
+        self._tip, self._value = bt.prev_hash, bt.coinbase_value
+        for c in list(self._clients.values()):
+            if c.constraints is not None:
+                self._send_template(c, bt, future=new_tip)
+
+    def _send_template(self, c: _Client, bt: BlockTemplate, *, future: bool) -> None:
+        assert c.constraints is not None
+        try:
+            jt = JobTemplate.from_block_template(fit_template(bt, c.constraints))
+        except ValueError as exc:
+            raise _Drop(str(exc)) from None
+        tid = next(self._template_ids)
+        c.templates[tid] = jt
+        while len(c.templates) > KEEP_TEMPLATES:
+            c.templates.popitem(last=False)
+        self._write(c, jt.new_template(tid, future=future))
+        if future:
+            self._write(c, jt.set_new_prev_hash(tid))
+        self._count("templates-sent")
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        if len(self._clients) >= self.max_connections:
+            self._count("refused-max-connections")
+            writer.close()
+            return
+        c = _Client(next(self._ids), Sv2Connection.server(self.identity), writer)
+        self._clients[c.id] = c
+        self._count("connections")
+        reason = "closed by peer"
+        try:
+            await self._serve(c, reader)
+        except _Drop as exc:
+            reason = exc.reason
+        except ConnectionFailed as exc:
+            reason = f"{exc.code}: {exc.message}"
+        except TimeoutError:
+            reason = "handshake timeout"
+        except (ConnectionError, OSError) as exc:
+            reason = f"socket: {exc}"
+        except asyncio.CancelledError:
+            reason = "server stopping"
+        finally:
+            log.info("TP connection %d closed: %s", c.id, reason)
+            self._clients.pop(c.id, None)
+            c.conn.close()
+            with contextlib.suppress(Exception):
+                writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve(self, c: _Client, reader: asyncio.StreamReader) -> None:
+        async with asyncio.timeout(self.handshake_timeout):
+            items: list[Any] = []
+            while c.conn.state is State.HANDSHAKE:
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    return
+                items = c.conn.receive_data(data)
+                for it in items:
+                    if isinstance(it, HandshakeComplete):
+                        c.writer.write(it.reply)
+        while True:
+            for it in items:
+                if isinstance(it, MalformedMessage):
+                    raise _Drop(f"malformed {it.frame.msg_type:#04x}: {it.error.reason}")
+                if not isinstance(it, HandshakeComplete | UnknownMessage):
+                    await self._dispatch(c, it)
+            await c.writer.drain()
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                return
+            items = c.conn.receive_data(data)
+
+    def _write(self, c: _Client, msg: Message) -> None:
+        if not c.writer.is_closing():
+            c.writer.write(c.conn.send(msg))
+
+    async def _dispatch(self, c: _Client, msg: Message) -> None:
+        if not c.setup:
+            if not isinstance(msg, SetupConnection):
+                raise _Drop(f"{msg.NAME} before SetupConnection")
+            self._on_setup(c, msg)
+        elif isinstance(msg, CoinbaseOutputConstraints):
+            await self._on_constraints(c, msg)
+        elif isinstance(msg, RequestTransactionData):
+            self._on_request_tx_data(c, msg)
+        elif isinstance(msg, SubmitSolution):
+            await self._on_solution(c, msg)
+        else:
+            self._count(f"ignored:{msg.NAME}")
+
+    def _on_setup(self, c: _Client, msg: SetupConnection) -> None:
+        """§3.6.1: protocol 2 only, version 2 in range, no flags (TDP defines none)."""
+        code = None
+        if msg.protocol != PROTOCOL_TEMPLATE_DISTRIBUTION:
+            code = "unsupported-protocol"
+        elif not msg.min_version <= SV2_VERSION <= msg.max_version:
+            code = "protocol-version-mismatch"
+        elif msg.flags:
+            code = "unsupported-feature-flags"
+        if code is not None:
+            # §3.6.3: list the unsupported flags when they are the reason, else 0.
+            flags = msg.flags if code == "unsupported-feature-flags" else 0
+            self._write(c, SetupConnectionError(flags=flags, error_code=code))
+            raise _Drop(f"SetupConnection refused: {code}")
+        c.setup = True
+        self._write(c, SetupConnectionSuccess(used_version=SV2_VERSION, flags=0))
+
+    async def _on_constraints(self, c: _Client, msg: CoinbaseOutputConstraints) -> None:
+        first = c.constraints is None
+        c.constraints = msg
+        bt = await self.node.block_template()
+        if bt.prev_hash != self._tip:
+            self._apply(bt)  # a tip the poll has not seen yet: everyone moves, this client too
+            return
+        # The first answer is a future template and its SetNewPrevHash, so the client learns
+        # the tip; later ones only re-fit the current tip to the new constraints.
+        self._send_template(c, bt, future=first)
+
+    def _on_request_tx_data(self, c: _Client, msg: RequestTransactionData) -> None:
+        jt = c.templates.get(msg.template_id)
+        if jt is None:
+            self._count("txdata-unknown-template")
+            self._write(c, RequestTransactionDataError(msg.template_id, TEMPLATE_ID_NOT_FOUND))
+            return
+        if self._tip is not None and jt.prev_hash != self._tip:
+            self._count("txdata-stale-template")
+            self._write(c, RequestTransactionDataError(msg.template_id, STALE_TEMPLATE_ID))
+            return
+        self._write(
+            c,
+            RequestTransactionDataSuccess(
+                template_id=msg.template_id,
+                excess_data=b"",
+                transaction_list=tuple(t.serialize() for t in jt.transactions),
+            ),
+        )
+
+    async def _on_solution(self, c: _Client, msg: SubmitSolution) -> None:
+        """§7.7: build the block from the template and the client's coinbase, and propagate it
+        (SubmitSolution has no reply; the outcome is logged and recorded)."""
+        jt = c.templates.get(msg.template_id)
+        if jt is None:
+            self._count("solution-unknown-template")
+            log.warning("TP: SubmitSolution for template %d, never sent", msg.template_id)
+            return
+        try:
+            coinbase = Tx.parse(msg.coinbase_tx)
+        except (TxDecodeError, ValueError) as exc:
+            self._count("solution-bad-coinbase")
+            log.warning("TP: SubmitSolution coinbase does not decode: %s", exc)
+            return
+        root = merkle_root([coinbase.txid, *jt.txids])
+        header = BlockHeader(
+            msg.version, jt.prev_hash, root, msg.header_timestamp, jt.bits, msg.header_nonce
+        )
+        raw = b"".join(
+            [
+                header.serialize(),
+                ser_compact_size(len(jt.transactions) + 1),
+                bytes(msg.coinbase_tx),
+                *(t.serialize() for t in jt.transactions),
+            ]
+        )
+        if not check_pow(header.hash, jt.bits):
+            reason: str | None = "high-hash"
+        else:
+            try:
+                reason = await self.node.submit_block(raw)
+            except NodeError as exc:
+                reason = f"node error: {exc.reason}"
+        found = SubmittedSolution(msg.template_id, header.hash, jt.height, raw, reason)
+        self.solutions.append(found)
+        self._count("blocks-accepted" if reason is None else "blocks-rejected")
+        log.info(
+            "TP: block %s from template %d: %s",
+            header.hash_hex,
+            msg.template_id,
+            "accepted" if reason is None else reason,
+        )
+        if reason is None:
+            # The tip moved: tell every client now rather than at the next poll.
+            with contextlib.suppress(NodeError):
+                await self.refresh()
+        if self.on_solution is not None:
+            res = self.on_solution(found)
+            if inspect.isawaitable(res):
+                await res
+
+
+__all__ = ["SubmittedSolution", "TemplateProvider", "fit_template"]
