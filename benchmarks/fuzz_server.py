@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.fuzz_codec import fix_length, mutate, random_message
+from benchmarks.jds_server_process import ServerProcess, distribution, raise_fd_limit
 from payouts.distribution.model import Distribution
 from payouts.settlement.coinbase import build_coinbase_settlement
 from payouts.tx.block import BlockHeader, check_pow
@@ -589,55 +590,6 @@ async def good_client(target: Target) -> tuple[bool, str]:
 # -- the job against a server process --------------------------------------------------------
 
 
-class ServerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, hello: dict[str, Any]) -> None:
-        self.proc = proc
-        self.hello = hello
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    async def start(cls, *args: str) -> ServerProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.jds_server_process",
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 120)
-        if not line:
-            raise RuntimeError("the JDS process exited before listening")
-        return cls(proc, json.loads(line))
-
-    async def stats(self) -> dict[str, Any]:
-        async with self._lock:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"the JDS process exited with {self.proc.returncode}")
-            assert self.proc.stdin is not None and self.proc.stdout is not None
-            self.proc.stdin.write(b"stats\n")
-            await self.proc.stdin.drain()
-            line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-            if not line:
-                raise RuntimeError("the JDS process died")
-            st: dict[str, Any] = json.loads(line)
-            return st
-
-    async def quit(self) -> int:
-        if self.proc.returncode is None:
-            assert self.proc.stdin is not None
-            with contextlib.suppress(ConnectionError):
-                self.proc.stdin.write(b"quit\n")
-                await self.proc.stdin.drain()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        return self.proc.returncode if self.proc.returncode is not None else -1
-
-
 def tip_of(st: dict[str, Any]) -> Tip:
     t = st["tip"]
     return Tip(t["height"], bytes.fromhex(t["hash"]), t["bits"], t["time"])
@@ -660,7 +612,6 @@ async def wait_drained(stats: StatsFn, bound: float) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    from benchmarks.jds_server_process import distribution, raise_fd_limit
 
     raise_fd_limit()
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)

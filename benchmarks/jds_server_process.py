@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -150,15 +151,67 @@ async def server_stats(srv: JobDeclarationServer, node: Node) -> dict[str, Any]:
     }
 
 
+class ServerProcess:
+    """Client side of this module run as a process: start it, ask ``stats``, ``quit``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, hello: dict[str, Any]) -> None:
+        self.proc = proc
+        self.hello = hello
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, *args: str) -> ServerProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.jds_server_process",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        if not line:
+            raise RuntimeError("the JDS process exited before listening")
+        return cls(proc, json.loads(line))
+
+    async def stats(self) -> dict[str, Any]:
+        async with self._lock:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"the JDS process exited with {self.proc.returncode}")
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(b"stats\n")
+            await self.proc.stdin.drain()
+            line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+            if not line:
+                raise RuntimeError("the JDS process died")
+            st: dict[str, Any] = json.loads(line)
+            return st
+
+    async def quit(self) -> int:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            with contextlib.suppress(ConnectionError):
+                self.proc.stdin.write(b"quit\n")
+                await self.proc.stdin.drain()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode if self.proc.returncode is not None else -1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--mempool", type=int, default=20)
     ap.add_argument("--payees", type=int, default=20)
-    ap.add_argument("--handshake-timeout", type=float, default=2.0)
-    ap.add_argument("--idle-timeout", type=float, default=5.0)
-    ap.add_argument("--max-frame-size", type=int, default=1 << 20)
-    ap.add_argument("--max-connections", type=int, default=1_000)
+    d = JdsLimits()  # defaults: the server's own
+    ap.add_argument("--handshake-timeout", type=float, default=d.handshake_timeout)
+    ap.add_argument("--idle-timeout", type=float, default=d.idle_timeout)
+    ap.add_argument("--max-frame-size", type=int, default=d.max_frame_size)
+    ap.add_argument("--max-connections", type=int, default=d.max_connections)
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     raise_fd_limit()
