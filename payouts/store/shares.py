@@ -7,20 +7,34 @@ nothing. The returned index tells the caller which rows were new, so only those 
 in-memory share log.
 
 Write paths (the speed targets are ≥100k shares/s on PostgreSQL, ≥50k/s on SQLite, batches of
-10k): PostgreSQL COPYs the batch (binary) into a session-temporary staging table, then
-``INSERT … SELECT … ORDER BY ord ON CONFLICT (share_key) DO NOTHING RETURNING share_key``.
-SQLite takes the write lock up front (``BEGIN IMMEDIATE``), reads which keys exist, and
-``executemany``-inserts the rest; holding the lock makes that read exact.
+10k). PostgreSQL, optimistic path: reserve one id per row from the ``shares`` sequence, then
+``COPY`` the batch (binary) straight into ``shares`` with explicit ids and the rows sorted by
+``share_key``, and COMMIT. Only when that COPY hits the ``share_key`` unique index (a re-sent or
+overlapping batch) does it fall back to ``COPY`` into a temporary staging table +
+``INSERT … ON CONFLICT (share_key) DO NOTHING RETURNING id``. SQLite takes the write lock up
+front (``BEGIN IMMEDIATE``), reads which keys exist, and ``executemany``-inserts the rest; holding
+the lock makes that read exact.
+
+Why this shape (measured on PostgreSQL 15, random keys, 10k-row batches, server CPU per batch):
+the unique btree insert on random keys is the dominant cost (memory stalls in ``_bt_compare``,
+~55% of the backend's CPU); ``ON CONFLICT`` adds a second full index descent per row
+(``ExecCheckIndexConstraints``) plus a speculative-insertion lock and confirm record, and
+``INSERT … SELECT`` writes one heap WAL record per row where ``COPY`` writes one per page.
+Feeding the index in key order turns the random leaf accesses into an ascending walk. Sorting by
+key also gives every writer the same lock order on the unique index, so two overlapping batches
+wait for each other but cannot deadlock.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
 
 from payouts.accounting.shares import ShareBatch
@@ -36,13 +50,15 @@ Index = npt.NDArray[np.intp]
 I64 = npt.NDArray[np.int64]
 
 _COLUMNS = "share_key, miner_id, worker, difficulty, job_id, revenue, time_ms"
+_KEY_CONSTRAINT = "uq_shares_share_key"
+_ID_SEQUENCE = "shares_id_seq"
 _STAGE = "payouts_share_stage"
 _STAGE_FLAG = "payouts_share_stage_ready"
 # ON COMMIT DELETE ROWS: the staging table empties itself at every commit, so a pooled
 # connection can reuse it without a TRUNCATE and without catalog churn per batch.
 _STAGE_DDL = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
-    ord integer NOT NULL,
+    id bigint NOT NULL,
     share_key text NOT NULL,
     miner_id bigint NOT NULL,
     worker text NOT NULL,
@@ -52,7 +68,14 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
     time_ms bigint NOT NULL
 ) ON COMMIT DELETE ROWS
 """
-_COPY_TYPES = ["int4", "text", "int8", "text", "int8", "text", "int8", "int8"]
+_COPY_TYPES = ["int8", "text", "int8", "text", "int8", "text", "int8", "int8"]
+# One round trip: the miners that exist, and one fresh id per row. nextval() is called row by
+# row in this backend, so the ids are strictly increasing (not necessarily contiguous: another
+# writer may interleave); they are sorted again client-side anyway.
+_PREPARE_SQL = (
+    "SELECT ARRAY(SELECT id FROM miners WHERE id = ANY(%s)), "
+    f"ARRAY(SELECT nextval('{_ID_SEQUENCE}') FROM generate_series(1, %s))"
+)
 _EMPTY: Index = np.zeros(0, dtype=np.intp)
 
 
@@ -154,44 +177,91 @@ def _persist_postgresql(
     revenue: I64,
     time_ms: I64,
 ) -> Index:
+    """Optimistic COPY of the whole batch; the ON CONFLICT path only if a key already exists.
+
+    A failed COPY rolls back completely (its transaction is discarded), so falling back cannot
+    write a row twice; the ids it reserved are simply never used (ids only need batch order).
+    """
+    cols = (miner_id, difficulty, revenue, time_ms)
+    try:
+        return _copy_all_new(engine, batch, unique_miners, cols)
+    except pg_errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != _KEY_CONSTRAINT:
+            raise
+    return _insert_only_new(engine, batch, unique_miners, cols)
+
+
+def _prepare(cur: Any, batch: ShareBatch, unique_miners: I64, miner_id: I64) -> I64:
+    """Check the miners and reserve ids; return one id per row, ascending in batch order."""
+    cur.execute(_PREPARE_SQL, (unique_miners.tolist(), len(batch)))
+    found, ids = cur.fetchone()
+    _check_miners(set(found), unique_miners, batch.key, miner_id)
+    return np.sort(np.array(ids, dtype=np.int64))
+
+
+def _copy_sorted(
+    cur: Any, table: str, ids: I64, batch: ShareBatch, cols: tuple[I64, I64, I64, I64]
+) -> None:
+    """COPY the batch (binary) into ``table`` with explicit ids, rows in ``share_key`` order.
+
+    Python orders ``str`` by code point, which is UTF-8 byte order, i.e. the order of the
+    ``COLLATE "C"`` unique index.
+    """
     keys = batch.key
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    # itemgetter with one argument returns the item itself, not a 1-tuple.
+    take = operator.itemgetter(*order) if len(order) > 1 else lambda seq: (seq[order[0]],)
+    at = np.asarray(order, dtype=np.intp)
+    miner_id, difficulty, revenue, time_ms = (c[at].tolist() for c in cols)
+    with cur.copy(f"COPY {table} (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_COPY_TYPES)
+        write = copy.write_row
+        for row in zip(
+            ids[at].tolist(),
+            take(keys),
+            miner_id,
+            take(batch.worker),
+            difficulty,
+            take(batch.job_id),
+            revenue,
+            time_ms,
+            strict=True,
+        ):
+            write(row)
+
+
+def _copy_all_new(
+    engine: Engine, batch: ShareBatch, unique_miners: I64, cols: tuple[I64, I64, I64, I64]
+) -> Index:
+    with engine.begin() as conn:
+        raw: Any = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            ids = _prepare(cur, batch, unique_miners, cols[0])
+            _copy_sorted(cur, "shares", ids, batch, cols)
+    return np.arange(len(batch), dtype=np.intp)
+
+
+def _insert_only_new(
+    engine: Engine, batch: ShareBatch, unique_miners: I64, cols: tuple[I64, I64, I64, I64]
+) -> Index:
     with engine.begin() as conn:
         fairy = conn.connection
         raw: Any = fairy.driver_connection
         with raw.cursor() as cur:
-            cur.execute("SELECT id FROM miners WHERE id = ANY(%s)", (unique_miners.tolist(),))
-            _check_miners({r[0] for r in cur.fetchall()}, unique_miners, keys, miner_id)
-            fresh_stage = not fairy.info.get(_STAGE_FLAG)
-            if fresh_stage:
+            ids = _prepare(cur, batch, unique_miners, cols[0])
+            if not fairy.info.get(_STAGE_FLAG):
                 cur.execute(_STAGE_DDL)
-            with cur.copy(f"COPY {_STAGE} (ord, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_COPY_TYPES)
-                write = copy.write_row
-                for row in zip(
-                    range(len(keys)),
-                    keys,
-                    miner_id.tolist(),
-                    batch.worker,
-                    difficulty.tolist(),
-                    batch.job_id,
-                    revenue.tolist(),
-                    time_ms.tolist(),
-                    strict=True,
-                ):
-                    write(row)
+            _copy_sorted(cur, _STAGE, ids, batch, cols)
+            # Key order again (same lock order as the COPY path: no deadlock between writers).
             cur.execute(
-                f"INSERT INTO shares ({_COLUMNS}) SELECT {_COLUMNS} FROM {_STAGE} ORDER BY ord "
-                "ON CONFLICT (share_key) DO NOTHING RETURNING share_key"
+                f"INSERT INTO shares (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM {_STAGE} "
+                "ORDER BY share_key ON CONFLICT (share_key) DO NOTHING RETURNING id"
             )
-            new_keys = [r[0] for r in cur.fetchall()]
+            new_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
     # Only after COMMIT: a rolled-back CREATE TEMPORARY TABLE leaves no table behind.
     fairy.info[_STAGE_FLAG] = True
-    if not new_keys:
-        return _EMPTY
-    if len(new_keys) == len(keys):
-        return np.arange(len(keys), dtype=np.intp)
-    position = {k: i for i, k in enumerate(keys)}
-    return np.sort(np.fromiter((position[k] for k in new_keys), dtype=np.intp, count=len(new_keys)))
+    # ids ascend in batch order, so each new id's rank among them is its row index.
+    return np.sort(np.searchsorted(ids, new_ids)).astype(np.intp)
 
 
 def _persist_sqlite(
