@@ -14,6 +14,7 @@ from sv2.jdc.client import (
     SetupRejected,
 )
 from sv2.jdc.constraints import OutputConstraints, constraints_for
+from sv2.jdc.custom_job import build_set_custom_mining_job
 from sv2.jdc.jobs import (
     JobCoinbase,
     Solution,
@@ -23,7 +24,7 @@ from sv2.jdc.jobs import (
     serialize_output_vector,
     solve,
 )
-from sv2.jdc.template import JobTemplate, TemplateError
+from sv2.jdc.template import JobTemplate, NodeTemplates, TemplateError, TemplateSource
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -36,12 +37,15 @@ __all__ = [
     "JobCoinbase",
     "JobDeclarationClient",
     "JobTemplate",
+    "NodeTemplates",
     "OutputConstraints",
     "SetupRejected",
     "Solution",
     "TemplateError",
+    "TemplateSource",
     "build_job_coinbase",
     "build_outputs_coinbase",
+    "build_set_custom_mining_job",
     "constraints_for",
     "parse_output_vector",
     "serialize_output_vector",

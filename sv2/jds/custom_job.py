@@ -1,0 +1,224 @@
+"""The pool's check of a ``SetCustomMiningJob`` against the job its JDS accepted (sv2-spec
+05-Mining-Protocol.md §5.3.18-§5.3.20, Full-Template mode; extension 0x0003, PR #203 §6-§7).
+
+``SetCustomMiningJob.Success`` "acts as a commitment from the Pool to rewarding this job"
+(§5.3.19), so the pool must only commit to what its JDS validated: the token names a declared
+job (``JobDeclarationServer.declared_job``) and every field equals that job. SRI's pool does
+this through its embedded JDS (APPS ``pool-apps/pool/.../mining_message_handler.rs``); a pool
+without a JDS answers ``jd-not-supported``.
+
+Checks, in order; the first failure is the answer (``SetCustomMiningJob.Error.error_code``):
+
+=================================  ========================================================
+check                              error_code
+=================================  ========================================================
+token known, declared, unexpired,  ``invalid-mining-job-token``
+held by this user, not used yet
+``prev_hash``                      ``invalid-job-param-value-prev_hash``
+``nbits``                          ``invalid-job-param-value-nbits``
+``version`` (BIP323 bits free)     ``invalid-job-param-value-version``
+``coinbase_tx_version``            ``invalid-job-param-value-coinbase_tx_version``
+``coinbase_prefix``: 1-8 bytes,    ``invalid-job-param-value-coinbase_prefix``
+starts the declared scriptSig,
+holds the whole BIP-34 height
+``coinbase_tx_input_nSequence``    ``invalid-job-param-value-coinbase_tx_input_nSequence``
+``distribution_id`` TLV equals     ``invalid-payout-distribution`` (PR #203 §7.3)
+the declared one (if sent)
+the declared distribution is       ``stale-payout-distribution`` (PR #203 §7.3, §10)
+still accepted
+``coinbase_tx_outputs``: payout    ``invalid-payout-distribution``
+outputs of a 0x0003 job
+``coinbase_tx_outputs``: the rest  ``invalid-job-param-value-coinbase_tx_outputs``
+``coinbase_tx_locktime``           ``invalid-job-param-value-coinbase_tx_locktime``
+``merkle_path``                    ``invalid-job-param-value-merkle_path``
+=================================  ========================================================
+
+``invalid-job-param-value-{field}`` is the spec's own pattern (05-Mining-Protocol.md
+§5.3.20 before PR #194 removed the suggested codes), with the spec's field names. Not checked:
+``min_ntime`` (the declared job records no time; consensus judges the header time when a block
+is submitted) and ``channel_id`` (the pool's channel table, not the declaration).
+
+Tokens are single use: a job the pool committed to cannot be committed to again under the
+same token (SRI: active tokens are single use).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from payouts.tx.compact import read_compact_size, ser_compact_size
+from payouts.tx.merkle import merkle_path
+from payouts.tx.script import bip34_height
+from sv2.jds import errors as E
+from sv2.jds.errors import JobRejected
+from sv2.jds.server import DeclaredJob
+from sv2.jds.state import DistributionBook
+from sv2.messages.mining import (
+    SetCustomMiningJob,
+    SetCustomMiningJobError,
+    SetCustomMiningJobSuccess,
+)
+from sv2.messages.payouts import distribution_id_of
+
+BIP323_GENERAL_PURPOSE_BITS = 0x1FFFE000  # bits 13-28: the miner may roll them freely
+MAX_COINBASE_PREFIX = 8  # §5.3.18: "Up to 8 bytes"
+INVALID_PARAM = "invalid-job-param-value-"
+
+
+def param_error(field: str) -> str:
+    """``invalid-job-param-value-{field}`` with the spec's field name."""
+    return INVALID_PARAM + field
+
+
+class DeclaredJobs(Protocol):
+    """What the check needs from the JD server (``JobDeclarationServer`` has it)."""
+
+    book: DistributionBook
+    clock: Callable[[], float]
+
+    def declared_job(self, token: bytes) -> DeclaredJob | None: ...
+
+
+class CustomJobRejected(JobRejected):
+    """A SetCustomMiningJob that does not match its declaration; ``code`` is the reply's."""
+
+
+def check_custom_job(
+    msg: SetCustomMiningJob,
+    job: DeclaredJob,
+    book: DistributionBook | None = None,
+    now: float = 0.0,
+) -> None:
+    """Compare ``msg`` with the declared ``job``, field by field (table in the module
+    docstring). Raises :class:`CustomJobRejected` with the code of the first mismatch."""
+    if msg.prev_hash != job.prev_hash:
+        raise CustomJobRejected(param_error("prev_hash"), "not the declared job's tip")
+    if msg.nbits != job.bits:
+        raise CustomJobRejected(param_error("nbits"))
+    declared_version = getattr(job, "version", None)  # recorded by newer JDS versions
+    if declared_version is not None:
+        if (msg.version ^ declared_version) & ~BIP323_GENERAL_PURPOSE_BITS & 0xFFFFFFFF:
+            raise CustomJobRejected(param_error("version"), "differs outside the BIP323 bits")
+    elif msg.version & 0xE0000000 != 0x20000000:
+        # Without the declared version, at least the BIP9 top bits must say "versionbits".
+        raise CustomJobRejected(param_error("version"), "top bits are not 001 (BIP9)")
+    tx = job.coinbase.tx
+    if msg.coinbase_tx_version != tx.version & 0xFFFFFFFF:
+        raise CustomJobRejected(param_error("coinbase_tx_version"))
+    script_sig = tx.inputs[0].script_sig
+    height_push = bip34_height(job.height)
+    prefix = bytes(msg.coinbase_prefix)
+    if not (
+        len(height_push) <= len(prefix) <= MAX_COINBASE_PREFIX and script_sig.startswith(prefix)
+    ):
+        raise CustomJobRejected(
+            param_error("coinbase_prefix"),
+            "must start the declared scriptSig, hold the BIP-34 height, be at most 8 bytes",
+        )
+    if msg.coinbase_tx_input_n_sequence != tx.inputs[0].sequence:
+        raise CustomJobRejected(param_error("coinbase_tx_input_nSequence"))
+    _check_distribution(msg, job, book, now)
+    _check_outputs(msg, job)
+    if msg.coinbase_tx_locktime != tx.locktime:
+        raise CustomJobRejected(param_error("coinbase_tx_locktime"))
+    expected_path = merkle_path([bytes(32), *(k.txid for k in job.txs)], 0)
+    if list(msg.merkle_path) != expected_path:
+        raise CustomJobRejected(param_error("merkle_path"), "not the declared transactions")
+
+
+def _check_distribution(
+    msg: SetCustomMiningJob, job: DeclaredJob, book: DistributionBook | None, now: float
+) -> None:
+    sent = distribution_id_of(msg)
+    if sent is not None and sent != job.distribution_id:
+        raise CustomJobRejected(
+            E.INVALID_PAYOUT_DISTRIBUTION,
+            f"distribution_id {sent}; the job was declared with {job.distribution_id}",
+        )
+    if book is not None and job.distribution_id is not None:
+        try:
+            book.lookup(job.distribution_id, now)
+        except JobRejected as exc:
+            # PR #203 §10: after a settlement the pool no longer commits to older windows.
+            raise CustomJobRejected(exc.code, exc.details) from None
+
+
+def _check_outputs(msg: SetCustomMiningJob, job: DeclaredJob) -> None:
+    outs = job.coinbase.tx.outputs
+    expected = ser_compact_size(len(outs)) + b"".join(o.serialize() for o in outs)
+    got = bytes(msg.coinbase_tx_outputs)
+    if got == expected:
+        return
+    if job.distribution_id is not None:
+        # The payout outputs come first (PR #203 §5), right after the count; a change there is
+        # a payout violation, a change elsewhere (count, template outputs) a field mismatch.
+        payouts = b"".join(o.serialize() for o in job.payout_outputs)
+        try:
+            _, start = read_compact_size(got, 0)
+        except (ValueError, IndexError):
+            start = len(got)
+        if got[start : start + len(payouts)] != payouts:
+            raise CustomJobRejected(
+                E.INVALID_PAYOUT_DISTRIBUTION, "payout outputs differ from the declaration"
+            )
+    raise CustomJobRejected(param_error("coinbase_tx_outputs"), "not the declared outputs")
+
+
+class CustomJobChecker:
+    """Answers SetCustomMiningJob on the pool's Mining connections from what ``jds`` accepted.
+
+    ``check`` returns the reply to send: ``.Success`` with a fresh ``job_id`` (the token is
+    then spent), or ``.Error`` with the code of the first failed check (nothing is spent).
+    ``user_identity``: the Mining channel's user; a token declared by another user is refused
+    like an unknown one (a miner cannot commit the pool to someone else's job).
+    """
+
+    MAX_REMEMBERED = 100_000
+
+    def __init__(self, jds: DeclaredJobs) -> None:
+        self.jds = jds
+        self.accepted: OrderedDict[int, DeclaredJob] = OrderedDict()  # job_id -> job
+        self.stats: dict[str, int] = {}
+        self._used: OrderedDict[bytes, None] = OrderedDict()
+        self._job_ids = itertools.count(1)
+
+    def check(
+        self, msg: SetCustomMiningJob, *, user_identity: str | None = None
+    ) -> SetCustomMiningJobSuccess | SetCustomMiningJobError:
+        try:
+            job = self._lookup(bytes(msg.mining_job_token), user_identity)
+            check_custom_job(msg, job, self.jds.book, self.jds.clock())
+        except JobRejected as exc:
+            self.stats[exc.code] = self.stats.get(exc.code, 0) + 1
+            return SetCustomMiningJobError(msg.channel_id, msg.request_id, exc.code)
+        self._used[job.token] = None
+        job_id = next(self._job_ids) & 0xFFFFFFFF
+        self.accepted[job_id] = job
+        for d in (self._used, self.accepted):
+            while len(d) > self.MAX_REMEMBERED:
+                d.popitem(last=False)
+        self.stats["accepted"] = self.stats.get("accepted", 0) + 1
+        return SetCustomMiningJobSuccess(msg.channel_id, msg.request_id, job_id)
+
+    def _lookup(self, token: bytes, user_identity: str | None) -> DeclaredJob:
+        job = self.jds.declared_job(token)
+        if job is None:
+            raise CustomJobRejected(E.INVALID_TOKEN, "unknown or expired mining job token")
+        if user_identity is not None and job.user_identifier != user_identity:
+            raise CustomJobRejected(E.INVALID_TOKEN, "unknown or expired mining job token")
+        if token in self._used:
+            raise CustomJobRejected(E.INVALID_TOKEN, "mining job token already used")
+        return job
+
+
+__all__ = [
+    "BIP323_GENERAL_PURPOSE_BITS",
+    "CustomJobChecker",
+    "CustomJobRejected",
+    "DeclaredJobs",
+    "check_custom_job",
+    "param_error",
+]
