@@ -379,9 +379,9 @@ def _deferred(n: int = 4) -> tuple[Committee, SigningSession, list[bytes]]:
     return c, s, [c.psig(s, i) for i in range(n)]
 
 
-def _tamper(psig: bytes) -> bytes:
-    """A well-formed scalar (below n) that is not the signer's partial signature."""
-    return bytes([psig[0] & 0x7F]) + psig[1:-1] + bytes([psig[-1] ^ 1])
+def _tamper(psig: bytes, delta: int = 1) -> bytes:
+    """A well-formed scalar (below n) that is not the signer's partial signature: s + delta."""
+    return ((int.from_bytes(psig, "big") + delta) % m.N).to_bytes(32, "big")
 
 
 class _CountVerify:
@@ -453,6 +453,10 @@ def test_deferred_bad_psig_found_by_the_last_arrival_blames_its_signer() -> None
     ]
     with pytest.raises(WrongStateError):
         s.final_signature()
+    # Re-sending the value found bad is refused at once now.
+    with pytest.raises(InvalidPartialSigError) as ei:
+        s.add_partial_sig(1, bad, 124)
+    assert ei.value.signer_index == 1 and s.missing_partial_sigs == (1,)
     # The others are verified now: re-sending them is idempotent, another value a duplicate.
     assert s.add_partial_sig(0, psigs[0], 124) is S.COLLECTING_PARTIAL_SIGS
     with pytest.raises(DuplicatePartialSigError):
@@ -463,16 +467,35 @@ def test_deferred_bad_psig_found_by_the_last_arrival_blames_its_signer() -> None
 
 def test_deferred_last_arrival_that_is_bad_raises_for_its_sender() -> None:
     _, s, psigs = _deferred()
-    s.add_partial_sig(0, _tamper(psigs[0]), 120)
+    s.add_partial_sig(0, _tamper(psigs[0], 1), 120)
     s.add_partial_sig(1, psigs[1], 121)
     s.add_partial_sig(2, psigs[2], 122)
     with pytest.raises(InvalidPartialSigError) as ei:
-        s.add_partial_sig(3, _tamper(psigs[3]), 123)
+        s.add_partial_sig(3, _tamper(psigs[3], 2), 123)  # +1 +2: they do not cancel out
     assert (ei.value.code, ei.value.signer_index) == ("invalid-partial-signature", 3)
     # Both culprits are rejected (the other one silently, with its arrival time).
     assert s.missing_partial_sigs == (0, 3)
     assert sorted((r.signer_index, r.at) for r in s.rejections) == [(0, 120.0), (3, 123.0)]
     assert s.state is S.COLLECTING_PARTIAL_SIGS
+
+
+def test_deferred_bad_partials_that_cancel_out_still_give_the_honest_signature() -> None:
+    """Two colluding signers shift their partials by +d and -d: each fails PartialSigVerify,
+    but the sum, and so the final signature, is the honest one. ON_AGGREGATE completes with it
+    (BIP-327: the final signature is what security rests on); ON_ARRIVAL refuses both."""
+    c, s, psigs = _deferred(3)
+    d = SigningSession(
+        c.pks, s.msg, nonce_deadline=NONCE_DL, sig_deadline=SIG_DL, taproot_merkle_root=ROOT
+    )
+    c.all_nonces(d)
+    shifted = [_tamper(psigs[0], 5), _tamper(psigs[1], -5), psigs[2]]
+    for i, ps in enumerate(shifted):
+        s.add_partial_sig(i, ps, 120)
+    assert s.state is S.COMPLETE and s.rejections == ()
+    assert s.final_signature() == m.partial_sig_agg(psigs, s.session_context)  # type: ignore[arg-type]
+    for i in (0, 1):
+        with pytest.raises(InvalidPartialSigError):
+            d.add_partial_sig(i, shifted[i], 120)
 
 
 def test_deferred_replacing_a_held_psig() -> None:
@@ -508,6 +531,28 @@ def test_deferred_deadline_blames_an_unverified_bad_psig() -> None:
         1: Blame.NO_PARTIAL_SIG, 2: Blame.NO_PARTIAL_SIG, 3: Blame.INVALID_PARTIAL_SIG,
     }  # fmt: skip
     assert [(r.signer_index, r.at) for r in s.rejections] == [(3, 160.0)]
+
+
+@pytest.mark.parametrize("check", list(PartialSigCheck))
+def test_retry_of_a_bad_value_costs_no_verification(
+    check: PartialSigCheck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = Committee(3)
+    s = c.session(psig_check=check)
+    c.all_nonces(s)
+    psigs = [c.psig(s, i) for i in range(3)]
+    bad = _tamper(psigs[0])
+    s.add_partial_sig(1, psigs[1], 120)
+    s.add_partial_sig(2, psigs[2], 120)
+    with pytest.raises(InvalidPartialSigError):
+        s.add_partial_sig(0, bad, 121)  # ON_AGGREGATE: found out because it completes the set
+    spy = _CountVerify(monkeypatch)
+    for t in (122, 123):
+        with pytest.raises(InvalidPartialSigError):
+            s.add_partial_sig(0, bad, t)
+    assert spy.calls == []
+    assert [r.at for r in s.rejections] == [121.0, 122.0, 123.0]
+    assert s.add_partial_sig(0, psigs[0], 124) is S.COMPLETE
 
 
 def test_psig_check_must_be_known() -> None:

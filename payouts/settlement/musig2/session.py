@@ -28,7 +28,8 @@ Design decisions (each one tested):
     it may deliver again). At the signature deadline the unverified partials are verified too,
     so a bad one is blamed ``invalid-partial-signature`` as before. What changes is *when* a bad
     partial is refused: with the final one, not with its own arrival. Cost: one BIP-340 verify
-    instead of n PartialSigVerify (about 0.1 ms each) when everyone is honest.
+    instead of n PartialSigVerify (about 0.1 ms each) when everyone is honest. (Invalid
+    partials that cancel out in the sum give the honest signature, and it is accepted.)
 * **A bad contribution is rejected, it does not fail the session.** The state of every other
   signer is untouched and the culprit may still deliver a valid value before the deadline.
   Why not fail fast: after the nonce round a signer's valid partial signature is unique (s is
@@ -217,6 +218,9 @@ class SigningSession:
         # BIP-340 verify.
         self._psigs: dict[int, bytes] = {}
         self._unverified: dict[int, float] = {}
+        # Each signer's last psig found bad: a retry of it is refused without curve work (one
+        # per signer, so junk under many values cannot grow it).
+        self._last_bad: dict[int, bytes] = {}
         self._bad_nonce: set[int] = set()
         self._bad_psig: set[int] = set()
         self._rejections: list[Rejection] = []
@@ -424,8 +428,12 @@ class SigningSession:
                     f"signer {i} already sent another partial signature", signer_index=i
                 )
             # The held one was bad: it is rejected now, and this value is a fresh arrival.
-        if self.psig_check is PartialSigCheck.ON_ARRIVAL:
+        if self._last_bad.get(i) == value:
+            ok = False  # a retry of a value already found bad: refused at once in either mode
+        elif self.psig_check is PartialSigCheck.ON_ARRIVAL:
             ok = self._psig_verifies(i, value)
+            if not ok and isinstance(value, bytes):
+                self._last_bad[i] = value
         else:
             ok = musig2.psig_well_formed(value)
         if not ok:
@@ -458,7 +466,7 @@ class SigningSession:
             return True
         if self._psig_verifies(i, self._psigs[i]):
             return True
-        del self._psigs[i]
+        self._last_bad[i] = self._psigs.pop(i)
         self._bad_psig.add(i)
         self._reject(i, InvalidPartialSigError.code, arrived)
         return False
