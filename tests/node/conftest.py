@@ -15,6 +15,8 @@ import pytest
 from regtest.build import BuildError, build_bitcoind, can_build, find_bitcoind
 from regtest.harness import RegtestNode
 from tests.conftest import IN_CI
+from tests.lifecycle.conftest import engine  # noqa: F401  (a migrated SQLite store per test)
+from tests.node.regtest_chain import Chain
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +41,13 @@ def bitcoind_path() -> Path:
 def regtest(bitcoind_path: Path) -> Iterator[RegtestNode]:
     with RegtestNode(bitcoind_path) as node:
         yield node
+
+
+@pytest.fixture(scope="module")
+def chain(regtest: RegtestNode) -> Iterator[Chain]:
+    """The module's bitcoind node, driven from one event loop (tests/node/regtest_chain.py)."""
+    c = Chain(regtest)
+    try:
+        yield c
+    finally:
+        c.close()
