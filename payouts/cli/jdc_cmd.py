@@ -43,7 +43,7 @@ from sv2.jdc.template import NodeTemplates, TemplateSource
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
-from sv2.tdp import SubmittedSolution, TemplateDistributionClient, TemplateProvider
+from sv2.tdp import SubmittedSolution, TdpError, TemplateDistributionClient, TemplateProvider
 
 app = typer.Typer(
     help="Job Declaration client: declare jobs with the pool's payout distribution (SV2 JD).",
@@ -123,7 +123,10 @@ class _TpSession:
 
     async def on_constraints(self, c: OutputConstraints) -> None:
         if self.connected:
-            self.client.set_constraints(c.message())
+            try:
+                self.client.set_constraints(c.message())
+            except TdpError as exc:  # the JD connection must not die with the TP's
+                _progress(f"cannot send CoinbaseOutputConstraints to the TP: {exc}")
 
 
 def _mineable(template: JobTemplate, node: Node | None) -> bool:

@@ -262,6 +262,8 @@ class TemplateProvider:
         if len(self._clients) >= self.max_connections:
             self._count("refused-max-connections")
             writer.close()
+            if task is not None:
+                self._tasks.discard(task)
             return
         c = _Client(next(self._ids), Sv2Connection.server(self.identity), writer)
         self._clients[c.id] = c

@@ -22,6 +22,7 @@ from sv2.messages.template_distribution import (
 from sv2.tdp import (
     STALE_TEMPLATE_ID,
     TEMPLATE_ID_NOT_FOUND,
+    TdpConnectionLost,
     TdpSetupRejected,
     TdpTimeout,
     TemplateDistributionClient,
@@ -134,6 +135,15 @@ def test_setup_and_authentication_failures() -> None:
                 await raw._setup_connection(PROTOCOL_JOB_DECLARATION, 0, vendor="t")
             assert info.value.code == "setup-unsupported-protocol"
             await raw.close()
+            # Anything before SetupConnection costs the connection, and only that one.
+            early = TemplateDistributionClient(host, port, TP_PK, timeout=5.0)
+            await early._open()
+            early._send(CONSTRAINTS)
+            with pytest.raises(TdpConnectionLost):
+                await early.wait_for_template(timeout=5.0)
+            await early.close()
+            async with client((host, port)) as ok:
+                assert (await ok.template()).height == chain.tip_height + 1
             # No constraints: the client refuses to connect (PR #203 wants them first).
             with pytest.raises(Exception, match="CoinbaseOutputConstraints"):
                 await TemplateDistributionClient(host, port, TP_PK).connect()
