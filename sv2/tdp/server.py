@@ -279,8 +279,13 @@ class TemplateProvider:
             reason = "handshake timeout"
         except (ConnectionError, OSError) as exc:
             reason = f"socket: {exc}"
+        except NodeError as exc:
+            reason = f"node error: {exc.reason}"
         except asyncio.CancelledError:
             reason = "server stopping"
+        except Exception as exc:  # a bug must cost one connection, not the server
+            log.exception("TP connection %d: unexpected error", c.id)
+            reason = f"internal error: {exc!r}"
         finally:
             log.info("TP connection %d closed: %s", c.id, reason)
             self._clients.pop(c.id, None)
