@@ -354,6 +354,11 @@ def _lying(rng: random.Random, target: Target) -> bytes:
     return msg[:3] + n.to_bytes(3, "little") + msg[HEADER_SIZE:]
 
 
+async def _tokens(s: Session, n: int) -> None:
+    while len(s.tokens) < n and not s.closed.is_set():
+        await asyncio.sleep(0.005)
+
+
 async def session(target: Target, rng: random.Random, tally: Tally, bound: float) -> None:
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(target.host, target.port), bound
@@ -389,6 +394,13 @@ async def session(target: Target, rng: random.Random, tally: Tally, bound: float
             exts = (0x0003, 0x4003, 0x4002) if rng.random() < 0.8 else (0x0003,)
             s.send(RequestExtensions(rid & 0xFFFF, exts))
             tally.frames += 1
+        if rng.random() < 0.7:  # hold a few tokens first, so declarations get past them
+            for j in range(3):
+                s.send(AllocateMiningJobToken("miner", rid + 1 + j))
+                tally.frames += 1
+            rid += 3
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_tokens(s, 3), 1.0)
         n = rng.randint(10, 200)
         for i in range(n):
             if s.closed.is_set() or writer.transport.is_closing():
@@ -513,10 +525,11 @@ async def run_fuzz(
     bound = target.idle_timeout + 5.0
     master = random.Random(seed)
     next_report = progress
+    next_tip = 2_000
     start = time.monotonic()
 
     async def worker(wseed: int) -> None:
-        nonlocal next_report
+        nonlocal next_report, next_tip
         rng = random.Random(wseed)
         while tally.frames < frames and len(tally.findings) < 50:
             tally.connections += 1
@@ -529,13 +542,15 @@ async def run_fuzz(
                 tally.outcomes[f"client-socket:{type(exc).__name__}"] += 1
             except Exception as exc:  # the fuzzer's own failure must not pass as the server's
                 tally.finding(f"fuzz client error: {exc!r}")
+            if stats is not None and tally.frames >= next_tip:
+                next_tip += 2_000
+                refresh(target, await stats())  # fuzzed PushSolutions find blocks: follow
             if tally.frames >= next_report:
                 next_report += progress
                 rate = tally.frames / max(time.monotonic() - start, 1e-9)
                 line = f"{tally.frames:>9} frames  {rate:,.0f}/s  {tally.connections} connections"
                 if stats is not None:
                     st = await stats()
-                    refresh(target, st)  # blocks found by fuzzed PushSolutions move the tip
                     line += (
                         f"  server: {st['connections']} open, {st['fds']} fds, "
                         f"RSS {st['rss_kib'] / 1024:.1f} MiB"
