@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,20 +92,35 @@ def _int_column(name: str, values: Any, n: int) -> I64:
     return arr.astype(np.int64, copy=False)
 
 
+def _first(values: Sequence[Any], bad: Callable[[Any], bool]) -> int:
+    """Index of the first value for which ``bad`` holds (only called once a check has failed)."""
+    return next(i for i, v in enumerate(values) if bad(v))
+
+
+def _join_str(values: Sequence[Any]) -> str | None:
+    """All values joined, or ``None`` if one is not a ``str``: a single C-level pass, where an
+    ``isinstance`` loop costs ~1 ms per 10,000 values and column."""
+    try:
+        return "".join(values)
+    except TypeError:
+        return None
+
+
 def _str_column(
     name: str, values: Sequence[str], n: int, max_len: int, keys: Sequence[str]
 ) -> None:
     if len(values) != n:
         raise ValidationError(f"column {name} has {len(values)} values, expected {n}")
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            raise ValidationError(f"share {keys[i]!r}: {name} must be a string, got {v!r}")
+    joined = _join_str(values)
+    if joined is None:
+        i = _first(values, lambda v: not isinstance(v, str))
+        raise ValidationError(f"share {keys[i]!r}: {name} must be a string, got {values[i]!r}")
     if n and max(map(len, values)) > max_len:
-        i = next(i for i, v in enumerate(values) if len(v) > max_len)
+        i = _first(values, lambda v: len(v) > max_len)
         raise ValidationError(f"share {keys[i]!r}: {name} is longer than {max_len} characters")
-    # PostgreSQL text cannot hold NUL; checking the joined string is one C-level scan.
-    if "\x00" in "".join(values):
-        i = next(i for i, v in enumerate(values) if "\x00" in v)
+    # PostgreSQL text cannot hold NUL; the joined string is one C-level scan.
+    if "\x00" in joined:
+        i = _first(values, lambda v: "\x00" in v)
         raise ValidationError(f"share {keys[i]!r}: {name} contains a NUL character")
 
 
@@ -116,9 +131,9 @@ def validate_batch(batch: ShareBatch) -> tuple[I64, I64, I64, I64]:
     """
     keys = batch.key
     n = len(keys)
-    for i, k in enumerate(keys):
-        if not isinstance(k, str) or not k:
-            raise ValidationError(f"share #{i}: key must be a non-empty string, got {k!r}")
+    if _join_str(keys) is None or (n and min(map(len, keys)) == 0):
+        i = _first(keys, lambda k: not isinstance(k, str) or not k)
+        raise ValidationError(f"share #{i}: key must be a non-empty string, got {keys[i]!r}")
     _str_column("key", keys, n, SHARE_KEY_MAX, keys)
     _str_column("worker", batch.worker, n, WORKER_MAX, keys)
     _str_column("job_id", batch.job_id, n, JOB_ID_MAX, keys)
