@@ -190,3 +190,21 @@ def test_export_ledger_is_json_able(engine: Engine) -> None:
         ("alice", -7, None, None),
     ]
     assert rows[0]["created_at"].endswith("+00:00")
+
+
+def test_miner_balance_hot_read_sees_each_commit(engine: Engine) -> None:
+    """The API's balance read keeps one autocommit connection per thread: it must see every
+    committed ledger line at once, and never hold a transaction open that blocks writers."""
+    from payouts.store.ledger import miner_balance
+
+    assert miner_balance(engine, "nobody") is None
+    a = register_miner(engine, "a", SCRIPT).id
+    assert miner_balance(engine, "a") == (a, SCRIPT, 0)
+    append_ledger_entries(engine, [LedgerCredit(a, 700, "owed")])
+    assert miner_balance(engine, "a") == (a, SCRIPT, 700)
+    append_ledger_entries(engine, [LedgerCredit(a, -200, "repaid")])
+    assert miner_balance(engine, "a") == (a, SCRIPT, 500)
+    # A writer right after the read is not blocked by it (no idle transaction on SQLite's lock
+    # or PostgreSQL's snapshot).
+    register_miner(engine, "b", SCRIPT)
+    assert miner_balance(engine, "b") is not None
