@@ -3,21 +3,68 @@
 With T' = T − Σ additional_outputs.amount and W = weight_P + Σ weight[i]:
 ``amount[i] = floor(weight[i]·T'/W)``; an amount below ``dust_limits[i]`` is pruned (its value
 goes to the pool payout); ``pay_P = T' − Σ paid``. Output order is fixed: pool payout, payees in
-distribution order without the pruned ones, additional outputs. Python ints give the ≥128-bit
-arithmetic the draft requires.
+distribution order without the pruned ones, additional outputs. The floors are exact integer
+arithmetic over the whole payee column (:func:`~payouts.distribution.columns.floor_mul_div`:
+128-bit products in NumPy, Python ints beyond its bounds), as the draft requires.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
+from typing import Any
 
-from payouts.distribution.model import MAX_MONEY, Distribution, TxOut
+import numpy as np
+import numpy.typing as npt
+
+from payouts.distribution.columns import (
+    Deferred,
+    LazyTuple,
+    defer_fields,
+    floor_mul_div,
+    raw_field,
+    store_field,
+)
+from payouts.distribution.model import MAX_MONEY, AdditionalOutput, Distribution, TxOut
 from payouts.errors import ValidationError, ZeroRevenueError
+
+
+class OutputColumns(Deferred[TxOut]):
+    """The wire-order outputs of a :class:`PayoutResult` as columns; the :class:`TxOut` tuple
+    is built on first read of ``PayoutResult.outputs``."""
+
+    __slots__ = ("additional", "amounts", "keep", "pool", "scripts", "total")
+
+    def __init__(
+        self,
+        pool: TxOut,
+        scripts: Sequence[bytes],
+        amounts: npt.NDArray[Any],
+        keep: npt.NDArray[np.bool_],
+        additional: tuple[AdditionalOutput, ...],
+        total: int,
+    ) -> None:
+        super().__init__()
+        self.pool = pool
+        self.scripts = scripts  # every payee's script, in distribution order
+        self.amounts = amounts  # every payee's floor amount; paid where ``keep``
+        self.keep = keep
+        self.additional = additional
+        self.total = total
+
+    def _make(self) -> tuple[TxOut, ...]:
+        paid = map(TxOut, self.amounts[self.keep].tolist(),
+                   compress(self.scripts, self.keep.tolist()))
+        return (self.pool, *paid, *(TxOut(a.amount, a.script) for a in self.additional))
 
 
 @dataclass(frozen=True, slots=True)
 class PayoutResult:
-    """Outputs in wire order plus the bookkeeping needed by the ledger."""
+    """Outputs in wire order plus the bookkeeping needed by the ledger.
+
+    ``outputs`` and ``payee_amounts`` of a result from :func:`compute_outputs` are held as
+    columns until first read (:class:`OutputColumns`)."""
 
     outputs: tuple[TxOut, ...]
     pool_amount: int
@@ -27,7 +74,13 @@ class PayoutResult:
 
     @property
     def total(self) -> int:
+        raw = raw_field(self, "outputs")
+        if isinstance(raw, OutputColumns):
+            return raw.total
         return sum(o.value for o in self.outputs)
+
+
+defer_fields(PayoutResult, "outputs", "payee_amounts")
 
 
 def compute_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
@@ -42,27 +95,21 @@ def compute_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
         raise ValidationError(
             f"additional outputs ({fixed} sat) exceed the template revenue ({revenue} sat)"
         )
-    total_weight = distribution.total_weight
-    amounts: list[int] = []
-    pruned: list[int] = []
-    outputs: list[TxOut] = []
-    paid = 0
-    for i, payee in enumerate(distribution.payouts):
-        amount = payee.weight * distributable // total_weight
-        if amount < payee.dust_limit:
-            pruned.append(i)
-            amounts.append(0)
-            continue
-        amounts.append(amount)
-        paid += amount
-        outputs.append(TxOut(amount, payee.script))
+    cols = distribution.columns()
+    amounts = floor_mul_div(cols.weights, distributable, distribution.total_weight)
+    keep = np.asarray(amounts >= cols.dust_limits, dtype=np.bool_)
+    paid = int(amounts[keep].sum())
     pool_amount = distributable - paid
-    wire = [TxOut(pool_amount, distribution.pool_payout.script), *outputs]
-    wire.extend(TxOut(a.amount, a.script) for a in distribution.additional_outputs)
-    return PayoutResult(
-        outputs=tuple(wire),
+    per_payee = np.where(keep, amounts, 0)
+    result = PayoutResult(
+        outputs=(),
         pool_amount=pool_amount,
-        payee_amounts=tuple(amounts),
-        pruned=tuple(pruned),
+        payee_amounts=(),
+        pruned=tuple(np.flatnonzero(~keep).tolist()),
         distributable=distributable,
     )
+    store_field(result, "outputs", OutputColumns(
+        TxOut(pool_amount, distribution.pool_payout.script), cols.scripts, amounts, keep,
+        distribution.additional_outputs, revenue))
+    store_field(result, "payee_amounts", LazyTuple(lambda: tuple(per_payee.tolist())))
+    return result

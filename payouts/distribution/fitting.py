@@ -12,20 +12,39 @@ pays them through the ledger), minus the boosts. Boosts are taken only from that
 ``W = F + Σe`` is the same with or without owed balances: repaying a debt never dilutes another
 miner. A boost is sized so that at the estimated revenue it repays the debt; repayment capacity
 is bounded by the pool weight (it is never below 1).
+
+The whole fit works on columns (issue #2: 100,000 candidates within the 100 ms budget of a
+distribution step): one ranking sort, output costs classified for all scripts at once, exact
+expected amounts over the weight column, and a greedy fill done as prefix sums. The resulting
+distribution and its ledger tuples are built as objects only when someone reads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from payouts.distribution.columns import (
+    I64,
+    Deferred,
+    LazyTuple,
+    defer_fields,
+    floor_mul_div,
+    store_field,
+    to_u64,
+)
 from payouts.distribution.model import (
+    MAX_MONEY,
     AdditionalOutput,
     Distribution,
-    Payee,
+    PayeeColumns,
     PoolPayout,
 )
-from payouts.distribution.scripts import dust_limit, output_size, sigop_cost
+from payouts.distribution.scripts import output_costs, output_size, sigop_cost
 from payouts.errors import BudgetTooSmallError, ValidationError, ZeroRevenueError, ZeroWeightError
 
 
@@ -40,6 +59,35 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class CandidateColumns:
+    """Candidates as columns, row i being ``Candidate(accounts[i], scripts[i], weights[i],
+    owed[i])``: what the accountant's weights and the ledger give without building an object
+    per miner."""
+
+    accounts: Sequence[str]
+    scripts: Sequence[bytes]
+    weights: Sequence[int]  # earned window weights, exact (any size)
+    owed: Sequence[int]
+
+    def __post_init__(self) -> None:
+        n = len(self.accounts)
+        if not len(self.scripts) == len(self.weights) == len(self.owed) == n:
+            raise ValidationError("candidate columns have different lengths")
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> CandidateColumns:
+        return cls(
+            [c.account for c in candidates],
+            [c.script for c in candidates],
+            [c.weight for c in candidates],
+            [c.owed for c in candidates],
+        )
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+
+@dataclass(frozen=True, slots=True)
 class Budget:
     """Limits on the outputs a distribution adds to the coinbase."""
 
@@ -49,7 +97,10 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class FittedDistribution:
-    """A distribution plus what the ledger needs to settle a block found with it."""
+    """A distribution plus what the ledger needs to settle a block found with it.
+
+    From :func:`fit_distribution`, ``earned``, ``owed`` and ``dropped`` are held as columns and
+    become tuples on first read."""
 
     distribution: Distribution
     earned: tuple[int, ...]  # per payee, in distribution order: earned window weight
@@ -59,7 +110,33 @@ class FittedDistribution:
 
     @property
     def accounts(self) -> tuple[str, ...]:
-        return tuple(p.account or "" for p in self.distribution.payouts)
+        accounts = self.distribution.columns().accounts
+        if accounts is None:
+            return ("",) * len(self.distribution.columns())
+        return tuple(a or "" for a in accounts)
+
+
+defer_fields(FittedDistribution, "earned", "owed", "dropped")
+
+
+class DroppedColumns(Deferred[Candidate]):
+    """The dropped candidates (rows ``rows`` of the scaled candidate columns, in rank order)."""
+
+    __slots__ = ("_columns", "_owed", "_weights", "rows")
+
+    def __init__(self, columns: CandidateColumns, weights: I64, owed: I64,
+                 rows: npt.NDArray[np.intp]) -> None:
+        super().__init__()
+        self._columns, self._weights, self._owed, self.rows = columns, weights, owed, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _make(self) -> tuple[Candidate, ...]:
+        rows = self.rows.tolist()
+        accounts, scripts = self._columns.accounts, self._columns.scripts
+        return tuple(map(Candidate, [accounts[i] for i in rows], [scripts[i] for i in rows],
+                         self._weights[self.rows].tolist(), self._owed[self.rows].tolist()))
 
 
 WEIGHT_BITS = 64  # SetPayoutDistribution carries each weight in a TxOut's 8-byte amount field
@@ -75,18 +152,6 @@ def weight_shift(total_weight: int) -> int:
     return max(0, total_weight.bit_length() - (WEIGHT_BITS - 14))
 
 
-def scale_to_u64(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Candidates with weights divided by 2^shift, rounded **up** so no miner with weight drops
-    to 0 (relative error below 2^-36 of the window for any miner that matters)."""
-    shift = weight_shift(sum(max(c.weight, 0) for c in candidates))
-    if shift == 0:
-        return list(candidates)
-    return [
-        Candidate(c.account, c.script, -(-c.weight >> shift) if c.weight > 0 else c.weight, c.owed)
-        for c in candidates
-    ]
-
-
 def fee_weight(total_earned: int, fee_bps: int) -> int:
     """Pool weight that yields ``fee_bps`` of the distributable revenue (rounded up)."""
     if not 0 <= fee_bps < 10_000:
@@ -94,10 +159,83 @@ def fee_weight(total_earned: int, fee_bps: int) -> int:
     return -(-total_earned * fee_bps // (10_000 - fee_bps))
 
 
+def _check_candidates(columns: CandidateColumns) -> None:
+    """The first candidate (input order) with a negative weight or balance, a balance above
+    21M BTC, or an account seen before, is an error."""
+    weights, owed, accounts = columns.weights, columns.owed, columns.accounts
+    n = len(accounts)
+    if not n:
+        return
+    bad_value = min(weights) < 0 or min(owed) < 0 or max(owed) > MAX_MONEY
+    if not bad_value and len(set(accounts)) == n:
+        return
+    seen: set[str] = set()
+    for account, weight, balance in zip(accounts, weights, owed, strict=True):
+        if weight < 0 or balance < 0:
+            raise ValidationError(f"candidate {account} has a negative weight or balance")
+        if balance > MAX_MONEY:
+            raise ValidationError(f"candidate {account} is owed {balance} sat, over 21M BTC")
+        if account in seen:
+            raise ValidationError(f"candidate {account} appears twice", code="duplicate-key")
+        seen.add(account)
+
+
+def _scaled_weights(weights: Sequence[int]) -> I64:
+    """Weights divided by 2^shift, rounded **up** so no miner with weight drops to 0 (relative
+    error below 2^-36 of the window for any miner that matters); every one is below 2^50."""
+    shift = weight_shift(sum(weights))
+    if shift:
+        round_up = (1 << shift) - 1
+        weights = [(w + round_up) >> shift for w in weights]
+    return np.array(weights, dtype=np.int64)
+
+
+def _rank(weights: I64, owed: I64, accounts: Sequence[str]) -> npt.NDArray[np.intp]:
+    """Row order: largest debt first, then largest weight, ties by account name."""
+    order = np.lexsort((-weights, -owed))
+    w, o = weights[order], owed[order]
+    tie = (w[1:] == w[:-1]) & (o[1:] == o[:-1])
+    if tie.any():
+        edges = np.diff(np.concatenate(([0], tie.astype(np.int8), [0])))
+        for start, end in zip(np.flatnonzero(edges == 1).tolist(),
+                              np.flatnonzero(edges == -1).tolist(), strict=True):
+            run = order[start : end + 1].tolist()
+            order[start : end + 1] = sorted(run, key=accounts.__getitem__)
+    return order
+
+
+def _fill(sizes: I64, sigops: I64, room_bytes: int, room_sigops: int) -> npt.NDArray[np.bool_]:
+    """Greedy in order: take each item that still fits both budgets.
+
+    Done as prefix sums: an item that does not fit now never will (the room only shrinks), so
+    each round drops the items too big for the room left, takes the longest prefix of the rest
+    whose running sums fit, and resumes after the first item that did not fit. The items that
+    stop a round are ever smaller (in bytes or in sigops), so rounds are few."""
+    taken = np.zeros(len(sizes), dtype=np.bool_)
+    pos = 0
+    while pos < len(sizes):
+        rows = pos + np.flatnonzero((sizes[pos:] <= room_bytes) & (sigops[pos:] <= room_sigops))
+        if not rows.size:
+            break
+        used_bytes, used_sigops = np.cumsum(sizes[rows]), np.cumsum(sigops[rows])
+        k = int(np.count_nonzero((used_bytes <= room_bytes) & (used_sigops <= room_sigops)))
+        taken[rows[:k]] = True
+        room_bytes -= int(used_bytes[k - 1])
+        room_sigops -= int(used_sigops[k - 1])
+        if k == rows.size:
+            break
+        pos = int(rows[k]) + 1
+    return taken
+
+
+def _take(values: Sequence[Any], rows: list[int]) -> list[Any]:
+    return [values[i] for i in rows]
+
+
 def fit_distribution(
     distribution_id: int,
     pool_script: bytes,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Candidate] | CandidateColumns,
     *,
     fee_bps: int,
     budget: Budget,
@@ -113,14 +251,9 @@ def fit_distribution(
     """
     if estimated_revenue <= 0:
         raise ZeroRevenueError("the estimated revenue must be positive")
-    candidates = scale_to_u64(candidates)
-    seen: set[str] = set()
-    for c in candidates:
-        if c.weight < 0 or c.owed < 0:
-            raise ValidationError(f"candidate {c.account} has a negative weight or balance")
-        if c.account in seen:
-            raise ValidationError(f"candidate {c.account} appears twice", code="duplicate-key")
-        seen.add(c.account)
+    columns = candidates if isinstance(candidates, CandidateColumns) else (
+        CandidateColumns.of(candidates))
+    _check_candidates(columns)
     base_bytes = output_size(pool_script) + sum(output_size(a.script) for a in additional_outputs)
     base_sigops = sigop_cost(pool_script) + sum(sigop_cost(a.script) for a in additional_outputs)
     if base_bytes > budget.max_bytes or base_sigops > budget.max_sigops:
@@ -129,7 +262,8 @@ def fit_distribution(
             f"even the pool payout and additional outputs ({base_bytes} bytes, "
             f"{base_sigops} sigops)"
         )
-    total_earned = sum(c.weight for c in candidates)
+    weights = _scaled_weights(columns.weights)
+    total_earned = int(weights.sum())
     fee_w = fee_weight(total_earned, fee_bps)
     total_weight = total_earned + fee_w
     if total_weight == 0:
@@ -139,53 +273,55 @@ def fit_distribution(
     if distributable <= 0:
         raise ValidationError("additional outputs use up the whole estimated revenue")
 
-    ranked = sorted(candidates, key=lambda c: (-c.owed, -c.weight, c.account))
-    chosen: list[Candidate] = []
-    dusts: list[int] = []
-    dropped: list[Candidate] = []
-    used_bytes, used_sigops = base_bytes, base_sigops
-    for c in ranked:
-        if c.weight == 0 and c.owed == 0:
-            continue
-        script = c.script
-        size, sigops, dust = output_size(script), sigop_cost(script), dust_limit(script)
-        expected = c.weight * distributable // total_weight + c.owed
-        fits = used_bytes + size <= budget.max_bytes and used_sigops + sigops <= budget.max_sigops
-        if fits and expected >= dust:
-            chosen.append(c)
-            dusts.append(dust)
-            used_bytes += size
-            used_sigops += sigops
-        elif c.weight:
-            dropped.append(c)
+    owed = np.array(columns.owed, dtype=np.int64)
+    order = _rank(weights, owed, columns.accounts)
+    weights_r, owed_r = weights[order], owed[order]
+    sizes, sigops, dusts = (c[order] for c in output_costs(columns.scripts))
+    expected = floor_mul_div(to_u64(weights_r), distributable, total_weight) + owed_r
+    eligible = ((weights_r > 0) | (owed_r > 0)) & np.asarray(expected >= dusts, dtype=np.bool_)
+    rows = np.flatnonzero(eligible)
+    chosen = np.zeros(len(order), dtype=np.bool_)
+    chosen[rows[_fill(sizes[rows], sigops[rows], budget.max_bytes - base_bytes,
+                      budget.max_sigops - base_sigops)]] = True
+    dropped = (weights_r > 0) & ~chosen
 
     # The pool weight pays for the dropped payees and funds the repayment boosts.
-    pool_weight = fee_w + sum(c.weight for c in dropped)
+    pool_weight = fee_w + int(weights_r[dropped].sum())
+    payee_weights: npt.NDArray[Any] = weights_r[chosen]
+    payee_owed = owed_r[chosen]
     capacity = max(pool_weight - 1, 0)
-    boosts = []
-    for c in chosen:
-        want = -(-c.owed * total_weight // distributable) if c.owed else 0
+    boosts: list[tuple[int, int]] = []
+    for k in np.flatnonzero(payee_owed).tolist():
+        want = -(-int(payee_owed[k]) * total_weight // distributable)
         boost = min(want, capacity)
         capacity -= boost
-        boosts.append(boost)
-    pool_weight -= sum(boosts)
-    payees = [
-        Payee(c.script, c.weight + boost, dust, c.account)
-        for c, boost, dust in zip(chosen, boosts, dusts, strict=True)
-    ]
+        boosts.append((k, boost))
+    pool_weight -= sum(b for _, b in boosts)
+    if boosts and max(int(payee_weights[k]) + b for k, b in boosts) >= 1 << 63:
+        payee_weights = payee_weights.astype(object)  # the U64 check reports it
+    for k, boost in boosts:
+        payee_weights[k] += boost
     # A payee whose whole weight is a boost still needs weight > 0: guaranteed, since chosen
     # candidates have weight > 0 or owed > 0 (then boost > 0 unless capacity ran out).
-    kept = [(p, c) for p, c in zip(payees, chosen, strict=True) if p.weight > 0]
-    dist = Distribution(
-        distribution_id=distribution_id,
-        pool_payout=PoolPayout(pool_script, max(pool_weight, 1)),
-        payouts=tuple(p for p, _ in kept),
-        additional_outputs=tuple(additional_outputs),
+    kept = payee_weights > 0
+    payee_rows = order[chosen][kept]
+    rows_list = payee_rows.tolist()
+    payees = PayeeColumns(
+        _take(columns.scripts, rows_list),
+        payee_weights[kept],
+        dusts[chosen][kept],
+        _take(columns.accounts, rows_list),
     )
-    return FittedDistribution(
-        distribution=dist,
-        earned=tuple(c.weight for _, c in kept),
-        owed=tuple(c.owed for _, c in kept),
-        dropped=tuple(dropped),
-        fee_weight=fee_w,
+    dist = Distribution.from_columns(
+        distribution_id,
+        PoolPayout(pool_script, max(pool_weight, 1)),
+        payees,
+        tuple(additional_outputs),
     )
+    fitted = FittedDistribution(dist, (), (), (), fee_w)
+    earned, owed_kept = weights_r[chosen][kept], payee_owed[kept]
+    store_field(fitted, "earned", LazyTuple(lambda: tuple(earned.tolist())))
+    store_field(fitted, "owed", LazyTuple(lambda: tuple(owed_kept.tolist())))
+    store_field(fitted, "dropped", DroppedColumns(columns, weights, owed, order[dropped]))
+    return fitted
+

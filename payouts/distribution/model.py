@@ -8,8 +8,22 @@ gives ``additional_outputs`` fixed amounts): the amounts of the pool payout and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from payouts.distribution.columns import (
+    Deferred,
+    defer_fields,
+    exact_sum,
+    raw_field,
+    store_field,
+    to_u64,
+)
 from payouts.errors import ValidationError, ZeroWeightError
 from payouts.tx.compact import compact_size_len, ser_compact_size
 
@@ -61,9 +75,54 @@ class AdditionalOutput:
     amount: int
 
 
+class PayeeColumns(Deferred[Payee]):
+    """The payees of a distribution as columns; the :class:`Payee` tuple is built on first read
+    of ``Distribution.payouts``. ``weights`` is any integer array until the distribution has
+    validated it, uint64 after."""
+
+    __slots__ = ("accounts", "dust_limits", "scripts", "weights")
+
+    def __init__(
+        self,
+        scripts: Sequence[bytes],
+        weights: npt.NDArray[Any],
+        dust_limits: npt.NDArray[np.int64],
+        accounts: Sequence[str | None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.scripts = scripts
+        self.weights = weights
+        self.dust_limits = dust_limits
+        self.accounts = accounts
+
+    @classmethod
+    def of(cls, payees: tuple[Payee, ...]) -> PayeeColumns:
+        """Columns of validated payee objects (which stay the tuple that readers get)."""
+        cols = cls(
+            [p.script for p in payees],
+            to_u64([p.weight for p in payees]),
+            np.array([p.dust_limit for p in payees], dtype=np.int64),
+            [p.account for p in payees],
+        )
+        cols._value = payees
+        return cols
+
+    def __len__(self) -> int:
+        return len(self.scripts)
+
+    def _make(self) -> tuple[Payee, ...]:
+        accounts = repeat(None) if self.accounts is None else self.accounts
+        return tuple(map(Payee, self.scripts, self.weights.tolist(),
+                         self.dust_limits.tolist(), accounts))
+
+
 @dataclass(frozen=True, slots=True)
 class Distribution:
-    """One published payout rule. ``distribution_id`` is strictly increasing pool-wide."""
+    """One published payout rule. ``distribution_id`` is strictly increasing pool-wide.
+
+    ``payouts`` may be held as :class:`PayeeColumns` (see :meth:`from_columns`); reading it
+    always gives the tuple of :class:`Payee`.
+    """
 
     distribution_id: int
     pool_payout: PoolPayout
@@ -73,16 +132,68 @@ class Distribution:
     def __post_init__(self) -> None:
         validate_distribution(self)
 
+    @classmethod
+    def from_columns(
+        cls,
+        distribution_id: int,
+        pool_payout: PoolPayout,
+        payees: PayeeColumns,
+        additional_outputs: tuple[AdditionalOutput, ...] = (),
+    ) -> Distribution:
+        """The same distribution as ``Distribution(distribution_id, pool_payout, payees...)``,
+        validated column-wise, without building a :class:`Payee` per payee."""
+        d = object.__new__(cls)
+        # the frozen dataclass's own way of setting its fields
+        object.__setattr__(d, "distribution_id", distribution_id)
+        object.__setattr__(d, "pool_payout", pool_payout)
+        object.__setattr__(d, "additional_outputs", additional_outputs)
+        store_field(d, "payouts", payees)
+        validate_distribution(d)
+        payees.weights = to_u64(payees.weights)
+        return d
+
+    def columns(self) -> PayeeColumns:
+        """The payees as columns (made from the :class:`Payee` objects once, then kept)."""
+        raw = raw_field(self, "payouts")
+        if isinstance(raw, PayeeColumns):
+            return raw
+        cols = PayeeColumns.of(raw)
+        store_field(self, "payouts", cols)
+        return cols
+
     @property
     def total_weight(self) -> int:
-        return self.pool_payout.weight + sum(p.weight for p in self.payouts)
+        return self.pool_payout.weight + exact_sum(self.columns().weights)
 
     def max_outputs_size(self) -> int:
         """Bytes of coinbase outputs this distribution can add (every payee paid): what the JD
         client announces as ``coinbase_output_max_additional_size``."""
-        scripts = [self.pool_payout.script, *(p.script for p in self.payouts)]
+        scripts = [self.pool_payout.script, *self.columns().scripts]
         scripts += [a.script for a in self.additional_outputs]
         return sum(8 + compact_size_len(len(s)) + len(s) for s in scripts)
+
+
+defer_fields(Distribution, "payouts")
+
+
+def _payee_error(i: int, weight: int, dust_limit: int) -> None:
+    if weight <= 0:
+        raise ZeroWeightError(f"payout {i} has weight {weight}; weights must be positive")
+    if weight > U64_MAX:
+        raise ValidationError(f"payout {i} weight does not fit the U64 amount field")
+    if not 0 <= dust_limit <= U32_MAX:
+        raise ValidationError(f"payout {i} dust limit {dust_limit} is not a U32")
+
+
+def _validate_payee_columns(cols: PayeeColumns) -> None:
+    """:func:`_payee_error` for the first bad payee, found column-wise."""
+    w, d = cols.weights, cols.dust_limits
+    bad = (w <= 0) | (d < 0) | (d > U32_MAX)
+    if w.dtype == object:
+        bad |= w > U64_MAX
+    if bad.any():
+        i = int(np.argmax(bad))
+        _payee_error(i, int(w[i]), int(d[i]))
 
 
 def validate_distribution(d: Distribution) -> None:
@@ -91,13 +202,12 @@ def validate_distribution(d: Distribution) -> None:
         raise ValidationError("distribution_id must fit in a U64")
     if d.pool_payout.weight <= 0:
         raise ZeroWeightError("the pool payout weight must be positive (PR #203: weight_P != 0)")
-    for i, p in enumerate(d.payouts):
-        if p.weight <= 0:
-            raise ZeroWeightError(f"payout {i} has weight {p.weight}; weights must be positive")
-        if p.weight > U64_MAX:
-            raise ValidationError(f"payout {i} weight does not fit the U64 amount field")
-        if not 0 <= p.dust_limit <= U32_MAX:
-            raise ValidationError(f"payout {i} dust limit {p.dust_limit} is not a U32")
+    raw = raw_field(d, "payouts")
+    if isinstance(raw, PayeeColumns):
+        _validate_payee_columns(raw)
+    else:
+        for i, p in enumerate(raw):
+            _payee_error(i, p.weight, p.dust_limit)
     if d.pool_payout.weight > U64_MAX:
         raise ValidationError("the pool payout weight does not fit the U64 amount field")
     for i, a in enumerate(d.additional_outputs):
