@@ -4,7 +4,8 @@ What must survive a restart so that a new lifecycle object resumes where the old
 and never pays twice:
 
 - ``settlements``: one row per tracked block: its settlement mode, the coinbase output the
-  payout spends (script and value; its outpoint once the block is seen), and the phase.
+  payout spends (script and value; its outpoint once the block is seen) -- in coinbase mode the
+  coinbase txid and the index of its first payout output instead -- and the phase.
 - ``settlement_txs``: every transaction the lifecycle built for a block, with its raw bytes
   (re-broadcasting the *same* bytes is always safe), its place in the fan-out tree and whether
   it was broadcast / confirmed (and in which block, so a reorg of the payout alone is noticed).
@@ -42,7 +43,12 @@ class Settlement(Base):
     )
     mode: Mapped[str] = mapped_column(String(16))
     phase: Mapped[str] = mapped_column(String(16))
-    # The coinbase output the payout spends (ctv commitment / musig2 key); null in coinbase mode.
+    # ctv / musig2: the coinbase output the payout spends (the commitment output / the musig2
+    # key output): its script and value from tracking on, its outpoint (txid, vout) once the
+    # coinbase is known. coinbase mode: script and value stay null; funding_txid is the coinbase
+    # txid and funding_vout the index of its first payout output (the API locates each payout
+    # from them), both null until the coinbase is known (read from the node once the block is
+    # in the active chain when it was recorded without one).
     funding_script: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     funding_value: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     funding_txid: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
