@@ -10,7 +10,6 @@ arithmetic over the whole payee column (:func:`~payouts.distribution.columns.flo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
@@ -26,7 +25,13 @@ from payouts.distribution.columns import (
     raw_field,
     store_field,
 )
-from payouts.distribution.model import MAX_MONEY, AdditionalOutput, Distribution, TxOut
+from payouts.distribution.model import (
+    MAX_MONEY,
+    AdditionalOutput,
+    Distribution,
+    PayeeColumns,
+    TxOut,
+)
 from payouts.errors import ValidationError, ZeroRevenueError
 
 
@@ -34,12 +39,12 @@ class OutputColumns(Deferred[TxOut]):
     """The wire-order outputs of a :class:`PayoutResult` as columns; the :class:`TxOut` tuple
     is built on first read of ``PayoutResult.outputs``."""
 
-    __slots__ = ("additional", "amounts", "keep", "pool", "scripts", "total")
+    __slots__ = ("additional", "amounts", "keep", "payees", "pool", "total")
 
     def __init__(
         self,
         pool: TxOut,
-        scripts: Sequence[bytes],
+        payees: PayeeColumns,
         amounts: npt.NDArray[Any],
         keep: npt.NDArray[np.bool_],
         additional: tuple[AdditionalOutput, ...],
@@ -47,7 +52,7 @@ class OutputColumns(Deferred[TxOut]):
     ) -> None:
         super().__init__()
         self.pool = pool
-        self.scripts = scripts  # every payee's script, in distribution order
+        self.payees = payees
         self.amounts = amounts  # every payee's floor amount; paid where ``keep``
         self.keep = keep
         self.additional = additional
@@ -55,7 +60,7 @@ class OutputColumns(Deferred[TxOut]):
 
     def _make(self) -> tuple[TxOut, ...]:
         paid = map(TxOut, self.amounts[self.keep].tolist(),
-                   compress(self.scripts, self.keep.tolist()))
+                   compress(self.payees.scripts, self.keep.tolist()))
         return (self.pool, *paid, *(TxOut(a.amount, a.script) for a in self.additional))
 
 
@@ -109,7 +114,7 @@ def compute_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
         distributable=distributable,
     )
     store_field(result, "outputs", OutputColumns(
-        TxOut(pool_amount, distribution.pool_payout.script), cols.scripts, amounts, keep,
+        TxOut(pool_amount, distribution.pool_payout.script), cols, amounts, keep,
         distribution.additional_outputs, revenue))
     store_field(result, "payee_amounts", LazyTuple(lambda: tuple(per_payee.tolist())))
     return result

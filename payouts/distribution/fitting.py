@@ -159,18 +159,23 @@ def fee_weight(total_earned: int, fee_bps: int) -> int:
     return -(-total_earned * fee_bps // (10_000 - fee_bps))
 
 
-def _check_candidates(columns: CandidateColumns) -> None:
-    """The first candidate (input order) with a negative weight or balance, a balance above
-    21M BTC, or an account seen before, is an error."""
-    weights, owed, accounts = columns.weights, columns.owed, columns.accounts
-    n = len(accounts)
-    if not n:
-        return
-    bad_value = min(weights) < 0 or min(owed) < 0 or max(owed) > MAX_MONEY
-    if not bad_value and len(set(accounts)) == n:
-        return
+def _checked_owed(columns: CandidateColumns) -> I64:
+    """The owed column, once every candidate is valid: the first one (input order) with a
+    negative weight or balance, a balance above 21M BTC, or an account seen before, is an
+    error."""
+    weights, accounts = columns.weights, columns.accounts
+    try:
+        owed = np.array(columns.owed, dtype=np.int64)
+    except OverflowError:
+        owed = None
+    if owed is not None and (
+        not len(owed)
+        or (min(weights) >= 0 and owed.min() >= 0 and owed.max() <= MAX_MONEY
+            and len(set(accounts)) == len(accounts))
+    ):
+        return owed
     seen: set[str] = set()
-    for account, weight, balance in zip(accounts, weights, owed, strict=True):
+    for account, weight, balance in zip(accounts, weights, columns.owed, strict=True):
         if weight < 0 or balance < 0:
             raise ValidationError(f"candidate {account} has a negative weight or balance")
         if balance > MAX_MONEY:
@@ -178,16 +183,19 @@ def _check_candidates(columns: CandidateColumns) -> None:
         if account in seen:
             raise ValidationError(f"candidate {account} appears twice", code="duplicate-key")
         seen.add(account)
+    raise AssertionError("unreachable: the fast check found a bad candidate")
 
 
 def _scaled_weights(weights: Sequence[int]) -> I64:
-    """Weights divided by 2^shift, rounded **up** so no miner with weight drops to 0 (relative
-    error below 2^-36 of the window for any miner that matters); every one is below 2^50."""
+    """Weights (≥ 0) divided by 2^shift, rounded **up** so no miner with weight drops to 0
+    (relative error below 2^-36 of the window for any miner that matters); all below 2^50."""
     shift = weight_shift(sum(weights))
-    if shift:
-        round_up = (1 << shift) - 1
-        weights = [(w + round_up) >> shift for w in weights]
-    return np.array(weights, dtype=np.int64)
+    if not shift:
+        return np.array(weights, dtype=np.int64)
+    round_up = (1 << shift) - 1
+    # (w + round_up) >> shift, mapped in C: the weights are Python ints of any size
+    scaled = map(shift.__rrshift__, map(round_up.__add__, weights))
+    return np.fromiter(scaled, dtype=np.int64, count=len(weights))
 
 
 def _rank(weights: I64, owed: I64, accounts: Sequence[str]) -> npt.NDArray[np.intp]:
@@ -228,10 +236,6 @@ def _fill(sizes: I64, sigops: I64, room_bytes: int, room_sigops: int) -> npt.NDA
     return taken
 
 
-def _take(values: Sequence[Any], rows: list[int]) -> list[Any]:
-    return [values[i] for i in rows]
-
-
 def fit_distribution(
     distribution_id: int,
     pool_script: bytes,
@@ -253,7 +257,7 @@ def fit_distribution(
         raise ZeroRevenueError("the estimated revenue must be positive")
     columns = candidates if isinstance(candidates, CandidateColumns) else (
         CandidateColumns.of(candidates))
-    _check_candidates(columns)
+    owed = _checked_owed(columns)
     base_bytes = output_size(pool_script) + sum(output_size(a.script) for a in additional_outputs)
     base_sigops = sigop_cost(pool_script) + sum(sigop_cost(a.script) for a in additional_outputs)
     if base_bytes > budget.max_bytes or base_sigops > budget.max_sigops:
@@ -273,7 +277,6 @@ def fit_distribution(
     if distributable <= 0:
         raise ValidationError("additional outputs use up the whole estimated revenue")
 
-    owed = np.array(columns.owed, dtype=np.int64)
     order = _rank(weights, owed, columns.accounts)
     weights_r, owed_r = weights[order], owed[order]
     sizes, sigops, dusts = (c[order] for c in output_costs(columns.scripts))
@@ -304,14 +307,8 @@ def fit_distribution(
     # A payee whose whole weight is a boost still needs weight > 0: guaranteed, since chosen
     # candidates have weight > 0 or owed > 0 (then boost > 0 unless capacity ran out).
     kept = payee_weights > 0
-    payee_rows = order[chosen][kept]
-    rows_list = payee_rows.tolist()
-    payees = PayeeColumns(
-        _take(columns.scripts, rows_list),
-        payee_weights[kept],
-        dusts[chosen][kept],
-        _take(columns.accounts, rows_list),
-    )
+    payees = PayeeColumns(columns.scripts, payee_weights[kept], dusts[chosen][kept],
+                          columns.accounts, order[chosen][kept])
     dist = Distribution.from_columns(
         distribution_id,
         PoolPayout(pool_script, max(pool_weight, 1)),

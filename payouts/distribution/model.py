@@ -77,10 +77,15 @@ class AdditionalOutput:
 
 class PayeeColumns(Deferred[Payee]):
     """The payees of a distribution as columns; the :class:`Payee` tuple is built on first read
-    of ``Distribution.payouts``. ``weights`` is any integer array until the distribution has
-    validated it, uint64 after."""
+    of ``Distribution.payouts``.
 
-    __slots__ = ("accounts", "dust_limits", "scripts", "weights")
+    Payee i has ``weights[i]`` and ``dust_limits[i]``, and the script and account at row
+    ``rows[i]`` of ``scripts`` and ``accounts`` (row i without ``rows``): the fitter passes its
+    candidate columns and rank order, and the gather happens only if someone reads them.
+    ``weights`` is any integer array until the distribution has validated it, uint64 after.
+    """
+
+    __slots__ = ("_accounts", "_rows", "_scripts", "dust_limits", "weights")
 
     def __init__(
         self,
@@ -88,12 +93,14 @@ class PayeeColumns(Deferred[Payee]):
         weights: npt.NDArray[Any],
         dust_limits: npt.NDArray[np.int64],
         accounts: Sequence[str | None] | None = None,
+        rows: npt.NDArray[np.intp] | None = None,
     ) -> None:
         super().__init__()
-        self.scripts = scripts
+        self._scripts = scripts
+        self._accounts = accounts
+        self._rows = rows
         self.weights = weights
         self.dust_limits = dust_limits
-        self.accounts = accounts
 
     @classmethod
     def of(cls, payees: tuple[Payee, ...]) -> PayeeColumns:
@@ -107,8 +114,26 @@ class PayeeColumns(Deferred[Payee]):
         cols._value = payees
         return cols
 
+    def _gather(self) -> None:
+        if self._rows is not None:
+            rows = self._rows.tolist()
+            scripts, accounts = self._scripts, self._accounts
+            self._scripts = [scripts[i] for i in rows]
+            self._accounts = None if accounts is None else [accounts[i] for i in rows]
+            self._rows = None
+
+    @property
+    def scripts(self) -> Sequence[bytes]:
+        self._gather()
+        return self._scripts
+
+    @property
+    def accounts(self) -> Sequence[str | None] | None:
+        self._gather()
+        return self._accounts
+
     def __len__(self) -> int:
-        return len(self.scripts)
+        return len(self.weights)
 
     def _make(self) -> tuple[Payee, ...]:
         accounts = repeat(None) if self.accounts is None else self.accounts
