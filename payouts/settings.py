@@ -14,7 +14,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,10 +86,103 @@ class JdsSettings(_Section):
     token_lifetime_sec: int = Field(600, ge=1)
 
 
+def _hex_bytes(value: str, size: int, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"{what} is not hex: {value!r}") from None
+    if len(raw) != size:
+        raise ValueError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
+    return raw
+
+
+class Musig2Settings(_Section):
+    """``[settlement.musig2]``: the musig2 mode's parameters (docs/musig2.md §1, extension
+    0x4003 SetSettlementMode), the same for every block this server settles.
+
+    ``committee`` is a set: the keys are sorted into BIP-327 KeySort order here (the signer
+    index of a key is its position in that order, which the signing session reports), and a
+    key listed twice is refused (one signer, one slot). Bounds follow the wire format and
+    :class:`payouts.settlement.musig2.output.Musig2Params`: 1..255 keys, a fallback timelock of
+    101 (one block after coinbase maturity) .. 65,535 (BIP-68's 16-bit block count) blocks, a fee
+    rate of 1..100,000 sat/vB. ``ctv_leaf`` adds the CTV exit leaf; ``payouts serve`` refuses it
+    on a node where CTV (BIP-119) is not active, where the leaf would be spendable by anyone.
+    ``fallback_secret_key`` (optional) lets the server sign the fallback itself after a failed
+    session; it must be the secret of ``fallback_key``.
+    """
+
+    committee: list[str] = Field(
+        min_length=1, max_length=255,
+        description="33-byte compressed public keys (hex) of the signers; any order",
+    )
+    fallback_key: str = Field(description="32-byte x-only public key (hex) of the fallback leaf")
+    fallback_timelock: int = Field(
+        244, ge=101, le=0xFFFF, description="fallback leaf's relative timelock in blocks (BIP-68)"
+    )
+    fee_rate: int = Field(1, ge=1, le=100_000, description="sat/vB paid by the payout tx")
+    ctv_leaf: bool = Field(False, description="add the CTV exit leaf (needs BIP-119 active)")
+    fallback_secret_key: str | None = Field(
+        None, description="32-byte secret key (hex) of fallback_key: sign the fallback here"
+    )
+
+    @field_validator("committee")
+    @classmethod
+    def _committee(cls, keys: list[str]) -> list[str]:
+        from payouts.crypto import musig2
+
+        raw = []
+        for i, k in enumerate(keys):
+            key = _hex_bytes(k, 33, f"committee key {i}")
+            try:
+                musig2.key_agg([key])
+            except musig2.MuSig2Error:
+                raise ValueError(f"committee key {i} ({k}) is not a compressed curve point"
+                                 ) from None
+            raw.append(key)
+        dup = next((k for k in raw if raw.count(k) > 1), None)
+        if dup is not None:
+            raise ValueError(f"committee key {dup.hex()} is listed twice")
+        return [k.hex() for k in musig2.key_sort(raw)]
+
+    @field_validator("fallback_key")
+    @classmethod
+    def _fallback_key(cls, v: str) -> str:
+        from payouts.crypto.schnorr import SchnorrError, parse_xonly
+
+        key = _hex_bytes(v, 32, "fallback_key")
+        try:
+            parse_xonly(key)
+        except SchnorrError:
+            raise ValueError("fallback_key is not the x coordinate of a curve point (BIP-340)"
+                             ) from None
+        return key.hex()
+
+    @model_validator(mode="after")
+    def _secret_matches(self) -> Musig2Settings:
+        if self.fallback_secret_key is not None:
+            from payouts.crypto.schnorr import SchnorrError, xonly_pubkey
+
+            sk = _hex_bytes(self.fallback_secret_key, 32, "fallback_secret_key")
+            try:
+                pub = xonly_pubkey(sk)
+            except SchnorrError:
+                raise ValueError("fallback_secret_key is not a secret key (1..n-1)") from None
+            if pub.hex() != self.fallback_key:
+                raise ValueError("fallback_secret_key is not the secret of fallback_key")
+        return self
+
+    def committee_keys(self) -> tuple[bytes, ...]:
+        """The committee in KeySort order, as bytes."""
+        return tuple(bytes.fromhex(k) for k in self.committee)
+
+
 class SettlementSettings(_Section):
     poll_interval_sec: float = Field(
         10.0, gt=0, le=3600,
         description="how often `payouts serve` polls the node to advance settlements",
+    )
+    musig2: Musig2Settings | None = Field(
+        None, description="the musig2 mode's committee and fallback; required in that mode"
     )
 
 
@@ -112,6 +212,16 @@ class Settings(BaseSettings):
     jds: JdsSettings = Field(default_factory=JdsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
+
+    @model_validator(mode="after")
+    def _mode_has_parameters(self) -> Settings:
+        if self.distribution.mode == "musig2" and self.settlement.musig2 is None:
+            raise ValueError(
+                "distribution.mode = musig2 needs a [settlement.musig2] table: committee, "
+                "fallback_key (and optionally fallback_timelock, fee_rate, ctv_leaf, "
+                "fallback_secret_key)"
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:
@@ -143,6 +253,16 @@ def _config_path(explicit: Path | None) -> Path | None:
     return local if local.is_file() else None
 
 
+def _got(where: str, value: Any) -> str:
+    """The offending value for an error line: never a secret, and not a whole table (its bad
+    key is named by the message)."""
+    if isinstance(value, dict):
+        return ""
+    if any(word in where for word in ("secret", "password")):
+        return " (value not shown)"
+    return f" (got {value!r})"
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load and validate settings; raise :class:`ConfigError` listing every bad key."""
     path = _config_path(config_file)
@@ -160,7 +280,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         lines = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(root)"
-            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"  {where}: {err['msg']}{_got(where, err.get('input'))}")
         source = f" in {path}" if path else ""
         raise ConfigError(f"invalid settings{source}:\n" + "\n".join(lines)) from None
     finally:

@@ -37,6 +37,7 @@ from api.schemas import (
     WindowOut,
 )
 from payouts.accounting.shares import ShareBatch
+from payouts.errors import ConfigError
 from payouts.service import PoolService, fitted_to_json
 from payouts.settings import DistributionSettings, PoolSettings
 from payouts.store import repositories as repo
@@ -177,12 +178,17 @@ def get_config(request: Request, _: Any = Depends(scope_read)) -> ConfigOut:
     return _config(get_service(request))
 
 
-@router.put("/config", response_model=ConfigOut, responses={**_AUTH, **problem_responses(422)})
+@router.put("/config", response_model=ConfigOut,
+            responses={**_AUTH, **problem_responses(409, 422)})
 def put_config(body: ConfigPatch, request: Request,
                _: Any = Depends(scope_admin)) -> ConfigOut:
     """Change pool fee, settlement mode and budgets in memory (validated like the TOML file).
 
     Not persisted: the TOML file is the source of truth at start; a restart reverts this.
+    While a settlement runner runs (``payouts serve``), the settlement mode is fixed: the JD
+    server announced it to its clients (0x4003) and checks every coinbase against it, and the
+    runner settles every block with it. Changing ``mode`` (or ``ctv_fanout_arity`` in ctv mode)
+    is then a 409 ``mode-change-needs-restart`` and nothing changes: edit the file, restart.
     """
     service = get_service(request)
     patch = body.model_dump(exclude_none=True)
@@ -194,5 +200,15 @@ def put_config(body: ConfigPatch, request: Request,
         dist = DistributionSettings.model_validate(
             {**s.distribution.model_dump(), **{k: v for k, v in patch.items() if k != "fee_bps"}}
         )
+        running = service.settlement.mode if service.settlement is not None else None
+        if running is not None and (dist.mode != running.name or (
+                dist.mode == "ctv" and dist.ctv_fanout_arity != running.ctv.arity)):
+            raise Problem(409, "mode-change-needs-restart",
+                          f"this server settles in {running.name} mode (announced to JD clients "
+                          "and used for every recorded block); change [distribution] in the "
+                          "settings file and restart", mode=running.name)
+        if dist.mode == "musig2" and s.settlement.musig2 is None:
+            raise ConfigError("distribution.mode = musig2 needs a [settlement.musig2] table "
+                              "(committee, fallback_key, ...) in the settings file")
         s.pool, s.distribution = pool, dist  # both validated before either is replaced
     return _config(service)

@@ -187,12 +187,10 @@ def test_poll_interval_setting_default_and_validation(tmp_path: Path) -> None:
             load_settings(data_dir=tmp_path, settlement={"poll_interval_sec": bad})
 
 
-def test_untracked_modes_need_parameters(engine: Engine, node: KernelNode, tmp_path: Path
-                                         ) -> None:
-    svc = PoolService(settings(tmp_path, "musig2"), engine=engine)
-    with pytest.raises(ConfigError, match="committee"):
-        SettlementRunner(svc, node)
-    assert svc.settlement is None and svc.on_block_recorded == []
+def test_musig2_mode_needs_its_settings_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"distribution\.mode = musig2 needs a "
+                                          r"\[settlement\.musig2\] table: committee"):
+        load_settings(data_dir=tmp_path, distribution={"mode": "musig2"})
 
 
 def test_a_real_reorg_still_orphans_through_the_runner(
