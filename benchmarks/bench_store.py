@@ -132,13 +132,17 @@ def _count(engine: sa.Engine) -> int:
         return int(conn.exec_driver_sql("SELECT COUNT(*) FROM shares").scalar_one())
 
 
-def bench_batched(backend: str, seed: int) -> float:
+def _bench_empty(backend: str, seed: int, persist: Persist) -> float:
     with _database(backend) as engine:
         batches = _batches(TOTAL, BATCH, _miner_ids(engine), seed)
-        rate = _ingest(engine, batches, persist_shares)
+        rate = _ingest(engine, batches, persist)
         # Outside the timing: everything is stored exactly once.
         assert _count(engine) == TOTAL
     return rate
+
+
+def bench_batched(backend: str, seed: int) -> float:
+    return _bench_empty(backend, seed, persist_shares)
 
 
 def bench_resend(backend: str, seed: int) -> float:
@@ -161,11 +165,7 @@ def _on_conflict_path(engine: sa.Engine, batch: ShareBatch) -> Index:
 
 
 def bench_on_conflict(backend: str, seed: int) -> float:
-    with _database(backend) as engine:
-        batches = _batches(TOTAL, BATCH, _miner_ids(engine), seed)
-        rate = _ingest(engine, batches, _on_conflict_path)
-        assert _count(engine) == TOTAL
-    return rate
+    return _bench_empty(backend, seed, _on_conflict_path)
 
 
 def bench_preloaded(backend: str) -> list[float]:
