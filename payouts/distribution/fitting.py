@@ -200,7 +200,11 @@ def _scaled_weights(weights: Sequence[int]) -> I64:
 
 def _rank(weights: I64, owed: I64, accounts: Sequence[str]) -> npt.NDArray[np.intp]:
     """Row order: largest debt first, then largest weight, ties by account name."""
-    order = np.lexsort((-weights, -owed))
+    # Rows with equal (debt, weight) are put in account order below, so the first sort need
+    # not be stable; the second must keep the weight order within each debt.
+    order = np.argsort(-weights)
+    if owed.any():
+        order = order[np.argsort(-owed[order], kind="stable")]
     w, o = weights[order], owed[order]
     tie = (w[1:] == w[:-1]) & (o[1:] == o[:-1])
     if tie.any():

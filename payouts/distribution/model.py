@@ -85,7 +85,7 @@ class PayeeColumns(Deferred[Payee]):
     ``weights`` is any integer array until the distribution has validated it, uint64 after.
     """
 
-    __slots__ = ("_accounts", "_rows", "_scripts", "dust_limits", "weights")
+    __slots__ = ("_rows", "dust_limits", "weights")
 
     def __init__(
         self,
@@ -96,9 +96,10 @@ class PayeeColumns(Deferred[Payee]):
         rows: npt.NDArray[np.intp] | None = None,
     ) -> None:
         super().__init__()
-        self._scripts = scripts
-        self._accounts = accounts
-        self._rows = rows
+        # one attribute, replaced whole: threads reading at once see the gathered rows or the
+        # source rows with their index, never a mix
+        self._rows: tuple[Sequence[bytes], Sequence[str | None] | None,
+                          npt.NDArray[np.intp] | None] = (scripts, accounts, rows)
         self.weights = weights
         self.dust_limits = dust_limits
 
@@ -114,31 +115,30 @@ class PayeeColumns(Deferred[Payee]):
         cols._value = payees
         return cols
 
-    def _gather(self) -> None:
-        if self._rows is not None:
-            rows = self._rows.tolist()
-            scripts, accounts = self._scripts, self._accounts
-            self._scripts = [scripts[i] for i in rows]
-            self._accounts = None if accounts is None else [accounts[i] for i in rows]
-            self._rows = None
+    def _gathered(self) -> tuple[Sequence[bytes], Sequence[str | None] | None]:
+        scripts, accounts, rows = self._rows
+        if rows is not None:
+            index = rows.tolist()
+            scripts = [scripts[i] for i in index]
+            accounts = None if accounts is None else [accounts[i] for i in index]
+            self._rows = (scripts, accounts, None)
+        return scripts, accounts
 
     @property
     def scripts(self) -> Sequence[bytes]:
-        self._gather()
-        return self._scripts
+        return self._gathered()[0]
 
     @property
     def accounts(self) -> Sequence[str | None] | None:
-        self._gather()
-        return self._accounts
+        return self._gathered()[1]
 
     def __len__(self) -> int:
         return len(self.weights)
 
     def _make(self) -> tuple[Payee, ...]:
-        accounts = repeat(None) if self.accounts is None else self.accounts
-        return tuple(map(Payee, self.scripts, self.weights.tolist(),
-                         self.dust_limits.tolist(), accounts))
+        scripts, accounts = self._gathered()
+        return tuple(map(Payee, scripts, self.weights.tolist(), self.dust_limits.tolist(),
+                         repeat(None) if accounts is None else accounts))
 
 
 @dataclass(frozen=True, slots=True)
