@@ -13,7 +13,6 @@ exception escapes a connection task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -35,14 +34,11 @@ from sv2.authority import decode_authority_secret_key
 from sv2.connection import (
     DEFAULT_MAX_BUFFERED,
     DEFAULT_MAX_FRAME_SIZE,
-    ConnectionFailed,
     HandshakeComplete,
     MalformedMessage,
-    State,
     Sv2Connection,
     UnknownMessage,
 )
-from sv2.errors import Sv2Error
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 from sv2.jds.modes import ExpectedOutputs, Musig2Mode, SettlementMode, default_expected_outputs
@@ -58,6 +54,7 @@ from sv2.jds.validation import (
     parse_declared_coinbase,
     validate_declaration,
 )
+from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
 from sv2.messages.common import (
     JD_FLAG_DECLARE_TX_DATA,
@@ -96,18 +93,17 @@ log = logging.getLogger(__name__)
 
 IMPLEMENTED_EXTENSIONS = (EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS, EXT_SETTLEMENT_MODES)
 SV2_VERSION = 2
-READ_CHUNK = 65_536
 
 
 @dataclass(frozen=True, slots=True)
-class JdsLimits:
-    """Per-connection limits and timeouts (seconds)."""
+class JdsLimits(ListenerLimits):
+    """Per-connection limits and timeouts (seconds), and the server's own."""
 
     handshake_timeout: float = 10.0
-    idle_timeout: float = 300.0
+    idle_timeout: float | None = 300.0
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_buffered: int = DEFAULT_MAX_BUFFERED
-    max_write_buffer: int = 8 << 20  # a peer that does not read loses its connection
+    max_write_buffer: int | None = 8 << 20  # a peer that does not read loses its connection
     max_connections: int = 1_000
     grace_period: float = 10.0  # PR #203 §7.2 grace window for the previous distribution
     template_refresh: float = 5.0  # re-read the node's template at most this often per tip
@@ -184,29 +180,16 @@ class _Pending:
 
 
 @dataclass(slots=True)
-class _Session:
-    id: int
-    conn: Sv2Connection
-    writer: asyncio.StreamWriter
-    peer: str
+class _Session(Peer):
     setup: bool = False
     ext_state: str = "none"  # none | retry | done
     negotiated: frozenset[int] = frozenset()
     pending: _Pending | None = None
     latest_job: DeclaredJob | None = None
-    closing: bool = False
     stats: dict[str, int] = field(default_factory=dict)
 
 
-class _Disconnect(Exception):
-    """Internal: end this connection (``reason`` is logged)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class JobDeclarationServer:
+class JobDeclarationServer(NoiseListener[_Session]):
     """JD server. ``distribution_source`` is read once at :meth:`start` (a distribution is
     needed before any client can be served: even base-spec clients get the pool payout script
     from it); later changes go through :meth:`publish`."""
@@ -239,12 +222,13 @@ class JobDeclarationServer:
         not_supported = [e for e in required_extensions if e not in supported_extensions]
         if not_supported:
             raise ConfigError("required extensions must also be supported")
+        lim = limits or JdsLimits()
+        super().__init__(host=host, port=port, limits=lim)
         self.identity = identity
         self.node = node
-        self.host, self.port = host, port
         self.supported = tuple(dict.fromkeys(supported_extensions))
         self.required = tuple(dict.fromkeys(required_extensions))
-        self.limits = limits or JdsLimits()
+        self.limits = lim
         self.default_mode = mode or SettlementMode()
         self._expected_custom = expected_outputs
         self.on_block = on_block
@@ -253,13 +237,8 @@ class JobDeclarationServer:
         self.book = DistributionBook(self.limits.grace_period)
         self.txs = TxStore()
         self._source = distribution_source
-        self._server: asyncio.Server | None = None
-        self._sessions: dict[int, _Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._next_id = 1
         self._authority_sk = authority_secret_key
         self._cert_validity = cert_validity
-        self.stats: dict[str, int] = {}
         self.found_blocks: list[FoundBlock] = []
         self._halving = HALVING_INTERVAL_MAINNET
 
@@ -317,14 +296,6 @@ class JobDeclarationServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """The (host, port) actually listened on (port 0 picks a free one)."""
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("server not started")
-        name = self._server.sockets[0].getsockname()
-        return str(name[0]), int(name[1])
-
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("already started")
@@ -339,29 +310,7 @@ class JobDeclarationServer:
             self.publish(initial)
         if self.book.current is None:
             raise ConfigError("the JDS needs a payout distribution before it can serve clients")
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, limit=READ_CHUNK
-        )
-
-    async def stop(self) -> None:
-        """Stop listening and close every connection."""
-        if self._server is not None:
-            self._server.close()
-        for s in list(self._sessions.values()):
-            s.closing = True
-            s.writer.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    @property
-    def connections(self) -> int:
-        return len(self._sessions)
+        await self._listen()
 
     def _count(self, key: str, s: _Session | None = None) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -391,11 +340,11 @@ class JobDeclarationServer:
         assert isinstance(d, Distribution)
         m = mode or self.default_mode
         self.book.publish(Published(d, fitted, m, self.clock(), settlement))
-        for s in list(self._sessions.values()):
+        for s in list(self._peers.values()):
             if EXT_NON_CUSTODIAL_PAYOUTS in s.negotiated:
                 try:
                     self._push_distribution(s)
-                except _Disconnect as exc:  # that client cannot take it: it alone goes
+                except Disconnect as exc:  # that client cannot take it: it alone goes
                     log.info("JDS connection %d: %s", s.id, exc.reason)
                     s.closing = True
                     s.writer.transport.abort()
@@ -410,7 +359,7 @@ class JobDeclarationServer:
 
     # -- connections --------------------------------------------------------------------------
 
-    def _identity_now(self) -> ServerIdentity:
+    def _identity(self) -> ServerIdentity:
         """Re-sign the certificate when half its validity has passed (SRI signs per
         connection; re-signing periodically keeps the cost off the handshake path)."""
         sk = self._authority_sk
@@ -422,92 +371,16 @@ class JobDeclarationServer:
                 )
         return self.identity
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        sid = self._next_id
-        self._next_id += 1
-        peer = str(writer.get_extra_info("peername"))
-        if len(self._sessions) >= self.limits.max_connections:
-            self._count("refused-max-connections")
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
-            return
-        conn = Sv2Connection.server(
-            self._identity_now(),
-            max_frame_size=self.limits.max_frame_size,
-            max_buffered=self.limits.max_buffered,
-        )
-        s = _Session(sid, conn, writer, peer)
-        self._sessions[sid] = s
-        self._count("connections")
-        reason = "closed by peer"
-        try:
-            await self._serve(s, reader)
-        except _Disconnect as exc:
-            reason = exc.reason
-        except ConnectionFailed as exc:
-            reason = f"{exc.code}: {exc.message}"
-        except TimeoutError:
-            reason = "timeout"
-        except (ConnectionError, OSError) as exc:
-            reason = f"socket: {exc}"
-        except asyncio.CancelledError:
-            reason = "server stopping"
-        except Exception as exc:  # a bug must cost one connection, not the server
-            log.exception("JDS connection %d: unexpected error", sid)
-            self._count("internal-errors")  # the live-server fuzz job asserts it stays absent
-            reason = f"internal error: {exc!r}"
-        finally:
-            log.info("JDS connection %d (%s) closed: %s", sid, peer, reason)
-            self._count("disconnects")
-            self._sessions.pop(sid, None)
-            self.tokens.drop_owner(sid)
-            conn.close()
-            with contextlib.suppress(Exception):
-                writer.close()
-            if task is not None:
-                self._tasks.discard(task)
+    name = "JDS"
+    log = logging.getLogger(__name__)
 
-    async def _serve(self, s: _Session, reader: asyncio.StreamReader) -> None:
-        lim = self.limits
-        # Handshake: act 1 must arrive within handshake_timeout.
-        deadline = asyncio.get_running_loop().time() + lim.handshake_timeout
-        items: list[Any] = []
-        while s.conn.state is State.HANDSHAKE:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise _Disconnect("handshake timeout")
-            data = await asyncio.wait_for(reader.read(READ_CHUNK), left)
-            if not data:
-                return
-            items = s.conn.receive_data(data)
-            for it in items:
-                if isinstance(it, HandshakeComplete):
-                    s.writer.write(it.reply)
-        await self._handle_items(s, [i for i in items if not isinstance(i, HandshakeComplete)])
-        while not s.closing:
-            data = await asyncio.wait_for(reader.read(READ_CHUNK), lim.idle_timeout)
-            if not data:
-                return
-            await self._handle_items(s, s.conn.receive_data(data))
-            await asyncio.wait_for(s.writer.drain(), lim.idle_timeout)
+    def _new_peer(
+        self, peer_id: int, conn: Sv2Connection, writer: asyncio.StreamWriter, peer: str
+    ) -> _Session:
+        return _Session(peer_id, conn, writer, peer)
 
-    def _write(self, s: _Session, msg: Message) -> None:
-        if s.closing or s.writer.is_closing():
-            return
-        try:
-            data = s.conn.send(msg)
-        except Sv2Error as exc:  # e.g. larger than this connection's max_frame_size
-            raise _Disconnect(f"cannot send {msg.NAME}: {exc.message}") from None
-        s.writer.write(data)
-        transport = s.writer.transport
-        if transport.get_write_buffer_size() > self.limits.max_write_buffer:
-            log.info("JDS connection %d does not read its data; closing", s.id)
-            s.closing = True
-            transport.abort()
+    def _peer_closed(self, s: _Session) -> None:
+        self.tokens.drop_owner(s.id)  # SRI drops a connection's tokens on disconnect too
 
     async def _handle_items(self, s: _Session, items: list[Any]) -> None:
         for it in items:
@@ -518,7 +391,7 @@ class JobDeclarationServer:
                 self._count("unknown-messages", s)
                 continue
             if isinstance(it, MalformedMessage):
-                raise _Disconnect(f"malformed {it.frame.msg_type:#04x}: {it.error.reason}")
+                raise Disconnect(f"malformed {it.frame.msg_type:#04x}: {it.error.reason}")
             if isinstance(it, HandshakeComplete):
                 continue
             await self._dispatch(s, it)
@@ -528,18 +401,18 @@ class JobDeclarationServer:
     async def _dispatch(self, s: _Session, msg: Message) -> None:
         if not s.setup:
             if not isinstance(msg, SetupConnection):
-                raise _Disconnect(f"{msg.NAME} before SetupConnection")
+                raise Disconnect(f"{msg.NAME} before SetupConnection")
             self._on_setup(s, msg)
             return
         if isinstance(msg, SetupConnection):
-            raise _Disconnect("second SetupConnection")
+            raise Disconnect("second SetupConnection")
         if isinstance(msg, RequestExtensions):
             self._on_request_extensions(s, msg)
             return
         if s.ext_state == "retry" or (s.ext_state == "none" and self.required):
             # 0x0001 §4.6: a client that does not (re)request the required extensions MUST
             # be disconnected.
-            raise _Disconnect(f"{msg.NAME} without negotiating the required extensions")
+            raise Disconnect(f"{msg.NAME} without negotiating the required extensions")
         if s.ext_state == "none":
             s.ext_state = "done"  # a client that skips negotiation gets no extension
         if isinstance(msg, AllocateMiningJobToken):
@@ -556,7 +429,7 @@ class JobDeclarationServer:
                 return
             self._on_request_payout_outputs(s, msg)
         else:
-            raise _Disconnect(f"{msg.NAME} is not a message a JD client sends")
+            raise Disconnect(f"{msg.NAME} is not a message a JD client sends")
 
     def _on_setup(self, s: _Session, msg: SetupConnection) -> None:
         """sv2-spec §3.6 / SRI JDS: protocol JD, version 2 in range, DECLARE_TX_DATA set
@@ -580,7 +453,7 @@ class JobDeclarationServer:
 
     def _on_request_extensions(self, s: _Session, msg: RequestExtensions) -> None:
         if s.ext_state == "done":
-            raise _Disconnect("extensions negotiated twice")
+            raise Disconnect("extensions negotiated twice")
         requested = list(dict.fromkeys(msg.requested_extensions))
         ok = [e for e in requested if e in self.supported]
         if EXT_SETTLEMENT_MODES in ok and EXT_NON_CUSTODIAL_PAYOUTS not in ok:

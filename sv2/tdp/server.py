@@ -40,17 +40,11 @@ from payouts.tx.block import BlockHeader, check_pow
 from payouts.tx.compact import ser_compact_size
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import Tx, TxDecodeError
-from sv2.connection import (
-    ConnectionFailed,
-    HandshakeComplete,
-    MalformedMessage,
-    State,
-    Sv2Connection,
-    UnknownMessage,
-)
-from sv2.jdc.session import READ_CHUNK, SV2_VERSION
+from sv2.connection import MalformedMessage, Sv2Connection, UnknownMessage
+from sv2.jdc.session import SV2_VERSION
 from sv2.jdc.template import JobTemplate
 from sv2.jds.validation import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
+from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
 from sv2.messages.common import (
     PROTOCOL_TEMPLATE_DISTRIBUTION,
@@ -118,24 +112,13 @@ def fit_template(bt: BlockTemplate, c: CoinbaseOutputConstraints) -> BlockTempla
 
 
 @dataclass(slots=True)
-class _Client:
-    id: int
-    conn: Sv2Connection
-    writer: asyncio.StreamWriter
+class _Client(Peer):
     setup: bool = False
     constraints: CoinbaseOutputConstraints | None = None
     templates: OrderedDict[int, JobTemplate] = field(default_factory=OrderedDict)
 
 
-class _Drop(Exception):
-    """Internal: end this connection (``reason`` is logged)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class TemplateProvider:
+class TemplateProvider(NoiseListener[_Client]):
     """The Template Provider server. ``poll_interval`` (seconds, 0 = never) is how often the
     node's template is read; :meth:`refresh` does it on demand (what tests use)."""
 
@@ -151,52 +134,34 @@ class TemplateProvider:
         max_connections: int = 64,
         on_solution: OnSolution | None = None,
     ) -> None:
+        # No idle timeout: a TDP client may wait minutes for the next template.
+        super().__init__(
+            host=host,
+            port=port,
+            limits=ListenerLimits(
+                handshake_timeout=handshake_timeout, max_connections=max_connections
+            ),
+        )
         self.identity = identity
         self.node = node
-        self.host, self.port = host, port
         self.poll_interval = poll_interval
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self.on_solution = on_solution
-        self.stats: dict[str, int] = {}
         self.solutions: list[SubmittedSolution] = []
-        self._ids = itertools.count(1)
         self._template_ids = itertools.count(1)
-        self._clients: dict[int, _Client] = {}
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._tip: bytes | None = None
         self._value = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("server not started")
-        name = self._server.sockets[0].getsockname()
-        return str(name[0]), int(name[1])
+    name = "TP"
+    log = logging.getLogger(__name__)
 
     async def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
+        await self._listen()
         if self.poll_interval > 0:
             self._spawn(self._poll())
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for c in list(self._clients.values()):
-            c.writer.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
 
     async def __aenter__(self) -> TemplateProvider:
         await self.start()
@@ -204,14 +169,6 @@ class TemplateProvider:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _count(self, key: str) -> None:
-        self.stats[key] = self.stats.get(key, 0) + 1
 
     # -- templates ----------------------------------------------------------------------------
 
@@ -234,16 +191,23 @@ class TemplateProvider:
         if not new_tip and bt.coinbase_value <= self._value:
             return
         self._tip, self._value = bt.prev_hash, bt.coinbase_value
-        for c in list(self._clients.values()):
-            if c.constraints is not None:
+        for c in list(self._peers.values()):
+            if c.constraints is None or c.closing:
+                continue
+            try:
                 self._send_template(c, bt, future=new_tip)
+            except Disconnect as exc:
+                # Called from the poll or from another client's task: only this client goes.
+                log.info("TP connection %d: %s", c.id, exc.reason)
+                c.closing = True
+                c.writer.transport.abort()
 
     def _send_template(self, c: _Client, bt: BlockTemplate, *, future: bool) -> None:
         assert c.constraints is not None
         try:
             jt = JobTemplate.from_block_template(fit_template(bt, c.constraints))
         except ValueError as exc:
-            raise _Drop(str(exc)) from None
+            raise Disconnect(str(exc)) from None
         tid = next(self._template_ids)
         c.templates[tid] = jt
         while len(c.templates) > KEEP_TEMPLATES:
@@ -255,77 +219,28 @@ class TemplateProvider:
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        if len(self._clients) >= self.max_connections:
-            self._count("refused-max-connections")
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
-            return
-        c = _Client(next(self._ids), Sv2Connection.server(self.identity), writer)
-        self._clients[c.id] = c
-        self._count("connections")
-        reason = "closed by peer"
-        try:
-            await self._serve(c, reader)
-        except _Drop as exc:
-            reason = exc.reason
-        except ConnectionFailed as exc:
-            reason = f"{exc.code}: {exc.message}"
-        except TimeoutError:
-            reason = "handshake timeout"
-        except (ConnectionError, OSError) as exc:
-            reason = f"socket: {exc}"
-        except NodeError as exc:
-            reason = f"node error: {exc.reason}"
-        except asyncio.CancelledError:
-            reason = "server stopping"
-        except Exception as exc:  # a bug must cost one connection, not the server
-            log.exception("TP connection %d: unexpected error", c.id)
-            reason = f"internal error: {exc!r}"
-        finally:
-            log.info("TP connection %d closed: %s", c.id, reason)
-            self._clients.pop(c.id, None)
-            c.conn.close()
-            with contextlib.suppress(Exception):
-                writer.close()
-            if task is not None:
-                self._tasks.discard(task)
+    def _identity(self) -> ServerIdentity:
+        return self.identity
 
-    async def _serve(self, c: _Client, reader: asyncio.StreamReader) -> None:
-        async with asyncio.timeout(self.handshake_timeout):
-            items: list[Any] = []
-            while c.conn.state is State.HANDSHAKE:
-                data = await reader.read(READ_CHUNK)
-                if not data:
-                    return
-                items = c.conn.receive_data(data)
-                for it in items:
-                    if isinstance(it, HandshakeComplete):
-                        c.writer.write(it.reply)
-        while True:
-            for it in items:
-                if isinstance(it, MalformedMessage):
-                    raise _Drop(f"malformed {it.frame.msg_type:#04x}: {it.error.reason}")
-                if not isinstance(it, HandshakeComplete | UnknownMessage):
-                    await self._dispatch(c, it)
-            await c.writer.drain()
-            data = await reader.read(READ_CHUNK)
-            if not data:
-                return
-            items = c.conn.receive_data(data)
+    def _new_peer(
+        self, peer_id: int, conn: Sv2Connection, writer: asyncio.StreamWriter, peer: str
+    ) -> _Client:
+        return _Client(peer_id, conn, writer, peer)
 
-    def _write(self, c: _Client, msg: Message) -> None:
-        if not c.writer.is_closing():
-            c.writer.write(c.conn.send(msg))
+    def _close_reason(self, exc: Exception) -> str | None:
+        return f"node error: {exc.reason}" if isinstance(exc, NodeError) else None
+
+    async def _handle_items(self, c: _Client, items: list[Any]) -> None:
+        for it in items:
+            if isinstance(it, MalformedMessage):
+                raise Disconnect(f"malformed {it.frame.msg_type:#04x}: {it.error.reason}")
+            if not isinstance(it, UnknownMessage):
+                await self._dispatch(c, it)
 
     async def _dispatch(self, c: _Client, msg: Message) -> None:
         if not c.setup:
             if not isinstance(msg, SetupConnection):
-                raise _Drop(f"{msg.NAME} before SetupConnection")
+                raise Disconnect(f"{msg.NAME} before SetupConnection")
             self._on_setup(c, msg)
         elif isinstance(msg, CoinbaseOutputConstraints):
             await self._on_constraints(c, msg)
@@ -349,7 +264,7 @@ class TemplateProvider:
             # §3.6.3: list the unsupported flags when they are the reason, else 0.
             flags = msg.flags if code == "unsupported-feature-flags" else 0
             self._write(c, SetupConnectionError(flags=flags, error_code=code))
-            raise _Drop(f"SetupConnection refused: {code}")
+            raise Disconnect(f"SetupConnection refused: {code}")
         c.setup = True
         self._write(c, SetupConnectionSuccess(used_version=SV2_VERSION, flags=0))
 

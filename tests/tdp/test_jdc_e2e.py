@@ -71,7 +71,7 @@ def test_jdc_declares_tp_template_and_block_is_accepted() -> None:
                 ):
                     template = await tdp.template()
                     # The TP got exactly what the distribution implies.
-                    [session] = tp._clients.values()
+                    [session] = tp._peers.values()
                     assert session.constraints == constraints_for(dist).message()
                     assert template.template_id is not None
                     assert template.wtxids == (known.wtxid, hidden.wtxid)
@@ -156,7 +156,7 @@ def test_distribution_change_resends_constraints_to_the_tp() -> None:
                     jds.publish(d2)
                     await jdc.wait_for_distribution(after=1)
                     t2 = await tdp.template(newer_than=t1.template_id)
-                    [session] = tp._clients.values()
+                    [session] = tp._peers.values()
                     assert session.constraints == constraints_for(d2).message()
                     assert (
                         constraints_for(d2).max_additional_size
