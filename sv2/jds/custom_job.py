@@ -16,7 +16,8 @@ token known, declared, unexpired,  ``invalid-mining-job-token``
 held by this user, not used yet
 ``prev_hash``                      ``invalid-job-param-value-prev_hash``
 ``nbits``                          ``invalid-job-param-value-nbits``
-``version`` (BIP323 bits free)     ``invalid-job-param-value-version``
+``version``: the declared one,     ``invalid-job-param-value-version``
+BIP323 general-purpose bits free
 ``coinbase_tx_version``            ``invalid-job-param-value-coinbase_tx_version``
 ``coinbase_prefix``: 1-8 bytes,    ``invalid-job-param-value-coinbase_prefix``
 starts the declared scriptSig,
@@ -63,7 +64,12 @@ from sv2.messages.mining import (
 )
 from sv2.messages.payouts import distribution_id_of
 
-BIP323_GENERAL_PURPOSE_BITS = 0x1FFFE000  # bits 13-28: the miner may roll them freely
+# §5.3.18 SetCustomMiningJob.version: "The general purpose bits (as specified in BIP323) can be
+# freely manipulated by the downstream node". BIP323 gives bits 5-28 (24 bits, §5.1) to general
+# use; BIP320's older 16-bit mask (bits 13-28, what ASICs roll) lies inside it.
+BIP323_GENERAL_PURPOSE_BITS = 0x1FFFFFE0
+BIP320_VERSION_ROLLING_BITS = 0x1FFFE000
+VERSION_FIXED_BITS = 0xFFFFFFFF & ~BIP323_GENERAL_PURPOSE_BITS  # must equal the declaration's
 MAX_COINBASE_PREFIX = 8  # §5.3.18: "Up to 8 bytes"
 INVALID_PARAM = "invalid-job-param-value-"
 
@@ -98,13 +104,12 @@ def check_custom_job(
         raise CustomJobRejected(param_error("prev_hash"), "not the declared job's tip")
     if msg.nbits != job.bits:
         raise CustomJobRejected(param_error("nbits"))
-    declared_version = getattr(job, "version", None)  # recorded by newer JDS versions
-    if declared_version is not None:
-        if (msg.version ^ declared_version) & ~BIP323_GENERAL_PURPOSE_BITS & 0xFFFFFFFF:
-            raise CustomJobRejected(param_error("version"), "differs outside the BIP323 bits")
-    elif msg.version & 0xE0000000 != 0x20000000:
-        # Without the declared version, at least the BIP9 top bits must say "versionbits".
-        raise CustomJobRejected(param_error("version"), "top bits are not 001 (BIP9)")
+    if (msg.version ^ job.version) & VERSION_FIXED_BITS:
+        raise CustomJobRejected(
+            param_error("version"),
+            f"{msg.version:#010x} differs from the declared {job.version:#010x} outside the "
+            "BIP323 general-purpose bits",
+        )
     tx = job.coinbase.tx
     if msg.coinbase_tx_version != tx.version & 0xFFFFFFFF:
         raise CustomJobRejected(param_error("coinbase_tx_version"))
@@ -215,7 +220,9 @@ class CustomJobChecker:
 
 
 __all__ = [
+    "BIP320_VERSION_ROLLING_BITS",
     "BIP323_GENERAL_PURPOSE_BITS",
+    "VERSION_FIXED_BITS",
     "CustomJobChecker",
     "CustomJobRejected",
     "DeclaredJobs",

@@ -129,6 +129,7 @@ class DeclaredJob:
     user_identifier: str
     prev_hash: bytes
     bits: int
+    version: int  # DeclareMiningJob.version; SetCustomMiningJob may differ in BIP323 bits only
     height: int
     coinbase: DeclaredCoinbase
     txs: tuple[KnownTx, ...]
@@ -764,6 +765,7 @@ class JobDeclarationServer(NoiseListener[_Session]):
             user_identifier=p.token.user_identifier,
             prev_hash=p.tip.block_hash,
             bits=p.tip.bits,
+            version=p.msg.version,
             height=v.height,
             coinbase=v.coinbase,
             txs=tuple(txs),

@@ -46,10 +46,11 @@ Clock = list[float]
 Body = Callable[[KernelChain, JobDeclarationServer, DeclaredJob, Clock], Any]
 
 
-def _run(body: Body, *, after_disconnect: Body | None = None) -> None:
-    """A JDS (clock ``now``) and a job it accepted, with two transactions in the template; the
-    JD connection stays open during ``body`` (the JDS drops a connection's tokens when it
-    closes, as SRI does) and ``after_disconnect`` runs once it is closed."""
+def _run(body: Body, *, after_disconnect: Body | None = None, version: int | None = None) -> None:
+    """A JDS (clock ``now``) and a job it accepted, with two transactions in the template
+    (declared with header ``version`` if given); the JD connection stays open during ``body``
+    (the JDS drops a connection's tokens when it closes, as SRI does) and ``after_disconnect``
+    runs once it is closed."""
 
     async def main() -> None:
         with KernelChain() as chain:
@@ -64,6 +65,8 @@ def _run(body: Body, *, after_disconnect: Body | None = None) -> None:
             try:
                 async with client_for(srv, user_identifier="miner-1") as c:
                     template = JobTemplate.from_block_template(await cli_node.block_template())
+                    if version is not None:
+                        template = replace(template, version=version)
                     job = await c.declare_job(template)
                     assert len(template.transactions) == 2
                     await body(chain, srv, job, now)
@@ -146,6 +149,11 @@ FIELD_TAMPERING: list[tuple[str, Callable[[SetCustomMiningJob], SetCustomMiningJ
     ("nbits", lambda m: replace(m, nbits=m.nbits - 1), "nbits"),
     ("version", lambda m: replace(m, version=m.version ^ 0x40000000), "version"),
     ("version_low", lambda m: replace(m, version=0x00000001), "version"),
+    # Bits 0-4 (BIP9 signalling, outside BIP323's general-purpose bits) are the declaration's:
+    # with the BIP9 top bits alone these passed before the JDS recorded the declared version.
+    ("version_bip9_bit0", lambda m: replace(m, version=m.version ^ 0x00000001), "version"),
+    ("version_bip9_bit4", lambda m: replace(m, version=m.version ^ 0x00000010), "version"),
+    ("version_bit31", lambda m: replace(m, version=m.version ^ 0x80000000), "version"),
     (
         "coinbase_tx_version",
         lambda m: replace(m, coinbase_tx_version=m.coinbase_tx_version + 1),
@@ -288,3 +296,34 @@ def test_expired_token_and_closed_connection_are_rejected() -> None:
         assert srv.declared_job(job.token) is not None
 
     _run(fresh, after_disconnect=gone)
+
+
+def test_version_is_the_declared_one_up_to_the_bip323_bits() -> None:
+    """§5.3.18: the BIP323 general-purpose bits (5-28) of ``version`` are the miner's; every
+    other bit must be the one ``DeclareMiningJob.version`` declared (recorded by the JDS)."""
+    declared_version = 0x20000004  # versionbits with a BIP9 signal on bit 2
+
+    async def body(
+        chain: KernelChain, srv: JobDeclarationServer, job: DeclaredJob, now: Clock
+    ) -> None:
+        declared = srv.declared_job(job.token)
+        assert declared is not None and declared.version == declared_version
+        good = build_set_custom_mining_job(job, channel_id=1, request_id=5)
+        assert good.version == declared_version
+        rolled = [
+            good.version ^ 0x1FFFE000,  # the whole BIP320 mask (what ASICs roll)
+            good.version | 0x00002000,  # one BIP320 bit
+            good.version ^ 0x00000020,  # bit 5: BIP323, outside BIP320
+            good.version ^ 0x1FFFFFE0,  # the whole BIP323 mask
+        ]
+        for v in rolled:
+            assert _passes(srv, replace(good, version=v), now[0]), hex(v)
+        checker = CustomJobChecker(srv)
+        # The declared signal bit dropped: one field, rejected, nothing spent.
+        unsignalled = replace(good, version=0x20000000)
+        assert _error(checker.check(unsignalled)) == "invalid-job-param-value-version"
+        # A rolled version is what the pool commits to.
+        reply = checker.check(replace(good, version=good.version ^ 0x0001E000))
+        assert isinstance(reply, SetCustomMiningJobSuccess)
+
+    _run(body, version=declared_version)
