@@ -21,8 +21,10 @@ distribution and its ledger tuples are built as objects only when someone reads 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -193,8 +195,8 @@ def _scaled_weights(weights: Sequence[int]) -> I64:
     if not shift:
         return np.array(weights, dtype=np.int64)
     round_up = (1 << shift) - 1
-    # (w + round_up) >> shift, mapped in C: the weights are Python ints of any size
-    scaled = map(shift.__rrshift__, map(round_up.__add__, weights))
+    # (w + round_up) >> shift, mapped in C over Python ints of any size
+    scaled = map(operator.rshift, map(operator.add, weights, repeat(round_up)), repeat(shift))
     return np.fromiter(scaled, dtype=np.int64, count=len(weights))
 
 
