@@ -13,7 +13,11 @@ On a Bitcoin Inquisition build in ``$BITCOIND`` (``getdeploymentinfo`` lists
 - a third party, whose key the pool does not hold, CPFPs a 0-fee fan-out tx through its anchor
   and the package is accepted and mined.
 
-Without such a binary each of them skips, saying so, after the part that needs no CTV node
+The relay mechanics those 0-fee trees rely on (a 0-fee TRUC tx with a 0-value P2A anchor,
+refused alone, accepted in a package with a stranger's child) are checked on any node, with a
+parent that spends a plain key-path coin instead of a CTV output.
+
+Without such a binary each CTV test skips, saying so, after the part that needs no CTV node
 (building the tree from the node's template, funding the fee keys, the offline tamper checks).
 The 0-fee trees rely on Core's ephemeral-dust policy (a 0-value anchor relayed in a package
 with the child that spends it, Core >= 29), so the Inquisition build must carry it.
@@ -28,7 +32,9 @@ from sqlalchemy import Engine
 
 from payouts.distribution.model import Distribution, TxOut
 from payouts.node.interface import NodeError
+from payouts.node.rpc import btc_to_sats
 from payouts.settlement.ctv import (
+    P2A_SCRIPT,
     CtvFanout,
     CtvNotActiveError,
     CtvParams,
@@ -42,7 +48,7 @@ from payouts.settlement.lifecycle_store import load_txs
 from payouts.store.ledger import get_block, record_block
 from payouts.tx.ctv import standard_template_hash
 from payouts.tx.hashes import sha256
-from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.transaction import SEQUENCE_FINAL, OutPoint, Tx, TxIn
 from sv2.jds import JobDeclarationServer
 from sv2.jds.modes import SettlementMode
 from sv2.noise import ServerIdentity
@@ -156,6 +162,36 @@ def test_jds_in_ctv_mode_refuses_a_node_without_bip119(chain: Chain) -> None:
     chain.run(main())
 
 
+def test_anchor_cpfp_package_relays_on_core(chain: Chain) -> None:
+    """The relay mechanics the 0-fee fan-out relies on, checked on this node whatever it is: a
+    0-fee TRUC tx with a 0-value P2A anchor (here spending a plain key-path coin, not a CTV
+    output) is refused alone and accepted in a package with a third party's child built by
+    :func:`build_cpfp_child` (Core: TRUC, ephemeral dust, package relay)."""
+    owner = fund_wallet(chain, sha256(b"tests/node ctv: a zero-fee parent's key"), 1)
+    stranger = fund_wallet(chain, THIRD_PARTY_SK, 1)
+    chain.mine(100)
+    (coin,) = owner.coins
+    unsigned = Tx(
+        3,
+        (TxIn(coin.outpoint, b"", SEQUENCE_FINAL),),
+        (TxOut(coin.value, p2tr("anchor-cpfp payee", 0)), TxOut(0, P2A_SCRIPT)),
+        0,
+    )
+    parent = owner.sign(unsigned, 0, [TxOut(coin.value, owner.script)])
+    [alone] = chain.run(chain.node.test_mempool_accept([parent.serialize()]))
+    assert not alone.allowed and alone.reason == "min relay fee not met"  # pays nothing
+    child, used, fee = build_cpfp_child(parent, 0, stranger, fee_rate=2)
+    assert used in stranger.coins and fee == 2 * (parent.vsize + child.vsize)
+    txids = chain.run(chain.node.submit_package([parent.serialize(), child.serialize()]))
+    assert txids == [parent.txid, child.txid]
+    entry = chain.run(chain.node.get_mempool_entry(child.txid))
+    assert entry is not None and btc_to_sats(entry["fees"]["base"]) == fee
+    chain.mine(1)
+    chain.assert_landed(parent.txid, parent.outputs)  # the payee's output; the anchor is spent
+    chain.assert_landed(child.txid, child.outputs)
+    assert chain.run(chain.node.get_utxo(parent.txid, 1)) is None
+
+
 # -- Bitcoin Inquisition: enforced ----------------------------------------------------------------
 
 
@@ -177,9 +213,13 @@ def test_lifecycle_fanout_confirms_and_pays_everyone(chain: Chain, engine: Engin
     assert chain.step(lc) == ["confirmed"]
     chain.mine(1)
     assert chain.step(lc) == ["mature", "bound", "broadcast"]  # the root + its CPFP child
+    # Restart mid-broadcast: a new process, a wallet object with the same coins.
+    del lc
+    lc2 = SettlementLifecycle(engine, chain.node, fee_wallet=FeeWallet(POOL_FEE_SK, wallet.coins))
+    assert chain.step(lc2) == []  # re-sends the same package only
     for _ in range(fanout.depth + 1):
         chain.mine(1)
-        if "paid" in chain.step(lc):
+        if "paid" in chain.step(lc2):
             break
     b = get_block(engine, rec.id)
     assert b is not None and b.status == "paid"
@@ -191,7 +231,7 @@ def test_lifecycle_fanout_confirms_and_pays_everyone(chain: Chain, engine: Engin
     for i, t in enumerate(fanout.txs):  # level by level: a child confirms after its parent
         if t.parent is not None:
             assert (by_seq[i] or 0) > (by_seq[t.parent] or 0)
-    assert len([r for r in rows if r.role == "cpfp"]) == len(fanout.txs)
+    assert len([r for r in rows if r.role == "cpfp"]) == len(fanout.txs)  # one each, no more
     assert_every_exit_landed(chain, fanout)
 
 
@@ -250,7 +290,7 @@ def test_third_party_cpfp_through_the_anchor(chain: Chain) -> None:
     root_fee = fanout.commitment_output.value - root.output_value()
     assert root_fee == 0
     [alone] = chain.run(chain.node.test_mempool_accept([root.serialize()]))
-    assert not alone.allowed  # 0 fee, 0-value anchor: not on its own
+    assert not alone.allowed and alone.reason == "min relay fee not met"  # not on its own
     child, coin, child_fee = build_cpfp_child(root, root_fee, stranger, fee_rate=2)
     assert child.inputs[1].prevout == coin.outpoint and child.version == 3
     assert child_fee == 2 * (root.vsize + child.vsize)
