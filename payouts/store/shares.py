@@ -69,9 +69,8 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
 ) ON COMMIT DELETE ROWS
 """
 _COPY_TYPES = ["int8", "text", "int8", "text", "int8", "text", "int8", "int8"]
-# One round trip: the miners that exist, and one fresh id per row. nextval() is called row by
-# row in this backend, so the ids are strictly increasing (not necessarily contiguous: another
-# writer may interleave); they are sorted again client-side anyway.
+# One round trip: the miners that exist, and one fresh id per row (strictly increasing, as
+# nextval() runs row by row in this backend; not contiguous if another writer interleaves).
 _PREPARE_SQL = (
     "SELECT ARRAY(SELECT id FROM miners WHERE id = ANY(%s)), "
     f"ARRAY(SELECT nextval('{_ID_SEQUENCE}') FROM generate_series(1, %s))"
@@ -206,43 +205,47 @@ def _persist_postgresql(
     return _insert_only_new(engine, batch, unique_miners, cols)
 
 
-def _prepare(cur: Any, batch: ShareBatch, unique_miners: I64, miner_id: I64) -> I64:
-    """Check the miners and reserve ids; return one id per row, ascending in batch order."""
-    cur.execute(_PREPARE_SQL, (unique_miners.tolist(), len(batch)))
-    found, ids = cur.fetchone()
-    _check_miners(set(found), unique_miners, batch.key, miner_id)
-    return np.sort(np.array(ids, dtype=np.int64))
-
-
 def _copy_sorted(
-    cur: Any, table: str, ids: I64, batch: ShareBatch, cols: tuple[I64, I64, I64, I64]
-) -> None:
-    """COPY the batch (binary) into ``table`` with explicit ids, rows in ``share_key`` order.
+    cur: Any, table: str, batch: ShareBatch, unique_miners: I64, cols: tuple[I64, I64, I64, I64]
+) -> I64:
+    """Check the miners, reserve one id per row, and COPY the batch (binary) into ``table`` with
+    the rows in ``share_key`` order; return the ids, ascending in batch order.
 
     Python orders ``str`` by code point, which is UTF-8 byte order, i.e. the order of the
     ``COLLATE "C"`` unique index.
     """
     keys = batch.key
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    # itemgetter with one argument returns the item itself, not a 1-tuple.
-    take = operator.itemgetter(*order) if len(order) > 1 else lambda seq: (seq[order[0]],)
-    at = np.asarray(order, dtype=np.intp)
-    miner_id, difficulty, revenue, time_ms = (c[at].tolist() for c in cols)
+    n = len(keys)
+    # Pipeline mode: the query goes out now and is answered later, so the server reserves the
+    # ids (~1 µs per nextval) while this side sorts the batch.
+    with cur.connection.pipeline():
+        cur.execute(_PREPARE_SQL, (unique_miners.tolist(), n))
+        order = sorted(range(n), key=keys.__getitem__)
+        at = np.asarray(order, dtype=np.intp)
+        # itemgetter with one argument returns the item itself, not a 1-tuple.
+        take = operator.itemgetter(*order) if n > 1 else lambda seq: (seq[order[0]],)
+        columns = [take(keys), take(batch.worker), take(batch.job_id)]
+        miner_id, difficulty, revenue, time_ms = (c[at].tolist() for c in cols)
+        found, reserved = cur.fetchone()
+    _check_miners(set(found), unique_miners, keys, cols[0])
+    # nextval() ran row by row in one backend, so these ascend; sorting again costs nothing.
+    ids = np.sort(np.array(reserved, dtype=np.int64))
     with cur.copy(f"COPY {table} (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_COPY_TYPES)
         write = copy.write_row
         for row in zip(
             ids[at].tolist(),
-            take(keys),
+            columns[0],
             miner_id,
-            take(batch.worker),
+            columns[1],
             difficulty,
-            take(batch.job_id),
+            columns[2],
             revenue,
             time_ms,
             strict=True,
         ):
             write(row)
+    return ids
 
 
 def _copy_all_new(
@@ -251,8 +254,7 @@ def _copy_all_new(
     with engine.begin() as conn:
         raw: Any = conn.connection.driver_connection
         with raw.cursor() as cur:
-            ids = _prepare(cur, batch, unique_miners, cols[0])
-            _copy_sorted(cur, "shares", ids, batch, cols)
+            _copy_sorted(cur, "shares", batch, unique_miners, cols)
     return np.arange(len(batch), dtype=np.intp)
 
 
@@ -263,10 +265,9 @@ def _insert_only_new(
         fairy = conn.connection
         raw: Any = fairy.driver_connection
         with raw.cursor() as cur:
-            ids = _prepare(cur, batch, unique_miners, cols[0])
             if not fairy.info.get(_STAGE_FLAG):
                 cur.execute(_STAGE_DDL)
-            _copy_sorted(cur, _STAGE, ids, batch, cols)
+            ids = _copy_sorted(cur, _STAGE, batch, unique_miners, cols)
             # Key order again (same lock order as the COPY path: no deadlock between writers).
             cur.execute(
                 f"INSERT INTO shares (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM {_STAGE} "
