@@ -5,9 +5,11 @@ The actions run the settlement runner's lifecycle step (:mod:`payouts.settlement
 same code the background poller runs, under the same lock: ``broadcast`` re-sends what is
 pending and sends what became broadcastable, reporting the node's answer per tx (or CPFP
 package); ``fallback`` (musig2) aborts the signing session so the lifecycle signs and sends the
-timelocked script-path spend. Refusals are 409 problems (``not-mature``, ``fallback-locked``
-with ``valid_from_height``, ``signing-complete``, ``nothing-to-broadcast``...), nothing
-changed; 503 ``settlement-not-running`` when the server runs no lifecycle.
+timelocked script-path spend. Refusals are 409 problems (``not-mature`` with
+``mature_at_tip``, ``not-in-active-chain``, ``fallback-locked`` with ``valid_from_height``,
+``signing-complete``, ``nothing-to-broadcast``...), decided from the node before any step, so
+a refused action changes nothing (it does not even confirm or orphan the block: the poller
+does); 503 ``settlement-not-running`` when the server runs no lifecycle.
 """
 
 from __future__ import annotations

@@ -66,22 +66,30 @@ from payouts.settlement.lifecycle import (
     SettlementLifecycle,
 )
 from payouts.settlement.lifecycle_fees import FeeWallet
-from payouts.settlement.lifecycle_rules import COINBASE_MATURITY, first_mature_tip
+from payouts.settlement.lifecycle_rules import (
+    COINBASE_MATURITY,
+    coinbase_spendable,
+    first_mature_tip,
+)
 from payouts.settlement.lifecycle_store import (
     TxRow,
     bind_funding,
     load_settlements,
     load_txs,
 )
-from payouts.settlement.musig2.output import Musig2Output
+from payouts.settlement.musig2.output import Committee, Musig2Output
 from payouts.settlement.musig2.session import SessionState, SigningSession
-from payouts.settlement.musig2.spend import open_signing_session
+from payouts.settlement.musig2.spend import (
+    FallbackSpend,
+    open_signing_session,
+    sign_fallback_spend,
+)
 from payouts.store._common import write_connection
 from payouts.store.ledger import BlockRecord, get_block, list_blocks
 from payouts.store.settlement_models import Settlement
 from payouts.tx.block import Block
 from payouts.tx.transaction import OutPoint, Tx
-from sv2.jds.modes import SettlementMode
+from sv2.jds.modes import Musig2Mode, SettlementMode
 
 if TYPE_CHECKING:
     from payouts.service import PoolService
@@ -117,14 +125,54 @@ class ActionReport:
 
 
 def mode_from_settings(settings: Settings) -> SettlementMode:
-    """The settlement mode ``[distribution] mode`` selects, with the same parameters the JD
-    server derives from the settings (``JobDeclarationServer.from_settings``)."""
+    """The settlement mode ``[distribution] mode`` selects, with the parameters the JD server
+    announces (0x4003): ``ctv_fanout_arity`` for ctv, the ``[settlement.musig2]`` table for
+    musig2 (committee in KeySort order, fallback leaf, fee rate, CTV leaf). ``payouts serve``
+    gives this same object to the JD server and the runner, so what the JD server checks in a
+    coinbase is what gets settled."""
     dist = settings.distribution
     if dist.mode == "ctv":
         return SettlementMode("ctv", CtvParams(arity=dist.ctv_fanout_arity))
     if dist.mode == "musig2":
-        raise ConfigError("distribution.mode = musig2 needs the committee parameters")
+        m = settings.settlement.musig2
+        if m is None:
+            raise ConfigError("distribution.mode = musig2 needs a [settlement.musig2] table")
+        mode = Musig2Mode(m.committee_keys(), m.fallback_timelock, bytes.fromhex(m.fallback_key),
+                          fee_rate=m.fee_rate, ctv_leaf=m.ctv_leaf)
+        try:  # the settlement layer's own checks, at start rather than at the first block
+            Committee.from_pubkeys(mode.committee)
+            mode.settlement_params()
+        except ValidationError as e:
+            raise ConfigError(f"settlement.musig2: {e.message}") from None
+        return SettlementMode("musig2", musig2=mode)
     return SettlementMode()
+
+
+def fallback_signer_from_settings(settings: Settings) -> FallbackSigner | None:
+    """A fallback signer holding ``[settlement.musig2] fallback_secret_key``, or None (then a
+    failed session's fallback is signed elsewhere, by whoever holds the key)."""
+    m = settings.settlement.musig2
+    if m is None or m.fallback_secret_key is None:
+        return None
+    seckey = bytes.fromhex(m.fallback_secret_key)
+
+    def sign(out: Musig2Output, spend: FallbackSpend, session: SigningSession) -> Tx:
+        return sign_fallback_spend(out, spend, seckey, session=session)
+
+    return sign
+
+
+async def check_mode_on_node(mode: SettlementMode, node: Node) -> None:
+    """Refuse a musig2 CTV exit leaf on a node where CTV (BIP-119) is not active: there
+    ``OP_CHECKTEMPLATEVERIFY`` is ``OP_NOP4`` and the leaf is spendable by anyone who knows the
+    distribution (docs/musig2.md §1)."""
+    if mode.musig2 is not None and mode.musig2.ctv_leaf and not await node.deployment_active(
+        "checktemplateverify"
+    ):
+        raise ConfigError(
+            "settlement.musig2.ctv_leaf = true, but CTV (BIP-119) is not active on this node: "
+            "the exit leaf would be spendable by anyone; set ctv_leaf = false"
+        )
 
 
 def settlement_states(engine: Engine) -> dict[str, int]:
@@ -182,8 +230,13 @@ class SettlementRunner:
         if not self.interval > 0:
             raise ValidationError("the settlement poll interval must be positive")
         self.clock = clock
-        # Signing sessions by id, shared with the API's /v1/musig2/sessions endpoints.
+        # Signing sessions by id, shared with the API's /v1/musig2/sessions endpoints. Every
+        # access to a session happens on the event loop's thread (the poller, the operator
+        # actions and the API's MuSig2 endpoints are all coroutines of that loop), and no
+        # session method awaits: each call runs whole, with no lock to forget.
         self.sessions: dict[str, SigningSession] = {}
+        if fallback_signer is None:
+            fallback_signer = fallback_signer_from_settings(service.settings)
         self.lifecycle = SettlementLifecycle(
             self.engine,
             node,
@@ -379,24 +432,36 @@ class SettlementRunner:
             tuple(load_txs(self.engine, block_id)),
         )
 
-    def _not_mature(self, block_id: int) -> None:
-        block = get_block(self.engine, block_id)
-        assert block is not None
-        if block.status in ("found", "confirmed"):
+    async def _active_tip(self, block: BlockRecord) -> int:
+        """The node's tip height, once its active chain is seen to hold ``block`` (409
+        ``not-in-active-chain`` otherwise: not reached yet, another chain, or reorged out,
+        which the poller handles). Asked of the node, not the store, so that an action checks
+        what the step it would run is going to see."""
+        tip = (await self.node.tip()).height
+        if await self.node.block_hash(block.height) != block.block_hash:
             raise SettlementActionError(
-                f"block {block_id} is {block.status}: its coinbase can be spent from tip "
-                f"{first_mature_tip(block.height)} on (100 confirmations)", code="not-mature",
-                mature_at_tip=first_mature_tip(block.height))
+                f"the node's active chain does not hold block {block.id} at height "
+                f"{block.height} (tip {tip})", code="not-in-active-chain", tip=tip)
+        return tip
 
     async def broadcast(self, block_id: int) -> ActionReport:
         """Re-send the block's pending payout txs now and send the ones that became
-        broadcastable: one lifecycle step, reporting the node's answer to each send."""
-        self._settled_block(block_id)
+        broadcastable: one lifecycle step, reporting the node's answer to each send.
+
+        Refused (409, before any step, so nothing changes) unless the node's active chain holds
+        the block with its coinbase spendable in the next block: ``not-in-active-chain``,
+        ``not-mature`` (with ``mature_at_tip``)."""
+        block = self._settled_block(block_id)
         async with self._lock:
+            tip = await self._active_tip(block)
+            if not coinbase_spendable(block.height, tip):
+                raise SettlementActionError(
+                    f"block {block_id}'s coinbase can be spent from tip "
+                    f"{first_mature_tip(block.height)} on (100 confirmations); the tip is {tip}",
+                    code="not-mature", mature_at_tip=first_mature_tip(block.height), tip=tip)
             self.lifecycle.sent.clear()
             events = await self._step_locked()
             sent, self.lifecycle.sent = self.lifecycle.sent, []
-        self._not_mature(block_id)
         return self._report(block_id, events, sent)
 
     def _refuse_if_signed(self, block_id: int) -> None:
@@ -409,9 +474,12 @@ class SettlementRunner:
     async def fallback(self, block_id: int) -> ActionReport:
         """MuSig2: give up the cooperative spend and send the signed script-path fallback.
 
-        Refused (409, nothing changed) before the fallback's BIP-68 lock allows it in the next
-        block (``fallback-locked``, with ``valid_from_height``), once the committee signed
-        (``signing-complete``), or without a fallback signer."""
+        Refused (409, before any step, so nothing changed) before the fallback's BIP-68 lock
+        allows it in the next block (``fallback-locked``, with ``valid_from_height``), when the
+        node's active chain does not hold the block (``not-in-active-chain``), once the
+        committee signed (``signing-complete``), or without a fallback signer
+        (``fallback-unavailable``). The session is aborted with no await between the last
+        check and the abort, so no signer's call can slip in between."""
         block = self._settled_block(block_id, "musig2")
         if self.lifecycle.fallback_signer is None:
             raise SettlementActionError("no fallback signer is configured on this server",
@@ -434,9 +502,15 @@ class SettlementRunner:
                     f"(BIP-68, {out.params.fallback_delay} blocks after the coinbase); the "
                     f"next block is {tip + 1}", code="fallback-locked",
                     valid_from_height=valid_from, tip=tip)
+            await self._active_tip(block)
             self.lifecycle.sent.clear()
-            events = await self._step_locked()  # opens the session if none is open yet
-            self._refuse_if_signed(block_id)
+            events: list[LifecycleEvent] = []
+            if self.lifecycle.session(block_id) is None:
+                # No session yet (e.g. after a restart): the step opens one, as the poller
+                # does at maturity; a session only completes through signers' calls, so this
+                # step cannot send the cooperative spend.
+                events += await self._step_locked()
+            self._refuse_if_signed(block_id)  # signers may have completed it meanwhile
             session = self.lifecycle.session(block_id)
             if session is not None and session.state is not SessionState.FAILED:
                 session.abort(self.clock(), "operator chose the fallback")
@@ -456,6 +530,8 @@ __all__ = [
     "ActionReport",
     "SettlementActionError",
     "SettlementRunner",
+    "check_mode_on_node",
+    "fallback_signer_from_settings",
     "mode_from_settings",
     "session_id",
     "settlement_states",

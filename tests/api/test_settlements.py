@@ -81,8 +81,8 @@ def test_ctv_reads_broadcast_results_and_history(
         assert r.status_code == 200, r.text
         out = r.json()
         root = rows[0].txid[::-1].hex()
-        # (The refused call above ran the same step as the poller: the block was confirmed.)
-        assert [e["kind"] for e in out["events"]] == ["mature", "broadcast"]
+        # The refused call above stepped nothing: this step confirms the block too.
+        assert [e["kind"] for e in out["events"]] == ["confirmed", "mature", "broadcast"]
         assert out["results"] == [{"txids": [root], "result": "accepted", "reason": ""}]
         assert out["settlement"]["phase"] == "broadcasting"
         # Again: the node already has it.
