@@ -12,11 +12,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from payouts.settings import load_settings
+
+if TYPE_CHECKING:
+    from payouts.node.interface import Node
+    from payouts.service import PoolService
+    from payouts.settlement.runner import SettlementRunner
 
 log = logging.getLogger("payouts.serve")
 # Loggers whose messages are already one JSON object each.
@@ -64,8 +69,12 @@ def serve(
     (POST /v1/distributions) to its clients, and records each block it accepts; the settlement
     lifecycle tracks every recorded block in [distribution] mode and advances it found ->
     confirmed -> mature -> paid from the node ([node]) every [settlement] poll_interval_sec,
-    logging each event; it resumes from the store after a restart.
+    logging each event; it resumes from the store after a restart. In musig2 mode the committee
+    and the fallback come from [settlement.musig2] (docs/lifecycle.md) and the committee signs
+    each mature block at /v1/musig2/sessions/block-<id>.
     """
+    import uvicorn
+
     from api.app import create_app
     from payouts.node.factory import make_node
     from payouts.service import PoolService
@@ -74,45 +83,53 @@ def serve(
     settings = load_settings(config)
     service = PoolService(settings)
     node = make_node(settings)
-    runner = _make_runner(service, node)
+    runner = make_runner(service, node)
     app = create_app(service, rate_limit=None) if no_rate_limit else create_app(service)
     bind_host = host or settings.api.host
     bind_port = port or settings.api.port
-    log.info("serving the API on http://%s:%d (network %s, database %s)", bind_host, bind_port,
-             settings.network, settings.effective_database_url.split("@")[-1])
-    asyncio.run(_serve(app, service, node, runner, bind_host, bind_port, log_level))
+    server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port, access_log=False,
+                                           log_config=None, log_level=log_level))
+    asyncio.run(run_served(server, service, node, runner))
 
 
-def _make_runner(service: Any, node: Any) -> Any:
-    """The settlement runner in the configured mode, or None (logged) when the mode cannot be
-    run from the settings alone (musig2 needs its committee parameters)."""
-    from payouts.errors import ConfigError
+def make_runner(service: PoolService, node: Node) -> SettlementRunner:
+    """The settlement runner in the configured mode (``mode_from_settings``: musig2 takes its
+    committee and fallback from ``[settlement.musig2]``); a setting it cannot use is a
+    :class:`~payouts.errors.ConfigError`, which stops ``payouts serve`` with its message."""
     from payouts.settlement.runner import SettlementRunner
 
-    try:
-        runner = SettlementRunner(service, node)
-    except ConfigError as exc:
-        log.warning("settlement lifecycle not started: %s", exc.message)
-        return None
-    log.info("settlement lifecycle in %s mode, polling the node every %.1f s",
-             runner.mode.name, runner.interval)
+    runner = SettlementRunner(service, node)
+    m = runner.mode.musig2
+    signer = "here" if runner.lifecycle.fallback_signer else "elsewhere"
+    detail = "" if m is None else (
+        f" (committee of {len(m.committee)}, fallback after {m.fallback_timelock} blocks, "
+        f"signed {signer}, CTV leaf {'on' if m.ctv_leaf else 'off'})")
+    log.info("settlement lifecycle in %s mode%s, polling the node every %.1f s",
+             runner.mode.name, detail, runner.interval)
     return runner
 
 
-async def _serve(app: Any, service: Any, node: Any, runner: Any, host: str, port: int,
-                 log_level: str) -> None:
-    import uvicorn
+async def run_served(server: Any, service: PoolService, node: Node,
+                     runner: SettlementRunner) -> None:
+    """Run ``server`` (a ``uvicorn.Server`` on the service's app) with the settlement runner
+    and, with ``[jds] enabled``, the JD server, in this event loop, until the server exits;
+    then stop both and close the node. The mode is first checked against the node (a musig2
+    CTV leaf needs BIP-119 active)."""
+    from payouts.settlement.runner import check_mode_on_node
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False,
-                                           log_config=None, log_level=log_level))
-    jds = await start_jds(service, node) if service.settings.jds.enabled else None
-    if runner is not None:
-        runner.start()
+    jds = None
     try:
+        await check_mode_on_node(runner.mode, node)
+        settings = service.settings
+        log.info("serving the API on http://%s:%d (network %s, database %s)",
+                 server.config.host, server.config.port, settings.network,
+                 settings.effective_database_url.split("@")[-1])
+        if settings.jds.enabled:
+            jds = await start_jds(service, node)
+        runner.start()
         await server.serve()
     finally:
-        if runner is not None:
-            await runner.stop()
+        await runner.stop()
         if jds is not None:
             await jds.stop()
         closer = getattr(node, "aclose", None) or getattr(node, "close", None)
@@ -128,6 +145,7 @@ async def start_jds(service: Any, node: Any) -> ServedJds:
     gets accepted is recorded with its coinbase (so the runner tracks it at once) and followed
     by a fresh distribution."""
     from api import metrics
+    from payouts.settlement.runner import mode_from_settings
     from sv2.jds import JobDeclarationServer
     from sv2.jds.server import FoundBlock
 
@@ -157,10 +175,11 @@ async def start_jds(service: Any, node: Any) -> ServedJds:
         finally:
             settling = False
 
-    extra: dict[str, Any] = {}
-    if service.settlement is not None:
-        extra["mode"] = service.settlement.mode  # what the JDS checks is what gets settled
-    jds = JobDeclarationServer.from_settings(settings, node, fitted, on_block=on_block, **extra)
+    # The runner's mode object itself: what the JDS checks is what gets settled.
+    runner = service.settlement
+    mode = runner.mode if runner is not None else mode_from_settings(settings)
+    jds = JobDeclarationServer.from_settings(settings, node, fitted, on_block=on_block,
+                                             musig2=mode.musig2, mode=mode)
     await jds.start()
     service.on_publish.append(lambda f: jds.publish(f, settlement=settling))
     served = ServedJds(jds, metrics.add_declaration_source(lambda: jds.stats))

@@ -34,9 +34,9 @@ from payouts.settlement.lifecycle_store import load_settlements, load_txs
 from payouts.settlement.musig2.session import SigningSession
 from payouts.settlement.runner import SettlementRunner
 from payouts.store.ledger import export_ledger, list_blocks
-from payouts.tx.transaction import Tx
 from sv2.jds.modes import SettlementMode
 from tests.api.conftest import assert_problem, bearer
+from tests.api.musig2_signing import assert_outputs_on_chain
 from tests.api.settle_helpers import (
     FALLBACK_DELAY,
     fallback_signer,
@@ -213,6 +213,4 @@ def test_concurrent_signers_and_ticks_all_run_on_the_loop(
         assert poll(client, f.runner) == ["tx-confirmed", "paid"]
         (row,) = load_txs(service.engine, f.block_id)
         assert row.role == "cooperative"
-        for k, o in enumerate(Tx.parse(row.raw).outputs):
-            utxo = run(node.get_utxo(row.txid, k))
-            assert utxo is not None and (utxo.value, utxo.script) == (o.value, o.script)
+        assert_outputs_on_chain(node, row)

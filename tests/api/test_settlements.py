@@ -14,9 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.routers.musig2 import nonce_auth_message
-from payouts.crypto import musig2 as m
-from payouts.crypto import schnorr
 from payouts.node.kernel import KernelNode
 from payouts.service import PoolService
 from payouts.settlement.ctv import CtvParams
@@ -26,6 +23,7 @@ from payouts.settlement.runner import SettlementRunner
 from payouts.tx.transaction import Tx
 from sv2.jds.modes import SettlementMode
 from tests.api.conftest import assert_problem, bearer
+from tests.api.musig2_signing import assert_outputs_on_chain, sign_session
 from tests.api.settle_helpers import (
     FALLBACK_DELAY,
     Found,
@@ -229,22 +227,9 @@ def test_musig2_signers_sign_the_lifecycle_session_through_the_api(
         s = client.get(f"/v1/musig2/sessions/{sid}").json()
         session = f.runner.lifecycle.session(f.block_id)
         assert session is not None and s["sighash"] == session.msg.hex()
-        secnonces = {}
-        for i, pk in enumerate(bytes.fromhex(p) for p in s["pubkeys"]):
-            sn, pn = m.nonce_gen(keys[pk], pk, session.keyagg, session.msg)
-            secnonces[i] = sn
-            auth = schnorr.sign(nonce_auth_message(sid, i, pn), keys[pk])
-            r = client.post(f"/v1/musig2/sessions/{sid}/nonces",
-                            json={"signer_index": i, "pubnonce": pn.hex(), "auth": auth.hex()})
-            assert r.status_code == 200, r.text
-        agg = client.get(f"/v1/musig2/sessions/{sid}").json()["aggnonce"]
-        ctx = m.SessionContext(bytes.fromhex(agg), session.keyagg, session.msg)
-        for i, pk in enumerate(bytes.fromhex(p) for p in s["pubkeys"]):
-            psig = m.partial_sign(secnonces[i], keys[pk], ctx)
-            r = client.post(f"/v1/musig2/sessions/{sid}/partial-signatures",
-                            json={"signer_index": i, "psig": psig.hex()})
-            assert r.status_code == 200, r.text
-        assert r.json()["state"] == "complete"
+        done = sign_session(client.get, lambda url, body: client.post(url, json=body), sid,
+                            session, keys)
+        assert done["state"] == "complete"
         # Signed: the operator can no longer take the fallback.
         assert_problem(client.post(f"/v1/settlements/{f.block_id}/fallback",
                                    headers=bearer(token("settlements:write"))),
@@ -254,6 +239,4 @@ def test_musig2_signers_sign_the_lifecycle_session_through_the_api(
         assert poll(client, f.runner) == ["tx-confirmed", "paid"]
         (row,) = load_txs(service.engine, f.block_id)
         assert row.role == "cooperative"
-        for n, o in enumerate(Tx.parse(row.raw).outputs):
-            utxo = run(node.get_utxo(row.txid, n))
-            assert utxo is not None and (utxo.value, utxo.script) == (o.value, o.script)
+        assert_outputs_on_chain(node, row)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from payouts.crypto import musig2 as mu
+from payouts.crypto.schnorr import xonly_pubkey
 from payouts.errors import ConfigError
 from payouts.node.kernel import KernelNode
 from payouts.service import PoolService
@@ -22,11 +24,12 @@ from payouts.settlement.ctv import CtvParams
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_settlements, load_txs
 from payouts.settlement.payout_view import landings
-from payouts.settlement.runner import SettlementRunner, settlement_states
+from payouts.settlement.runner import SettlementRunner, check_mode_on_node, settlement_states
 from payouts.store.ledger import export_ledger, get_block
 from payouts.tx.transaction import Tx
-from sv2.jds.modes import SettlementMode
-from tests.api.settle_helpers import find_block
+from sv2.jds.modes import Musig2Mode, SettlementMode
+from tests.api.musig2_signing import assert_outputs_on_chain
+from tests.api.settle_helpers import FALLBACK_DELAY, FALLBACK_SK, find_block, miner_sk, musig2_mode
 from tests.lifecycle.helpers import kinds, mine, mine_to, run
 from tests.store.conftest import count
 
@@ -191,6 +194,44 @@ def test_musig2_mode_needs_its_settings_table(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"distribution\.mode = musig2 needs a "
                                           r"\[settlement\.musig2\] table: committee"):
         load_settings(data_dir=tmp_path, distribution={"mode": "musig2"})
+
+
+def test_musig2_mode_and_fallback_signer_from_the_settings(
+    engine: Engine, node: KernelNode, tmp_path: Path
+) -> None:
+    """[settlement.musig2] alone gives the runner its mode (the same object the tests build by
+    hand) and a fallback signer whose spend the kernel accepts once BIP-68 allows it."""
+    keys = [mu.individual_pubkey(miner_sk(i)).hex() for i in range(4)]
+    cfg = Settings(data_dir=tmp_path, pool={"payout_script": POOL},
+                   distribution={"mode": "musig2"},
+                   settlement={"musig2": {
+                       "committee": keys[::-1], "fallback_key": xonly_pubkey(FALLBACK_SK).hex(),
+                       "fallback_timelock": FALLBACK_DELAY, "fee_rate": 2,
+                       "fallback_secret_key": FALLBACK_SK.hex()}})
+    svc = PoolService(cfg, engine=engine)
+    runner = SettlementRunner(svc, node, interval=3600.0)
+    assert runner.mode == SettlementMode("musig2", musig2=musig2_mode(4))
+    f = find_block(svc, node, runner.mode, runner=runner)
+    mine_to(node, first_mature_tip(f.height))
+    assert poll(runner) == ["confirmed", "mature", "bound", "signing-started"]
+    mine_to(node, f.height + FALLBACK_DELAY - 1)  # the next block may hold the fallback
+    report = run(runner.fallback(f.block_id))
+    assert [e.kind for e in report.events] == ["signing-failed", "broadcast"]
+    assert [r.result for r in report.sent] == ["accepted"]
+    mine(node, 1)
+    assert poll(runner) == ["tx-confirmed", "paid"]
+    (row,) = load_txs(engine, f.block_id)
+    assert row.role == "fallback"
+    assert_outputs_on_chain(node, row)
+
+
+def test_ctv_leaf_is_refused_on_a_node_without_ctv(node: KernelNode) -> None:
+    m = musig2_mode(3)
+    leaf = SettlementMode("musig2", musig2=Musig2Mode(m.committee, m.fallback_timelock,
+                                                      m.fallback_key, ctv_leaf=True))
+    with pytest.raises(ConfigError, match=r"ctv_leaf = true, but CTV \(BIP-119\) is not active"):
+        run(check_mode_on_node(leaf, node))
+    run(check_mode_on_node(SettlementMode("musig2", musig2=m), node))  # no leaf: fine
 
 
 def test_a_real_reorg_still_orphans_through_the_runner(
