@@ -106,7 +106,7 @@ class JdsLimits(ListenerLimits):
     max_write_buffer: int | None = 8 << 20  # a peer that does not read loses its connection
     max_connections: int = 1_000
     grace_period: float = 10.0  # PR #203 §7.2 grace window for the previous distribution
-    template_refresh: float = 5.0  # re-read the node's template at most this often per tip
+    template_refresh: float = 5.0  # re-read the node's template this often, in the background
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +241,7 @@ class JobDeclarationServer(NoiseListener[_Session]):
         self._authority_sk = authority_secret_key
         self._cert_validity = cert_validity
         self.found_blocks: list[FoundBlock] = []
+        self._template_lock = asyncio.Lock()
         self._halving = HALVING_INTERVAL_MAINNET
 
     # -- construction from settings -----------------------------------------------------------
@@ -312,6 +313,8 @@ class JobDeclarationServer(NoiseListener[_Session]):
         if self.book.current is None:
             raise ConfigError("the JDS needs a payout distribution before it can serve clients")
         await self._listen()
+        if self.limits.template_refresh > 0:
+            self._spawn(self._template_loop())
 
     def _count(self, key: str, s: _Session | None = None) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -601,15 +604,38 @@ class JobDeclarationServer(NoiseListener[_Session]):
 
         return PayoutRule(E.INVALID_POOL_PAYOUT, pool_only, "pool payout (base spec)"), None, "pool"
 
-    async def _refresh_template(self, tip: ChainTip) -> None:
-        st = self.txs
-        now = self.clock()
-        if st.template_prev_hash != tip.block_hash:
-            st.clear()  # a new tip: mined txs are gone; jobs keep their own references
-        elif now - st.template_at < self.limits.template_refresh:
-            return
-        template = await self.node.block_template()
-        st.add_template(template, now)
+    # -- the node's template -------------------------------------------------------------------
+
+    async def _template_loop(self) -> None:
+        """Re-read the node's template every ``template_refresh`` s, from :meth:`start` on, so
+        a declaration on the current tip never waits for a refresh (a 4,000-tx template costs
+        ~100 ms of node call, wtxids and witness tree). The first template is loaded by the
+        first declaration (or this loop, whichever comes first). A node error is logged and
+        retried at the next interval."""
+        while True:
+            await asyncio.sleep(self.limits.template_refresh)
+            try:
+                await self.refresh_template()
+            except NodeError as exc:
+                self._count("template-refresh-errors")
+                log.warning("JDS: template refresh failed: %s", exc.reason)
+            except Exception:  # the loop must outlive a bug: declarations still load on a new tip
+                self._count("template-refresh-errors")
+                log.exception("JDS: template refresh failed")
+
+    async def refresh_template(self, tip: ChainTip | None = None) -> None:
+        """Load the node's current template into the transaction store. With ``tip``: only if
+        the store does not hold that tip's template yet (a declaration on a new tip). One
+        refresh at a time; the CPU part runs in a worker thread and the store changes at once
+        (:meth:`TxStore.install_template`), so declarations in between see the old template or
+        the new one, never a mix."""
+        async with self._template_lock:
+            st = self.txs
+            if tip is not None and st.template_prev_hash == tip.block_hash:
+                return  # loaded while this caller waited for the lock
+            template = await self.node.block_template()
+            prepared = await asyncio.to_thread(st.prepare_template, template)
+            st.install_template(prepared, self.clock())
 
     async def _resolve(self, wtxids: Sequence[bytes]) -> tuple[list[KnownTx | None], list[int]]:
         resolved: list[KnownTx | None] = list(map(self.txs.by_wtxid.get, wtxids))
@@ -653,7 +679,11 @@ class JobDeclarationServer(NoiseListener[_Session]):
             check_wtxid_list(msg.wtxid_list)
             tip = await self.node.tip()
             height = check_height(coinbase, tip.height)
-            await self._refresh_template(tip)
+            if self.txs.template_prev_hash != tip.block_hash:
+                # A new tip (or none loaded yet): the store still holds the txs the last block
+                # mined, so this declaration waits for the new template, as it always did. On
+                # the current tip the background refresh keeps the store fresh.
+                await self.refresh_template(tip)
             resolved, missing = await self._resolve(msg.wtxid_list)
         except JobRejected as exc:
             self._reject(s, msg.request_id, exc)

@@ -150,6 +150,17 @@ class DistributionBook:
 # -- known transactions -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedTemplate:
+    """A node template with its transactions' precomputed data and witness tree, ready for
+    :meth:`TxStore.install_template`."""
+
+    prev_hash: bytes
+    known: tuple[KnownTx, ...]
+    levels: list[bytes]  # the template's witness tree (WitnessTrees levels)
+    hashed: int
+
+
 class TxStore:
     """Transactions the server can resolve wtxids to: the node's template (fees and sigops
     exact), node mempool look-ups, and transactions clients supplied for accepted jobs. Weight,
@@ -187,12 +198,28 @@ class TxStore:
         self.by_txid[k.txid] = k
 
     def add_template(self, template: BlockTemplate, now: float) -> None:
-        known = [KnownTx.of(t.tx, fee=t.fee, sigops=t.sigops) for t in template.transactions]
-        for k in known:
-            self.add(k)
+        """Load the node's template (the server's template refresh, in two steps)."""
+        self.install_template(self.prepare_template(template), now)
+
+    def prepare_template(self, template: BlockTemplate) -> PreparedTemplate:
+        """The expensive part of loading a template -- wtxid, weight and sigop cost of every
+        transaction, and the template's witness tree -- computed without changing the store,
+        so the server can run it in a worker thread while declarations go on."""
+        known = tuple(KnownTx.of(t.tx, fee=t.fee, sigops=t.sigops) for t in template.transactions)
         # A JD client on a node with the same mempool declares these in this order.
-        self.trees.set_template([k.wtxid for k in known])
-        self.template_prev_hash = template.prev_hash
+        levels, hashed = self.trees.build_template([k.wtxid for k in known])
+        return PreparedTemplate(template.prev_hash, known, levels, hashed)
+
+    def install_template(self, prepared: PreparedTemplate, now: float) -> None:
+        """Make a prepared template current. A template on another tip than the loaded one
+        first empties the store: the txs the new block mined are gone (accepted jobs keep
+        their own references)."""
+        if self.template_prev_hash != prepared.prev_hash:
+            self.clear()
+        for k in prepared.known:
+            self.add(k)
+        self.trees.install_template(prepared.levels, prepared.hashed)
+        self.template_prev_hash = prepared.prev_hash
         self.template_at = now
 
     def get(self, wtxid: bytes) -> KnownTx | None:

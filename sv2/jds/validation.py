@@ -244,7 +244,18 @@ class WitnessTrees:
         self._recent.clear()
 
     def set_template(self, wtxids: Sequence[bytes]) -> None:
-        self.template = self._build(_leaves(wtxids), self.template)
+        self.install_template(*self.build_template(wtxids))
+
+    def build_template(self, wtxids: Sequence[bytes]) -> tuple[list[bytes], int]:
+        """The levels of the template tree over ``wtxids`` (reusing the current template's
+        where they share a prefix) and the nodes hashed, without installing them. Reads only
+        immutable state, so it may run in a worker thread while the event loop serves
+        declarations; :meth:`install_template` then swaps the result in."""
+        return _build_levels(_leaves(wtxids), self.template)
+
+    def install_template(self, levels: list[bytes], hashed: int) -> None:
+        self.template = levels
+        self.hashed_nodes += hashed
 
     def root(self, wtxids: Sequence[bytes]) -> bytes:
         leaves = _leaves(wtxids)

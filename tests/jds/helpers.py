@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -291,6 +291,26 @@ def solve_push(
         if check_pow(h.hash, REGTEST_BITS):
             return PushSolution(en, prev_hash, nonce, ntime, REGTEST_BITS, 0x20000000)
     raise AssertionError("no nonce")
+
+
+async def set_up_client(srv: JobDeclarationServer) -> JdClient:
+    """A client through SetupConnection and 0x0003/0x4003, the distribution and mode read."""
+    from sv2.messages import SetPayoutDistribution, SetSettlementMode
+
+    c = await JdClient.connect(srv.address)
+    await c.setup()
+    await c.expect(SetPayoutDistribution)
+    await c.expect(SetSettlementMode)
+    return c
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 4.0) -> None:
+    """Poll ``cond`` every 10 ms (server-side effects land asynchronously)."""
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
 
 
 async def start_server(

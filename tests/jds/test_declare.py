@@ -32,6 +32,7 @@ from tests.jds.helpers import (
     build_declaration,
     fee_tx,
     make_distribution,
+    set_up_client,
     setup_chain,
     start_server,
 )
@@ -45,11 +46,8 @@ def run(scenario: Scenario, **server_kw: Any) -> None:
             setup_chain(chain)
             node = KernelTestNode(chain)
             srv = await start_server(node, server_kw.pop("dist", None), **server_kw)
-            c = await JdClient.connect(srv.address)
+            c = await set_up_client(srv)
             try:
-                await c.setup()
-                await c.expect(SetPayoutDistribution)
-                await c.expect(SetSettlementMode)
                 await scenario(chain, node, srv, c)
             finally:
                 c.close()

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from sv2.listener import NoiseListener
 from sv2.messages import CoinbaseOutputConstraints, SetupConnection, SetupConnectionSuccess
 from sv2.tdp import TemplateProvider
 from tests.jdc.helpers import AUTHORITY_PK, ChainNode, make_distribution, setup_chain, start_server
+from tests.jds.helpers import wait_until
 from tests.tdp.helpers import TP_IDENTITY, TP_PK
 
 HANDSHAKE_TIMEOUT = 0.3
@@ -83,14 +84,6 @@ class Peer:
                 return True
 
 
-async def until(cond: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
 def closes(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
     """The logged close reasons, in order."""
     out = []
@@ -117,7 +110,7 @@ def test_both_servers_share_limits_counters_and_close_reasons(
             early = await Peer.open(srv.address, key)
             early.w.write(early.conn.send(CoinbaseOutputConstraints(0, 0)))
             assert await early.eof()
-            await until(lambda: srv.connections == 0)
+            await wait_until(lambda: srv.connections == 0)
             # Two set-up connections fill the server; a third is closed at once, no act 2.
             held = [await Peer.open(srv.address, key) for _ in range(2)]
             for p in held:
@@ -130,7 +123,7 @@ def test_both_servers_share_limits_counters_and_close_reasons(
             assert srv.connections == 2
             # One closes its side; stop() ends the other.
             held[0].w.close()
-            await until(lambda: srv.connections == 1)
+            await wait_until(lambda: srv.connections == 1)
             await srv.stop()
             assert srv.connections == 0 and not srv._tasks
             assert await held[1].eof()
