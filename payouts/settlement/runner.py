@@ -15,9 +15,10 @@ to a :class:`~payouts.service.PoolService`:
     the block's coinbase, the tree bound to that outpoint and persisted: from then on the txs
     (and a payee's exit path) are in the store, whatever the settings say later;
   * ``musig2``: the output is rebuilt from the mode's committee parameters
-    (:meth:`sv2.jds.modes.Musig2Mode.build`), also after a restart (``musig2_resolver``); the
-    signing sessions the lifecycle opens are shared with the API's MuSig2 endpoints under the
-    id ``block-<block id>``.
+    (:meth:`sv2.jds.modes.Musig2Mode.build`; ``[settlement.musig2]`` through
+    :func:`mode_from_settings`), also after a restart (``musig2_resolver``); the signing
+    sessions the lifecycle opens are shared with the API's MuSig2 endpoints under the id
+    ``block-<block id>``, and every call on them happens on the event loop's thread.
 
   A coinbase that lacks the mode's outputs is logged and left untracked (never guessed).
 - **polling**: a background task steps the lifecycle every ``[settlement] poll_interval_sec``
@@ -26,9 +27,10 @@ to a :class:`~payouts.service.PoolService`:
   store, so a restart resumes and never pays twice; cancelling the task (shutdown) between
   two store writes is safe for the same reason.
 - **operator actions** (the API's ``POST /v1/settlements/{id}/broadcast`` and ``/fallback``):
-  run the same lifecycle step under the same lock as the poller and report the node's answer to
-  each broadcast; the fallback first aborts the block's signing session, which makes the
-  lifecycle sign and send the timelocked script-path spend.
+  check their preconditions against the node first (a refused action runs no step and changes
+  nothing), then run the same lifecycle step under the same lock as the poller and report the
+  node's answer to each broadcast; the fallback aborts the block's signing session, which makes
+  the lifecycle sign and send the timelocked script-path spend.
 
 Safety: a node that does not know the newest block the store saw confirmed (not even as a stale
 block) is not on the chain those blocks were recorded on — the embedded kernel node after a
