@@ -10,9 +10,10 @@ otherwise. Cases, each the median of 3 runs, in shares per second:
   (preloaded once through ``persist_shares``, then each run adds its 200,000 on top).
 * ``re-send``: the 200,000 shares of an ``empty`` run sent again; nothing is inserted and every
   call must return an empty index.
-* PostgreSQL ``ON CONFLICT path``: the fallback used when a batch overlaps stored keys (COPY into
-  a staging table, ``INSERT … ON CONFLICT DO NOTHING``), forced for all-new batches: the write
-  path this module used before the optimistic COPY, measured in the same run.
+* PostgreSQL ``ON CONFLICT path``: the fallback used when a batch overlaps stored keys (read which
+  keys exist, COPY the others into a staging table, ``INSERT … ON CONFLICT DO NOTHING``), forced
+  for all-new batches. Staging + ``ON CONFLICT`` is how every batch was written before the
+  optimistic COPY (55,250 shares/s in docs/BENCHMARKS.md), so this is the same-run reference.
 * ``naive``: 2,000 shares, one INSERT + COMMIT each (SQLAlchemy Core): the baseline.
 
 Run: ``python -m benchmarks.bench_store`` (PostgreSQL from ``$PAYOUTS_TEST_POSTGRES_URL``, default
@@ -158,10 +159,13 @@ def bench_resend(backend: str, seed: int) -> float:
 
 
 def _on_conflict_path(engine: sa.Engine, batch: ShareBatch) -> Index:
-    """The PostgreSQL fallback (staging table + ON CONFLICT), called the way persist_shares does."""
+    """The PostgreSQL fallback, forced: validation as in persist_shares, then the key read,
+    staging COPY and ``INSERT … ON CONFLICT DO NOTHING`` it runs for an overlapping batch."""
     miner_id, difficulty, revenue, time_ms = validate_batch(batch)
-    cols = (miner_id, difficulty, revenue, time_ms)
-    return _insert_only_new(engine, batch, np.unique(miner_id), cols)
+    clean = ShareBatch(
+        batch.key, miner_id, batch.worker, difficulty, batch.job_id, revenue, time_ms
+    )
+    return _insert_only_new(engine, clean)
 
 
 def bench_on_conflict(backend: str, seed: int) -> float:

@@ -196,23 +196,23 @@ def _persist_postgresql(
     A failed COPY rolls back completely (its transaction is discarded), so falling back cannot
     write a row twice; the ids it reserved are simply never used (ids only need batch order).
     """
-    cols = (miner_id, difficulty, revenue, time_ms)
+    clean = ShareBatch(
+        batch.key, miner_id, batch.worker, difficulty, batch.job_id, revenue, time_ms
+    )
     try:
-        return _copy_all_new(engine, batch, unique_miners, cols)
+        return _copy_all_new(engine, clean, unique_miners)
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name != _KEY_CONSTRAINT:
             raise
-    return _insert_only_new(engine, batch, unique_miners, cols)
+    return _insert_only_new(engine, clean)
 
 
-def _copy_sorted(
-    cur: Any, table: str, batch: ShareBatch, unique_miners: I64, cols: tuple[I64, I64, I64, I64]
-) -> I64:
+def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64) -> I64:
     """Check the miners, reserve one id per row, and COPY the batch (binary) into ``table`` with
     the rows in ``share_key`` order; return the ids, ascending in batch order.
 
-    Python orders ``str`` by code point, which is UTF-8 byte order, i.e. the order of the
-    ``COLLATE "C"`` unique index.
+    ``batch`` holds validated int64 columns. Python orders ``str`` by code point, which is UTF-8
+    byte order, i.e. the order of the ``COLLATE "C"`` unique index.
     """
     keys = batch.key
     n = len(keys)
@@ -225,9 +225,11 @@ def _copy_sorted(
         # itemgetter with one argument returns the item itself, not a 1-tuple.
         take = operator.itemgetter(*order) if n > 1 else lambda seq: (seq[order[0]],)
         columns = [take(keys), take(batch.worker), take(batch.job_id)]
-        miner_id, difficulty, revenue, time_ms = (c[at].tolist() for c in cols)
+        miner_id, difficulty, revenue, time_ms = (
+            c[at].tolist() for c in (batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms)
+        )
         found, reserved = cur.fetchone()
-    _check_miners(set(found), unique_miners, keys, cols[0])
+    _check_miners(set(found), unique_miners, keys, batch.miner_id)
     # nextval() ran row by row in one backend, so these ascend; sorting again costs nothing.
     ids = np.sort(np.array(reserved, dtype=np.int64))
     with cur.copy(f"COPY {table} (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -248,26 +250,37 @@ def _copy_sorted(
     return ids
 
 
-def _copy_all_new(
-    engine: Engine, batch: ShareBatch, unique_miners: I64, cols: tuple[I64, I64, I64, I64]
-) -> Index:
+def _copy_all_new(engine: Engine, batch: ShareBatch, unique_miners: I64) -> Index:
     with engine.begin() as conn:
         raw: Any = conn.connection.driver_connection
         with raw.cursor() as cur:
-            _copy_sorted(cur, "shares", batch, unique_miners, cols)
+            _copy_sorted(cur, "shares", batch, unique_miners)
     return np.arange(len(batch), dtype=np.intp)
 
 
-def _insert_only_new(
-    engine: Engine, batch: ShareBatch, unique_miners: I64, cols: tuple[I64, I64, I64, I64]
-) -> Index:
+def _insert_only_new(engine: Engine, batch: ShareBatch) -> Index:
+    """The path for a batch that overlaps stored keys (a re-send, or a concurrent writer).
+
+    Stored shares are never deleted, so a key found here stays stored: those rows are dropped
+    before anything is written, and a pure re-send writes nothing at all. The rest may still
+    race a concurrent writer, which ``ON CONFLICT DO NOTHING`` settles.
+    """
+    keys = batch.key
     with engine.begin() as conn:
         fairy = conn.connection
         raw: Any = fairy.driver_connection
         with raw.cursor() as cur:
+            cur.execute("SELECT share_key FROM shares WHERE share_key = ANY(%s)", (list(keys),))
+            stored = {r[0] for r in cur.fetchall()}
+            unseen = np.flatnonzero(
+                np.fromiter((k not in stored for k in keys), dtype=bool, count=len(keys))
+            )
+            if unseen.size == 0:
+                return _EMPTY
+            rest = batch.take(unseen)
             if not fairy.info.get(_STAGE_FLAG):
                 cur.execute(_STAGE_DDL)
-            ids = _copy_sorted(cur, _STAGE, batch, unique_miners, cols)
+            ids = _copy_sorted(cur, _STAGE, rest, np.unique(rest.miner_id))
             # Key order again (same lock order as the COPY path: no deadlock between writers).
             cur.execute(
                 f"INSERT INTO shares (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM {_STAGE} "
@@ -276,8 +289,8 @@ def _insert_only_new(
             new_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
     # Only after COMMIT: a rolled-back CREATE TEMPORARY TABLE leaves no table behind.
     fairy.info[_STAGE_FLAG] = True
-    # ids ascend in batch order, so each new id's rank among them is its row index.
-    return np.sort(np.searchsorted(ids, new_ids)).astype(np.intp)
+    # ids ascend in the order of ``rest``, so each new id's rank among them is its row there.
+    return np.sort(unseen[np.searchsorted(ids, new_ids)]).astype(np.intp)
 
 
 def _persist_sqlite(
