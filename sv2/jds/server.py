@@ -2,12 +2,14 @@
 mode) with extensions 0x0003 (PR #203), 0x4002 (the PR #202 per-job adapter) and 0x4003
 (settlement modes). docs/jds.md describes the behaviour and every error code.
 
-Sockets live here and only here: each connection is a :class:`~sv2.connection.Sv2Connection`
-(sans-I/O) driven by one task that reads with timeouts, feeds bytes in and writes bytes out.
+Sockets live in :class:`~sv2.listener.NoiseListener` (shared with the Template Provider): each
+connection is a :class:`~sv2.connection.Sv2Connection` (sans-I/O) driven by one task that reads
+with timeouts, feeds bytes in and writes bytes out; this module handles what it decodes.
 Messages of one connection are handled one at a time, in order; connections only share the
 token book, the distribution book and the transaction store, all touched synchronously between
-awaits. Anything a peer does wrong ends *its* connection (or earns it an error message); no
-exception escapes a connection task.
+awaits (the background template refresh prepares a template in a worker thread and installs it
+in one synchronous step). Anything a peer does wrong ends *its* connection (or earns it an error
+message); no exception escapes a connection task.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 :class:`~payouts.node.interface.Node`: for the tests, and for miners who run a JD client without
 sv2-tp (Bitcoin Core's own Template Provider needs the multiprocess build and its IPC socket).
 
-Per connection: Noise NX as the responder (certificate signed by the authority key),
-``SetupConnection`` (protocol 2), then the client's ``CoinbaseOutputConstraints``, answered at
-once with the best template (§7: "MUST immediately reply") as a future ``NewTemplate`` plus the
-``SetNewPrevHash`` naming it. Afterwards, polling ``node.block_template()``:
+Connections are handled by :class:`~sv2.listener.NoiseListener`, the base it shares with the
+JDS (limits, handshake timeout, close reasons). Per connection: Noise NX as the responder
+(certificate signed by the authority key), ``SetupConnection`` (protocol 2), then the client's
+``CoinbaseOutputConstraints``, answered at once with the best template (§7: "MUST immediately
+reply") as a future ``NewTemplate`` plus the ``SetNewPrevHash`` naming it. Afterwards, polling
+``node.block_template()``:
 
 - new tip: a future ``NewTemplate`` and its ``SetNewPrevHash`` (§7.3: the client activates it);
 - more revenue on the same tip: a ``NewTemplate`` with ``future_template`` unset (§7: "SHOULD
