@@ -10,13 +10,15 @@ Write paths (the speed targets are ≥100k shares/s on PostgreSQL, ≥50k/s on S
 10k). PostgreSQL, optimistic path: reserve one id per row from the ``shares`` sequence, then
 ``COPY`` the batch (binary) straight into ``shares`` with explicit ids and the rows sorted by
 ``share_key``, and COMMIT. Only when that COPY hits the ``share_key`` unique index (a re-sent or
-overlapping batch) does it fall back to ``COPY`` into a temporary staging table +
-``INSERT … ON CONFLICT (share_key) DO NOTHING RETURNING id``. SQLite takes the write lock up
+overlapping batch) does it roll back and fall back: read which keys are stored, ``COPY`` the
+others into a temporary staging table, ``INSERT … ON CONFLICT (share_key) DO NOTHING RETURNING
+id`` (a pure re-send thus writes nothing). SQLite takes the write lock up
 front (``BEGIN IMMEDIATE``), reads which keys exist, and ``executemany``-inserts the rest; holding
 the lock makes that read exact.
 
-Why this shape (measured on PostgreSQL 15, random keys, 10k-row batches, server CPU per batch):
-the unique btree insert on random keys is the dominant cost (memory stalls in ``_bt_compare``,
+Why this shape (measured on PostgreSQL 15, random keys, 10k-row batches, backend CPU per batch
+about halved against staging + ``ON CONFLICT`` for every batch): the unique btree insert on
+random keys is the dominant cost (memory stalls in ``_bt_compare``,
 ~55% of the backend's CPU); ``ON CONFLICT`` adds a second full index descent per row
 (``ExecCheckIndexConstraints``) plus a speculative-insertion lock and confirm record, and
 ``INSERT … SELECT`` writes one heap WAL record per row where ``COPY`` writes one per page.
