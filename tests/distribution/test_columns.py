@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from payouts.distribution.amounts import PayoutResult, compute_outputs
@@ -19,6 +19,7 @@ from payouts.distribution.fitting import (
     CandidateColumns,
     FittedDistribution,
     fit_distribution,
+    weight_shift,
 )
 from payouts.distribution.model import (
     MAX_MONEY,
@@ -59,8 +60,8 @@ def _templates(i: int) -> list[bytes]:
 scripts = st.builds(lambda i, k: _templates(i)[k], st.integers(0, 2**20),
                     st.integers(0, len(_templates(0)) - 1))
 # small values collide (ties in the ranking); large ones force the U64 scaling shift
-weights = st.one_of(st.just(0), st.integers(1, 5), st.integers(0, 10**12),
-                    st.integers(2**60, 2**100))
+small_weights = st.one_of(st.just(0), st.integers(1, 5), st.integers(0, 10**12))
+any_weights = st.one_of(small_weights, st.integers(2**60, 2**100))
 owed_values = st.one_of(st.just(0), st.just(0), st.integers(1, 3),
                         st.integers(0, 10**9), st.just(MAX_MONEY))
 
@@ -68,10 +69,13 @@ owed_values = st.one_of(st.just(0), st.just(0), st.integers(1, 3),
 @st.composite
 def candidate_lists(draw: st.DrawFn) -> list[Candidate]:
     n = draw(st.integers(0, 40))
-    accounts = draw(st.lists(st.text("abc", min_size=1, max_size=3), min_size=n, max_size=n,
-                             unique=draw(st.booleans()) or n == 0))
+    # unique names in a random order (the ranking breaks ties by name), now and then a repeat
+    accounts = draw(st.permutations([f"m{i}" for i in range(n)]))
+    if n > 1 and draw(st.integers(0, 9)) == 5:
+        accounts[draw(st.integers(1, n - 1))] = accounts[0]
+    weights = draw(st.sampled_from([small_weights, any_weights]))
     cands = [Candidate(a, draw(scripts), draw(weights), draw(owed_values)) for a in accounts]
-    if cands and draw(st.integers(0, 20)) == 0:  # now and then a bad row
+    if cands and draw(st.integers(0, 20)) == 10:  # now and then a bad row
         i = draw(st.integers(0, len(cands) - 1))
         bad = draw(st.sampled_from(["weight", "owed", "too-much"]))
         value = {"weight": -1, "owed": -5, "too-much": MAX_MONEY + 1}[bad]
@@ -80,8 +84,21 @@ def candidate_lists(draw: st.DrawFn) -> list[Candidate]:
     return cands
 
 
-extras = st.lists(st.builds(AdditionalOutput, scripts, st.one_of(st.integers(0, 10**6),
-                                                                  st.just(-1))), max_size=3)
+def rarely(common: st.SearchStrategy[int], rare: st.SearchStrategy[int]) -> st.SearchStrategy[int]:
+    """``rare`` about one time in twenty (hypothesis favours the ends of a range, so the rare
+    case sits in its middle): invalid values must not crowd out the fitted cases."""
+    return st.integers(0, 19).flatmap(lambda k: rare if k == 10 else common)
+
+
+extras = st.one_of(st.just([]), st.lists(st.builds(
+    AdditionalOutput, scripts, rarely(st.integers(0, 10**6), st.just(-1))), max_size=3))
+revenues = rarely(st.one_of(st.integers(1, 10**9), st.integers(MAX_MONEY - 10, 2**70)),
+                  st.integers(-5, 0))
+budgets = st.builds(Budget, st.one_of(st.integers(0, 2500), st.integers(100, 2500)),
+                    st.one_of(st.integers(0, 200), st.integers(8, 200)))
+fees = rarely(st.one_of(st.integers(0, 9_999), st.sampled_from([0, 200, 9_999])),
+              st.just(10_000))
+ids = rarely(st.sampled_from([0, 1, U64_MAX]), st.just(U64_MAX + 1))
 
 
 def _outcome(fn: object, *args: object, **kwargs: object) -> object:
@@ -107,15 +124,8 @@ def _result_view(r: object) -> object:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    candidate_lists(),
-    st.one_of(st.integers(1, 10**9), st.integers(MAX_MONEY - 10, 2**70), st.integers(-5, 0)),
-    st.builds(Budget, st.integers(0, 2500), st.integers(0, 60)),
-    st.one_of(st.integers(0, 9_999), st.sampled_from([0, 200, 9_999, 10_000])),
-    extras,
-    st.sampled_from([1, 0, U64_MAX, U64_MAX + 1]),
-    st.sampled_from([POOL, _templates(7)[3], _templates(1)[10]]),
-)
+@given(candidate_lists(), revenues, budgets, fees, extras, ids,
+       st.sampled_from([POOL, POOL, POOL, _templates(7)[3], _templates(1)[10]]))
 @example([Candidate("a", _templates(1)[1], 2**90, 10**9)], 10**8, Budget(1000, 40), 9_999, [],
          1, POOL)
 def test_fit_and_amounts_equal_the_reference(
@@ -130,7 +140,11 @@ def test_fit_and_amounts_equal_the_reference(
     as_columns = _outcome(fit_distribution, dist_id, pool, CandidateColumns.of(cands), **kw)
     assert _fitted_view(as_columns) == _fitted_view(ref)
     if not isinstance(fast, FittedDistribution):
+        event(f"rejected: {fast[1]}")  # type: ignore[index]
         return
+    shifted = weight_shift(sum(c.weight for c in cands)) > 0
+    event(f"fitted: {min(len(fast.distribution.payouts), 3)}+ payees, "
+          f"{min(len(fast.dropped), 3)}+ dropped, scaled {shifted}")
     assert isinstance(ref, FittedDistribution)
     for t in (revenue, 1, 546, 10**8 + 7, MAX_MONEY, MAX_MONEY + 1):
         want = _result_view(_outcome(reference_outputs, ref.distribution, t))
