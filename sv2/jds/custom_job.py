@@ -57,6 +57,12 @@ from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 from sv2.jds.server import DeclaredJob
 from sv2.jds.state import DistributionBook
+from sv2.jds.version_bits import (
+    BIP320_VERSION_ROLLING_BITS,
+    BIP323_GENERAL_PURPOSE_BITS,
+    VERSION_FIXED_BITS,
+    version_matches,
+)
 from sv2.messages.mining import (
     SetCustomMiningJob,
     SetCustomMiningJobError,
@@ -64,12 +70,6 @@ from sv2.messages.mining import (
 )
 from sv2.messages.payouts import distribution_id_of
 
-# §5.3.18 SetCustomMiningJob.version: "The general purpose bits (as specified in BIP323) can be
-# freely manipulated by the downstream node". BIP323 gives bits 5-28 (24 bits, §5.1) to general
-# use; BIP320's older 16-bit mask (bits 13-28, what ASICs roll) lies inside it.
-BIP323_GENERAL_PURPOSE_BITS = 0x1FFFFFE0
-BIP320_VERSION_ROLLING_BITS = 0x1FFFE000
-VERSION_FIXED_BITS = 0xFFFFFFFF & ~BIP323_GENERAL_PURPOSE_BITS  # must equal the declaration's
 MAX_COINBASE_PREFIX = 8  # §5.3.18: "Up to 8 bytes"
 INVALID_PARAM = "invalid-job-param-value-"
 
@@ -104,7 +104,7 @@ def check_custom_job(
         raise CustomJobRejected(param_error("prev_hash"), "not the declared job's tip")
     if msg.nbits != job.bits:
         raise CustomJobRejected(param_error("nbits"))
-    if (msg.version ^ job.version) & VERSION_FIXED_BITS:
+    if not version_matches(job.version, msg.version):
         raise CustomJobRejected(
             param_error("version"),
             f"{msg.version:#010x} differs from the declared {job.version:#010x} outside the "

@@ -56,6 +56,7 @@ from sv2.jds.validation import (
     parse_declared_coinbase,
     validate_declaration,
 )
+from sv2.jds.version_bits import version_matches
 from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
 from sv2.messages.common import (
@@ -840,6 +841,18 @@ class JobDeclarationServer(NoiseListener[_Session]):
             return
         if len(msg.extranonce) != job.coinbase.extranonce_size:
             self._count("solution-bad-extranonce", s)
+            return
+        if not version_matches(job.version, msg.version):
+            # The miner may roll the BIP323 general-purpose bits only (sv2-spec §5.3.18, the
+            # same rule as SetCustomMiningJob): other bits are not the job that was declared.
+            self._count("solution-bad-version", s)
+            log.info(
+                "JDS connection %d: PushSolution version %#010x differs from the declared "
+                "%#010x outside the BIP323 general-purpose bits",
+                s.id,
+                msg.version,
+                job.version,
+            )
             return
         raw_cb = job.coinbase.with_extranonce(msg.extranonce)
         coinbase = Tx.parse(raw_cb)

@@ -280,16 +280,21 @@ def build_declaration(
 
 
 def solve_push(
-    decl: Declaration, prev_hash: bytes, ntime: int, extranonce: bytes | None = None
+    decl: Declaration,
+    prev_hash: bytes,
+    ntime: int,
+    extranonce: bytes | None = None,
+    version: int = 0x20000000,
 ) -> PushSolution:
-    """What the miner finds: grind a nonce for the declared job (regtest target)."""
+    """What the miner finds: grind a nonce for the declared job (regtest target), with the
+    header ``version`` (the declared 0x20000000 unless a test rolls or breaks it)."""
     en = extranonce if extranonce is not None else os.urandom(decl.extranonce_size)
     cb = Tx.parse(decl.prefix + en + decl.suffix)
     root = merkle_root([cb.txid, *(t.txid for t in decl.txs)])
     for nonce in range(1 << 20):
-        h = BlockHeader(0x20000000, prev_hash, root, ntime, REGTEST_BITS, nonce)
+        h = BlockHeader(version, prev_hash, root, ntime, REGTEST_BITS, nonce)
         if check_pow(h.hash, REGTEST_BITS):
-            return PushSolution(en, prev_hash, nonce, ntime, REGTEST_BITS, 0x20000000)
+            return PushSolution(en, prev_hash, nonce, ntime, REGTEST_BITS, version)
     raise AssertionError("no nonce")
 
 

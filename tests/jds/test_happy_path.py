@@ -8,6 +8,7 @@ import asyncio
 
 from payouts.node.kernel_chain import KernelChain
 from sv2.jds import FoundBlock, SettlementMode, distribution_from_message
+from sv2.jds.version_bits import BIP323_GENERAL_PURPOSE_BITS
 from sv2.messages import (
     DeclareMiningJobSuccess,
     ProvideMissingTransactions,
@@ -25,6 +26,7 @@ from tests.jds.helpers import (
     setup_chain,
     solve_push,
     start_server,
+    wait_until,
 )
 
 
@@ -106,6 +108,48 @@ def test_publish_pushes_to_negotiated_clients_only() -> None:
             finally:
                 a.close()
                 b.close()
+                await srv.stop()
+
+    asyncio.run(main())
+
+
+def test_push_solution_version_outside_bip323_bits_is_not_submitted() -> None:
+    """PushSolution.version may differ from DeclareMiningJob.version in the BIP323
+    general-purpose bits only (sv2-spec §5.3.18, as SetCustomMiningJob): a flipped BIP9 signal
+    bit or other top bits are counted and logged, nothing reaches the node; a version rolled
+    over every general-purpose bit gives a block the kernel accepts."""
+
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            node = KernelTestNode(chain)
+            found: list[FoundBlock] = []
+            srv = await start_server(node, make_distribution(1), on_block=found.append)
+            c = await JdClient.connect(srv.address)
+            try:
+                await c.setup()
+                d = distribution_from_message(await c.expect(SetPayoutDistribution))
+                await c.expect(SetSettlementMode)
+                tok = await c.token()
+                decl = build_declaration(d, chain)
+                c.send(decl.message(tok.mining_job_token))  # declares version 0x20000000
+                ok = await c.expect(DeclareMiningJobSuccess)
+                job = srv.declared_job(ok.new_mining_job_token)
+                assert job is not None and job.version == 0x20000000
+                tip = await node.tip()
+                bad_versions = (0x20000001, 0x20000010, 0x40000000, 0x60000000)
+                for n, version in enumerate(bad_versions, 1):
+                    c.send(solve_push(decl, tip.block_hash, tip.time + 1, version=version))
+                    await wait_until(lambda n=n: srv.stats.get("solution-bad-version") == n)
+                assert node.submitted == [] and not found and chain.tip_hash == tip.block_hash
+                rolled = 0x20000000 | BIP323_GENERAL_PURPOSE_BITS
+                c.send(solve_push(decl, tip.block_hash, tip.time + 1, version=rolled))
+                await wait_until(lambda: bool(found))
+                assert chain.tip_hash == found[0].block_hash
+                assert chain.blocks[-1].header.version == rolled
+                assert srv.stats["solution-bad-version"] == len(bad_versions)
+            finally:
+                c.close()
                 await srv.stop()
 
     asyncio.run(main())
