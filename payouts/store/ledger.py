@@ -180,12 +180,18 @@ _hot = _HotReads()
 def _hot_connection(engine: Engine) -> Any:
     if _hot.conn is not None and _hot.engine is engine:
         return _hot.conn
+    if _hot.conn is not None:  # this thread moved to another engine: close, don't pool, the old
+        with contextlib.suppress(Exception):
+            _hot.conn.close()
     raw = engine.raw_connection()
     driver: Any = raw.driver_connection
+    # Out of the pool for good: its autocommit mode must never reach a caller that checks a
+    # connection out for a transaction (LOCK TABLE needs one); we close it ourselves.
+    raw.detach()
     if engine.dialect.name == "postgresql":
         driver.autocommit = True
-    _hot.conn, _hot.engine = raw, engine
-    return raw
+    _hot.conn, _hot.engine = driver, engine
+    return driver
 
 
 def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None:
@@ -207,7 +213,7 @@ def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None
             # A dropped connection (server restart): forget it and try once on a fresh one.
             _hot.conn = None
             with contextlib.suppress(Exception):  # the connection is gone either way
-                conn.invalidate()
+                conn.close()
             if attempt:
                 raise
     return None if row is None else (int(row[0]), bytes(row[1]), int(row[2]))

@@ -208,3 +208,23 @@ def test_miner_balance_hot_read_sees_each_commit(engine: Engine) -> None:
     # or PostgreSQL's snapshot).
     register_miner(engine, "b", SCRIPT)
     assert miner_balance(engine, "b") is not None
+
+
+def test_miner_balance_connection_never_returns_to_the_pool(engine: Engine) -> None:
+    """Regression: the hot read's autocommit connection went back to the pool when the thread
+    moved to another engine, and the next transaction on it ran outside a transaction block
+    (PostgreSQL: "LOCK TABLE can only be used in transaction blocks")."""
+    from payouts.store.engine import make_engine
+    from payouts.store.ledger import miner_balance
+
+    register_miner(engine, "a", SCRIPT)
+    assert miner_balance(engine, "a") is not None
+    other = make_engine(engine.url)
+    try:
+        assert miner_balance(other, "a") is not None  # the first engine's connection is closed
+    finally:
+        other.dispose()
+    for i in range(1, 8):  # every pooled connection runs real transactions (LOCK TABLE on PG)
+        save_distribution(engine, i, BODY)
+    assert last_distribution_id(engine) == 7
+    assert miner_balance(engine, "a") is not None
