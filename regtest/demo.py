@@ -204,7 +204,9 @@ class Demo:
         host, port = server.address
         self.say(f"JD server listening on {host}:{port} (Noise NX, extensions 0x0003, 0x4003)")
         try:
-            async with JobDeclarationClient(host, port, xonly_pubkey(authority_sk)) as client:
+            async with JobDeclarationClient(
+                host, port, xonly_pubkey(authority_sk), node=self.node
+            ) as client:
                 c = client.constraints
                 assert c is not None and client.distribution is not None
                 self.say(

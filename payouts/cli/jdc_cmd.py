@@ -164,6 +164,7 @@ async def _run(
         progress=_progress,
         on_fallback=fallbacks.append,
         on_constraints=tp.on_constraints if tp is not None else None,
+        node=node,  # asked whether CTV is enforced before a ctv coinbase (none with --tp)
     )
     async with client:
         if client.constraints is not None:

@@ -56,7 +56,7 @@ from sv2.jdc.fallback import OnFallback
 from sv2.jdc.jobs import DEFAULT_EXTRANONCE_SIZE, DEFAULT_TAG
 from sv2.jdc.session import Progress
 from sv2.jdc.solutions import SolutionPushing
-from sv2.jds.modes import ExpectedOutputs, SettlementMode
+from sv2.jds.modes import DeploymentInfo, ExpectedOutputs, SettlementMode
 from sv2.messages.base import Message
 from sv2.messages.common import (
     JD_FLAG_DECLARE_TX_DATA,
@@ -96,7 +96,11 @@ class JobDeclarationClient(Declaring, SolutionPushing):
     encrypted but unauthenticated -- only for tests). ``extensions``: requested in order;
     0x4003 needs 0x0003. ``expected_outputs``: the same callable the server was given for
     modes without a built-in rule (musig2). ``budget``: refuse to build a coinbase whose
-    payout outputs exceed it (the constraints the TP got).
+    payout outputs exceed it (the constraints the TP got). ``node``: the miner's own node,
+    asked before each declaration in a mode that needs CTV (``ctv``, musig2 with the CTV leaf)
+    whether BIP-119 is enforced; if it is not, or there is no node to ask, the client builds
+    no such coinbase and falls back with ``ctv-not-active`` (ARCHITECTURE invariant 4: a CTV
+    output is anyone-can-spend on a chain that does not enforce it).
     """
 
     def __init__(
@@ -118,8 +122,11 @@ class JobDeclarationClient(Declaring, SolutionPushing):
         on_constraints: OnConstraints | None = None,
         progress: Progress | None = None,
         vendor: str = "payouts-jdc",
+        node: DeploymentInfo | None = None,
     ) -> None:
         super().__init__(host, port, authority_pubkey, timeout=timeout, progress=progress)
+        self.node = node
+        self.ctv_active: bool | None = None  # the node's last answer (None: not asked)
         self.requested_extensions = tuple(dict.fromkeys(extensions))
         self.user_identifier = user_identifier
         self.distribution_timeout = distribution_timeout

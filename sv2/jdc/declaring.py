@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from payouts.distribution.fitting import Budget
 from payouts.distribution.model import Distribution, TxOut
 from payouts.errors import ValidationError
+from payouts.settlement.ctv import CtvNotActiveError
 from sv2.jdc.distributions import DistributionState
 from sv2.jdc.errors import JdcConnectionLost, JdcError, JdcTimeout
 from sv2.jdc.fallback import FallbackHandling
@@ -22,7 +23,13 @@ from sv2.jdc.jobs import (
     parse_output_vector,
 )
 from sv2.jdc.template import JobTemplate
-from sv2.jds.modes import ExpectedOutputs
+from sv2.jds.modes import (
+    DeploymentInfo,
+    ExpectedOutputs,
+    SettlementMode,
+    check_ctv_for,
+    ctv_active_on,
+)
 from sv2.messages.job_declaration import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,
@@ -81,6 +88,8 @@ class Declaring(DistributionState, FallbackHandling):
     expected_outputs: ExpectedOutputs | None
     budget: Budget | None
     max_redeclare: int
+    node: DeploymentInfo | None
+    ctv_active: bool | None
     _outstanding: dict[int, _Outstanding]
 
     async def allocate_token(self) -> AllocateMiningJobTokenSuccess:
@@ -109,10 +118,13 @@ class Declaring(DistributionState, FallbackHandling):
             d = distribution or self.distribution
             if d is None:
                 raise JdcError("no distribution to build a coinbase from", code="no-distribution")
+            mode = self.mode_for(d.distribution_id)
+            # The node's answer from declare_job (:meth:`_ask_ctv`); None: never asked.
+            check_ctv_for(mode, self.ctv_active, "the JD client")
             return build_job_coinbase(
                 d,
                 template,
-                self.mode_for(d.distribution_id),
+                mode,
                 expected_outputs=self.expected_outputs,
                 budget=self.budget,
                 extranonce_size=self.extranonce_size,
@@ -133,6 +145,19 @@ class Declaring(DistributionState, FallbackHandling):
             extranonce_size=self.extranonce_size,
             tag=self.tag,
         )
+
+    async def _ask_ctv(self, distribution: Distribution | None) -> None:
+        """Before a coinbase in a mode that needs CTV: ask the own node again (its answer is
+        also what :meth:`build_coinbase` checks) and refuse before any token is allocated.
+        Other modes ask nothing."""
+        d = distribution or self.distribution
+        if EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated or d is None:
+            return
+        mode: SettlementMode = self.mode_for(d.distribution_id)
+        if mode.needs_ctv:
+            answer = await ctv_active_on(self.node)
+            self.ctv_active = None if answer is None else answer is True
+            check_ctv_for(mode, self.ctv_active, "the JD client")
 
     async def _declare_once(
         self, template: JobTemplate, token: bytes, coinbase: JobCoinbase
@@ -200,6 +225,7 @@ class Declaring(DistributionState, FallbackHandling):
             attempts += 1
             coinbase: JobCoinbase | None = None
             try:
+                await self._ask_ctv(dist)
                 alloc = await self.allocate_token()
                 coinbase = self.build_coinbase(
                     template, dist, token_outputs=alloc.coinbase_tx_outputs
@@ -208,6 +234,12 @@ class Declaring(DistributionState, FallbackHandling):
             except JdcTimeout as exc:
                 raise await self._give_up(
                     "timeout", exc.message, template, coinbase, attempts
+                ) from None
+            except CtvNotActiveError as exc:
+                # The pool settles in a mode this miner's chain cannot enforce: no such
+                # coinbase is built or declared; mine elsewhere (sv2-spec §6.4.5).
+                raise await self._give_up(
+                    exc.code, exc.message, template, coinbase, attempts
                 ) from None
             except ValidationError as exc:
                 # This client cannot build a coinbase for the pool's rule (budget, mode, T).

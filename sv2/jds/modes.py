@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.model import Distribution, TxOut
 from payouts.errors import ValidationError
-from payouts.settlement.ctv import CtvParams, build_ctv_fanout
+from payouts.settlement.ctv import CtvNotActiveError, CtvParams, build_ctv_fanout
 from payouts.settlement.musig2.output import (
     Committee,
     Musig2Output,
@@ -97,6 +97,13 @@ class SettlementMode:
         if self.name == "musig2" and self.musig2 is None:
             raise ValidationError("the musig2 mode needs its committee parameters")
 
+    @property
+    def needs_ctv(self) -> bool:
+        """Whether this mode's coinbase output relies on BIP-119 being enforced: a ``ctv``
+        commitment, or a ``musig2`` output with the CTV exit leaf. Without CTV both are
+        spendable by anyone who knows the distribution (ARCHITECTURE invariant 4)."""
+        return self.name == "ctv" or (self.musig2 is not None and self.musig2.ctv_leaf)
+
     def to_message(self, distribution_id: int) -> SetSettlementMode:
         """The 0x4003 announcement for ``distribution_id``; unused fields are zero/empty."""
         c = self.ctv if self.name == "ctv" else None
@@ -153,6 +160,44 @@ class SettlementMode:
 
 
 ExpectedOutputs = Callable[[SettlementMode, Distribution, int], Sequence[TxOut]]
+
+CTV_DEPLOYMENT = "checktemplateverify"  # the getdeploymentinfo name Bitcoin Inquisition uses
+
+
+class DeploymentInfo(Protocol):
+    """The part of :class:`payouts.node.interface.Node` that says which soft forks the chain
+    enforces (``getdeploymentinfo``; the kernel node reports CTV inactive: it does not enforce
+    BIP-119)."""
+
+    async def deployment_active(self, name: str) -> bool: ...
+
+
+def check_ctv_for(mode: SettlementMode, ctv_active: bool | None, who: str) -> None:
+    """Raise :class:`~payouts.settlement.ctv.CtvNotActiveError` (``ctv-not-active``) when
+    ``mode`` needs CTV (:attr:`SettlementMode.needs_ctv`) and ``ctv_active`` is not exactly
+    True (False: the node said so; None: nobody asked a node). ``who`` names the refusing
+    side in the message."""
+    if not mode.needs_ctv or ctv_active is True:
+        return
+    what = "a ctv settlement" if mode.name == "ctv" else "a musig2 output with the CTV leaf"
+    why = (
+        "its node does not report BIP-119 checktemplateverify active"
+        if ctv_active is False
+        else "it has no node to ask whether BIP-119 checktemplateverify is active"
+    )
+    raise CtvNotActiveError(
+        f"{who} refuses {what}: {why}; without CTV a '<32B> OP_CHECKTEMPLATEVERIFY' output is "
+        "anyone-can-spend (OP_NOP4), and so is a CTV tapleaf (use a chain that enforces CTV, "
+        "e.g. Bitcoin Inquisition regtest/signet)"
+    )
+
+
+async def ctv_active_on(node: DeploymentInfo | None) -> bool | None:
+    """``node.deployment_active("checktemplateverify")`` (what the demo and the settlement
+    runner ask too), or None without a node."""
+    if node is None:
+        return None
+    return await node.deployment_active(CTV_DEPLOYMENT)
 
 
 def default_expected_outputs(

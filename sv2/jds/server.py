@@ -43,7 +43,14 @@ from sv2.connection import (
 )
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
-from sv2.jds.modes import ExpectedOutputs, Musig2Mode, SettlementMode, default_expected_outputs
+from sv2.jds.modes import (
+    ExpectedOutputs,
+    Musig2Mode,
+    SettlementMode,
+    check_ctv_for,
+    ctv_active_on,
+    default_expected_outputs,
+)
 from sv2.jds.state import DistributionBook, Published, TxStore, distribution_message
 from sv2.jds.tokens import TokenBook, TokenRecord
 from sv2.jds.validation import (
@@ -246,6 +253,8 @@ class JobDeclarationServer(NoiseListener[_Session]):
         self.found_blocks: list[FoundBlock] = []
         self._template_lock = asyncio.Lock()
         self._halving = HALVING_INTERVAL_MAINNET
+        # The node's answer to "is BIP-119 enforced?", asked in start(); None before.
+        self.ctv_active: bool | None = None
 
     # -- construction from settings -----------------------------------------------------------
 
@@ -302,6 +311,13 @@ class JobDeclarationServer(NoiseListener[_Session]):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Ask the node whether CTV is enforced, publish the first distribution, listen.
+
+        Raises :class:`~payouts.settlement.ctv.CtvNotActiveError` (nothing listens, nothing
+        published) when the default mode or a distribution published before ``start`` needs
+        CTV (``ctv``, or ``musig2`` with the CTV leaf) and the node does not report
+        ``checktemplateverify`` active: there a CTV output is anyone-can-spend (ARCHITECTURE
+        invariant 4). Bitcoin Core and the kernel node report it inactive."""
         if self._server is not None:
             raise RuntimeError("already started")
         self._halving = (
@@ -309,6 +325,11 @@ class JobDeclarationServer(NoiseListener[_Session]):
             if getattr(self.node, "network", "") == "regtest"
             else HALVING_INTERVAL_MAINNET
         )
+        self.ctv_active = await ctv_active_on(self.node) is True
+        for p in (self.book.current, self.book.previous):
+            if p is not None:
+                self._check_ctv(p.mode)
+        self._check_ctv(self.default_mode)
         src = self._source
         initial = src() if callable(src) else src
         if initial is not None and self.book.current is None:
@@ -318,6 +339,11 @@ class JobDeclarationServer(NoiseListener[_Session]):
         await self._listen()
         if self.limits.template_refresh > 0:
             self._spawn(self._template_loop())
+
+    def _check_ctv(self, mode: SettlementMode) -> None:
+        # Before start() nobody asked the node yet: start() checks what was published.
+        if self.ctv_active is not None:
+            check_ctv_for(mode, self.ctv_active, "the JD server")
 
     def _count(self, key: str, s: _Session | None = None) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -341,11 +367,14 @@ class JobDeclarationServer(NoiseListener[_Session]):
         """Make ``distribution`` current and push it (SetPayoutDistribution, then
         SetSettlementMode) to every client that negotiated 0x0003 (PR #203 §3.1).
         ``settlement=True`` after a found block: no grace window for earlier distributions
-        (PR #203 §10)."""
+        (PR #203 §10). A mode that needs CTV on a node without it raises
+        :class:`~payouts.settlement.ctv.CtvNotActiveError` and publishes nothing (before
+        :meth:`start`, which asks the node, :meth:`start` refuses instead)."""
         fitted = distribution if isinstance(distribution, FittedDistribution) else None
         d = fitted.distribution if fitted is not None else distribution
         assert isinstance(d, Distribution)
         m = mode or self.default_mode
+        self._check_ctv(m)
         self.book.publish(Published(d, fitted, m, self.clock(), settlement))
         for s in list(self._peers.values()):
             if EXT_NON_CUSTODIAL_PAYOUTS in s.negotiated:

@@ -11,7 +11,7 @@ import pytest
 
 from payouts.distribution.amounts import compute_outputs
 from payouts.node.kernel_chain import KernelChain
-from payouts.settlement.ctv import CtvParams
+from payouts.settlement.ctv import CtvNotActiveError, CtvParams
 from payouts.tx.block import Block
 from sv2.connection import HandshakeFailed
 from sv2.jdc import (
@@ -37,6 +37,7 @@ from tests.jdc.helpers import (
     setup_chain,
     start_server,
 )
+from tests.jds.helpers import CtvClaimingKernelNode
 
 Scenario = Callable[[KernelChain, ChainNode, ChainNode], Awaitable[None]]
 
@@ -120,11 +121,14 @@ def test_client_and_server_outputs_byte_identical(mode: SettlementMode) -> None:
     """Invariant 3 per settlement mode: the server's expected outputs for (distribution, T) are
     the client's payout outputs, byte for byte, and the server accepts the declaration."""
 
-    async def scenario(chain: KernelChain, srv_node: ChainNode, cli_node: ChainNode) -> None:
+    async def scenario(chain: KernelChain, _srv: ChainNode, _cli: ChainNode) -> None:
+        # Both nodes claim CTV so the ctv mode runs at all; the kernel does not enforce CTV,
+        # so this checks byte identity and the block, not a fan-out's enforcement.
+        srv_node, cli_node = CtvClaimingKernelNode(chain), CtvClaimingKernelNode(chain)
         dist = make_distribution(3, payees=9)
         srv = await start_server(srv_node, dist, mode=mode)
         try:
-            async with client_for(srv) as c:
+            async with client_for(srv, node=cli_node) as c:
                 assert c.mode_for(3) == mode  # SetSettlementMode round-tripped
                 template = JobTemplate.from_block_template(await cli_node.block_template())
                 job = await c.declare_job(template)
@@ -196,6 +200,47 @@ def test_distribution_update_mid_session_stale_then_redeclare() -> None:
         finally:
             await srv.stop()
         assert chain.tip_hash == found.block_hash
+
+    run(scenario, mature=False)
+
+
+@pytest.mark.parametrize("own_node", ["kernel", "none"])
+def test_ctv_mode_refused_when_the_own_node_does_not_enforce_ctv(own_node: str) -> None:
+    """ARCHITECTURE invariant 4 on the miner's side: the pool (its node claims CTV) settles in
+    ctv mode, but the client's own node does not report checktemplateverify active (the
+    kernel), or the client has no node to ask: no ctv coinbase is built, no token is even
+    allocated, the fallback fires with ``ctv-not-active``. A coinbase-mode distribution that
+    follows is declared as usual."""
+
+    async def scenario(chain: KernelChain, _srv: ChainNode, cli_node: ChainNode) -> None:
+        srv = await start_server(
+            CtvClaimingKernelNode(chain),
+            make_distribution(1),
+            mode=SettlementMode("ctv", CtvParams(arity=4, fee_rate=1)),
+        )
+        events: list[FallbackEvent] = []
+        node = cli_node if own_node == "kernel" else None
+        try:
+            async with client_for(srv, node=node, on_fallback=events.append) as c:
+                assert c.mode_for(1).name == "ctv"
+                template = JobTemplate.from_block_template(await cli_node.block_template())
+                with pytest.raises(DeclarationRejected) as info:
+                    await c.declare_job(template)
+                ev = info.value.event
+                assert ev.code == "ctv-not-active" and events == [ev] and ev.coinbase is None
+                assert ("does not report" if node else "no node to ask") in ev.details
+                assert c.ctv_active is (False if node else None)
+                # Refused before any request: the server saw no token request, no job.
+                assert len(srv.tokens) == 0
+                assert not any(k.startswith("declare") for k in srv.stats)
+                with pytest.raises(CtvNotActiveError):
+                    c.build_coinbase(template)  # the sync builder refuses as well
+                srv.publish(make_distribution(2), mode=SettlementMode("coinbase"))
+                await c.wait_for_distribution(after=1)
+                job = await c.declare_job(template)
+                assert job.mode == "coinbase" and job.distribution_id == 2
+        finally:
+            await srv.stop()
 
     run(scenario, mature=False)
 

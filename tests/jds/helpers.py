@@ -22,6 +22,7 @@ from payouts.tx.transaction import OutPoint, Tx, TxIn
 from sv2.authority import authority_public_key
 from sv2.connection import HandshakeComplete, Sv2Connection
 from sv2.jds import JdsLimits, JobDeclarationServer
+from sv2.jds.modes import CTV_DEPLOYMENT
 from sv2.messages import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,
@@ -129,10 +130,26 @@ class KernelTestNode:
         return tx.txid
 
     async def deployment_active(self, name: str) -> bool:
+        """Nothing is reported active, above all not CTV (the kernel has no BIP-119 flag), so
+        a ctv-mode JDS or JDC refuses to run on it, as on
+        :class:`~payouts.node.kernel.KernelNode`."""
         return False
 
     async def network_difficulty(self) -> int:
         return 1
+
+
+class CtvClaimingKernelNode(KernelTestNode):
+    """A :class:`KernelTestNode` that CLAIMS ``checktemplateverify`` is active, for tests of
+    the ctv mode's codec and declaration validation only.
+
+    The kernel does NOT enforce CTV: libbitcoinkernel has no BIP-119 flag, OP_CTV runs as
+    OP_NOP4, so a block it accepts shows the block is valid, not that a fan-out spend would be
+    held to its template. Tests of CTV enforcement itself run on Bitcoin Inquisition
+    (tests/node/test_ctv_inquisition.py)."""
+
+    async def deployment_active(self, name: str) -> bool:
+        return name == CTV_DEPLOYMENT or await super().deployment_active(name)
 
 
 def spend_coinbase(chain: KernelChain, height: int, outputs: Sequence[TxOut]) -> Tx:

@@ -5,6 +5,7 @@ wire fields alone."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +13,10 @@ from payouts.crypto.musig2 import individual_pubkey, key_sort
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.errors import ValidationError
 from payouts.node.kernel_chain import KernelChain
-from payouts.settlement.ctv import CtvParams, build_ctv_fanout
+from payouts.settings import Settings
+from payouts.settlement.ctv import CtvNotActiveError, CtvParams, build_ctv_fanout
 from payouts.tx.hashes import sha256
-from sv2.jds import Musig2Mode, SettlementMode, distribution_from_message
+from sv2.jds import JobDeclarationServer, Musig2Mode, SettlementMode, distribution_from_message
 from sv2.messages import (
     DeclareMiningJobError,
     DeclareMiningJobSuccess,
@@ -23,6 +25,8 @@ from sv2.messages import (
     decode_frame,
 )
 from tests.jds.helpers import (
+    IDENTITY,
+    CtvClaimingKernelNode,
     JdClient,
     KernelTestNode,
     build_declaration,
@@ -100,7 +104,9 @@ def test_ctv_mode_declare_and_block() -> None:
     async def main() -> None:
         with KernelChain() as chain:
             setup_chain(chain)
-            node = KernelTestNode(chain)
+            # Claims CTV so the ctv-mode JDS starts; the kernel does not enforce CTV, so this
+            # tests the codec and the declaration check, not a fan-out's enforcement.
+            node = CtvClaimingKernelNode(chain)
             srv = await start_server(node, make_distribution(1, payees=12), mode=CTV)
             c = await JdClient.connect(srv.address)
             plain = await JdClient.connect(srv.address)
@@ -197,6 +203,101 @@ def test_musig2_mode_is_rebuilt_from_the_wire() -> None:
                     else:
                         assert isinstance(reply, DeclareMiningJobError)
                         assert reply.error_code == "invalid-settlement-outputs"
+            finally:
+                c.close()
+                await srv.stop()
+
+    asyncio.run(main())
+
+
+def _musig2_mode(ctv_leaf: bool) -> SettlementMode:
+    sks = [sha256(b"jds musig2 ctv-leaf signer %d" % i) for i in range(2)]
+    committee = tuple(key_sort([individual_pubkey(sk) for sk in sks]))
+    fallback = xonly_pubkey(sha256(b"jds musig2 ctv-leaf fallback"))
+    return SettlementMode("musig2", musig2=Musig2Mode(committee, 144, fallback, 1, ctv_leaf))
+
+
+@pytest.mark.parametrize("mode", [CTV, _musig2_mode(True)], ids=["ctv", "musig2-ctv-leaf"])
+def test_a_mode_needing_ctv_is_refused_on_a_node_without_it(mode: SettlementMode) -> None:
+    """ARCHITECTURE invariant 4: a JDS whose mode relies on CTV (a ctv commitment, or musig2
+    with the CTV exit leaf) does not start on a node that does not report checktemplateverify
+    active (the kernel node, Bitcoin Core): nothing listens, nothing is published."""
+
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            srv = JobDeclarationServer(
+                identity=IDENTITY,
+                node=KernelTestNode(chain),  # type: ignore[arg-type]
+                distribution_source=make_distribution(),
+                mode=mode,
+            )
+            with pytest.raises(CtvNotActiveError) as e:
+                await srv.start()
+            assert e.value.code == "ctv-not-active"
+            assert "anyone-can-spend" in e.value.message and "not report" in e.value.message
+            assert srv.book.current is None and srv.ctv_active is False
+            with pytest.raises(RuntimeError, match="not started"):
+                _ = srv.address
+            await srv.stop()
+            # The same mode on a node that reports CTV active starts.
+            ok = await start_server(CtvClaimingKernelNode(chain), mode=mode)
+            try:
+                assert ok.ctv_active is True and ok.book.current is not None
+                assert ok.book.current.mode == mode
+            finally:
+                await ok.stop()
+
+    asyncio.run(main())
+
+
+def test_from_settings_in_ctv_mode_is_refused_without_ctv(tmp_path: Path) -> None:
+    """``distribution.mode = ctv`` from the settings: the same refusal at start()."""
+    settings = Settings(
+        data_dir=tmp_path,
+        distribution={"mode": "ctv", "ctv_fanout_arity": 4},
+        jds={"listen": "127.0.0.1:0"},
+    )
+
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            srv = JobDeclarationServer.from_settings(
+                settings, KernelTestNode(chain), make_distribution(), identity=IDENTITY
+            )
+            assert srv.default_mode == SettlementMode("ctv", CtvParams(arity=4))
+            with pytest.raises(CtvNotActiveError):
+                await srv.start()
+            assert srv.book.current is None
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+def test_publish_of_a_mode_needing_ctv_is_refused_and_changes_nothing() -> None:
+    """A coinbase-mode JDS on a node without CTV: publishing a ctv (or musig2 CTV-leaf)
+    distribution raises and leaves the current distribution and the clients untouched; the
+    musig2 mode without the leaf is published."""
+
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            srv = await start_server(KernelTestNode(chain))
+            c = await JdClient.connect(srv.address)
+            try:
+                await c.setup()
+                await c.expect(SetPayoutDistribution)
+                await c.expect(SetSettlementMode)
+                before = srv.book.current
+                for mode in (CTV, _musig2_mode(True)):
+                    with pytest.raises(CtvNotActiveError):
+                        srv.publish(make_distribution(2), mode=mode)
+                    assert srv.book.current is before
+                plain = _musig2_mode(False)
+                srv.publish(make_distribution(2), mode=plain)
+                # The refused publishes pushed nothing: the next push is distribution 2's.
+                assert (await c.expect(SetPayoutDistribution)).distribution_id == 2
+                assert SettlementMode.from_message(await c.expect(SetSettlementMode)) == plain
             finally:
                 c.close()
                 await srv.stop()

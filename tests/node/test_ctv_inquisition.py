@@ -131,17 +131,6 @@ def test_ctv_settlement_follows_the_nodes_deployment_info(chain: Chain) -> None:
     assert "not active" in str(e.value) and "anyone-can-spend" in str(e.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason=(
-        "sv2/jds/server.py never asks the node whether CTV is active: JobDeclarationServer "
-        "(and .from_settings with distribution.mode = ctv) starts and serves ctv mode on "
-        "Bitcoin Core, accepting blocks whose coinbase carries an anyone-can-spend "
-        "'<32B> OP_NOP4' commitment (ARCHITECTURE invariant 4); start() should raise "
-        "CtvNotActiveError when node.deployment_active('checktemplateverify') is False"
-    ),
-)
 def test_jds_in_ctv_mode_refuses_a_node_without_bip119(chain: Chain) -> None:
     if chain.regtest.is_inquisition:
         pytest.skip("this node enforces CTV: a ctv-mode JDS is legitimate on it")
