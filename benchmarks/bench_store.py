@@ -14,11 +14,15 @@ otherwise. Cases, each the median of 3 runs, in shares per second:
   keys exist, COPY the others into a staging table, ``INSERT … ON CONFLICT DO NOTHING``), forced
   for all-new batches. Staging + ``ON CONFLICT`` is how every batch was written before the
   optimistic COPY (55,250 shares/s in docs/BENCHMARKS.md), so this is the same-run reference.
+* SQLite ``1M present, 4 MiB checkpoints``: the ``1M present`` case with SQLite's default
+  ``wal_autocheckpoint`` (1,000 pages) instead of the store's 128 MiB, the same-run reference
+  for that setting (a checkpoint after every batch: the random ``share_key`` index pages each
+  batch dirties are written back to the database file and fsynced every time).
 * ``naive``: 2,000 shares, one INSERT + COMMIT each (SQLAlchemy Core): the baseline.
 
 Run: ``python -m benchmarks.bench_store`` (PostgreSQL from ``$PAYOUTS_TEST_POSTGRES_URL``, default
 the local server; skipped with a note when unreachable). ``BENCH_STORE_PRELOAD=0`` skips the
-``1M present`` case.
+``1M present`` cases; ``BENCH_STORE_BACKENDS=sqlite`` (comma-separated) measures only those.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -51,6 +56,9 @@ NAIVE = 2_000
 MINERS = 1_000
 RUNS = 3
 PRELOAD = int(os.environ.get("BENCH_STORE_PRELOAD", "1000000"))
+BACKENDS = os.environ.get("BENCH_STORE_BACKENDS", "postgresql,sqlite").split(",")
+# SQLite's own default, which make_engine raises (see WAL_AUTOCHECKPOINT_PAGES).
+SQLITE_DEFAULT_CHECKPOINT = "PRAGMA wal_autocheckpoint=1000"
 
 Report = Callable[[str, float], None]
 Persist = Callable[[sa.Engine, ShareBatch], Index]
@@ -172,9 +180,19 @@ def bench_on_conflict(backend: str, seed: int) -> float:
     return _bench_empty(backend, seed, _on_conflict_path)
 
 
-def bench_preloaded(backend: str) -> list[float]:
-    """RUNS runs of TOTAL new shares each, into one table that already holds PRELOAD shares."""
+def bench_preloaded(backend: str, sqlite_pragma: str | None = None) -> list[float]:
+    """RUNS runs of TOTAL new shares each, into one table that already holds PRELOAD shares.
+
+    ``sqlite_pragma`` runs on every new SQLite connection after make_engine's own settings.
+    """
     with _database(backend) as engine:
+        if sqlite_pragma is not None:
+            engine.dispose()  # the pooled connections were made without it
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragma(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute(sqlite_pragma)
+
         miners = _miner_ids(engine)
         # Preloaded keys come from their own seed: they interleave with the measured ones.
         for b in _batches(PRELOAD, BATCH, miners, seed=1_000):
@@ -246,8 +264,8 @@ def _print_report(name: str, shares_per_s: float) -> None:
 def run(report: Report = _print_report) -> dict[str, float]:
     """Measure every case; call ``report(name, median_shares_per_s)`` for each; return them."""
     results: dict[str, float] = {}
-    backends = ["postgresql", "sqlite"]
-    why = _pg_available()
+    backends = [b for b in ("postgresql", "sqlite") if b in BACKENDS]
+    why = _pg_available() if "postgresql" in backends else None
     if why is not None:
         print(f"postgresql skipped: {PG_URL} unreachable ({why})")
         backends.remove("postgresql")
@@ -267,6 +285,12 @@ def run(report: Report = _print_report) -> dict[str, float]:
             name = f"{backend} persist_shares, {PRELOAD:,} present"
             results[name] = statistics.median(bench_preloaded(backend))
             report(name, results[name])
+            if backend == "sqlite":
+                name = f"{backend} persist_shares, {PRELOAD:,} present, 4 MiB checkpoints"
+                results[name] = statistics.median(
+                    bench_preloaded(backend, SQLITE_DEFAULT_CHECKPOINT)
+                )
+                report(name, results[name])
     return results
 
 
