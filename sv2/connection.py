@@ -28,8 +28,13 @@ raised as :class:`ConnectionFailed` subclasses and leave the object in state ``C
 later call raises :class:`ConnectionClosedError`.
 
 Limits: ``max_frame_size`` bounds the plaintext payload of every frame in both directions (it
-is checked on the decrypted header before any payload is buffered), ``max_buffered`` bounds the
-bytes held between calls (handshake bytes, partial ciphertext chunks and the partial frame).
+is checked on the decrypted header before any payload is buffered), except the message types
+in ``frame_limits``, which have their own ceiling in both directions: the messages that carry a
+block's worth of transactions (:data:`JD_FRAME_LIMITS`: ProvideMissingTransactions.Success;
+:data:`TDP_FRAME_LIMITS`: RequestTransactionData.Success), up to :data:`BLOCK_TXS_FRAME_SIZE`.
+``max_buffered`` bounds the bytes held between calls (handshake bytes, partial ciphertext
+chunks and the partial frame); a frame whose announced length passed its type's ceiling may be
+buffered whole even when that is more.
 """
 
 from __future__ import annotations
@@ -38,11 +43,14 @@ import enum
 import os
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from payouts.errors import PayoutsError
 from sv2.errors import DecodeError, Sv2Error, UnknownMessageError
 from sv2.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, FrameHeader
 from sv2.messages.base import Message, decode_message
+from sv2.messages.job_declaration import ProvideMissingTransactionsSuccess
+from sv2.messages.template_distribution import RequestTransactionDataSuccess
 from sv2.noise import (
     ACT1_SIZE,
     ACT2_SIZE,
@@ -54,12 +62,52 @@ from sv2.noise import (
 )
 from sv2.noise_certificate import TIME_LEEWAY_S
 from sv2.noise_errors import NoiseError
-from sv2.noise_transport import Transport
+from sv2.noise_transport import MAX_CT_CHUNK, FrameLimits, Transport, check_frame_limits
 
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
-"""1 MiB: a DeclareMiningJob with 16,666 wtxids is ~533 kB; ProvideMissingTransactions.Success
-can be larger, so servers that accept big missing-tx batches should raise it."""
+"""1 MiB for every message but those in ``frame_limits``: a DeclareMiningJob with 16,666
+wtxids and two 64 KiB coinbase halves is ~664 kB; nothing else a JD or TDP peer sends comes
+near it."""
 DEFAULT_MAX_BUFFERED = 4 << 20
+
+MAX_BLOCK_SERIALIZED_SIZE = 4_000_000  # Bitcoin Core consensus/consensus.h
+MAX_BLOCK_TXS = 4_000_000 // 240  # block weight / MIN_TRANSACTION_WEIGHT (60 bytes × 4): 16,666
+BLOCK_TXS_FRAME_SIZE = (
+    MAX_BLOCK_SERIALIZED_SIZE  # every transaction of the largest block, serialized
+    + 3 * MAX_BLOCK_TXS  # the B0_16M length prefix of each (SEQ0_64K[B0_16M])
+    + 2  # the SEQ0_64K count
+    + 8  # RequestTransactionData.Success.template_id (U64; PMT.Success has a U32 request_id)
+    + 2
+    + 0xFFFF  # RequestTransactionData.Success.excess_data (B0_64K)
+)
+"""4,115,545 bytes: the largest payload of a message carrying a whole block's transactions
+(a mainnet-size RequestTransactionData.Success or ProvideMissingTransactions.Success is
+~1.5-2 MB; a witness-heavy block approaches 4 MB). Still a quarter of the U24 maximum, so a
+peer cannot make us hold 16 MiB for one frame."""
+
+JD_FRAME_LIMITS: FrameLimits = MappingProxyType(
+    {
+        (
+            ProvideMissingTransactionsSuccess.EXTENSION_TYPE,
+            ProvideMissingTransactionsSuccess.MSG_TYPE,
+        ): BLOCK_TXS_FRAME_SIZE
+    }
+)
+"""Job Declaration: ProvideMissingTransactions.Success (JDC -> JDS) may carry every
+transaction of the declared block (sv2-spec §6.4.7)."""
+
+TDP_FRAME_LIMITS: FrameLimits = MappingProxyType(
+    {
+        (
+            RequestTransactionDataSuccess.EXTENSION_TYPE,
+            RequestTransactionDataSuccess.MSG_TYPE,
+        ): BLOCK_TXS_FRAME_SIZE
+    }
+)
+"""Template Distribution: RequestTransactionData.Success (TP -> client) carries every
+transaction of the template (sv2-spec §7.5)."""
+
+NO_FRAME_LIMITS: FrameLimits = MappingProxyType({})
 
 
 class Role(enum.Enum):
@@ -155,9 +203,11 @@ class Sv2Connection:
         initiator: NoiseInitiator | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        frame_limits: FrameLimits = NO_FRAME_LIMITS,
     ) -> None:
         if not 0 <= max_frame_size <= MAX_PAYLOAD:
             raise ValueError(f"max_frame_size must be in 0..{MAX_PAYLOAD}")
+        check_frame_limits(frame_limits)
         if max_buffered < ACT2_SIZE:
             raise ValueError(f"max_buffered must be at least {ACT2_SIZE} bytes")
         if (role is Role.RESPONDER) != (responder is not None) or (role is Role.INITIATOR) != (
@@ -168,6 +218,7 @@ class Sv2Connection:
         self.state = State.HANDSHAKE
         self.max_frame_size = max_frame_size
         self.max_buffered = max_buffered
+        self.frame_limits = frame_limits
         self._responder = responder
         self._initiator = initiator
         self._handshake_buf = bytearray()
@@ -186,6 +237,7 @@ class Sv2Connection:
         rng: Rng = os.urandom,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        frame_limits: FrameLimits = NO_FRAME_LIMITS,
     ) -> Sv2Connection:
         """A responder presenting ``identity`` (static key + certificate)."""
         responder = NoiseResponder(identity, rng=rng, max_frame_size=max_frame_size)
@@ -194,6 +246,7 @@ class Sv2Connection:
             responder=responder,
             max_frame_size=max_frame_size,
             max_buffered=max_buffered,
+            frame_limits=frame_limits,
         )
 
     @classmethod
@@ -206,6 +259,7 @@ class Sv2Connection:
         leeway: int = TIME_LEEWAY_S,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        frame_limits: FrameLimits = NO_FRAME_LIMITS,
     ) -> Sv2Connection:
         """An initiator that authenticates the server against ``authority_pubkey`` (32-byte
         x-only; ``None`` accepts any server: encryption without authentication)."""
@@ -217,6 +271,7 @@ class Sv2Connection:
             initiator=initiator,
             max_frame_size=max_frame_size,
             max_buffered=max_buffered,
+            frame_limits=frame_limits,
         )
 
     # -- state --------------------------------------------------------------------------------
@@ -290,6 +345,7 @@ class Sv2Connection:
             raise self._fail(HandshakeFailed(f"{exc.code}: {exc.message}")) from exc
         except ValueError as exc:  # e.g. an invalid EllSwift encoding from a library
             raise self._fail(HandshakeFailed(str(exc))) from exc
+        self._transport.frame_limits = self.frame_limits
         self._responder = None  # the handshake objects hold nothing we need any more
         self._initiator = None
         self.state = State.OPEN
@@ -316,7 +372,7 @@ class Sv2Connection:
                 return out
         transport = self._transport
         assert transport is not None
-        if self.buffered + len(data) > self.max_buffered + 2 * (65535 + 16):
+        if self.buffered + len(data) > self._buffer_limit(transport) + 2 * MAX_CT_CHUNK:
             # Allow one call's worth of chunks on top of the limit: the transport consumes
             # whole chunks as they complete, so what stays buffered is checked below.
             raise self._fail(BufferLimitExceeded(f"more than {self.max_buffered} bytes buffered"))
@@ -324,11 +380,16 @@ class Sv2Connection:
             plain_frames = transport.feed(data)
         except NoiseError as exc:
             raise self._fail(TransportFailed(f"{exc.code}: {exc.message}")) from exc
-        if self.buffered > self.max_buffered:
+        if self.buffered > self._buffer_limit(transport):
             raise self._fail(BufferLimitExceeded(f"more than {self.max_buffered} bytes buffered"))
         for raw in plain_frames:
             out.append(self._decode(raw))
         return out
+
+    def _buffer_limit(self, transport: Transport) -> int:
+        """``max_buffered``, or more while a frame of a type listed in ``frame_limits`` (a
+        block's transactions) is being received: that frame plus one chunk in flight."""
+        return max(self.max_buffered, HEADER_SIZE + transport.receiving_listed + MAX_CT_CHUNK)
 
     def _decode(self, raw: bytes) -> Received:
         self.frames_received += 1
@@ -351,10 +412,11 @@ class Sv2Connection:
         if self.state is not State.OPEN or self._transport is None:
             raise ProtocolViolation("send() before the handshake completed")
         frame = msg.encode_frame()  # EncodeError propagates: caller's bug, connection intact
-        if len(frame) - HEADER_SIZE > self.max_frame_size:
+        limit = self._transport.frame_limit(msg.EXTENSION_TYPE, msg.MSG_TYPE)
+        if len(frame) - HEADER_SIZE > limit:
             raise Sv2Error(
                 f"{msg.NAME} payload of {len(frame) - HEADER_SIZE} bytes exceeds max_frame_size "
-                f"{self.max_frame_size}",
+                f"{limit} for it",
                 code="sv2-frame-too-large",
             )
         try:
@@ -364,8 +426,12 @@ class Sv2Connection:
 
 
 __all__ = [
+    "BLOCK_TXS_FRAME_SIZE",
     "DEFAULT_MAX_BUFFERED",
     "DEFAULT_MAX_FRAME_SIZE",
+    "JD_FRAME_LIMITS",
+    "NO_FRAME_LIMITS",
+    "TDP_FRAME_LIMITS",
     "BufferLimitExceeded",
     "ConnectionClosedError",
     "ConnectionFailed",

@@ -29,12 +29,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sv2.connection import (
     DEFAULT_MAX_BUFFERED,
     DEFAULT_MAX_FRAME_SIZE,
+    NO_FRAME_LIMITS,
     ConnectionFailed,
     HandshakeComplete,
     State,
@@ -43,6 +44,7 @@ from sv2.connection import (
 from sv2.errors import Sv2Error
 from sv2.messages.base import Message
 from sv2.noise import ServerIdentity
+from sv2.noise_transport import FrameLimits
 
 READ_CHUNK = 65_536  # one read; also the StreamReader's buffer limit
 
@@ -67,6 +69,9 @@ class ListenerLimits:
     max_buffered: int = DEFAULT_MAX_BUFFERED
     max_write_buffer: int | None = None  # a peer that does not read loses its connection
     max_connections: int = 1_000
+    # Message types allowed above max_frame_size, e.g. a block's transactions (sv2.connection
+    # JD_FRAME_LIMITS / TDP_FRAME_LIMITS); a peer must read a frame that large to get it.
+    frame_limits: FrameLimits = field(default_factory=lambda: NO_FRAME_LIMITS)
 
 
 @dataclass(slots=True)
@@ -185,7 +190,10 @@ class NoiseListener(Generic[P]):
             return
         peer = str(writer.get_extra_info("peername"))
         conn = Sv2Connection.server(
-            self._identity(), max_frame_size=lim.max_frame_size, max_buffered=lim.max_buffered
+            self._identity(),
+            max_frame_size=lim.max_frame_size,
+            max_buffered=lim.max_buffered,
+            frame_limits=lim.frame_limits,
         )
         p = self._new_peer(pid, conn, writer, peer)
         self._peers[pid] = p

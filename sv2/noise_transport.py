@@ -25,6 +25,8 @@ depends on nothing above it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -58,9 +60,23 @@ __all__ = [
     "MAX_CT_CHUNK",
     "MAX_PAYLOAD",
     "MAX_PT_CHUNK",
+    "FrameLimits",
     "Transport",
+    "check_frame_limits",
     "ciphertext_length",
 ]
+
+
+FrameLimits = Mapping[tuple[int, int], int]
+"""Payload ceilings for particular messages: ``(extension_type, msg_type)`` (channel bit
+cleared) -> bytes. Any other message is bounded by ``max_frame_size``."""
+
+_NO_FRAME_LIMITS: FrameLimits = MappingProxyType({})
+
+
+def _frame_type(header: bytes | memoryview) -> tuple[int, int]:
+    """(extension_type without the channel bit, msg_type) of a plaintext frame header."""
+    return (header[0] | (header[1] << 8)) & 0x7FFF, header[2]
 
 
 def ciphertext_length(payload_length: int) -> int:
@@ -102,8 +118,10 @@ class Transport:
 
     Created by the handshake (:mod:`sv2.noise`); the initiator sends with ``k1`` and receives with
     ``k2``, the responder the reverse (spec §4.5.2, step 9). ``max_frame_size`` bounds the
-    plaintext payload of every frame sent or received (default: the U24 maximum); an incoming
-    header announcing more closes the transport before its payload is buffered.
+    plaintext payload of every frame sent or received (default: the U24 maximum), except the
+    message types listed in ``frame_limits``, which have their own ceiling (a message that
+    carries a whole block's transactions); an incoming header announcing more than its type
+    allows closes the transport before its payload is buffered.
 
     Any receive error (bad tag, replay, reorder, oversized frame) closes the transport: every later
     call raises :class:`TransportClosedError`, as the session must be terminated (spec §4.5).
@@ -112,6 +130,7 @@ class Transport:
     """
 
     __slots__ = (
+        "_announced",
         "_buf",
         "_closed",
         "_need",
@@ -119,6 +138,7 @@ class Transport:
         "_recv",
         "_remaining",
         "_send",
+        "frame_limits",
         "handshake_hash",
         "max_frame_size",
     )
@@ -130,11 +150,15 @@ class Transport:
         *,
         handshake_hash: bytes = b"",
         max_frame_size: int = MAX_PAYLOAD,
+        frame_limits: FrameLimits = _NO_FRAME_LIMITS,
     ) -> None:
         if len(send_key) != 32 or len(recv_key) != 32:
             raise ValueError("transport keys must be 32 bytes")
         if not 0 <= max_frame_size <= MAX_PAYLOAD:
             raise ValueError(f"max_frame_size must be in [0, {MAX_PAYLOAD}]")
+        check_frame_limits(frame_limits)
+        self.frame_limits = frame_limits
+        """Per-message ceilings overriding ``max_frame_size`` (:data:`FrameLimits`)."""
         self._send = _CipherState(send_key)
         self._recv = _CipherState(recv_key)
         self.handshake_hash = handshake_hash
@@ -146,6 +170,7 @@ class Transport:
         # header plus payload chunks so far, and _remaining plaintext payload bytes still due.
         self._parts: list[bytes] | None = None
         self._remaining = 0
+        self._announced = 0  # payload length of a listed frame being received (0: none)
         self._need = ENCRYPTED_HEADER_SIZE
 
     @property
@@ -168,11 +193,23 @@ class Transport:
         """Ciphertext bytes received but not yet part of a complete chunk."""
         return len(self._buf)
 
+    @property
+    def receiving_listed(self) -> int:
+        """Announced payload length of the frame being received if its type is listed in
+        :attr:`frame_limits` (0 otherwise, and between frames): it passed that type's own
+        ceiling, so a caller may let it be buffered whole."""
+        return self._announced
+
+    def frame_limit(self, extension_type: int, msg_type: int) -> int:
+        """The payload ceiling for this message type, in both directions."""
+        return self.frame_limits.get((extension_type & 0x7FFF, msg_type), self.max_frame_size)
+
     def close(self) -> None:
         """Refuse any further use (e.g. when the connection is torn down)."""
         self._closed = True
         self._buf.clear()
         self._parts = None
+        self._announced = 0
 
     def _check_open(self) -> None:
         if self._closed:
@@ -191,9 +228,10 @@ class Transport:
         declared = int.from_bytes(frame[3:6], "little")
         if declared != payload_len:
             raise ValueError(f"header msg_length {declared} != payload length {payload_len}")
-        if payload_len > self.max_frame_size:
+        limit = self.frame_limit(*_frame_type(frame))
+        if payload_len > limit:
             raise FrameTooLargeError(
-                f"payload of {payload_len} bytes exceeds max_frame_size {self.max_frame_size}"
+                f"payload of {payload_len} bytes exceeds max_frame_size {limit} for its type"
             )
         chunks = -(-payload_len // MAX_PT_CHUNK)
         self._send.reserve(1 + chunks)
@@ -234,11 +272,13 @@ class Transport:
                 raise
             if self._parts is None:
                 length = int.from_bytes(plain[3:6], "little")
-                if length > self.max_frame_size:
+                ext, msg_type = _frame_type(plain)
+                limit = self.frame_limit(ext, msg_type)
+                if length > limit:
                     self.close()
                     raise FrameTooLargeError(
-                        f"peer announced a {length}-byte payload; max_frame_size is "
-                        f"{self.max_frame_size}",
+                        f"peer announced a {length}-byte payload for message "
+                        f"({ext:#06x}, {msg_type:#04x}); max_frame_size for it is {limit}",
                         frames,
                     )
                 if length == 0:
@@ -246,13 +286,26 @@ class Transport:
                     continue
                 self._parts = [plain]
                 self._remaining = length
+                self._announced = length if (ext, msg_type) in self.frame_limits else 0
             else:
                 self._parts.append(plain)
                 self._remaining -= len(plain)
                 if self._remaining == 0:
                     frames.append(b"".join(self._parts))
                     self._parts = None
+                    self._announced = 0
                     self._need = ENCRYPTED_HEADER_SIZE
                     continue
             self._need = min(self._remaining, MAX_PT_CHUNK) + MAC_SIZE
         return frames
+
+
+def check_frame_limits(limits: FrameLimits) -> None:
+    """Raise ``ValueError`` unless every key is an (extension_type, msg_type) pair and every
+    ceiling fits the U24 ``msg_length``."""
+    for key, limit in limits.items():
+        ext, msg_type = key
+        if not (0 <= ext <= 0x7FFF and 0 <= msg_type <= 0xFF):
+            raise ValueError(f"frame_limits key {key!r} is not (extension_type, msg_type)")
+        if not 0 <= limit <= MAX_PAYLOAD:
+            raise ValueError(f"frame_limits[{key!r}] must be in [0, {MAX_PAYLOAD}]")

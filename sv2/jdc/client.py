@@ -38,9 +38,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import ClassVar
 
 from payouts.distribution.fitting import Budget
 from payouts.distribution.model import Distribution
+from sv2.connection import JD_FRAME_LIMITS
 from sv2.jdc.constraints import OutputConstraints
 from sv2.jdc.declaring import DeclaredJob, Declaring, _Outstanding
 from sv2.jdc.distributions import OnConstraints
@@ -82,6 +84,7 @@ from sv2.messages.payouts import (
     SetPayoutDistribution,
 )
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES, SetSettlementMode
+from sv2.noise_transport import FrameLimits
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,9 @@ class JobDeclarationClient(Declaring, SolutionPushing):
     no such coinbase and falls back with ``ctv-not-active`` (ARCHITECTURE invariant 4: a CTV
     output is anyone-can-spend on a chain that does not enforce it).
     """
+
+    # ProvideMissingTransactions.Success may carry the whole block's transactions.
+    FRAME_LIMITS: ClassVar[FrameLimits] = JD_FRAME_LIMITS
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 from payouts.errors import PayoutsError
 from sv2.connection import (
+    NO_FRAME_LIMITS,
     ConnectionFailed,
     HandshakeComplete,
     MalformedMessage,
@@ -30,6 +31,7 @@ from sv2.connection import (
 from sv2.jdc.errors import JdcConnectionLost, JdcTimeout, SetupRejected
 from sv2.messages.base import Message
 from sv2.messages.common import SetupConnection, SetupConnectionError, SetupConnectionSuccess
+from sv2.noise_transport import FrameLimits
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class ClientSession:
     REJECTED: ClassVar[type[PayoutsError]] = SetupRejected
     READER_NAME: ClassVar[str] = "jdc-reader"
     LOG_PREFIX: ClassVar[str] = "JDC"
+    # Message types this role sends or receives above the 1 MiB default (sv2.connection).
+    FRAME_LIMITS: ClassVar[FrameLimits] = NO_FRAME_LIMITS
 
     def __init__(
         self,
@@ -99,7 +103,7 @@ class ClientSession:
         except (OSError, TimeoutError) as exc:
             raise self.LOST(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         self._reader, self._writer = reader, writer
-        self._conn = Sv2Connection.client(self.authority_pubkey)
+        self._conn = Sv2Connection.client(self.authority_pubkey, frame_limits=self.FRAME_LIMITS)
         writer.write(self._conn.initiate())
         leftover = await self._handshake()
         self._say(f"noise handshake done with {self.host}:{self.port} (authority key checked)")

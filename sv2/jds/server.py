@@ -36,6 +36,7 @@ from sv2.authority import decode_authority_secret_key
 from sv2.connection import (
     DEFAULT_MAX_BUFFERED,
     DEFAULT_MAX_FRAME_SIZE,
+    JD_FRAME_LIMITS,
     HandshakeComplete,
     MalformedMessage,
     Sv2Connection,
@@ -98,6 +99,7 @@ from sv2.messages.payouts import (
 )
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
+from sv2.noise_transport import FrameLimits
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,8 @@ class JdsLimits(ListenerLimits):
     max_buffered: int = DEFAULT_MAX_BUFFERED
     max_write_buffer: int | None = 8 << 20  # a peer that does not read loses its connection
     max_connections: int = 1_000
+    # ProvideMissingTransactions.Success alone may carry a whole block (BLOCK_TXS_FRAME_SIZE).
+    frame_limits: FrameLimits = field(default_factory=lambda: JD_FRAME_LIMITS)
     grace_period: float = 10.0  # PR #203 §7.2 grace window for the previous distribution
     template_refresh: float = 5.0  # re-read the node's template this often, in the background
 

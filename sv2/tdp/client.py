@@ -24,6 +24,7 @@ import asyncio
 import logging
 from typing import ClassVar
 
+from sv2.connection import TDP_FRAME_LIMITS
 from sv2.jdc.jobs import Solution
 from sv2.jdc.session import ClientSession, Progress
 from sv2.jdc.template import JobTemplate
@@ -42,6 +43,7 @@ from sv2.messages.template_distribution import (
     SetNewPrevHash,
     SubmitSolution,
 )
+from sv2.noise_transport import FrameLimits
 from sv2.tdp.errors import (
     TdpConnectionLost,
     TdpError,
@@ -69,6 +71,8 @@ class TemplateDistributionClient(ClientSession):
     REJECTED: ClassVar[type[TdpError]] = TdpSetupRejected
     READER_NAME: ClassVar[str] = "tdp-reader"
     LOG_PREFIX: ClassVar[str] = "TDP"
+    # RequestTransactionData.Success carries every transaction of the template.
+    FRAME_LIMITS: ClassVar[FrameLimits] = TDP_FRAME_LIMITS
 
     def __init__(
         self,

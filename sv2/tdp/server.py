@@ -42,7 +42,7 @@ from payouts.tx.block import BlockHeader, check_pow
 from payouts.tx.compact import ser_compact_size
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import Tx, TxDecodeError
-from sv2.connection import MalformedMessage, Sv2Connection, UnknownMessage
+from sv2.connection import TDP_FRAME_LIMITS, MalformedMessage, Sv2Connection, UnknownMessage
 from sv2.jdc.session import SV2_VERSION
 from sv2.jdc.template import JobTemplate
 from sv2.jds.validation import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
@@ -141,7 +141,10 @@ class TemplateProvider(NoiseListener[_Client]):
             host=host,
             port=port,
             limits=ListenerLimits(
-                handshake_timeout=handshake_timeout, max_connections=max_connections
+                handshake_timeout=handshake_timeout,
+                max_connections=max_connections,
+                # RequestTransactionData.Success carries the template's transactions.
+                frame_limits=TDP_FRAME_LIMITS,
             ),
         )
         self.identity = identity

@@ -66,6 +66,45 @@ def fee_tx(chain: KernelChain, height: int, fee: int = 1_000) -> Tx:
     return Tx(2, (txin,), (TxOut(cb.outputs[0].value - fee, OP_TRUE_WSH),), 0)
 
 
+# A witness script that drops 400 stack items (200 OP_2DROP: within the 201-opcode limit)
+# and leaves OP_TRUE: 400 items of 520 bytes (the largest a v0 witness item may be) make a
+# ~209,000-byte, consensus-valid transaction that is almost all witness (weight ~1 per byte).
+BIG_WITNESS_SCRIPT = b"\x6d" * 200 + b"\x51"
+BIG_WITNESS_WSH = b"\x00\x20" + hashlib.sha256(BIG_WITNESS_SCRIPT).digest()
+
+
+def big_witness_txs(chain: KernelChain, n: int, height: int = 1) -> list[Tx]:
+    """``n`` transactions of ~209 kB each (~0.21 MWU), spendable on ``chain``: a funding tx
+    spending block ``height``'s coinbase into ``n`` P2WSH outputs is mined first, then each
+    output is spent with 400 × 520-byte witness items. 19 of them are a ~4 MB block's worth of
+    transactions, what a witness-heavy mainnet block carries."""
+    cb = chain.blocks[height - 1].txs[0]
+    value = cb.outputs[0].value // n
+    funding = Tx(
+        2,
+        (TxIn(OutPoint(cb.txid, 0), b"", 0xFFFFFFFD, (b"\x51",)),),
+        tuple(TxOut(value, BIG_WITNESS_WSH) for _ in range(n)),
+        0,
+    )
+    chain.mine_block([TxOut(chain.subsidy(chain.tip_height + 1), OP_TRUE_WSH)], [funding])
+    return [
+        Tx(
+            2,
+            (
+                TxIn(
+                    OutPoint(funding.txid, i),
+                    b"",
+                    0xFFFFFFFD,
+                    (*[bytes([i]) * 520] * 400, BIG_WITNESS_SCRIPT),
+                ),
+            ),
+            (TxOut(value - 5_000, OP_TRUE_WSH),),
+            0,
+        )
+        for i in range(n)
+    ]
+
+
 async def start_server(node: Any, dist: Distribution, **kwargs: Any) -> JobDeclarationServer:
     limits = kwargs.pop("limits", JdsLimits(handshake_timeout=5.0, idle_timeout=30.0))
     srv = JobDeclarationServer(

@@ -26,6 +26,7 @@ from sv2.tdp import TemplateDistributionClient, TemplateProvider
 from tests.jdc.helpers import (
     AUTHORITY_PK,
     ChainNode,
+    big_witness_txs,
     fee_tx,
     make_distribution,
     setup_chain,
@@ -167,5 +168,56 @@ def test_distribution_change_resends_constraints_to_the_tp() -> None:
                     assert isinstance(t2, JobTemplate) and t2.prev_hash == t1.prev_hash
             finally:
                 await jds.stop()
+
+    asyncio.run(main())
+
+
+def test_a_4mb_block_through_the_tp_and_the_jds() -> None:
+    """Frames above the 1 MiB default where a message carries a block's transactions: the
+    TP sends a ~4 MB RequestTransactionData.Success over Noise (64 chunks) to the TDP client,
+    the JDS (whose node has none of the transactions) gets them in one ~4 MB
+    ProvideMissingTransactions.Success from the JDC, and the ~4 MB block both rebuild is
+    accepted by the kernel."""
+
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            txs = big_witness_txs(chain, 19)
+            tp_node, jds_node = ChainNode(chain), ChainNode(chain)
+            for tx in txs:
+                tp_node.add_mempool(tx)  # only the miner's node: the JDS asks for all of them
+            payload = sum(len(tx.serialize()) for tx in txs)
+            assert payload > 3_950_000 and sum(tx.weight for tx in txs) < 3_990_000
+            jds = await start_server(jds_node, make_distribution(1, payees=4))
+            try:
+                async with (
+                    running_tp(tp_node) as tp,
+                    JobDeclarationClient(*jds.address, AUTHORITY_PK, timeout=20.0) as jdc,
+                    _tdp(tp, jdc) as tdp,
+                ):
+                    tdp.timeout = 20.0
+                    template = await tdp.template()
+                    assert template.wtxids == tuple(tx.wtxid for tx in txs)
+                    # SetupConnection.Success, NewTemplate, SetNewPrevHash, and one
+                    # RequestTransactionData.Success carrying every byte of them.
+                    assert tdp._conn is not None and tdp._conn.frames_received == 4
+                    assert tdp._conn.bytes_received > payload
+                    job = await jdc.declare_job(template)
+                    assert jdc.stats["missing-txs-requests"] == 1
+                    [jds_session] = jds._peers.values()
+                    assert jds_session.stats["missing-tx-requests"] == 1
+                    assert jds_session.conn.bytes_received > payload
+                    sol = solve(template, job.coinbase)
+                    jdc.push_solution(job, sol)
+                    await jdc.drain()
+                    await _until(lambda: jds.found_blocks, "the JDS to accept the block", 20.0)
+            finally:
+                await jds.stop()
+            [found] = jds.found_blocks
+            assert chain.tip_hash == sol.block_hash == found.block_hash
+            assert len(found.raw_block) > 3_950_000
+            assert [t.wtxid for t in Block.parse(found.raw_block).txs[1:]] == [
+                tx.wtxid for tx in txs
+            ]
 
     asyncio.run(main())
