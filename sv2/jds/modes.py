@@ -207,6 +207,8 @@ def default_expected_outputs(
     if mode.name == "coinbase":
         return compute_outputs(distribution, revenue).outputs
     if mode.name == "ctv":
+        # The computation without the CTV gate: the JDS refuses a mode needing CTV at start()
+        # and publish(), the JDC before each declaration (check_ctv_for), on the node's word.
         return build_ctv_fanout(distribution, revenue, mode.ctv).coinbase_outputs
     assert mode.musig2 is not None  # SettlementMode.__post_init__ guarantees it
     return mode.musig2.build(distribution, revenue).coinbase_outputs
