@@ -197,7 +197,8 @@ FIELD_TAMPERING: list[tuple[str, Callable[[SetCustomMiningJob], SetCustomMiningJ
 ]
 
 
-@pytest.mark.parametrize(("name", "tamper", "field"), FIELD_TAMPERING, ids=lambda x: str(x))
+@pytest.mark.parametrize(("name", "tamper", "field"), FIELD_TAMPERING,
+                         ids=[case[0] for case in FIELD_TAMPERING])
 def test_every_field_tampering_is_rejected_with_its_code(
     name: str, tamper: Callable[[SetCustomMiningJob], SetCustomMiningJob], field: str
 ) -> None:
