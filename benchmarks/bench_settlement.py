@@ -6,7 +6,13 @@ incremental 100,000-share batch (built here with ``bench_accounting.BatchSource`
 ``fit_distribution`` and the PR #203 amounts (``compute_outputs``) for 100,000 candidates. The
 baseline, measured in the same run on the same candidates, is the per-object algorithm the
 columnar code replaced (``tests/distribution/reference.py``, also the property tests' reference);
-the two results are checked equal. Run: ``.venv/bin/python -m benchmarks.bench_settlement``.
+the two results are checked equal.
+
+Then the service around it: ``PoolService.publish_distribution`` for 100,000 miners on SQLite
+(candidates from the accountant and the ledger, fit, the stored JSON), and loading that
+distribution back and settling a block on it, each next to the per-object service code it
+replaced (``tests/distribution/service_reference.py``), same run, results checked equal.
+Run: ``.venv/bin/python -m benchmarks.bench_settlement``.
 """
 
 from __future__ import annotations
@@ -15,11 +21,17 @@ import argparse
 import os
 import random
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
 
 from benchmarks.bench_accounting import BatchSource
 from payouts.accounting.accountant import Accountant
+from payouts.accounting.shares import ShareBatch
 from payouts.distribution.amounts import PayoutResult, compute_outputs
 from payouts.distribution.fitting import (
     Budget,
@@ -29,10 +41,19 @@ from payouts.distribution.fitting import (
     fit_distribution,
 )
 from payouts.distribution.model import Distribution, Payee, PoolPayout
-from payouts.settings import AccountingSettings
+from payouts.distribution.settle import settle_block
+from payouts.service import PoolService
+from payouts.settings import AccountingSettings, Settings
 from payouts.settlement.coinbase import build_coinbase_settlement
+from payouts.store import repositories as repo
+from payouts.store.models import LedgerEntry
 from payouts.tx.coinbase import witness_commitment, witness_commitment_output
 from tests.distribution.reference import reference_fit, reference_outputs
+from tests.distribution.service_reference import (
+    old_fitted_from_json,
+    old_publish_distribution,
+    old_settle_block,
+)
 
 POOL = bytes.fromhex("0014") + b"\x01" * 20
 REVENUE = 312_500_000
@@ -134,11 +155,77 @@ def distribution_step(n: int, budget: Budget, label: str, runs: int, baseline_ru
               f"<= {TARGET_MS} ms for the whole step")
 
 
+def _service(tmp: Path, miners: int, max_bytes: int) -> PoolService:
+    """A SQLite pool with ``miners`` registered miners, all with weight in the window (value
+    weighting, PPLNS over 3 shares per miner) and 1 in 100 owed a ledger balance."""
+    svc = PoolService(Settings(
+        data_dir=tmp,
+        accounting={"scheme": "pplns", "pplns_n": 3 * miners, "value_weighting": True},
+        pool={"payout_script": POOL.hex(), "fee_bps": 200},
+        distribution={"max_outputs_bytes": max_bytes, "max_sigops": 400},
+    ))
+    with svc.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO miners (account, payout_script) VALUES (:a, :s)"),
+                     [{"a": f"miner{i}", "s": p2tr(i)} for i in range(miners)])
+    ids = np.array(sorted(repo.miner_ids(svc.engine, [f"miner{i}" for i in range(miners)])
+                          .values()), dtype=np.int64)
+    with svc.engine.begin() as conn:
+        conn.execute(sa.insert(LedgerEntry), [
+            {"miner_id": int(i), "block_id": None, "amount": 1_000 + int(i), "reason": "bench"}
+            for i in ids[::100]])
+    rng = np.random.default_rng(3)
+    n = 3 * miners
+    svc.accountant.ingest(ShareBatch(  # in memory only: the store's ingest is not measured
+        key=[f"s{i}" for i in range(n)], miner_id=np.tile(ids, 3), worker=["w"] * n,
+        difficulty=rng.integers(1 << 16, 1 << 20, n, dtype=np.int64), job_id=["j"] * n,
+        revenue=312_500_000 + rng.integers(0, 50_000_000, n, dtype=np.int64),
+        time_ms=np.arange(n, dtype=np.int64)))
+    return svc
+
+
+def service_step(miners: int, runs: int, max_bytes: int, label: str) -> None:
+    """publish_distribution, then loading the stored distribution and settling a block on it:
+    the column readers against the per-object service code, alternated in one run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        svc = _service(Path(tmp), miners, max_bytes)
+        new_ms, new = timed(lambda: svc.publish_distribution(REVENUE), runs)
+        old_ms, old = timed(lambda: old_publish_distribution(svc, REVENUE), runs)
+        new_cpu, old_cpu = CPU[-2:]
+        assert isinstance(new, FittedDistribution) and isinstance(old, FittedDistribution)
+        new_id, old_id = new.distribution.distribution_id, old.distribution.distribution_id
+        a, b = repo.load_distribution(svc.engine, new_id), repo.load_distribution(svc.engine,
+                                                                                  old_id)
+        assert a is not None and b is not None
+        assert dict(a.body, distribution_id=0) == dict(b.body, distribution_id=0), (
+            "stored distributions differ")
+        balances = {f"miner{i}": 1_000 * i for i in range(0, miners, 100)}
+
+        def load_settle() -> object:
+            return settle_block(svc.distribution(new_id), REVENUE, "b", balances)
+
+        def old_load_settle() -> object:
+            record = repo.load_distribution(svc.engine, new_id)
+            assert record is not None
+            return old_settle_block(old_fitted_from_json(record.body), REVENUE, "b", balances)
+
+        ls_ms, got = timed(load_settle, runs)
+        old_ls_ms, want = timed(old_load_settle, runs)
+        ls_cpu, old_ls_cpu = CPU[-2:]
+        assert got == want, "settlements differ"
+    print(f"PoolService on SQLite, {miners:,} miners, {label}: {len(new.distribution.payouts):,} "
+          f"payees, {len(new.dropped):,} dropped (stored JSON and settlement identical)")
+    print(f"    publish_distribution: median {new_ms:.0f} ms wall (CPU {new_cpu:.0f} ms); "
+          f"baseline per-object service {old_ms:.0f} ms (CPU {old_cpu:.0f} ms)")
+    print(f"    load stored distribution + settle_block: median {ls_ms:.0f} ms (CPU "
+          f"{ls_cpu:.0f} ms); baseline per-object {old_ls_ms:.0f} ms (CPU {old_ls_cpu:.0f} ms)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--payees", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--baseline-runs", type=int, default=3)
+    ap.add_argument("--service-runs", type=int, default=5)
     ap.add_argument("--window-shares", type=int, default=10_000_000,
                     help="window for the weights() measurement; 0 skips it")
     args = ap.parse_args(argv)
@@ -158,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
                       args.runs, args.baseline_runs, weights)
     distribution_step(n, Budget(500 * 43 + 100, 400), "coinbase budget of ~500 outputs",
                       args.runs, args.baseline_runs, weights)
+    service_step(n, args.service_runs, n * 43 + 1_000, "every miner fits")
+    service_step(n, args.service_runs, 500 * 43 + 100, "budget of ~500 outputs")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

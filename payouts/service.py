@@ -11,16 +11,33 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import Engine
 
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
-from payouts.distribution.fitting import Budget, Candidate, FittedDistribution, fit_distribution
-from payouts.distribution.jsonio import distribution_from_json, distribution_to_json
-from payouts.distribution.model import Distribution, Payee, PoolPayout
-from payouts.distribution.settle import BlockSettlement, settle_block
+from payouts.distribution.columns import store_field
+from payouts.distribution.fitting import (
+    Budget,
+    Candidate,
+    CandidateColumns,
+    DroppedColumns,
+    FittedDistribution,
+    IntColumn,
+    fit_distribution,
+)
+from payouts.distribution.jsonio import distribution_from_json
+from payouts.distribution.model import Distribution, Payee, PayeeColumns, PoolPayout
+from payouts.distribution.settle import (
+    BlockSettlement,
+    dropped_columns,
+    fitted_column,
+    int_column,
+    settle_block,
+)
 from payouts.errors import ConfigError, UnknownMinerError, ValidationError
 from payouts.settings import Settings
 from payouts.store import repositories as repo
@@ -49,23 +66,41 @@ class IngestResult:
 
 
 def fitted_to_json(f: FittedDistribution) -> dict[str, Any]:
-    """Everything needed to settle a block found on this distribution, even after a restart."""
-    body = distribution_to_json(f.distribution)
-    body["accounts"] = list(f.accounts)
-    body["earned"] = [str(e) for e in f.earned]  # big ints as strings: JSON readers lose them
-    body["owed"] = list(f.owed)
-    body["fee_weight"] = str(f.fee_weight)
-    body["dropped"] = [
-        {"account": c.account, "script": c.script.hex(), "weight": str(c.weight), "owed": c.owed}
-        for c in f.dropped
-    ]
-    for p in body["payouts"]:
-        p["weight"] = str(p["weight"])
-    body["pool_payout"]["weight"] = str(body["pool_payout"]["weight"])
-    return body
+    """Everything needed to settle a block found on this distribution, even after a restart.
+
+    Read from the columns (issue #2): the same document as building it payee by payee
+    (``distribution_to_json`` plus the ledger fields), big ints as strings since JSON readers
+    lose them."""
+    dist = f.distribution
+    cols = dist.columns()
+    pool = dist.pool_payout
+    d_accounts, d_scripts, d_weights, d_owed = dropped_columns(f)
+    return {
+        "distribution_id": dist.distribution_id,
+        "pool_payout": {"script": pool.script.hex(), "weight": str(pool.weight)},
+        "payouts": [
+            {"script": s, "weight": w, "dust_limit": d}
+            for s, w, d in zip(map(bytes.hex, cols.scripts), map(str, cols.weights.tolist()),
+                               cols.dust_limits.tolist(), strict=True)
+        ],
+        "additional_outputs": [
+            {"script": a.script.hex(), "amount": a.amount} for a in dist.additional_outputs
+        ],
+        "accounts": list(f.accounts),
+        "earned": list(map(str, fitted_column(f, "earned").tolist())),
+        "owed": fitted_column(f, "owed").tolist(),
+        "fee_weight": str(f.fee_weight),
+        "dropped": [
+            {"account": a, "script": s, "weight": w, "owed": o}
+            for a, s, w, o in zip(d_accounts, map(bytes.hex, d_scripts),
+                                  map(str, d_weights.tolist()), d_owed.tolist(), strict=True)
+        ],
+    }
 
 
-def fitted_from_json(body: dict[str, Any]) -> FittedDistribution:
+def _fitted_from_objects(body: dict[str, Any]) -> FittedDistribution:
+    """:func:`fitted_from_json` payee by payee: the reference, and the path for documents the
+    column reader does not take (it then raises the error this one gives, or agrees)."""
     doc = dict(body)
     doc["pool_payout"] = dict(body["pool_payout"], weight=int(body["pool_payout"]["weight"]))
     doc["payouts"] = [dict(p, weight=int(p["weight"])) for p in body["payouts"]]
@@ -85,6 +120,47 @@ def fitted_from_json(body: dict[str, Any]) -> FittedDistribution:
         ),
         fee_weight=int(body["fee_weight"]),
     )
+
+
+def _fitted_from_columns(body: dict[str, Any]) -> FittedDistribution:
+    """:func:`fitted_from_json` into columns: no Payee or Candidate object per row. Raises
+    (anything) on a document it does not take exactly as the per-object reader would."""
+    payouts = body["payouts"]
+    accounts = body["accounts"]
+    if (type(payouts) is not list or type(accounts) is not list
+            or len(accounts) != len(payouts)
+            or any(type(p) is not dict or type(p.get("dust_limit")) is not int for p in payouts)):
+        raise ValueError("not a plain stored document")
+    scripts = [bytes.fromhex(p["script"]) for p in payouts]
+    weights = np.array([int(p["weight"]) for p in payouts], dtype=np.uint64)
+    dusts = np.array([p["dust_limit"] for p in payouts], dtype=np.int64)
+    # the pool payout, id and additional outputs, checked by the per-object reader
+    head = dict(body, payouts=[])
+    head["pool_payout"] = dict(body["pool_payout"], weight=int(body["pool_payout"]["weight"]))
+    shell = distribution_from_json(head)
+    dist = Distribution.from_columns(
+        shell.distribution_id, shell.pool_payout,
+        PayeeColumns(scripts, weights, dusts, accounts), shell.additional_outputs)
+    raw_dropped = body["dropped"]
+    d_accounts = [d["account"] for d in raw_dropped]
+    d_scripts = [bytes.fromhex(d["script"]) for d in raw_dropped]
+    d_weights = np.array([int(d["weight"]) for d in raw_dropped], dtype=np.int64)
+    d_owed = np.array([int(d["owed"]) for d in raw_dropped], dtype=np.int64)
+    fitted = FittedDistribution(dist, (), (), (), int(body["fee_weight"]))
+    store_field(fitted, "earned", IntColumn(int_column([int(e) for e in body["earned"]])))
+    store_field(fitted, "owed", IntColumn(int_column([int(o) for o in body["owed"]])))
+    store_field(fitted, "dropped", DroppedColumns(
+        CandidateColumns(d_accounts, d_scripts, d_weights.tolist(), d_owed.tolist()),
+        d_weights, d_owed, np.arange(len(raw_dropped), dtype=np.intp)))
+    return fitted
+
+
+def fitted_from_json(body: dict[str, Any]) -> FittedDistribution:
+    """The distribution :func:`fitted_to_json` stored, equal to reading it payee by payee."""
+    try:
+        return _fitted_from_columns(body)
+    except Exception:  # whatever the column reader refused, the per-object one explains
+        return _fitted_from_objects(body)
 
 
 class PoolService:
@@ -143,22 +219,27 @@ class PoolService:
             return address_to_script(pool.payout_address, self.settings.network)
         raise ConfigError("set [pool] payout_address or payout_script to publish distributions")
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self) -> CandidateColumns:
+        """The window's miners (id order), then the miners owed a balance with no weight in
+        the window: as columns, no object per miner (issue #2)."""
         weights = self.accountant.weights()
         ids = weights.miner_ids.tolist()
         miners = repo.get_miners(self.engine, ids)
         balances = ledger_balances(self.engine)
-        by_id = {m.id: m for m in miners.values()}
-        out = [
-            Candidate(by_id[i].account, by_id[i].payout_script, w, balances.get(i, 0))
-            for i, w in zip(ids, weights.weights, strict=True)
-        ]
+        records = list(map(miners.__getitem__, ids))
+        owed = list(map(balances.get, ids, repeat(0)))
         # Miners with an owed balance but no weight in this window are still candidates.
         in_window = set(ids)
         owed_only = [i for i, b in balances.items() if b > 0 and i not in in_window]
-        for m in repo.get_miners(self.engine, owed_only).values():
-            out.append(Candidate(m.account, m.payout_script, 0, balances[m.id]))
-        return out
+        extra = list(repo.get_miners(self.engine, owed_only).values())
+        records += extra
+        owed += [balances[m.id] for m in extra]
+        return CandidateColumns(
+            [m.account for m in records],
+            [m.payout_script for m in records],
+            [*weights.weights, *repeat(0, len(extra))],
+            owed,
+        )
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution:
         """Fit the current window into a new distribution (strictly increasing id), store it
@@ -168,7 +249,7 @@ class PoolService:
         with self._lock:
             next_id = (repo.last_distribution_id(self.engine) or 0) + 1
             candidates = self.candidates()
-            if any(c.weight or c.owed for c in candidates):
+            if any(candidates.weights) or any(candidates.owed):
                 fitted = fit_distribution(
                     next_id,
                     self.pool_script(),

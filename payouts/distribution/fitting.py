@@ -33,7 +33,6 @@ import numpy.typing as npt
 from payouts.distribution.columns import (
     I64,
     Deferred,
-    LazyTuple,
     defer_fields,
     floor_mul_div,
     store_field,
@@ -134,11 +133,29 @@ class DroppedColumns(Deferred[Candidate]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _make(self) -> tuple[Candidate, ...]:
+    def columns(self) -> tuple[list[str], list[bytes], I64, I64]:
+        """(accounts, scripts, weights, owed) of the dropped rows, for column readers."""
         rows = self.rows.tolist()
         accounts, scripts = self._columns.accounts, self._columns.scripts
-        return tuple(map(Candidate, [accounts[i] for i in rows], [scripts[i] for i in rows],
-                         self._weights[self.rows].tolist(), self._owed[self.rows].tolist()))
+        return ([accounts[i] for i in rows], [scripts[i] for i in rows],
+                self._weights[self.rows], self._owed[self.rows])
+
+    def _make(self) -> tuple[Candidate, ...]:
+        accounts, scripts, weights, owed = self.columns()
+        return tuple(map(Candidate, accounts, scripts, weights.tolist(), owed.tolist()))
+
+
+class IntColumn(Deferred[int]):
+    """A tuple of ints held as an integer array (``values``) until read as a tuple."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: npt.NDArray[Any]) -> None:
+        super().__init__()
+        self.values = values
+
+    def _make(self) -> tuple[int, ...]:
+        return tuple(self.values.tolist())
 
 
 WEIGHT_BITS = 64  # SetPayoutDistribution carries each weight in a TxOut's 8-byte amount field
@@ -323,8 +340,8 @@ def fit_distribution(
     )
     fitted = FittedDistribution(dist, (), (), (), fee_w)
     earned, owed_kept = weights_r[chosen][kept], payee_owed[kept]
-    store_field(fitted, "earned", LazyTuple(lambda: tuple(earned.tolist())))
-    store_field(fitted, "owed", LazyTuple(lambda: tuple(owed_kept.tolist())))
+    store_field(fitted, "earned", IntColumn(earned))
+    store_field(fitted, "owed", IntColumn(owed_kept))
     store_field(fitted, "dropped", DroppedColumns(columns, weights, owed, order[dropped]))
     return fitted
 

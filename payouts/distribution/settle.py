@@ -13,12 +13,70 @@ And for the block: ``Σ paid + pool_keeps + Σ credited − Σ repaid + Σ addit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
 
-from payouts.distribution.amounts import PayoutResult, compute_outputs
-from payouts.distribution.fitting import FittedDistribution
+import numpy as np
+import numpy.typing as npt
+
+from payouts.distribution.amounts import OutputColumns, PayoutResult, compute_outputs
+from payouts.distribution.columns import floor_mul_div, raw_field
+from payouts.distribution.fitting import DroppedColumns, FittedDistribution, IntColumn
 from payouts.distribution.ledger import LedgerEntry
+
+
+def int_column(values: Sequence[int]) -> npt.NDArray[Any]:
+    """Integers as int64, or as Python ints (dtype object) when one does not fit: exact."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return np.array(values, dtype=object)
+
+
+def fitted_column(fitted: FittedDistribution, name: str) -> npt.NDArray[Any]:
+    """``fitted.earned`` or ``fitted.owed`` as an integer column, without building the tuple
+    when the fit left it as one."""
+    raw = raw_field(fitted, name)
+    return raw.values if isinstance(raw, IntColumn) else int_column(getattr(fitted, name))
+
+
+def dropped_columns(fitted: FittedDistribution) -> tuple[
+        Sequence[str], Sequence[bytes], npt.NDArray[Any], npt.NDArray[Any]]:
+    """(accounts, scripts, weights, owed) of ``fitted.dropped``, without building the
+    :class:`~payouts.distribution.fitting.Candidate` objects when the fit left them as columns."""
+    raw = raw_field(fitted, "dropped")
+    if isinstance(raw, DroppedColumns):
+        return raw.columns()
+    dropped = fitted.dropped
+    return ([c.account for c in dropped], [c.script for c in dropped],
+            int_column([c.weight for c in dropped]), int_column([c.owed for c in dropped]))
+
+
+def payee_keys(fitted: FittedDistribution) -> Sequence[str]:
+    """The ledger key of every payee: its account, or its script in hex when it has none."""
+    cols = fitted.distribution.columns()
+    accounts = cols.accounts
+    if accounts is not None and all(accounts):
+        return accounts  # type: ignore[return-value]  # all() just ruled out None and ""
+    if accounts is None:
+        return [s.hex() for s in cols.scripts]
+    return [a or s.hex() for a, s in zip(accounts, cols.scripts, strict=True)]
+
+
+def _shares(weights: npt.NDArray[Any], num: int, den: int) -> npt.NDArray[Any]:
+    """``floor(w·num/den)`` per weight; negative weights (never from a fit) as Python ints."""
+    if weights.dtype == object or (len(weights) and int(weights.min()) < 0):
+        return np.array([w * num // den for w in weights.tolist()], dtype=object)
+    return floor_mul_div(weights.astype(np.uint64), num, den)
+
+
+def _payee_amounts(result: PayoutResult) -> npt.NDArray[Any]:
+    raw = raw_field(result, "outputs")
+    if isinstance(raw, OutputColumns):
+        return np.where(raw.keep, raw.amounts, 0)
+    return int_column(result.payee_amounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,33 +115,38 @@ def settle_block(
     dist = fitted.distribution
     result = compute_outputs(dist, revenue)
     t_prime, total_weight = result.distributable, dist.total_weight
-    paid: dict[str, int] = {}
-    fair: dict[str, int] = {}
+    accounts = payee_keys(fitted)
+    earned = fitted_column(fitted, "earned")
+    if len(earned) != len(accounts) or len(fitted_column(fitted, "owed")) != len(accounts):
+        raise ValueError("earned and owed must have one entry per payee")
+    # Column-wise, the same as per payee: fair = floor(e·T'/W); a payee paid 0 is credited its
+    # fair share ("pruned"); one paid more repays min(extra, balance) and the rest is a bonus.
+    share = _shares(earned, t_prime, total_weight)
+    amount = _payee_amounts(result)
+    fair = dict(zip(accounts, share.tolist(), strict=True))
+    paid = dict(zip(accounts, amount.tolist(), strict=True))
+    if balances is None:
+        current = fitted_column(fitted, "owed")
+    else:
+        current = int_column(list(map(balances.get, accounts, repeat(0))))
+    included = amount != 0
+    extra = np.where(included, amount - share, 0)
+    repaid = np.where(included, np.minimum(extra, current), 0)
+    bonus = int((extra - repaid).sum())
     entries: list[LedgerEntry] = []
-    bonus = 0
-    for payee, earned, owed, amount in zip(
-        dist.payouts, fitted.earned, fitted.owed, result.payee_amounts, strict=True
-    ):
-        account = payee.account or payee.script.hex()
-        share = earned * t_prime // total_weight
-        fair[account] = share
-        paid[account] = amount
-        if amount == 0:
-            if share:
-                entries.append(LedgerEntry(account, share, "pruned", ref))
-            continue
-        extra = amount - share
-        current = owed if balances is None else balances.get(account, 0)
-        repaid = min(extra, current)
-        if repaid:
-            entries.append(LedgerEntry(account, -repaid, "repaid", ref))
-        bonus += extra - repaid
-    for c in fitted.dropped:
-        share = c.weight * t_prime // total_weight
-        fair[c.account] = share
-        paid[c.account] = 0
-        if share:
-            entries.append(LedgerEntry(c.account, share, "dropped", ref))
+    keys = list(accounts)
+    share_l, repaid_l = share.tolist(), repaid.tolist()
+    for i in np.flatnonzero((~included & (share != 0)) | (repaid != 0)).tolist():
+        if included[i]:
+            entries.append(LedgerEntry(keys[i], -repaid_l[i], "repaid", ref))
+        else:
+            entries.append(LedgerEntry(keys[i], share_l[i], "pruned", ref))
+    d_accounts, _, d_weights, _ = dropped_columns(fitted)
+    d_share = _shares(d_weights, t_prime, total_weight).tolist()
+    fair.update(zip(d_accounts, d_share, strict=True))
+    paid.update(zip(d_accounts, repeat(0)))
+    entries.extend(LedgerEntry(a, s, "dropped", ref)
+                   for a, s in zip(d_accounts, d_share, strict=True) if s)
     net_credit = sum(e.amount for e in entries)
     return BlockSettlement(
         result=result,

@@ -3,14 +3,24 @@ blocks and the owed ledger."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from payouts.distribution.fitting import CandidateColumns
+from payouts.distribution.settle import settle_block
 from payouts.errors import UnknownMinerError
 from payouts.service import PoolService
 from payouts.settings import Settings
+from payouts.store import repositories as repo
+from tests.distribution.service_reference import (
+    old_candidates,
+    old_fitted_from_json,
+    old_publish_distribution,
+    old_settle_block,
+)
 from tests.store.conftest import count, make_batch
 
 POOL = "0014" + "aa" * 20
@@ -76,3 +86,41 @@ def test_dropped_payees_are_owed_then_repaid_first(engine: Engine, tmp_path: Pat
                           height=101)
     assert s2.repaid > 0
     assert svc.owed().get("small", 0) == owed + s2.credited_to("small") - s2.repaid
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_columnar_publish_equals_the_per_object_service(engine: Engine, tmp_path: Path,
+                                                        seed: int) -> None:
+    """Issue #2: candidates as columns, the stored JSON read from columns and blocks settled
+    column-wise give the same candidates, stored documents and settlements as the per-object
+    service (tests/distribution/service_reference.py), owed-only miners included."""
+    rng = random.Random(seed)
+    svc = PoolService(settings(tmp_path, max_bytes=31 + 43 * 4), engine=engine)
+    ids = [svc.register_miner(f"m{i}", p2tr(i)).id for i in range(12)]
+    early = [rng.choice(ids) for _ in range(600)]
+    svc.ingest(make_batch([f"a{i}" for i in range(600)], miner_id=early,
+                          difficulty=[rng.randint(1, 10**6) for _ in range(600)]))
+    for n in range(1, 4):
+        svc.publish_distribution(estimated_revenue=312_500_000)
+        svc.record_block(distribution_id=n, revenue=rng.randint(10**6, 10**9),
+                         block_hash=bytes([n]) * 32, height=100 + n)
+    # a new window of the first half of the miners only: the others are owed-only candidates
+    late = [rng.choice(ids[:6]) for _ in range(1000)]
+    svc.ingest(make_batch([f"b{i}" for i in range(1000)], miner_id=late,
+                          difficulty=[rng.randint(1, 10**6) for _ in range(1000)]))
+    assert svc.candidates() == CandidateColumns.of(old_candidates(svc))
+    assert any(o and not w for w, o in zip(svc.candidates().weights, svc.candidates().owed,
+                                          strict=True))
+    new = svc.publish_distribution(estimated_revenue=312_500_000)
+    old = old_publish_distribution(svc, estimated_revenue=312_500_000)
+    stored_new = repo.load_distribution(engine, new.distribution.distribution_id)
+    stored_old = repo.load_distribution(engine, old.distribution.distribution_id)
+    assert stored_new is not None and stored_old is not None
+    assert dict(stored_new.body, distribution_id=0) == dict(stored_old.body, distribution_id=0)
+    loaded = svc.distribution(new.distribution.distribution_id)
+    assert loaded == old_fitted_from_json(stored_new.body) and loaded.accounts == new.accounts
+    accounts = [*loaded.accounts, *(c.account for c in loaded.dropped)]
+    balances = {a: b for a, b in svc.owed().items() if a in accounts}
+    want = old_settle_block(old_fitted_from_json(stored_new.body), 200_000_000, "z", balances)
+    assert settle_block(loaded, 200_000_000, "z", balances) == want
+    assert want.entries  # the comparison covered ledger lines
