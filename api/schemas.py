@@ -170,6 +170,7 @@ class ConfigOut(BaseModel):
     max_outputs_bytes: int
     max_sigops: int
     ctv_fanout_arity: int
+    ctv_fee_rate: int
     network: str
 
 
@@ -181,6 +182,7 @@ class ConfigPatch(_In):
     max_outputs_bytes: int | None = Field(None, ge=43, le=1_000_000)
     max_sigops: int | None = Field(None, ge=0, le=80_000)
     ctv_fanout_arity: int | None = Field(None, ge=2, le=1000)
+    ctv_fee_rate: int | None = Field(None, ge=0, le=100_000)
 
 
 # -- musig2 ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,6 +30,9 @@ from pydantic_settings import (
 )
 
 from payouts.errors import ConfigError
+
+if TYPE_CHECKING:  # settings load before (and without) the settlement code
+    from payouts.settlement.ctv import CtvParams
 
 Network = Literal["mainnet", "testnet", "testnet4", "signet", "regtest"]
 _config_file: ContextVar[Path | None] = ContextVar("payouts_config_file", default=None)
@@ -66,6 +69,19 @@ class DistributionSettings(_Section):
     )
     max_sigops: int = Field(400, ge=0, le=80_000, description="sigop-cost budget for outputs")
     ctv_fanout_arity: int = Field(16, ge=2, le=1000)
+    ctv_fee_rate: int = Field(
+        0, ge=0, le=100_000,
+        description="sat/vB every CTV fan-out tx pays from the coinbase value it spends; 0 = "
+        "the txs pay nothing and are bumped through their P2A anchors (CPFP), which needs a "
+        "node relaying ephemeral dust (Bitcoin Core >= 29) and someone paying the child",
+    )
+
+    def ctv_params(self) -> CtvParams:
+        """The fan-out parameters the JD server announces (0x4003) and the settlement runner
+        rebuilds each block's tree with: one constructor, so the two can never disagree."""
+        from payouts.settlement.ctv import CtvParams
+
+        return CtvParams(arity=self.ctv_fanout_arity, fee_rate=self.ctv_fee_rate)
 
 
 class NodeSettings(_Section):

@@ -170,7 +170,8 @@ def _config(service: PoolService) -> ConfigOut:
     return ConfigOut(fee_bps=s.pool.fee_bps, mode=s.distribution.mode,
                      max_outputs_bytes=s.distribution.max_outputs_bytes,
                      max_sigops=s.distribution.max_sigops,
-                     ctv_fanout_arity=s.distribution.ctv_fanout_arity, network=s.network)
+                     ctv_fanout_arity=s.distribution.ctv_fanout_arity,
+                     ctv_fee_rate=s.distribution.ctv_fee_rate, network=s.network)
 
 
 @router.get("/config", response_model=ConfigOut, responses=_AUTH)
@@ -187,7 +188,7 @@ def put_config(body: ConfigPatch, request: Request,
     Not persisted: the TOML file is the source of truth at start; a restart reverts this.
     While a settlement runner runs (``payouts serve``), the settlement mode is fixed: the JD
     server announced it to its clients (0x4003) and checks every coinbase against it, and the
-    runner settles every block with it. Changing ``mode`` (or ``ctv_fanout_arity`` in ctv mode)
+    runner settles every block with it. Changing ``mode`` (or the fan-out parameters in ctv mode)
     is then a 409 ``mode-change-needs-restart`` and nothing changes: edit the file, restart.
     """
     service = get_service(request)
@@ -202,7 +203,7 @@ def put_config(body: ConfigPatch, request: Request,
         )
         running = service.settlement.mode if service.settlement is not None else None
         if running is not None and (dist.mode != running.name or (
-                dist.mode == "ctv" and dist.ctv_fanout_arity != running.ctv.arity)):
+                dist.mode == "ctv" and dist.ctv_params() != running.ctv)):
             raise Problem(409, "mode-change-needs-restart",
                           f"this server settles in {running.name} mode (announced to JD clients "
                           "and used for every recorded block); change [distribution] in the "

@@ -59,7 +59,7 @@ from payouts.distribution.model import TxOut
 from payouts.errors import ConfigError, PayoutsError, ValidationError
 from payouts.node.interface import Node
 from payouts.settings import Settings
-from payouts.settlement.ctv import CtvParams, build_ctv_fanout
+from payouts.settlement.ctv import build_ctv_fanout
 from payouts.settlement.lifecycle import (
     FallbackSigner,
     LifecycleConfig,
@@ -91,7 +91,7 @@ from payouts.store.ledger import BlockRecord, get_block, list_blocks
 from payouts.store.settlement_models import Settlement
 from payouts.tx.block import Block
 from payouts.tx.transaction import OutPoint, Tx
-from sv2.jds.modes import Musig2Mode, SettlementMode
+from sv2.jds.modes import Musig2Mode, SettlementMode, check_ctv_for, ctv_active_on
 
 if TYPE_CHECKING:
     from payouts.service import PoolService
@@ -134,7 +134,7 @@ def mode_from_settings(settings: Settings) -> SettlementMode:
     coinbase is what gets settled."""
     dist = settings.distribution
     if dist.mode == "ctv":
-        return SettlementMode("ctv", CtvParams(arity=dist.ctv_fanout_arity))
+        return SettlementMode("ctv", dist.ctv_params())
     if dist.mode == "musig2":
         m = settings.settlement.musig2
         if m is None:
@@ -165,9 +165,13 @@ def fallback_signer_from_settings(settings: Settings) -> FallbackSigner | None:
 
 
 async def check_mode_on_node(mode: SettlementMode, node: Node) -> None:
-    """Refuse a musig2 CTV exit leaf on a node where CTV (BIP-119) is not active: there
-    ``OP_CHECKTEMPLATEVERIFY`` is ``OP_NOP4`` and the leaf is spendable by anyone who knows the
-    distribution (docs/musig2.md §1)."""
+    """Refuse a mode that needs CTV (BIP-119) on a node where it is not active: there
+    ``OP_CHECKTEMPLATEVERIFY`` is ``OP_NOP4``, so a ``ctv`` commitment output, or a musig2 CTV
+    exit leaf, is spendable by anyone who knows the distribution (ARCHITECTURE invariant 4,
+    docs/musig2.md §1). ``payouts serve`` runs this before anything is served, with or without
+    the JD server (which refuses the same modes itself)."""
+    if mode.name == "ctv":
+        check_ctv_for(mode, await ctv_active_on(node), "payouts serve")
     if mode.musig2 is not None and mode.musig2.ctv_leaf and not await node.deployment_active(
         "checktemplateverify"
     ):
@@ -270,6 +274,9 @@ class SettlementRunner:
                 _set_coinbase_location(self.engine, block.id, coinbase.txid, at)
             return created
         if mode.name == "ctv":
+            # build_ctv_fanout, not ctv_settlement: this block is already on chain, so there is
+            # nothing left to refuse; the refusal happened before anything was mined
+            # (check_mode_on_node at start, and the JD server's own check).
             fanout = build_ctv_fanout(dist, revenue, mode.ctv)
             if coinbase is None:
                 return self.lifecycle.track_ctv(block.id, fanout)

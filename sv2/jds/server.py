@@ -26,7 +26,6 @@ from payouts.distribution.fitting import FittedDistribution
 from payouts.distribution.model import MAX_MONEY, Distribution, TxOut
 from payouts.errors import ConfigError, ValidationError
 from payouts.node.interface import ChainTip, Node, NodeError
-from payouts.settlement.ctv import CtvParams
 from payouts.tx.block import BlockHeader, check_pow
 from payouts.tx.coinbase import HALVING_INTERVAL_MAINNET, HALVING_INTERVAL_REGTEST, block_subsidy
 from payouts.tx.compact import ser_compact_size
@@ -288,7 +287,7 @@ class JobDeclarationServer(NoiseListener[_Session]):
             raise ConfigError(f"jds.listen must be host:port, got {jds.listen!r}")
         dmode = settings.distribution.mode
         if dmode == "ctv":
-            mode = SettlementMode("ctv", CtvParams(arity=settings.distribution.ctv_fanout_arity))
+            mode = SettlementMode("ctv", settings.distribution.ctv_params())
         elif dmode == "musig2":
             if musig2 is None:
                 raise ConfigError("distribution.mode = musig2 needs the committee parameters")

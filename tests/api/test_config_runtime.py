@@ -52,8 +52,27 @@ def test_ctv_arity_is_part_of_the_running_mode(
     assert_problem(client.put("/v1/config", json={"ctv_fanout_arity": 4}, headers=h), 409,
                    "mode-change-needs-restart")
     assert service.settings.distribution.ctv_fanout_arity == 16
+    # The fee rate is committed in every fan-out tx too.
+    assert_problem(client.put("/v1/config", json={"ctv_fee_rate": 2}, headers=h), 409,
+                   "mode-change-needs-restart")
+    assert service.settings.distribution.ctv_fee_rate == 0
     r = client.put("/v1/config", json={"ctv_fanout_arity": 16, "max_sigops": 300}, headers=h)
     assert r.status_code == 200 and service.settings.distribution.max_sigops == 300
+    assert r.json()["ctv_fee_rate"] == 0
+
+
+def test_ctv_fee_rate_setting_reaches_the_jds_and_the_runner(
+    service: PoolService, node: KernelNode
+) -> None:
+    """One constructor (DistributionSettings.ctv_params) for both JD sides' announcement and the
+    runner's rebuilt tree: a fee rate set in the file is in both."""
+    from sv2.jds.modes import SettlementMode as Mode
+
+    service.settings.distribution.mode = "ctv"
+    service.settings.distribution.ctv_fee_rate = 3
+    runner = SettlementRunner(service, node, interval=3600.0)
+    assert runner.mode == Mode("ctv", CtvParams(arity=16, fee_rate=3))
+    assert runner.mode.to_message(1).ctv_fee_rate == 3
 
 
 def test_musig2_without_its_parameters_is_refused(

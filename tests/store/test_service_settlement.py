@@ -20,7 +20,7 @@ from payouts.errors import ConfigError
 from payouts.node.kernel import KernelNode
 from payouts.service import PoolService
 from payouts.settings import Settings, load_settings
-from payouts.settlement.ctv import CtvParams
+from payouts.settlement.ctv import CtvNotActiveError, CtvParams
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_settlements, load_txs
 from payouts.settlement.payout_view import landings
@@ -232,6 +232,14 @@ def test_ctv_leaf_is_refused_on_a_node_without_ctv(node: KernelNode) -> None:
     with pytest.raises(ConfigError, match=r"ctv_leaf = true, but CTV \(BIP-119\) is not active"):
         run(check_mode_on_node(leaf, node))
     run(check_mode_on_node(SettlementMode("musig2", musig2=m), node))  # no leaf: fine
+
+
+def test_ctv_mode_is_refused_at_start_on_a_node_without_ctv(node: KernelNode) -> None:
+    """ARCHITECTURE invariant 4 for ``payouts serve`` even with the JD server off: the kernel
+    node does not enforce BIP-119, so a ctv runner must not start on it."""
+    with pytest.raises(CtvNotActiveError, match="payouts serve refuses a ctv settlement"):
+        run(check_mode_on_node(SettlementMode("ctv", CtvParams(arity=2)), node))
+    run(check_mode_on_node(SettlementMode("coinbase"), node))
 
 
 def test_a_real_reorg_still_orphans_through_the_runner(
