@@ -345,7 +345,8 @@ class Demo:
     ) -> dict[bytes, tuple[int, int]]:
         from payouts.settlement.ctv import ctv_settlement
 
-        fan = ctv_settlement(fitted.distribution, found.revenue, mode.ctv, ctv_active=True)
+        active = await self.node.deployment_active("checktemplateverify")
+        fan = ctv_settlement(fitted.distribution, found.revenue, mode.ctv, ctv_active=active)
         bound = fan.bind(OutPoint(found.coinbase.txid, 0))
         landed: dict[bytes, tuple[int, int]] = {}
         for level in sorted({t.level for t in bound.txs}):
