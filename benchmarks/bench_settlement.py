@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                       args.runs, args.baseline_runs, weights)
     distribution_step(n, Budget(500 * 43 + 100, 400), "coinbase budget of ~500 outputs",
                       args.runs, args.baseline_runs, weights)
-    service_step(n, args.service_runs, n * 43 + 1_000, "every miner fits")
+    service_step(n, args.service_runs, 1_000_000, "the largest budget settings allow (1 MB)")
     service_step(n, args.service_runs, 500 * 43 + 100, "budget of ~500 outputs")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
