@@ -156,13 +156,6 @@ class JobDeclarationClient(Declaring, SolutionPushing):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> JobDeclarationClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def connect(self) -> None:
         """Connect, handshake, SetupConnection, negotiate extensions and (with 0x0003) wait for
         the first distribution. Raises :class:`SetupRejected`, :class:`JdcTimeout`,

@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from payouts.errors import PayoutsError
 from sv2.connection import (
@@ -160,6 +160,17 @@ class ClientSession:
         assert isinstance(reply, SetupConnectionSuccess)
         self._say(f"SetupConnection.Success: version {reply.used_version}, flags {reply.flags:#x}")
         return reply
+
+    async def connect(self) -> None:
+        """Open, handshake and set up the role's connection (each subclass's own sequence)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         """Close the connection (idempotent); outstanding requests fail."""

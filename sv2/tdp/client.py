@@ -95,13 +95,6 @@ class TemplateDistributionClient(ClientSession):
         self.book = TemplateBook()
         self._txdata: dict[int, tuple[bytes, ...]] = {}
 
-    async def __aenter__(self) -> TemplateDistributionClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def connect(self, constraints: CoinbaseOutputConstraints | None = None) -> None:
         """Connect, handshake, SetupConnection, then CoinbaseOutputConstraints (§7: "MUST
         immediately send"; the TP answers with its best template). Raises
