@@ -18,11 +18,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems
+from api.deps import DistributionPublisher
 from api.ratelimit import TokenBucketLimiter
 from api.routers import miners, musig2, operators, settlements, system
 from payouts import __version__
 from payouts.service import PoolService
 from payouts.settings import Settings
+from payouts.settlement.runner import SettlementRunner
 
 access_log = logging.getLogger("payouts.api.access")
 
@@ -141,12 +143,19 @@ class AccessLogMiddleware:
 def create_app(
     service: PoolService | Settings,
     *,
+    runner: SettlementRunner | None = None,
+    publisher: DistributionPublisher | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     rate_limit: float | None = DEFAULT_RATE,
     rate_burst: int = DEFAULT_BURST,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Build the API around ``service`` (or a service made from ``settings``).
+
+    ``runner``: the settlement runner whose actions and MuSig2 sessions the API serves (None:
+    those endpoints answer 503 ``settlement-not-running``). ``publisher``: who publishes for
+    ``POST /v1/distributions`` (default: the service; ``payouts serve`` passes its
+    :class:`payouts.served.ServedPool`, which also pushes to JD clients).
 
     ``rate_limit=None`` switches per-client limits off (e.g. behind a limiting proxy, or for a
     load test); ``clock`` is the time source of MuSig2 deadlines (seconds).
@@ -162,13 +171,15 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = svc
+    app.state.runner = runner
+    app.state.publisher = publisher if publisher is not None else svc
     app.state.limiter = (
         TokenBucketLimiter(rate_limit, rate_burst) if rate_limit is not None else None
     )
     app.state.account_ids = {}
     # The settlement runner's MuSig2 sessions (id ``block-<id>``) are served by the same
     # endpoints as the operator-created ones.
-    app.state.musig_sessions = svc.settlement.sessions if svc.settlement is not None else {}
+    app.state.musig_sessions = runner.sessions if runner is not None else {}
     app.state.clock = clock
     problems.install(app)
     for r in (system.router, miners.router, operators.router, musig2.router, settlements.router):

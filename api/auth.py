@@ -16,15 +16,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import store
+from api.deps import get_service
 from api.problems import Problem
-from payouts.service import PoolService
 
 _bearer = HTTPBearer(auto_error=False, description="operator token (payouts tokens create)")
-
-
-def get_service(request: Request) -> PoolService:
-    svc: PoolService = request.app.state.service
-    return svc
 
 
 def _unauthorized(code: str, detail: str) -> Problem:

@@ -55,11 +55,12 @@ import time
 from dataclasses import dataclass
 
 from payouts.distribution.amounts import compute_outputs
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import BlockTemplate, TemplateTx
 from payouts.settlement.coinbase import build_coinbase_settlement
 from payouts.tx.coinbase import block_subsidy, witness_commitment, witness_commitment_output
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.jds.state import PreparedTemplate, TxStore
 from sv2.jds.validation import (
     KnownTx,

@@ -32,10 +32,11 @@ import resource
 import sys
 from typing import Any
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import Node
 from payouts.node.kernel import KernelNode
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.authority import authority_public_key
 from sv2.jds import JdsLimits, JobDeclarationServer
 from sv2.noise import ServerIdentity

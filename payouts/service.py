@@ -9,10 +9,9 @@ stored shares in id order, so the windows after a restart equal the windows befo
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -46,13 +45,17 @@ from payouts.store.ledger import BlockRecord, LedgerCredit, ledger_balances, rec
 from payouts.store.migrate import upgrade
 from payouts.store.shares import iter_shares, persist_shares
 from payouts.tx.address import address_to_script
-from payouts.tx.transaction import Tx
 
-if TYPE_CHECKING:
-    from payouts.settlement.runner import SettlementRunner
 
-# (block, its distribution, the coinbase when known): who settles a recorded block.
-BlockListener = Callable[[BlockRecord, FittedDistribution, Tx | None], object]
+@dataclass(frozen=True, slots=True)
+class RecordedBlock:
+    """A block :meth:`PoolService.record_block` committed: its store row, the distribution it
+    was found on, and how its revenue was settled (paid, kept, credited to the owed ledger).
+    The composition root hands ``block`` and ``fitted`` to the settlement runner."""
+
+    block: BlockRecord
+    fitted: FittedDistribution
+    settlement: BlockSettlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +179,6 @@ class PoolService:
         if migrate:
             upgrade(self.engine)
         self.accountant = Accountant(settings.accounting)
-        # Called with every newly published distribution (the JD server pushes it to clients).
-        self.on_publish: list[Callable[[FittedDistribution], None]] = []
-        # Called with every recorded block, after its transaction committed (the settlement
-        # runner tracks it); ``settlement`` is that runner when one is attached.
-        self.on_block_recorded: list[BlockListener] = []
-        self.settlement: SettlementRunner | None = None
         # One writer at a time keeps the in-memory log in the same order as the stored ids.
         self._lock = threading.Lock()
         for batch in iter_shares(self.engine):
@@ -242,9 +239,10 @@ class PoolService:
         )
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution:
-        """Fit the current window into a new distribution (strictly increasing id), store it
-        and hand it to the ``on_publish`` listeners. An empty window (nobody has weight and
-        nobody is owed) gives a pool-only distribution: the pool payout takes T."""
+        """Fit the current window into a new distribution (strictly increasing id) and store it.
+        An empty window (nobody has weight and nobody is owed) gives a pool-only distribution:
+        the pool payout takes T. Pushing it to JD clients is the caller's (the composition
+        root's :meth:`payouts.served.ServedPool.publish_distribution`)."""
         ds = self.settings.distribution
         with self._lock:
             next_id = (repo.last_distribution_id(self.engine) or 0) + 1
@@ -262,8 +260,6 @@ class PoolService:
                 pool_only = Distribution(next_id, PoolPayout(self.pool_script(), 1))
                 fitted = FittedDistribution(pool_only, (), (), (), 0)
             repo.save_distribution(self.engine, next_id, fitted_to_json(fitted))
-        for listener in self.on_publish:
-            listener(fitted)
         return fitted
 
     def latest_distribution(self) -> FittedDistribution | None:
@@ -280,10 +276,10 @@ class PoolService:
     # -- blocks -------------------------------------------------------------------------------
 
     def record_block(self, *, distribution_id: int, revenue: int, block_hash: bytes,
-                     height: int, coinbase: Tx | None = None) -> BlockSettlement:
+                     height: int) -> RecordedBlock:
         """A block was found on ``distribution_id``: settle it and write the ledger lines in the
-        same transaction as the block, then hand it to the ``on_block_recorded`` listeners
-        (``coinbase``, when given, lets them check and locate the payout outputs at once)."""
+        same transaction as the block. Tracking its settlement is the caller's (the composition
+        root hands the result to the settlement runner)."""
         fitted = self.distribution(distribution_id)
         with self._lock:
             accounts = [*fitted.accounts, *(c.account for c in fitted.dropped)]
@@ -297,9 +293,7 @@ class PoolService:
                                  revenue=revenue, distribution_id=distribution_id,
                                  credits=credits)
             self.accountant.on_block_found()
-        for listener in self.on_block_recorded:
-            listener(block, fitted, coinbase)
-        return settlement
+        return RecordedBlock(block, fitted, settlement)
 
     def owed(self) -> dict[str, int]:
         balances = ledger_balances(self.engine)

@@ -31,20 +31,21 @@ from payouts.accounting.shares import ShareBatch
 from payouts.crypto import musig2 as mu
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.distribution.fitting import FittedDistribution
-from payouts.distribution.model import TxOut
-from payouts.distribution.scripts import classify
 from payouts.node.interface import Node
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.ctv import CtvParams
+from payouts.settlement.modes import Musig2Mode, SettlementMode
 from payouts.settlement.musig2.output import choose_committee
 from payouts.settlement.musig2.session import SessionState
 from payouts.settlement.musig2.spend import cooperative_spend, open_signing_session
 from payouts.tx.address import script_to_address
 from payouts.tx.hashes import hash160, sha256
+from payouts.tx.output_scripts import classify
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import TxOut
 from sv2.jdc import JobDeclarationClient, JobTemplate, solve
-from sv2.jds import JobDeclarationServer, Musig2Mode, SettlementMode
+from sv2.jds import JobDeclarationServer
 from sv2.jds.server import FoundBlock
 from sv2.noise import ServerIdentity
 
@@ -138,9 +139,7 @@ async def open_node(kind: str, console: Console) -> AsyncIterator[Node]:
         try:
             yield node
         finally:
-            close = getattr(node, "aclose", None)
-            if close is not None:
-                await close()
+            await node.aclose()
 
 
 class Demo:

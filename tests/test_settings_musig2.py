@@ -13,8 +13,8 @@ from payouts.crypto import musig2 as mu
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.errors import ConfigError
 from payouts.settings import load_settings
+from payouts.settlement.modes import mode_from_settings
 from payouts.settlement.musig2.output import MAX_FALLBACK_DELAY, MAX_FEE_RATE, MIN_FALLBACK_DELAY
-from payouts.settlement.runner import mode_from_settings
 from payouts.tx.hashes import sha256
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

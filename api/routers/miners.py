@@ -18,7 +18,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from api import store
-from api.auth import get_service
+from api.deps import get_service
 from api.problems import Problem, problem_responses
 from api.ratelimit import rate_limited
 from api.schemas import (
@@ -38,7 +38,6 @@ from api.schemas import (
     RotateRequest,
 )
 from payouts.crypto import bip322, schnorr
-from payouts.distribution.scripts import ScriptType, classify
 from payouts.distribution.settle import settle_block
 from payouts.errors import DuplicateKeyError, UnknownMinerError
 from payouts.service import PoolService
@@ -48,6 +47,7 @@ from payouts.store import repositories as repo
 from payouts.store.ledger import export_ledger, get_block, list_blocks, miner_balance
 from payouts.tx.address import AddressError, address_to_script, script_to_address
 from payouts.tx.hashes import tagged_hash
+from payouts.tx.output_scripts import ScriptType, classify
 from payouts.tx.transaction import Tx
 
 router = APIRouter(prefix="/v1/miners", tags=["miners"], dependencies=[Depends(rate_limited)])

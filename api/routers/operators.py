@@ -18,12 +18,12 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api import metrics
 from api.auth import (
-    get_service,
     scope_admin,
     scope_distributions_write,
     scope_read,
     scope_shares_write,
 )
+from api.deps import OptionalRunnerDep, PublisherDep, get_service
 from api.problems import Problem, problem_responses
 from api.schemas import (
     MAX_BATCH,
@@ -136,11 +136,11 @@ def current_distribution(request: Request,
 
 @router.post("/distributions", status_code=201,
              responses={**_AUTH, **problem_responses(422)})
-def publish(body: PublishRequest, request: Request,
+def publish(body: PublishRequest, publisher: PublisherDep,
             _: Any = Depends(scope_distributions_write)) -> dict[str, Any]:
-    """Fit the current window into a new distribution (strictly increasing id) and store it."""
-    service = get_service(request)
-    fitted = service.publish_distribution(body.estimated_revenue)
+    """Fit the current window into a new distribution (strictly increasing id), store it and
+    push it to the JD server's clients."""
+    fitted = publisher.publish_distribution(body.estimated_revenue)
     metrics.record_distribution()
     return fitted_to_json(fitted)
 
@@ -181,7 +181,7 @@ def get_config(request: Request, _: Any = Depends(scope_read)) -> ConfigOut:
 
 @router.put("/config", response_model=ConfigOut,
             responses={**_AUTH, **problem_responses(409, 422)})
-def put_config(body: ConfigPatch, request: Request,
+def put_config(body: ConfigPatch, request: Request, runner: OptionalRunnerDep,
                _: Any = Depends(scope_admin)) -> ConfigOut:
     """Change pool fee, settlement mode and budgets in memory (validated like the TOML file).
 
@@ -201,7 +201,7 @@ def put_config(body: ConfigPatch, request: Request,
         dist = DistributionSettings.model_validate(
             {**s.distribution.model_dump(), **{k: v for k, v in patch.items() if k != "fee_bps"}}
         )
-        running = service.settlement.mode if service.settlement is not None else None
+        running = runner.mode if runner is not None else None
         if running is not None and (dist.mode != running.name or (
                 dist.mode == "ctv" and dist.ctv_params() != running.ctv)):
             raise Problem(409, "mode-change-needs-restart",

@@ -18,7 +18,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from api.auth import get_service, scope_read, scope_settlements_write
+from api.auth import scope_read, scope_settlements_write
+from api.deps import OptionalRunnerDep, ServiceDep, get_runner, get_service
 from api.problems import Problem, problem_responses
 from api.schemas import (
     ActionOut,
@@ -53,9 +54,8 @@ def _tx_out(r: TxRow) -> SettlementTxOut:
                            confirmed_height=r.confirmed_height, raw=r.raw.hex())
 
 
-def settlement_out(service: PoolService, block: BlockRecord, s: SettlementRow,
+def settlement_out(runner: SettlementRunner | None, block: BlockRecord, s: SettlementRow,
                    txs: list[TxRow]) -> SettlementOut:
-    runner = service.settlement
     open_session = None
     if runner is not None and runner.lifecycle.session(block.id) is not None:
         open_session = session_id(block.id)
@@ -67,13 +67,6 @@ def settlement_out(service: PoolService, block: BlockRecord, s: SettlementRow,
     )
 
 
-def _runner(service: PoolService) -> SettlementRunner:
-    if service.settlement is None:
-        raise Problem(503, "settlement-not-running",
-                      "this server runs no settlement lifecycle (payouts serve does)")
-    return service.settlement
-
-
 def _block(service: PoolService, block_id: int) -> BlockRecord:
     block = get_block(service.engine, block_id)
     if block is None:
@@ -82,32 +75,32 @@ def _block(service: PoolService, block_id: int) -> BlockRecord:
 
 
 @router.get("", response_model=list[SettlementOut], responses=_AUTH)
-def list_settlements(request: Request, _: Any = Depends(scope_read)) -> list[SettlementOut]:
+def list_settlements(service: ServiceDep, runner: OptionalRunnerDep,
+                     _: Any = Depends(scope_read)) -> list[SettlementOut]:
     """Every tracked block's settlement (without raw transactions; see the single read)."""
-    service = get_service(request)
     rows = load_settlements(service.engine)
-    return [settlement_out(service, b, rows[b.id], [])
+    return [settlement_out(runner, b, rows[b.id], [])
             for b in list_blocks(service.engine) if b.id in rows]
 
 
 @router.get("/{block_id}", response_model=SettlementOut,
             responses={**_AUTH, **problem_responses(404)})
-def get_settlement(request: Request, block_id: int = BlockId,
+def get_settlement(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
                    _: Any = Depends(scope_read)) -> SettlementOut:
     """One block's settlement with every transaction (raw hex) and its status."""
-    service = get_service(request)
     block = _block(service, block_id)
     s = load_settlements(service.engine).get(block_id)
     if s is None:
         raise Problem(404, "untracked-block", f"block {block_id} has no settlement")
-    return settlement_out(service, block, s, load_txs(service.engine, block_id))
+    return settlement_out(runner, block, s, load_txs(service.engine, block_id))
 
 
-def _action_out(service: PoolService, report: ActionReport) -> ActionOut:
+def _action_out(service: PoolService, runner: SettlementRunner,
+                report: ActionReport) -> ActionOut:
     block = _block(service, report.block_id)
     s = load_settlements(service.engine)[report.block_id]
     return ActionOut(
-        settlement=settlement_out(service, block, s, list(report.txs)),
+        settlement=settlement_out(runner, block, s, list(report.txs)),
         events=[LifecycleEventOut(kind=e.kind, detail=e.detail) for e in report.events],
         results=[BroadcastResultOut(txids=[t[::-1].hex() for t in r.txids],
                                     result=r.result,
@@ -117,8 +110,8 @@ def _action_out(service: PoolService, report: ActionReport) -> ActionOut:
 
 async def _act(request: Request, block_id: int, action: str) -> ActionOut:
     service = get_service(request)
-    _block(service, block_id)
-    runner = _runner(service)
+    _block(service, block_id)  # 404 before 503: an unknown block is unknown either way
+    runner = get_runner(request)
     try:
         if action == "broadcast":
             report = await runner.broadcast(block_id)
@@ -126,7 +119,7 @@ async def _act(request: Request, block_id: int, action: str) -> ActionOut:
             report = await runner.fallback(block_id)
     except SettlementActionError as e:
         raise Problem(e.status, e.code, e.message, headers=None, **e.extra) from None
-    return _action_out(service, report)
+    return _action_out(service, runner, report)
 
 
 @router.post("/{block_id}/broadcast", response_model=ActionOut,

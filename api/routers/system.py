@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api import metrics
-from api.auth import get_service
+from api.deps import get_service
 
 router = APIRouter(tags=["system"])
 

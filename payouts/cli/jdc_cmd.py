@@ -289,11 +289,8 @@ async def _solo(
 
 
 def _close_node(n: Node | None) -> None:
-    close = getattr(n, "close", None)
-    if callable(close):
-        res = close()
-        if asyncio.iscoroutine(res):
-            asyncio.run(res)
+    if n is not None:
+        asyncio.run(n.aclose())
 
 
 @app.command("run")

@@ -1,7 +1,8 @@
 """``payouts serve``: run the REST API (uvicorn) on ``[api] host``/``port`` from the settings,
 the settlement lifecycle (:class:`payouts.settlement.runner.SettlementRunner`, polling the
 configured node every ``[settlement] poll_interval_sec``) and, with ``[jds] enabled``, the JD
-server, all in one process and one event loop."""
+server, all in one process and one event loop. The wiring is :class:`payouts.served.ServedPool`;
+this module holds the command line and the JSON log format."""
 
 from __future__ import annotations
 
@@ -9,19 +10,11 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import typer
 
 from payouts.settings import load_settings
-
-if TYPE_CHECKING:
-    from payouts.node.interface import Node
-    from payouts.service import PoolService
-    from payouts.settlement.runner import SettlementRunner
 
 log = logging.getLogger("payouts.serve")
 # Loggers whose messages are already one JSON object each.
@@ -75,127 +68,14 @@ def serve(
     """
     import uvicorn
 
-    from api.app import create_app
-    from payouts.node.factory import make_node
-    from payouts.service import PoolService
+    from payouts.served import ServedPool
 
     _configure_logging(log_level)
     settings = load_settings(config)
-    service = PoolService(settings)
-    node = make_node(settings)
-    runner = make_runner(service, node)
-    app = create_app(service, rate_limit=None) if no_rate_limit else create_app(service)
+    pool = ServedPool(settings, rate_limit=None) if no_rate_limit else ServedPool(settings)
     bind_host = host or settings.api.host
     bind_port = port or settings.api.port
-    server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port, access_log=False,
-                                           log_config=None, log_level=log_level))
-    asyncio.run(run_served(server, service, node, runner))
-
-
-def make_runner(service: PoolService, node: Node) -> SettlementRunner:
-    """The settlement runner in the configured mode (``mode_from_settings``: musig2 takes its
-    committee and fallback from ``[settlement.musig2]``); a setting it cannot use is a
-    :class:`~payouts.errors.ConfigError`, which stops ``payouts serve`` with its message."""
-    from payouts.settlement.runner import SettlementRunner
-
-    runner = SettlementRunner(service, node)
-    m = runner.mode.musig2
-    signer = "here" if runner.lifecycle.fallback_signer else "elsewhere"
-    detail = "" if m is None else (
-        f" (committee of {len(m.committee)}, fallback after {m.fallback_timelock} blocks, "
-        f"signed {signer}, CTV leaf {'on' if m.ctv_leaf else 'off'})")
-    log.info("settlement lifecycle in %s mode%s, polling the node every %.1f s",
-             runner.mode.name, detail, runner.interval)
-    return runner
-
-
-async def run_served(server: Any, service: PoolService, node: Node,
-                     runner: SettlementRunner) -> None:
-    """Run ``server`` (a ``uvicorn.Server`` on the service's app) with the settlement runner
-    and, with ``[jds] enabled``, the JD server, in this event loop, until the server exits;
-    then stop both and close the node. The mode is first checked against the node (a musig2
-    CTV leaf needs BIP-119 active)."""
-    from payouts.settlement.runner import check_mode_on_node
-
-    jds = None
-    try:
-        await check_mode_on_node(runner.mode, node)
-        settings = service.settings
-        log.info("serving the API on http://%s:%d (network %s, database %s)",
-                 server.config.host, server.config.port, settings.network,
-                 settings.effective_database_url.split("@")[-1])
-        if settings.jds.enabled:
-            jds = await start_jds(service, node)
-        runner.start()
-        await server.serve()
-    finally:
-        await runner.stop()
-        if jds is not None:
-            await jds.stop()
-        closer = getattr(node, "aclose", None) or getattr(node, "close", None)
-        if closer is not None:
-            result = closer()
-            if asyncio.iscoroutine(result):
-                await result
-
-
-async def start_jds(service: Any, node: Any) -> ServedJds:
-    """The JD server on ``node``, fed by the service's distributions, in the settlement
-    runner's mode when one is attached; its declaration counters feed /metrics. Every block it
-    gets accepted is recorded with its coinbase (so the runner tracks it at once) and followed
-    by a fresh distribution."""
-    from api import metrics
-    from payouts.settlement.runner import mode_from_settings
-    from sv2.jds import JobDeclarationServer
-    from sv2.jds.server import FoundBlock
-
-    settings = service.settings
-    fitted = service.latest_distribution()
-    if fitted is None:
-        template = await node.block_template()
-        fitted = service.publish_distribution(estimated_revenue=template.coinbase_value)
-
-    settling = False
-
-    async def on_block(found: FoundBlock) -> None:
-        nonlocal settling
-        if found.distribution_id is None:
-            return
-        service.record_block(distribution_id=found.distribution_id, revenue=found.revenue,
-                             block_hash=found.block_hash, height=found.height,
-                             coinbase=found.coinbase)
-        log.info("block %s at height %d recorded for settlement (distribution %d)",
-                 found.block_hash[::-1].hex(), found.height, found.distribution_id)
-        # PR #203 §10: after a block, a fresh distribution replaces every earlier one at once
-        # (no grace window), so the window just paid is not paid again.
-        template = await node.block_template()
-        settling = True
-        try:
-            service.publish_distribution(estimated_revenue=template.coinbase_value)
-        finally:
-            settling = False
-
-    # The runner's mode object itself: what the JDS checks is what gets settled.
-    runner = service.settlement
-    mode = runner.mode if runner is not None else mode_from_settings(settings)
-    jds = JobDeclarationServer.from_settings(settings, node, fitted, on_block=on_block,
-                                             musig2=mode.musig2, mode=mode)
-    await jds.start()
-    service.on_publish.append(lambda f: jds.publish(f, settlement=settling))
-    served = ServedJds(jds, metrics.add_declaration_source(lambda: jds.stats))
-    log.info("JD server listening on %s:%d (Noise; extensions %s; distribution %d)",
-             *jds.address, ", ".join(f"{e:#06x}" for e in jds.supported),
-             fitted.distribution.distribution_id)
-    return served
-
-
-@dataclass
-class ServedJds:
-    """A JD server started by :func:`start_jds` and the unregistration of its metrics."""
-
-    jds: Any
-    remove_metrics: Callable[[], None]
-
-    async def stop(self) -> None:
-        await self.jds.stop()
-        self.remove_metrics()
+    server = uvicorn.Server(uvicorn.Config(pool.app, host=bind_host, port=bind_port,
+                                           access_log=False, log_config=None,
+                                           log_level=log_level))
+    asyncio.run(pool.run(server))

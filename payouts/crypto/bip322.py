@@ -36,12 +36,12 @@ import base64
 import binascii
 from collections.abc import Sequence
 
-from payouts.distribution.model import TxOut
 from payouts.errors import ValidationError
 from payouts.tx.address import Network, address_to_script, decode_address
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.hashes import hash160, sha256d, tagged_hash
 from payouts.tx.transaction import OutPoint, Tx, TxDecodeError, TxIn
+from payouts.tx.txout import TxOut
 
 TAG = "BIP0322-signed-message"
 OP_RETURN_SCRIPT = b"\x6a"

@@ -2,13 +2,7 @@
 fitting to byte/sigop budgets, and the owed-balance ledger."""
 
 from payouts.distribution.amounts import PayoutResult, compute_outputs
-from payouts.distribution.model import (
-    AdditionalOutput,
-    Distribution,
-    Payee,
-    PoolPayout,
-    TxOut,
-)
+from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
 
 __all__ = [
     "AdditionalOutput",
@@ -16,6 +10,5 @@ __all__ = [
     "Payee",
     "PayoutResult",
     "PoolPayout",
-    "TxOut",
     "compute_outputs",
 ]

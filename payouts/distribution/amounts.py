@@ -25,14 +25,9 @@ from payouts.distribution.columns import (
     raw_field,
     store_field,
 )
-from payouts.distribution.model import (
-    MAX_MONEY,
-    AdditionalOutput,
-    Distribution,
-    PayeeColumns,
-    TxOut,
-)
+from payouts.distribution.model import AdditionalOutput, Distribution, PayeeColumns
 from payouts.errors import ValidationError, ZeroRevenueError
+from payouts.tx.txout import MAX_MONEY, TxOut
 
 
 class OutputColumns(Deferred[TxOut]):

@@ -38,15 +38,10 @@ from payouts.distribution.columns import (
     store_field,
     to_u64,
 )
-from payouts.distribution.model import (
-    MAX_MONEY,
-    AdditionalOutput,
-    Distribution,
-    PayeeColumns,
-    PoolPayout,
-)
-from payouts.distribution.scripts import output_costs, output_size, sigop_cost
+from payouts.distribution.model import AdditionalOutput, Distribution, PayeeColumns, PoolPayout
 from payouts.errors import BudgetTooSmallError, ValidationError, ZeroRevenueError, ZeroWeightError
+from payouts.tx.output_scripts import output_costs, output_size, sigop_cost
+from payouts.tx.txout import MAX_MONEY
 
 
 @dataclass(frozen=True, slots=True)

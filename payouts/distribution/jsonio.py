@@ -13,8 +13,8 @@ from typing import Any
 
 from payouts.distribution.amounts import PayoutResult
 from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
-from payouts.distribution.scripts import dust_limit
 from payouts.errors import ValidationError
+from payouts.tx.output_scripts import dust_limit
 
 
 def _int(obj: dict[str, Any], key: str, where: str) -> int:

@@ -25,27 +25,11 @@ from payouts.distribution.columns import (
     to_u64,
 )
 from payouts.errors import ValidationError, ZeroWeightError
-from payouts.tx.compact import compact_size_len, ser_compact_size
+from payouts.tx.compact import compact_size_len
+from payouts.tx.txout import MAX_MONEY
 
-MAX_MONEY = 21_000_000 * 100_000_000
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class TxOut:
-    """A transaction output: ``value`` satoshis locked to ``script`` (a scriptPubKey)."""
-
-    value: int
-    script: bytes
-
-    def serialize(self) -> bytes:
-        return self.value.to_bytes(8, "little") + ser_compact_size(len(self.script)) + self.script
-
-    @property
-    def size(self) -> int:
-        """Serialized size in bytes (8-byte value + CompactSize length + script)."""
-        return 8 + compact_size_len(len(self.script)) + len(self.script)
 
 
 @dataclass(frozen=True, slots=True)

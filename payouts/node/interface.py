@@ -150,3 +150,7 @@ class Node(Protocol):
     async def reconsider_block(self, block_hash: bytes) -> None:
         """Undo :meth:`invalidate_block`."""
         ...
+
+    async def aclose(self) -> None:
+        """Release the backend (the RPC connection pool, the embedded chainstate)."""
+        ...

@@ -31,7 +31,6 @@ import threading
 from collections.abc import Sequence
 from types import TracebackType
 
-from payouts.distribution.model import TxOut
 from payouts.node.interface import (
     BlockTemplate,
     ChainTip,
@@ -58,6 +57,7 @@ from payouts.tx.block import Block, BlockHeader
 from payouts.tx.coinbase import build_coinbase, witness_commitment
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxDecodeError
+from payouts.tx.txout import TxOut
 
 MAX_BLOCK_WEIGHT = 4_000_000
 COINBASE_RESERVED_WEIGHT = 4_000  # Core's block assembler keeps this for the coinbase
@@ -94,6 +94,10 @@ class KernelNode:
     def close(self) -> None:
         if self._owns_chain:
             self.chain.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, as the :class:`~payouts.node.interface.Node` interface has it."""
+        self.close()
 
     def __enter__(self) -> KernelNode:
         return self

@@ -24,7 +24,6 @@ from typing import Any
 
 import pbk
 
-from payouts.distribution.model import TxOut
 from payouts.errors import PayoutsError
 from payouts.tx.block import Block, BlockHeader, check_pow
 from payouts.tx.coinbase import (
@@ -35,6 +34,7 @@ from payouts.tx.coinbase import (
 )
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import TxOut
 
 REGTEST_BITS = 0x207FFFFF
 BLOCK_VERSION = 0x20000000  # BIP-9 top bits, no signalling

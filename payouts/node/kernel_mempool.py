@@ -21,9 +21,15 @@ from dataclasses import dataclass
 
 import pbk
 
-from payouts.distribution.model import MAX_MONEY, TxOut
 from payouts.node.kernel_chain import COINBASE_MATURITY, KernelChain, verify_spend
+from payouts.tx.script import (
+    OP_CHECKMULTISIG,
+    OP_CHECKMULTISIGVERIFY,
+    OP_CHECKSIG,
+    OP_CHECKSIGVERIFY,
+)
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import MAX_MONEY, TxOut
 
 LOCKTIME_THRESHOLD = 500_000_000
 SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
@@ -31,7 +37,6 @@ SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
 SEQUENCE_LOCKTIME_GRANULARITY = 9
 MAX_BLOCK_SIGOPS_COST = 80_000
-OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CHECKMULTISIG, OP_CHECKMULTISIGVERIFY = 0xAC, 0xAD, 0xAE, 0xAF
 
 
 class MempoolReject(Exception):

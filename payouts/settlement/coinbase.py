@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from payouts.distribution.amounts import PayoutResult, compute_outputs
 from payouts.distribution.fitting import Budget
-from payouts.distribution.model import Distribution, TxOut
-from payouts.distribution.scripts import sigop_cost
+from payouts.distribution.model import Distribution
 from payouts.errors import BudgetTooSmallError
 from payouts.tx.coinbase import (
     CoinbaseParts,
@@ -25,6 +24,8 @@ from payouts.tx.coinbase import (
     witness_commitment_output,
 )
 from payouts.tx.compact import compact_size_len
+from payouts.tx.output_scripts import sigop_cost
+from payouts.tx.txout import TxOut
 
 SIZE_CLASSES: dict[str, int] = {
     "nicehash": 500,

@@ -30,8 +30,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from payouts.distribution.amounts import PayoutResult, compute_outputs
-from payouts.distribution.model import Distribution, TxOut
-from payouts.distribution.scripts import dust_limit, output_size
+from payouts.distribution.model import Distribution
 from payouts.errors import PayoutsError, ValidationError
 from payouts.settlement.ctv_commit import (
     FORMS,
@@ -50,7 +49,9 @@ from payouts.settlement.ctv_shape import (
     shape_vsizes,
 )
 from payouts.tx.ctv import standard_template_hash
+from payouts.tx.output_scripts import dust_limit, output_size
 from payouts.tx.transaction import SEQUENCE_FINAL, OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 __all__ = [
     "DEFAULT_ARITY",

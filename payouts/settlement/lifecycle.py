@@ -128,6 +128,17 @@ class SendResult:
     reason: str = ""
 
 
+class StepReport(list[LifecycleEvent]):
+    """What one :meth:`SettlementLifecycle.step` did: the events, in order (the report *is*
+    that list), and ``sent``, the node's answer to every broadcast the step made (the API's
+    broadcast and fallback actions report these). Each step returns its own report: nothing is
+    accumulated on the lifecycle between steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[SendResult] = []
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleConfig:
     """``confirmed_depth``: confirmations for ``confirmed`` (1: in the active chain).
@@ -217,8 +228,6 @@ class SettlementLifecycle:
         self._sessions: dict[int, SigningSession] = {}
         self._index = _ChainIndex()
         self._warned: set[tuple[int, str]] = set()
-        # Every broadcast attempt, in order; whoever reads it (the settlement runner) clears it.
-        self.sent: list[SendResult] = []
         if fee_wallet is not None:
             # Restart: coins spent by persisted CPFP children stay reserved.
             fee_wallet.reserve(
@@ -268,13 +277,13 @@ class SettlementLifecycle:
 
     # -- driving ------------------------------------------------------------------------------
 
-    async def poll(self) -> list[LifecycleEvent]:
+    async def poll(self) -> StepReport:
         """:meth:`step` at the clock's now."""
         return await self.step(self.clock())
 
-    async def step(self, now: float) -> list[LifecycleEvent]:
-        """Advance every block from the node's state; idempotent."""
-        events: list[LifecycleEvent] = []
+    async def step(self, now: float) -> StepReport:
+        """Advance every block from the node's state; idempotent. Returns what it did."""
+        events = StepReport()
         tip = (await self.node.tip()).height
         settlements = load_settlements(self.engine)
         for block in list_blocks(self.engine):
@@ -306,7 +315,7 @@ class SettlementLifecycle:
             return True
         return active is None and block.status == "found"
 
-    def _orphan(self, block: BlockRecord, events: list[LifecycleEvent]) -> None:
+    def _orphan(self, block: BlockRecord, events: StepReport) -> None:
         orphan_block(self.engine, block.id, REORG_REASON)
         forget_broadcasts(self.engine, block.id)
         session = self._sessions.pop(block.id, None)
@@ -325,7 +334,7 @@ class SettlementLifecycle:
         if self.listener is not None:
             self.listener.on_orphaned(block)
 
-    async def _maybe_return(self, block: BlockRecord, events: list[LifecycleEvent]) -> None:
+    async def _maybe_return(self, block: BlockRecord, events: StepReport) -> None:
         if await self.node.block_hash(block.height) != block.block_hash:
             return
         revive_block(self.engine, block.id)
@@ -339,7 +348,7 @@ class SettlementLifecycle:
         s: SettlementRow | None,
         tip: int,
         now: float,
-        events: list[LifecycleEvent],
+        events: StepReport,
     ) -> None:
         status = block.status
         if status in ("found", "confirmed"):
@@ -371,7 +380,7 @@ class SettlementLifecycle:
         else:
             await self._drive_musig2(block, s, funding, status, tip, now, events)
 
-    def _paid(self, block: BlockRecord, tip: int, events: list[LifecycleEvent]) -> None:
+    def _paid(self, block: BlockRecord, tip: int, events: StepReport) -> None:
         set_block_status(self.engine, block.id, "paid")
         set_phase(self.engine, block.id, "paid", paid_height=tip)
         events.append(LifecycleEvent(block.id, "paid", f"tip {tip}"))
@@ -379,7 +388,7 @@ class SettlementLifecycle:
             self.listener.on_paid(block)
 
     async def _funding(
-        self, block: BlockRecord, s: SettlementRow, events: list[LifecycleEvent]
+        self, block: BlockRecord, s: SettlementRow, events: StepReport
     ) -> OutPoint | None:
         """The coinbase outpoint the payout spends; on first sight, bind the persisted
         fan-out txs to it (one store transaction)."""
@@ -422,7 +431,7 @@ class SettlementLifecycle:
     # -- broadcasting -------------------------------------------------------------------------
 
     async def _send(
-        self, block: BlockRecord, raws: Sequence[bytes], events: list[LifecycleEvent]
+        self, block: BlockRecord, raws: Sequence[bytes], events: StepReport
     ) -> bool:
         """Broadcast one tx or a parent+child package; "already there" counts as success."""
         txids = tuple(Tx.parse(r).txid for r in raws)
@@ -433,12 +442,12 @@ class SettlementLifecycle:
                 await self.node.submit_package(raws)
         except NodeError as e:
             if any(a in e.reason for a in _ALREADY):
-                self.sent.append(SendResult(block.id, txids, "already-known", e.reason))
+                events.sent.append(SendResult(block.id, txids, "already-known", e.reason))
                 return True
-            self.sent.append(SendResult(block.id, txids, "rejected", e.reason))
+            events.sent.append(SendResult(block.id, txids, "rejected", e.reason))
             events.append(LifecycleEvent(block.id, "rejected", e.reason))
             return False
-        self.sent.append(SendResult(block.id, txids, "accepted"))
+        events.sent.append(SendResult(block.id, txids, "accepted"))
         return True
 
     def _refresh(
@@ -446,7 +455,7 @@ class SettlementLifecycle:
         block: BlockRecord,
         rows: Sequence[TxRow],
         where: dict[bytes, tuple[int, bytes]],
-        events: list[LifecycleEvent],
+        events: StepReport,
     ) -> list[TxRow]:
         """Mark rows confirmed (or back to broadcast after a payout-only reorg)."""
         out: list[TxRow] = []
@@ -470,7 +479,7 @@ class SettlementLifecycle:
         funding: OutPoint,
         status: str,
         tip: int,
-        events: list[LifecycleEvent],
+        events: StepReport,
     ) -> None:
         rows = load_txs(self.engine, block.id)
         # Every tree tx can only be mined from the block after maturity on.
@@ -534,7 +543,7 @@ class SettlementLifecycle:
         )
 
     async def _make_child(
-        self, block: BlockRecord, row: TxRow, tx: Tx, fee: int, events: list[LifecycleEvent]
+        self, block: BlockRecord, row: TxRow, tx: Tx, fee: int, events: StepReport
     ) -> TxRow | None:
         wallet = self.fee_wallet
         assert wallet is not None
@@ -570,7 +579,7 @@ class SettlementLifecycle:
         status: str,
         tip: int,
         now: float,
-        events: list[LifecycleEvent],
+        events: StepReport,
     ) -> None:
         where, spends = await self._index.scan(self.node, block.height + 1, tip)
         rows = self._refresh(block, load_txs(self.engine, block.id), where, events)
@@ -605,7 +614,7 @@ class SettlementLifecycle:
             events.append(LifecycleEvent(block.id, "broadcast", f"{spend.role} {tx.txid_hex}"))
 
     def _sign(
-        self, block: BlockRecord, funding: OutPoint, now: float, events: list[LifecycleEvent]
+        self, block: BlockRecord, funding: OutPoint, now: float, events: StepReport
     ) -> TxRow | None:
         """Open / tick the session; persist the cooperative spend when it completes, or the
         signed fallback after it failed. Returns the persisted row, or None to wait."""
@@ -668,6 +677,7 @@ __all__ = [
     "SendResult",
     "SessionFactory",
     "SettlementLifecycle",
+    "StepReport",
     "coinbase_spendable",
     "confirmations",
 ]

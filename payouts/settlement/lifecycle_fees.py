@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.crypto.taproot import p2tr_script, sign_keypath, tweak_pubkey
-from payouts.distribution.model import TxOut
-from payouts.distribution.scripts import dust_limit
 from payouts.errors import ValidationError
 from payouts.settlement.ctv import P2A_SCRIPT, TRUC_VERSION
+from payouts.tx.output_scripts import dust_limit
 from payouts.tx.sighash import taproot_sighash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 CHILD_SEQUENCE = 0xFFFFFFFD  # signals replaceability (BIP-125) for a later re-bump
 TRUC_CHILD_MAX_VSIZE = 1_000  # Core TRUC_CHILD_MAX_VSIZE

@@ -1,10 +1,12 @@
 """The settlement lifecycle running inside ``payouts serve``.
 
-:class:`SettlementRunner` attaches one :class:`~payouts.settlement.lifecycle.SettlementLifecycle`
-to a :class:`~payouts.service.PoolService`:
+:class:`SettlementRunner` drives one :class:`~payouts.settlement.lifecycle.SettlementLifecycle`
+over a pool's store. It knows the pool only through :class:`SettledPool` (the engine, the
+settings and the stored distributions); the composition root (:mod:`payouts.served`) hands it
+every block the pool records and reads back what each step did:
 
-- **tracking**: every block the service records (``PoolService.record_block``, called by the JD
-  server for each block it got accepted) is tracked in the pool's settlement mode, the one the
+- **tracking** (:meth:`SettlementRunner.track`): every recorded block (``PoolService.record_block``,
+  for each block the JD server got accepted) is tracked in the pool's settlement mode, the one the
   JD server announced (extension 0x4003) and checked the coinbase against:
 
   * ``coinbase``: paid at maturity. The settlement row keeps the coinbase txid and the index of
@@ -15,10 +17,11 @@ to a :class:`~payouts.service.PoolService`:
     the block's coinbase, the tree bound to that outpoint and persisted: from then on the txs
     (and a payee's exit path) are in the store, whatever the settings say later;
   * ``musig2``: the output is rebuilt from the mode's committee parameters
-    (:meth:`sv2.jds.modes.Musig2Mode.build`; ``[settlement.musig2]`` through
-    :func:`mode_from_settings`), also after a restart (``musig2_resolver``); the signing
-    sessions the lifecycle opens are shared with the API's MuSig2 endpoints under the id
-    ``block-<block id>``, and every call on them happens on the event loop's thread.
+    (:meth:`payouts.settlement.modes.Musig2Mode.build`; ``[settlement.musig2]`` through
+    :func:`~payouts.settlement.modes.mode_from_settings`), also after a restart
+    (``musig2_resolver``); the signing sessions the lifecycle opens are shared with the API's
+    MuSig2 endpoints under the id ``block-<block id>``, and every call on them happens on the
+    event loop's thread.
 
   A coinbase that lacks the mode's outputs is logged and left untracked (never guessed).
 - **polling**: a background task steps the lifecycle every ``[settlement] poll_interval_sec``
@@ -49,14 +52,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import Engine, update
 
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.fitting import FittedDistribution
-from payouts.distribution.model import TxOut
-from payouts.errors import ConfigError, PayoutsError, ValidationError
+from payouts.errors import PayoutsError, ValidationError
 from payouts.node.interface import Node
 from payouts.settings import Settings
 from payouts.settlement.ctv import build_ctv_fanout
@@ -66,6 +68,7 @@ from payouts.settlement.lifecycle import (
     LifecycleEvent,
     SendResult,
     SettlementLifecycle,
+    StepReport,
 )
 from payouts.settlement.lifecycle_fees import FeeWallet
 from payouts.settlement.lifecycle_rules import (
@@ -79,7 +82,8 @@ from payouts.settlement.lifecycle_store import (
     load_settlements,
     load_txs,
 )
-from payouts.settlement.musig2.output import Committee, Musig2Output
+from payouts.settlement.modes import SettlementMode, mode_from_settings
+from payouts.settlement.musig2.output import Musig2Output
 from payouts.settlement.musig2.session import SessionState, SigningSession
 from payouts.settlement.musig2.spend import (
     FallbackSpend,
@@ -91,10 +95,7 @@ from payouts.store.ledger import BlockRecord, get_block, list_blocks
 from payouts.store.settlement_models import Settlement
 from payouts.tx.block import Block
 from payouts.tx.transaction import OutPoint, Tx
-from sv2.jds.modes import Musig2Mode, SettlementMode, check_ctv_for, ctv_active_on
-
-if TYPE_CHECKING:
-    from payouts.service import PoolService
+from payouts.tx.txout import TxOut
 
 log = logging.getLogger("payouts.settlement")
 event_log = logging.getLogger("payouts.settlement.events")
@@ -113,6 +114,19 @@ class SettlementActionError(PayoutsError):
         self.extra = extra
 
 
+class SettledPool(Protocol):
+    """What the runner reads of the pool (a :class:`~payouts.service.PoolService` is one): the
+    store, the settings, and the distribution a block was found on."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def distribution(self, distribution_id: int) -> FittedDistribution: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ActionReport:
     """What an operator action did: the lifecycle events of that block, the node's answer to
@@ -124,30 +138,6 @@ class ActionReport:
     events: tuple[LifecycleEvent, ...]
     sent: tuple[SendResult, ...]
     txs: tuple[TxRow, ...] = field(default=())
-
-
-def mode_from_settings(settings: Settings) -> SettlementMode:
-    """The settlement mode ``[distribution] mode`` selects, with the parameters the JD server
-    announces (0x4003): ``ctv_fanout_arity`` for ctv, the ``[settlement.musig2]`` table for
-    musig2 (committee in KeySort order, fallback leaf, fee rate, CTV leaf). ``payouts serve``
-    gives this same object to the JD server and the runner, so what the JD server checks in a
-    coinbase is what gets settled."""
-    dist = settings.distribution
-    if dist.mode == "ctv":
-        return SettlementMode("ctv", dist.ctv_params())
-    if dist.mode == "musig2":
-        m = settings.settlement.musig2
-        if m is None:
-            raise ConfigError("distribution.mode = musig2 needs a [settlement.musig2] table")
-        mode = Musig2Mode(m.committee_keys(), m.fallback_timelock, bytes.fromhex(m.fallback_key),
-                          fee_rate=m.fee_rate, ctv_leaf=m.ctv_leaf)
-        try:  # the settlement layer's own checks, at start rather than at the first block
-            Committee.from_pubkeys(mode.committee)
-            mode.settlement_params()
-        except ValidationError as e:
-            raise ConfigError(f"settlement.musig2: {e.message}") from None
-        return SettlementMode("musig2", musig2=mode)
-    return SettlementMode()
 
 
 def fallback_signer_from_settings(settings: Settings) -> FallbackSigner | None:
@@ -162,23 +152,6 @@ def fallback_signer_from_settings(settings: Settings) -> FallbackSigner | None:
         return sign_fallback_spend(out, spend, seckey, session=session)
 
     return sign
-
-
-async def check_mode_on_node(mode: SettlementMode, node: Node) -> None:
-    """Refuse a mode that needs CTV (BIP-119) on a node where it is not active: there
-    ``OP_CHECKTEMPLATEVERIFY`` is ``OP_NOP4``, so a ``ctv`` commitment output, or a musig2 CTV
-    exit leaf, is spendable by anyone who knows the distribution (ARCHITECTURE invariant 4,
-    docs/musig2.md §1). ``payouts serve`` runs this before anything is served, with or without
-    the JD server (which refuses the same modes itself)."""
-    if mode.name == "ctv":
-        check_ctv_for(mode, await ctv_active_on(node), "payouts serve")
-    if mode.musig2 is not None and mode.musig2.ctv_leaf and not await node.deployment_active(
-        "checktemplateverify"
-    ):
-        raise ConfigError(
-            "settlement.musig2.ctv_leaf = true, but CTV (BIP-119) is not active on this node: "
-            "the exit leaf would be spendable by anyone; set ctv_leaf = false"
-        )
 
 
 def settlement_states(engine: Engine) -> dict[str, int]:
@@ -212,11 +185,11 @@ def _prefix_at(coinbase: Tx, outputs: Sequence[TxOut]) -> int | None:
 
 
 class SettlementRunner:
-    """Tracks the service's recorded blocks and steps their settlement (module docstring)."""
+    """Tracks the pool's recorded blocks and steps their settlement (module docstring)."""
 
     def __init__(
         self,
-        service: PoolService,
+        pool: SettledPool,
         node: Node,
         *,
         mode: SettlementMode | None = None,
@@ -226,12 +199,12 @@ class SettlementRunner:
         fallback_signer: FallbackSigner | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.service = service
-        self.engine = service.engine
+        self.pool = pool
+        self.engine = pool.engine
         self.node = node
-        self.mode = mode if mode is not None else mode_from_settings(service.settings)
+        self.mode = mode if mode is not None else mode_from_settings(pool.settings)
         self.interval = (
-            interval if interval is not None else service.settings.settlement.poll_interval_sec
+            interval if interval is not None else pool.settings.settlement.poll_interval_sec
         )
         if not self.interval > 0:
             raise ValidationError("the settlement poll interval must be positive")
@@ -242,7 +215,7 @@ class SettlementRunner:
         # session method awaits: each call runs whole, with no lock to forget.
         self.sessions: dict[str, SigningSession] = {}
         if fallback_signer is None:
-            fallback_signer = fallback_signer_from_settings(service.settings)
+            fallback_signer = fallback_signer_from_settings(pool.settings)
         self.lifecycle = SettlementLifecycle(
             self.engine,
             node,
@@ -256,8 +229,6 @@ class SettlementRunner:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._behind_warned = False
-        service.on_block_recorded.append(self.track)
-        service.settlement = self
 
     # -- tracking -----------------------------------------------------------------------------
 
@@ -307,7 +278,7 @@ class SettlementRunner:
         m = self.mode.musig2
         if m is None or block.distribution_id is None:
             return None
-        return m.build(self.service.distribution(block.distribution_id).distribution, block.revenue)
+        return m.build(self.pool.distribution(block.distribution_id).distribution, block.revenue)
 
     def _open_session(self, out: Musig2Output, funding: OutPoint, now: float) -> SigningSession:
         cfg = self.lifecycle.config
@@ -321,16 +292,14 @@ class SettlementRunner:
 
     # -- polling ------------------------------------------------------------------------------
 
-    async def poll_once(self) -> list[LifecycleEvent]:
+    async def poll_once(self) -> StepReport:
         """One lifecycle step (under the runner's lock), events logged."""
         async with self._lock:
-            events = await self._step_locked()
-            self.lifecycle.sent.clear()  # only the operator actions report sends
-        return events
+            return await self._step_locked()
 
-    async def _step_locked(self) -> list[LifecycleEvent]:
+    async def _step_locked(self) -> StepReport:
         if await self._node_behind():
-            return []
+            return StepReport()
         events = await self.lifecycle.step(self.clock())
         await self._locate_coinbases()
         for e in events:
@@ -374,7 +343,7 @@ class SettlementRunner:
             if raw is None:
                 continue
             coinbase = Block.parse(raw).txs[0]
-            dist = self.service.distribution(block.distribution_id).distribution
+            dist = self.pool.distribution(block.distribution_id).distribution
             at = _prefix_at(coinbase, compute_outputs(dist, block.revenue).outputs)
             if at is not None:
                 _set_coinbase_location(self.engine, block_id, coinbase.txid, at)
@@ -468,10 +437,8 @@ class SettlementRunner:
                     f"block {block_id}'s coinbase can be spent from tip "
                     f"{first_mature_tip(block.height)} on (100 confirmations); the tip is {tip}",
                     code="not-mature", mature_at_tip=first_mature_tip(block.height), tip=tip)
-            self.lifecycle.sent.clear()
-            events = await self._step_locked()
-            sent, self.lifecycle.sent = self.lifecycle.sent, []
-        return self._report(block_id, events, sent)
+            report = await self._step_locked()
+        return self._report(block_id, report, report.sent)
 
     def _refuse_if_signed(self, block_id: int) -> None:
         session = self.lifecycle.session(block_id)
@@ -512,20 +479,23 @@ class SettlementRunner:
                     f"next block is {tip + 1}", code="fallback-locked",
                     valid_from_height=valid_from, tip=tip)
             await self._active_tip(block)
-            self.lifecycle.sent.clear()
             events: list[LifecycleEvent] = []
+            sent: list[SendResult] = []
             if self.lifecycle.session(block_id) is None:
                 # No session yet (e.g. after a restart): the step opens one, as the poller
                 # does at maturity; a session only completes through signers' calls, so this
                 # step cannot send the cooperative spend.
-                events += await self._step_locked()
+                opened = await self._step_locked()
+                events += opened
+                sent += opened.sent
             self._refuse_if_signed(block_id)  # signers may have completed it meanwhile
             session = self.lifecycle.session(block_id)
             if session is not None and session.state is not SessionState.FAILED:
                 session.abort(self.clock(), "operator chose the fallback")
                 log.info("block %d: signing session aborted by the operator", block_id)
-            events += await self._step_locked()
-            sent, self.lifecycle.sent = self.lifecycle.sent, []
+            report = await self._step_locked()
+            events += report
+            sent += report.sent
         return self._report(block_id, events, sent)
 
 
@@ -537,11 +507,10 @@ def session_id(block_id: int) -> str:
 __all__ = [
     "SETTLEMENT_STATES",
     "ActionReport",
+    "SettledPool",
     "SettlementActionError",
     "SettlementRunner",
-    "check_mode_on_node",
     "fallback_signer_from_settings",
-    "mode_from_settings",
     "session_id",
     "settlement_states",
 ]

@@ -18,8 +18,8 @@ from enum import StrEnum
 
 from embit import base58, bech32
 
-from payouts.distribution.scripts import ScriptType, classify
 from payouts.errors import ValidationError
+from payouts.tx.output_scripts import ScriptType, classify
 
 
 class Network(StrEnum):

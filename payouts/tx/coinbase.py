@@ -24,13 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from payouts.distribution.model import TxOut
 from payouts.errors import ValidationError
 from payouts.tx.compact import ser_compact_size
 from payouts.tx.hashes import sha256d
 from payouts.tx.merkle import witness_merkle_root
 from payouts.tx.script import bip34_height, push_data
 from payouts.tx.transaction import NULL_OUTPOINT, SEQUENCE_FINAL, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 MIN_COINBASE_SCRIPTSIG = 2
 MAX_COINBASE_SCRIPTSIG = 100

@@ -10,12 +10,18 @@ heights 1..16 wrong (libs.md §5), so it is written here by hand.
 
 from __future__ import annotations
 
+# Opcodes (Bitcoin Core script/script.h), defined here once for every module that reads or
+# writes scripts.
 OP_0 = 0x00
 OP_PUSHDATA1, OP_PUSHDATA2, OP_PUSHDATA4 = 0x4C, 0x4D, 0x4E
 OP_1NEGATE = 0x4F
-OP_1 = 0x51
+OP_1, OP_16 = 0x51, 0x60
 OP_RETURN = 0x6A
-OP_CHECKSIG = 0xAC
+OP_DROP = 0x75
+OP_DUP, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160 = 0x76, 0x87, 0x88, 0xA9
+OP_CHECKSIG, OP_CHECKSIGVERIFY = 0xAC, 0xAD
+OP_CHECKMULTISIG, OP_CHECKMULTISIGVERIFY = 0xAE, 0xAF
+OP_CHECKSEQUENCEVERIFY = 0xB2  # BIP-112, OP_NOP3
 OP_CHECKTEMPLATEVERIFY = 0xB3  # BIP-119, OP_NOP4
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from payouts.distribution.model import TxOut
 from payouts.errors import ValidationError
 from payouts.tx.compact import ser_compact_size
 from payouts.tx.hashes import sha256, tagged_hash
 from payouts.tx.transaction import Tx
+from payouts.tx.txout import TxOut
 
 SIGHASH_DEFAULT = 0x00
 SIGHASH_ALL = 0x01

@@ -8,8 +8,8 @@ record are errors. Ids: ``txid`` = SHA256d of the non-witness serialization, ``w
 full one (BIP-141), both in internal byte order.
 
 Written by hand (a ~25-line serializer, as libs.md §5 recommends) so that the bytes we commit to
-in coinbases and CTV templates come from one small, reviewed place; outputs reuse the
-distribution model's :class:`~payouts.distribution.model.TxOut`.
+in coinbases and CTV templates come from one small, reviewed place; outputs are
+:class:`~payouts.tx.txout.TxOut`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from payouts.distribution.model import TxOut
-from payouts.distribution.scripts import legacy_sigops
 from payouts.errors import ValidationError
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.hashes import display_hex, sha256d
+from payouts.tx.output_scripts import legacy_sigops
+from payouts.tx.txout import TxOut
 
 WITNESS_SCALE_FACTOR = 4
 SEQUENCE_FINAL = 0xFFFFFFFF

@@ -42,6 +42,7 @@ from typing import ClassVar
 
 from payouts.distribution.fitting import Budget
 from payouts.distribution.model import Distribution
+from payouts.settlement.modes import DeploymentInfo, ExpectedOutputs, SettlementMode
 from sv2.connection import JD_FRAME_LIMITS
 from sv2.jdc.constraints import OutputConstraints
 from sv2.jdc.declaring import DeclaredJob, Declaring, _Outstanding
@@ -58,7 +59,6 @@ from sv2.jdc.fallback import OnFallback
 from sv2.jdc.jobs import DEFAULT_EXTRANONCE_SIZE, DEFAULT_TAG
 from sv2.jdc.session import Progress
 from sv2.jdc.solutions import SolutionPushing
-from sv2.jds.modes import DeploymentInfo, ExpectedOutputs, SettlementMode
 from sv2.messages.base import Message
 from sv2.messages.common import (
     JD_FLAG_DECLARE_TX_DATA,

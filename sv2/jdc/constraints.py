@@ -24,8 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from payouts.distribution.model import Distribution, TxOut
-from payouts.distribution.scripts import sigop_cost
+from payouts.distribution.model import Distribution
+from payouts.tx.output_scripts import sigop_cost
+from payouts.tx.txout import TxOut
 from sv2.messages.template_distribution import CoinbaseOutputConstraints
 
 U16_MAX = 0xFFFF

@@ -10,9 +10,17 @@ import logging
 from dataclasses import dataclass, field
 
 from payouts.distribution.fitting import Budget
-from payouts.distribution.model import Distribution, TxOut
+from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.ctv import CtvNotActiveError
+from payouts.settlement.modes import (
+    DeploymentInfo,
+    ExpectedOutputs,
+    SettlementMode,
+    check_ctv_for,
+    ctv_active_on,
+)
+from payouts.tx.txout import TxOut
 from sv2.jdc.distributions import DistributionState
 from sv2.jdc.errors import JdcConnectionLost, JdcError, JdcTimeout
 from sv2.jdc.fallback import FallbackHandling
@@ -23,13 +31,6 @@ from sv2.jdc.jobs import (
     parse_output_vector,
 )
 from sv2.jdc.template import JobTemplate
-from sv2.jds.modes import (
-    DeploymentInfo,
-    ExpectedOutputs,
-    SettlementMode,
-    check_ctv_for,
-    ctv_active_on,
-)
 from sv2.messages.job_declaration import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,

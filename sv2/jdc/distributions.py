@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 
 from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
+from payouts.settlement.modes import SettlementMode
+from sv2.domain_messages import distribution_from_message, mode_from_message
 from sv2.jdc.constraints import OutputConstraints, constraints_for
 from sv2.jdc.errors import JdcConnectionLost, JdcError, JdcTimeout
 from sv2.jdc.session import ClientSession
-from sv2.jds.modes import SettlementMode
-from sv2.jds.state import distribution_from_message
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, SetPayoutDistribution
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES, SetSettlementMode
 from sv2.messages.template_distribution import CoinbaseOutputConstraints
@@ -64,7 +64,7 @@ class DistributionState(ClientSession):
             self._count("mode-not-negotiated")
             return
         try:
-            mode = SettlementMode.from_message(msg)
+            mode = mode_from_message(msg)
         except ValidationError as exc:
             self._count("invalid-mode")
             log.warning("JDC: invalid SetSettlementMode %d: %s", msg.distribution_id, exc)

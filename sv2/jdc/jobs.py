@@ -5,8 +5,9 @@ JD server validates with*, so both sides produce the same bytes for the same dis
 
 - ``coinbase`` mode: :func:`payouts.settlement.coinbase.build_coinbase_settlement` (whose
   outputs are :func:`payouts.distribution.compute_outputs`, the PR #203 §5 math);
-- ``ctv`` / ``musig2``: :func:`sv2.jds.modes.default_expected_outputs` (the server's rule,
-  rebuilt from SetSettlementMode alone) or the caller's ``expected_outputs`` override;
+- ``ctv`` / ``musig2``: :func:`payouts.settlement.modes.default_expected_outputs` (the
+  server's rule, rebuilt from SetSettlementMode alone) or the caller's ``expected_outputs``
+  override;
 - per-job adapter (extension 0x4002, sv2-spec PR #202): the outputs the server returned.
 
 Output order (PR #203 §5): payout outputs, then the template's outputs with the BIP-141 witness
@@ -22,15 +23,16 @@ from dataclasses import dataclass
 
 from payouts.distribution.amounts import PayoutResult
 from payouts.distribution.fitting import Budget
-from payouts.distribution.model import Distribution, TxOut
+from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.coinbase import build_coinbase_settlement, split_template_outputs
+from payouts.settlement.modes import ExpectedOutputs, SettlementMode, default_expected_outputs
 from payouts.tx.block import Block, BlockHeader, check_pow
 from payouts.tx.coinbase import CoinbaseParts, build_coinbase_parts, witness_commitment_output
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.hashes import sha256d
+from payouts.tx.txout import TxOut
 from sv2.jdc.template import JobTemplate
-from sv2.jds.modes import ExpectedOutputs, SettlementMode, default_expected_outputs
 
 DEFAULT_TAG = b"/payouts-jdc/"
 DEFAULT_EXTRANONCE_SIZE = 8

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from payouts.distribution.model import TxOut
 from payouts.errors import ValidationError
 from payouts.node.interface import BlockTemplate, Node
 from payouts.tx.block import bits_to_target
@@ -32,6 +31,7 @@ from payouts.tx.compact import read_compact_size
 from payouts.tx.merkle import merkle_path, root_from_path
 from payouts.tx.script import bip34_height
 from payouts.tx.transaction import SEQUENCE_FINAL, Tx
+from payouts.tx.txout import TxOut
 from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
 
 if TYPE_CHECKING:

@@ -3,12 +3,6 @@ extensions 0x0003 (sv2-spec PR #203), 0x4002 (PR #202 per-job adapter) and 0x400
 (settlement modes). See docs/jds.md."""
 
 from sv2.jds.errors import JobRejected
-from sv2.jds.modes import (
-    ExpectedOutputs,
-    Musig2Mode,
-    SettlementMode,
-    default_expected_outputs,
-)
 from sv2.jds.server import (
     BoundOutputs,
     DeclaredJob,
@@ -16,25 +10,19 @@ from sv2.jds.server import (
     JdsLimits,
     JobDeclarationServer,
 )
-from sv2.jds.state import DistributionBook, TxStore, distribution_from_message, distribution_message
+from sv2.jds.state import DistributionBook, TxStore
 from sv2.jds.validation import KnownTx, PayoutRule, validate_declaration
 
 __all__ = [
     "BoundOutputs",
     "DeclaredJob",
     "DistributionBook",
-    "ExpectedOutputs",
     "FoundBlock",
     "JdsLimits",
     "JobDeclarationServer",
     "JobRejected",
     "KnownTx",
-    "Musig2Mode",
     "PayoutRule",
-    "SettlementMode",
     "TxStore",
-    "default_expected_outputs",
-    "distribution_from_message",
-    "distribution_message",
     "validate_declaration",
 ]

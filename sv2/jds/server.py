@@ -23,14 +23,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payouts.distribution.fitting import FittedDistribution
-from payouts.distribution.model import MAX_MONEY, Distribution, TxOut
+from payouts.distribution.model import Distribution
 from payouts.errors import ConfigError, ValidationError
 from payouts.node.interface import ChainTip, Node, NodeError
+from payouts.settings import Settings
+from payouts.settlement.modes import (
+    ExpectedOutputs,
+    SettlementMode,
+    check_ctv_for,
+    ctv_active_on,
+    default_expected_outputs,
+    mode_from_settings,
+)
 from payouts.tx.block import BlockHeader, check_pow
 from payouts.tx.coinbase import HALVING_INTERVAL_MAINNET, HALVING_INTERVAL_REGTEST, block_subsidy
 from payouts.tx.compact import ser_compact_size
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import Tx, TxDecodeError
+from payouts.tx.txout import MAX_MONEY, TxOut
 from sv2.authority import decode_authority_secret_key
 from sv2.connection import (
     DEFAULT_MAX_BUFFERED,
@@ -41,17 +51,10 @@ from sv2.connection import (
     Sv2Connection,
     UnknownMessage,
 )
+from sv2.domain_messages import distribution_message, mode_to_message
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
-from sv2.jds.modes import (
-    ExpectedOutputs,
-    Musig2Mode,
-    SettlementMode,
-    check_ctv_for,
-    ctv_active_on,
-    default_expected_outputs,
-)
-from sv2.jds.state import DistributionBook, Published, TxStore, distribution_message
+from sv2.jds.state import DistributionBook, Published, TxStore
 from sv2.jds.tokens import TokenBook, TokenRecord
 from sv2.jds.validation import (
     DeclaredCoinbase,
@@ -264,17 +267,19 @@ class JobDeclarationServer(NoiseListener[_Session]):
     @classmethod
     def from_settings(
         cls,
-        settings: Any,
+        settings: Settings,
         node: Node,
         distribution_source: DistributionSource | Distribution | FittedDistribution | None = None,
         *,
         identity: ServerIdentity | None = None,
-        musig2: Musig2Mode | None = None,
+        mode: SettlementMode | None = None,
         **kwargs: Any,
     ) -> JobDeclarationServer:
-        """Build from :class:`payouts.settings.Settings` (``[jds]`` and ``distribution.mode``).
-        The certificate is signed with ``jds.authority_secret_key`` and re-signed when half of
-        ``cert_validity_sec`` has passed."""
+        """Build from :class:`payouts.settings.Settings` (``[jds]``); ``mode`` defaults to
+        :func:`~payouts.settlement.modes.mode_from_settings` (``payouts serve`` passes the one
+        object its settlement runner uses). The certificate is signed with
+        ``jds.authority_secret_key`` and re-signed when half of ``cert_validity_sec`` has
+        passed."""
         jds = settings.jds
         sk = None
         if identity is None:
@@ -285,15 +290,6 @@ class JobDeclarationServer(NoiseListener[_Session]):
         host, _, port = jds.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"jds.listen must be host:port, got {jds.listen!r}")
-        dmode = settings.distribution.mode
-        if dmode == "ctv":
-            mode = SettlementMode("ctv", settings.distribution.ctv_params())
-        elif dmode == "musig2":
-            if musig2 is None:
-                raise ConfigError("distribution.mode = musig2 needs the committee parameters")
-            mode = SettlementMode("musig2", musig2=musig2)
-        else:
-            mode = SettlementMode()
         return cls(
             identity=identity,
             node=node,
@@ -305,7 +301,7 @@ class JobDeclarationServer(NoiseListener[_Session]):
             ],
             required_extensions=jds.required_extensions,
             token_lifetime=jds.token_lifetime_sec,
-            mode=kwargs.pop("mode", mode),
+            mode=mode if mode is not None else mode_from_settings(settings),
             authority_secret_key=sk,
             cert_validity=jds.cert_validity_sec,
             **kwargs,
@@ -394,7 +390,7 @@ class JobDeclarationServer(NoiseListener[_Session]):
             return
         self._write(s, distribution_message(cur.distribution))
         if EXT_SETTLEMENT_MODES in s.negotiated:
-            self._write(s, cur.mode.to_message(cur.distribution_id))
+            self._write(s, mode_to_message(cur.mode, cur.distribution_id))
 
     # -- connections --------------------------------------------------------------------------
 

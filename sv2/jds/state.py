@@ -13,70 +13,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from payouts.distribution.fitting import FittedDistribution
-from payouts.distribution.model import (
-    AdditionalOutput,
-    Distribution,
-    Payee,
-    PoolPayout,
-    TxOut,
-)
+from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.node.interface import BlockTemplate
-from payouts.tx.compact import read_compact_size
+from payouts.settlement.modes import SettlementMode
 from payouts.tx.transaction import Tx
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
-from sv2.jds.modes import SettlementMode
 from sv2.jds.validation import KnownTx, WitnessTrees
-from sv2.messages.payouts import SetPayoutDistribution
 
 # -- SetPayoutDistribution <-> Distribution ---------------------------------------------------
-
-
-def distribution_message(d: Distribution) -> SetPayoutDistribution:
-    """PR #203 §3.1 message for ``d``."""
-    return SetPayoutDistribution(
-        distribution_id=d.distribution_id,
-        pool_payout=TxOut(d.pool_payout.weight, d.pool_payout.script).serialize(),
-        payouts=tuple(TxOut(p.weight, p.script).serialize() for p in d.payouts),
-        dust_limits=tuple(p.dust_limit for p in d.payouts),
-        additional_outputs=tuple(
-            TxOut(a.amount, a.script).serialize() for a in d.additional_outputs
-        ),
-    )
-
-
-def _txout(raw: bytes, what: str) -> TxOut:
-    if len(raw) < 9:
-        raise ValidationError(f"{what}: a TxOut is at least 9 bytes")
-    try:
-        n, pos = read_compact_size(raw, 8)
-    except ValueError as exc:
-        raise ValidationError(f"{what}: {exc}") from None
-    if pos + n != len(raw):
-        raise ValidationError(f"{what}: script length {n} does not match the TxOut size")
-    return TxOut(int.from_bytes(raw[:8], "little"), bytes(raw[pos:]))
-
-
-def distribution_from_message(msg: SetPayoutDistribution) -> Distribution:
-    """What a JD client does with a SetPayoutDistribution (raises ValidationError if the
-    message breaks PR #203 §3.1: lengths differ, zero weights, malformed TxOuts)."""
-    if len(msg.payouts) != len(msg.dust_limits):
-        raise ValidationError("payouts and dust_limits differ in length")
-    pool = _txout(msg.pool_payout, "pool_payout")
-    payees = []
-    for i, (raw, dust) in enumerate(zip(msg.payouts, msg.dust_limits, strict=True)):
-        o = _txout(raw, f"payouts[{i}]")
-        payees.append(Payee(o.script, o.value, dust))
-    extras = [
-        _txout(raw, f"additional_outputs[{i}]") for i, raw in enumerate(msg.additional_outputs)
-    ]
-    return Distribution(
-        distribution_id=msg.distribution_id,
-        pool_payout=PoolPayout(pool.script, pool.value),
-        payouts=tuple(payees),
-        additional_outputs=tuple(AdditionalOutput(o.script, o.value) for o in extras),
-    )
 
 
 # -- published distributions ------------------------------------------------------------------

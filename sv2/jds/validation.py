@@ -44,14 +44,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from payouts.distribution.model import TxOut
-from payouts.distribution.scripts import legacy_sigops, sigop_cost
 from payouts.errors import ValidationError
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER
 from payouts.tx.compact import compact_size_len, read_compact_size
 from payouts.tx.hashes import sha256d
+from payouts.tx.output_scripts import legacy_sigops, sigop_cost
 from payouts.tx.script import bip34_height
 from payouts.tx.transaction import WITNESS_SCALE_FACTOR, Tx, TxDecodeError
+from payouts.tx.txout import TxOut
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 

@@ -12,11 +12,11 @@ from payouts.crypto import musig2 as mu
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.fitting import FittedDistribution
-from payouts.distribution.model import TxOut
 from payouts.node.kernel import KernelNode
 from payouts.service import PoolService
 from payouts.settlement.ctv import build_ctv_fanout
 from payouts.settlement.lifecycle import FallbackSigner, LifecycleConfig
+from payouts.settlement.modes import Musig2Mode, SettlementMode
 from payouts.settlement.musig2.output import Musig2Output
 from payouts.settlement.musig2.session import SigningSession
 from payouts.settlement.musig2.spend import FallbackSpend, sign_fallback_spend
@@ -26,7 +26,7 @@ from payouts.store.ledger import get_block_by_hash
 from payouts.tx.block import Block
 from payouts.tx.hashes import hash160, sha256
 from payouts.tx.transaction import Tx
-from sv2.jds.modes import Musig2Mode, SettlementMode
+from payouts.tx.txout import TxOut
 from tests.lifecycle.helpers import build, submit, tip
 
 FALLBACK_SK = sha256(b"api settlement tests: fallback key")
@@ -102,7 +102,8 @@ def find_block(service: PoolService, node: KernelNode, mode: SettlementMode, *, 
                runner: SettlementRunner | None = None, signer: FallbackSigner | None = None,
                config: LifecycleConfig | None = None, tag: str = "s") -> Found:
     """Shares from ``n`` miners, a distribution, and a block paying it mined on ``node`` and
-    recorded (with its coinbase) through the service, whose runner tracks it."""
+    recorded through the service and tracked (with its coinbase) by the runner, as
+    ``payouts.served.ServedPool.record_found_block`` does."""
     if runner is None:
         runner = SettlementRunner(service, node, mode=mode, interval=3600.0,
                                   fallback_signer=signer, config=config)
@@ -112,8 +113,9 @@ def find_block(service: PoolService, node: KernelNode, mode: SettlementMode, *, 
     fitted = service.publish_distribution(revenue)
     block = build(node, coinbase_outputs(mode, fitted, revenue))
     submit(node, block)
-    service.record_block(distribution_id=fitted.distribution.distribution_id, revenue=revenue,
-                         block_hash=block.hash, height=h, coinbase=block.txs[0])
+    recorded = service.record_block(distribution_id=fitted.distribution.distribution_id,
+                                    revenue=revenue, block_hash=block.hash, height=h)
+    runner.track(recorded.block, recorded.fitted, block.txs[0])
     rec = get_block_by_hash(service.engine, block.hash)
     assert rec is not None
     return Found(runner, rec.id, h, block, fitted)

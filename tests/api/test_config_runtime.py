@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from payouts.node.kernel import KernelNode
 from payouts.service import PoolService
 from payouts.settlement.ctv import CtvParams
+from payouts.settlement.modes import SettlementMode
 from payouts.settlement.runner import SettlementRunner
-from sv2.jds.modes import SettlementMode
+from sv2.domain_messages import mode_to_message
 from tests.api.conftest import assert_problem, bearer
 
 
@@ -23,10 +25,16 @@ def node() -> Iterator[KernelNode]:
         yield n
 
 
+def served_client(service: PoolService, runner: SettlementRunner) -> TestClient:
+    """The API as ``payouts serve`` builds it: with its settlement runner."""
+    return TestClient(create_app(service, runner=runner, rate_limit=None))
+
+
 def test_mode_change_is_refused_while_a_runner_runs(
-    client: TestClient, service: PoolService, node: KernelNode, token: Callable[..., str]
+    service: PoolService, node: KernelNode, token: Callable[..., str]
 ) -> None:
-    SettlementRunner(service, node, interval=3600.0)  # coinbase mode, from the settings
+    runner = SettlementRunner(service, node, interval=3600.0)  # coinbase mode, from settings
+    client = served_client(service, runner)
     h = bearer(token("admin"))
     before = client.get("/v1/config", headers=h).json()
     for patch in ({"mode": "ctv"}, {"mode": "musig2", "fee_bps": 100}):
@@ -43,10 +51,11 @@ def test_mode_change_is_refused_while_a_runner_runs(
 
 
 def test_ctv_arity_is_part_of_the_running_mode(
-    client: TestClient, service: PoolService, node: KernelNode, token: Callable[..., str]
+    service: PoolService, node: KernelNode, token: Callable[..., str]
 ) -> None:
     service.settings.distribution.mode = "ctv"
     runner = SettlementRunner(service, node, interval=3600.0)
+    client = served_client(service, runner)
     assert runner.mode == SettlementMode("ctv", CtvParams(arity=16))
     h = bearer(token("admin"))
     assert_problem(client.put("/v1/config", json={"ctv_fanout_arity": 4}, headers=h), 409,
@@ -66,13 +75,13 @@ def test_ctv_fee_rate_setting_reaches_the_jds_and_the_runner(
 ) -> None:
     """One constructor (DistributionSettings.ctv_params) for both JD sides' announcement and the
     runner's rebuilt tree: a fee rate set in the file is in both."""
-    from sv2.jds.modes import SettlementMode as Mode
+    from payouts.settlement.modes import SettlementMode as Mode
 
     service.settings.distribution.mode = "ctv"
     service.settings.distribution.ctv_fee_rate = 3
     runner = SettlementRunner(service, node, interval=3600.0)
     assert runner.mode == Mode("ctv", CtvParams(arity=16, fee_rate=3))
-    assert runner.mode.to_message(1).ctv_fee_rate == 3
+    assert mode_to_message(runner.mode, 1).ctv_fee_rate == 3
 
 
 def test_musig2_without_its_parameters_is_refused(

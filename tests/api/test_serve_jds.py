@@ -1,5 +1,5 @@
 """``payouts serve``'s wiring end to end (SQLite and PostgreSQL): the JD server started by
-:func:`payouts.cli.serve_cmd.start_jds` on a kernel node, a raw JD client declaring a bad job
+:meth:`payouts.served.ServedPool.start_jds` on a kernel node, a raw JD client declaring a bad job
 and the real JD client (sv2.jdc) declaring, solving and pushing a good one over TCP + Noise.
 GET /metrics then counts both declarations by reason; the block the node accepted is recorded
 with its coinbase, tracked by the settlement runner, walked to paid as the kernel chain grows,
@@ -14,9 +14,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from payouts.cli.serve_cmd import start_jds
 from payouts.node.kernel import KernelNode
 from payouts.node.kernel_chain import KernelChain
+from payouts.served import ServedPool
 from payouts.service import PoolService
 from payouts.settlement.runner import SettlementRunner
 from payouts.store.ledger import list_blocks
@@ -59,9 +59,10 @@ def test_served_jds_feeds_declaration_metrics_and_settles_its_block(
             setup_chain(chain)
             node = KernelNode(chain)
             runner = SettlementRunner(service, node, interval=3600.0)
-            served = await start_jds(service, node)
+            served = ServedPool(service.settings, service=service, node=node, runner=runner)
+            jds = await served.start_jds()
             try:
-                host, port = served.jds.address
+                host, port = jds.address
                 dist_id = service.latest_distribution().distribution.distribution_id  # type: ignore[union-attr]
                 # A bad job: outputs of another distribution under the current id.
                 raw = await JdClient.connect((host, port))
@@ -86,7 +87,7 @@ def test_served_jds_feeds_declaration_metrics_and_settles_its_block(
                         if list_blocks(service.engine):
                             break
                         await asyncio.sleep(0.01)
-                found = served.jds.found_blocks[0]
+                found = jds.found_blocks[0]
                 assert chain.tip_hash == found.block_hash
                 during = http.get("/metrics").text
                 assert [e.kind for e in await runner.poll_once()] == ["confirmed"]

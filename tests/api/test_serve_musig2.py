@@ -29,12 +29,11 @@ import uvicorn
 from sqlalchemy import Engine
 
 from api import store
-from api.app import create_app
-from payouts.cli.serve_cmd import make_runner, run_served
 from payouts.crypto import musig2 as mu
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.node.kernel import KernelNode
 from payouts.node.kernel_chain import KernelChain
+from payouts.served import ServedPool
 from payouts.service import PoolService
 from payouts.settings import load_settings
 from payouts.settlement.lifecycle_rules import first_mature_tip
@@ -131,15 +130,16 @@ def test_serve_in_musig2_mode_tracks_opens_the_session_and_pays(
 
     async def scenario(chain: KernelChain) -> None:
         node = KernelNode(chain)
-        runner = make_runner(service, node)
+        pool = ServedPool(service.settings, service=service, node=node, rate_limit=None)
+        runner = pool.runner
         assert runner.mode.musig2 is not None
         assert runner.mode.musig2.committee == tuple(bytes.fromhex(k)
                                                      for k in sorted(committee_hex()))
         assert runner.lifecycle.fallback_signer is not None
-        server = uvicorn.Server(uvicorn.Config(create_app(service, rate_limit=None),
+        server = uvicorn.Server(uvicorn.Config(pool.app,
                                                host="127.0.0.1", port=api_port,
                                                log_config=None, access_log=False))
-        served = asyncio.create_task(run_served(server, service, node, runner))
+        served = asyncio.create_task(pool.run(server))
         base = f"http://127.0.0.1:{api_port}"
         try:
             await until("the API", lambda: server.started or served.done())

@@ -31,10 +31,10 @@ from payouts.service import PoolService
 from payouts.settlement.ctv import CtvParams
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_settlements, load_txs
+from payouts.settlement.modes import SettlementMode
 from payouts.settlement.musig2.session import SigningSession
 from payouts.settlement.runner import SettlementRunner
 from payouts.store.ledger import export_ledger, list_blocks
-from sv2.jds.modes import SettlementMode
 from tests.api.conftest import assert_problem, bearer
 from tests.api.musig2_signing import assert_outputs_on_chain
 from tests.api.settle_helpers import (
@@ -71,7 +71,7 @@ def test_refused_broadcasts_step_nothing(
     f = find_block(service, node, SettlementMode("ctv", CtvParams(arity=2)), n=3)
     wr = bearer(token("settlements:write"))
     url = f"/v1/settlements/{f.block_id}/broadcast"
-    with TestClient(create_app(service, rate_limit=None)) as client:
+    with TestClient(create_app(service, runner=f.runner, rate_limit=None)) as client:
         mine_to(node, first_mature_tip(f.height) - 1)  # 99 confirmations
         before = snapshot(service)
         body = assert_problem(client.post(url, headers=wr), 409, "not-mature")
@@ -79,7 +79,7 @@ def test_refused_broadcasts_step_nothing(
                                                           first_mature_tip(f.height) - 1)
         # The store still says found: the poller, not the refused action, confirms it.
         assert snapshot(service) == before and before[0][0].status == "found"
-        assert f.runner.lifecycle.sent == []
+        assert node.mempool.entries == {}  # and nothing was broadcast
         # A reorg the store has not seen yet: refused, and not orphaned by the action either.
         run(node.invalidate_block(f.block.hash))
         body = assert_problem(client.post(url, headers=wr), 409, "not-in-active-chain")
@@ -99,7 +99,7 @@ def test_refused_fallback_steps_nothing(
     f = find_block(service, node, SettlementMode("musig2", musig2=musig2_mode(3)),
                    signer=fallback_signer())
     wr = bearer(token("settlements:write"))
-    with TestClient(create_app(service, rate_limit=None)) as client:
+    with TestClient(create_app(service, runner=f.runner, rate_limit=None)) as client:
         mine_to(node, first_mature_tip(f.height))  # mature on the node, never polled
         before = snapshot(service)
         body = assert_problem(client.post(f"/v1/settlements/{f.block_id}/fallback",
@@ -145,7 +145,7 @@ def test_concurrent_signers_and_ticks_all_run_on_the_loop(
     f = find_block(service, node, SettlementMode("musig2", musig2=musig2_mode(n)),
                    signer=fallback_signer())
     keys = signer_keys(n)
-    with TestClient(create_app(service, rate_limit=None)) as client:
+    with TestClient(create_app(service, runner=f.runner, rate_limit=None)) as client:
         portal = client.portal
         assert portal is not None
         loop_thread = portal.call(threading.get_ident)

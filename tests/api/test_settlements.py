@@ -19,9 +19,9 @@ from payouts.service import PoolService
 from payouts.settlement.ctv import CtvParams
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_txs
+from payouts.settlement.modes import SettlementMode
 from payouts.settlement.runner import SettlementRunner
 from payouts.tx.transaction import Tx
-from sv2.jds.modes import SettlementMode
 from tests.api.conftest import assert_problem, bearer
 from tests.api.musig2_signing import assert_outputs_on_chain, sign_session
 from tests.api.settle_helpers import (
@@ -44,8 +44,8 @@ def node() -> Iterator[KernelNode]:
         yield n
 
 
-def app_client(service: PoolService) -> TestClient:
-    return TestClient(create_app(service, rate_limit=None))
+def app_client(service: PoolService, runner: SettlementRunner | None = None) -> TestClient:
+    return TestClient(create_app(service, runner=runner, rate_limit=None))
 
 
 def poll(client: TestClient, runner: SettlementRunner) -> list[str]:
@@ -62,7 +62,7 @@ def test_ctv_reads_broadcast_results_and_history(
 ) -> None:
     f = find_block(service, node, CTV, n=5)
     rd, wr = bearer(token("read")), bearer(token("settlements:write"))
-    with app_client(service) as client:
+    with app_client(service, f.runner) as client:
         (listed,) = client.get("/v1/settlements", headers=rd).json()
         assert (listed["block_id"], listed["mode"], listed["phase"]) == (f.block_id, "ctv",
                                                                           "waiting")
@@ -106,7 +106,7 @@ def test_exit_path_is_broadcastable_and_pays_the_miner(
 ) -> None:
     f = find_block(service, node, CTV, n=5)
     service.register_miner("idle", miner_script(99))  # no shares: not paid by the block
-    with app_client(service) as client:
+    with app_client(service, f.runner) as client:
         url = f"/v1/miners/m3/payouts/{f.block_id}/exit-path"
         r = client.get(url)
         assert r.status_code == 200, r.text
@@ -143,7 +143,7 @@ def test_coinbase_mode_history_and_refused_actions(
 ) -> None:
     f = find_block(service, node, SettlementMode())
     wr = bearer(token("settlements:write"))
-    with app_client(service) as client:
+    with app_client(service, f.runner) as client:
         for i in range(4):
             (b,) = client.get(f"/v1/miners/m{i}/payouts").json()["blocks"]
             assert b["payout_txid"] == f.block.txs[0].txid[::-1].hex()
@@ -182,7 +182,7 @@ def test_musig2_fallback_refused_while_locked_then_sent_and_paid(
 ) -> None:
     f = _musig2_block(service, node)
     wr = bearer(token("settlements:write"))
-    with app_client(service) as client:
+    with app_client(service, f.runner) as client:
         url = f"/v1/settlements/{f.block_id}/fallback"
         assert_problem(client.post(url, headers=wr), 409, "fallback-locked")
         mine_to(node, first_mature_tip(f.height))
@@ -220,7 +220,7 @@ def test_musig2_signers_sign_the_lifecycle_session_through_the_api(
 ) -> None:
     f = _musig2_block(service, node)
     keys = signer_keys(4)
-    with app_client(service) as client:
+    with app_client(service, f.runner) as client:
         mine_to(node, first_mature_tip(f.height))
         poll(client, f.runner)
         sid = f"block-{f.block_id}"

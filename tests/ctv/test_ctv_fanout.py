@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.jsonio import distribution_from_json, distribution_to_json
-from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout, TxOut
-from payouts.distribution.scripts import dust_limit, output_size
+from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
 from payouts.settlement.ctv import (
     DEFAULT_ARITY,
     NUMS_H,
@@ -29,7 +28,9 @@ from payouts.settlement.ctv import (
 )
 from payouts.settlement.ctv_shape import build_shape, shape_overhead, shape_vsizes
 from payouts.tx.ctv import parse_ctv_script, standard_template_hash
+from payouts.tx.output_scripts import dust_limit, output_size
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 T = 312_500_000
 POOL = PoolPayout(bytes.fromhex("0014" + "11" * 20), 10)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.kernel_chain import BlockRejectedError, KernelChain
 from payouts.settlement.ctv import CtvFanout, CtvParams, build_ctv_fanout, commitment_matches
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import TxOut
 
 MINER = bytes.fromhex("5120" + "ab" * 32)  # where the filler blocks' subsidies go
 

@@ -10,16 +10,10 @@ from collections.abc import Sequence
 
 from payouts.distribution.amounts import PayoutResult
 from payouts.distribution.fitting import Budget, Candidate, FittedDistribution
-from payouts.distribution.model import (
-    MAX_MONEY,
-    AdditionalOutput,
-    Distribution,
-    Payee,
-    PoolPayout,
-    TxOut,
-)
-from payouts.distribution.scripts import dust_limit, output_size, sigop_cost
+from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
 from payouts.errors import BudgetTooSmallError, ValidationError, ZeroRevenueError, ZeroWeightError
+from payouts.tx.output_scripts import dust_limit, output_size, sigop_cost
+from payouts.tx.txout import MAX_MONEY, TxOut
 
 
 def reference_outputs(distribution: Distribution, revenue: int) -> PayoutResult:

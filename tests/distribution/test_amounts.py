@@ -13,8 +13,8 @@ from payouts.distribution import (
     PoolPayout,
     compute_outputs,
 )
-from payouts.distribution.scripts import ScriptType, classify, dust_limit, sigop_cost
 from payouts.errors import ValidationError, ZeroRevenueError, ZeroWeightError
+from payouts.tx.output_scripts import ScriptType, classify, dust_limit, sigop_cost
 
 P2WPKH = bytes.fromhex("0014") + bytes(range(20))
 P2TR = bytes.fromhex("5120") + bytes(range(32))

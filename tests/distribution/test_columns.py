@@ -22,7 +22,6 @@ from payouts.distribution.fitting import (
     weight_shift,
 )
 from payouts.distribution.model import (
-    MAX_MONEY,
     U64_MAX,
     AdditionalOutput,
     Distribution,
@@ -30,8 +29,9 @@ from payouts.distribution.model import (
     PayeeColumns,
     PoolPayout,
 )
-from payouts.distribution.scripts import dust_limit, output_costs, output_size, sigop_cost
 from payouts.errors import PayoutsError
+from payouts.tx.output_scripts import dust_limit, output_costs, output_size, sigop_cost
+from payouts.tx.txout import MAX_MONEY
 from tests.distribution.reference import reference_fit, reference_outputs
 
 POOL = bytes.fromhex("0014") + b"\xaa" * 20

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from payouts.distribution.fitting import Budget, Candidate, fee_weight, fit_distribution
 from payouts.distribution.ledger import LedgerEntry, OwedLedger
-from payouts.distribution.scripts import output_size, sigop_cost
 from payouts.distribution.settle import settle_block
 from payouts.errors import BudgetTooSmallError, ValidationError, ZeroWeightError
+from payouts.tx.output_scripts import output_size, sigop_cost
 
 POOL = bytes.fromhex("0014") + b"\xaa" * 20
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.kernel_chain import KernelChain
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.authority import authority_public_key
 from sv2.jds import JdsLimits, JobDeclarationServer
 from sv2.noise import ServerIdentity

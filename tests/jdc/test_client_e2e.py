@@ -12,6 +12,7 @@ import pytest
 from payouts.distribution.amounts import compute_outputs
 from payouts.node.kernel_chain import KernelChain
 from payouts.settlement.ctv import CtvNotActiveError, CtvParams
+from payouts.settlement.modes import SettlementMode, default_expected_outputs
 from payouts.tx.block import Block
 from sv2.connection import HandshakeFailed
 from sv2.jdc import (
@@ -24,8 +25,7 @@ from sv2.jdc import (
     constraints_for,
     solve,
 )
-from sv2.jds import FoundBlock, JdsLimits, JobDeclarationServer, SettlementMode
-from sv2.jds.modes import default_expected_outputs
+from sv2.jds import FoundBlock, JdsLimits, JobDeclarationServer
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from tests.jdc.helpers import (

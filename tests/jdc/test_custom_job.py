@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from payouts.distribution.model import TxOut
 from payouts.node.kernel_chain import KernelChain
 from payouts.tx.block import Block, BlockHeader, check_pow
 from payouts.tx.merkle import root_from_path
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.framing import Frame
 from sv2.jdc import (
     DeclaredJob,

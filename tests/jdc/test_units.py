@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 
 from payouts.distribution.amounts import compute_outputs
-from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
 from payouts.errors import ValidationError
 from payouts.node.interface import BlockTemplate, TemplateTx
 from payouts.settlement.ctv import CtvParams
+from payouts.settlement.modes import SettlementMode, default_expected_outputs
 from payouts.tx.coinbase import block_subsidy
 from payouts.tx.script import bip34_height
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.jdc import (
     JobTemplate,
     TemplateError,
@@ -24,7 +26,7 @@ from sv2.jdc import (
     solve,
 )
 from sv2.jdc.template import height_from_coinbase_prefix, parse_template_outputs
-from sv2.jds import PayoutRule, SettlementMode, default_expected_outputs, validate_declaration
+from sv2.jds import PayoutRule, validate_declaration
 from sv2.jds.validation import KnownTx, check_height, parse_declared_coinbase
 from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
 from tests.jdc.helpers import OP_TRUE_WSH, make_distribution, p2pkh, p2tr, p2wpkh

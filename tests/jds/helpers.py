@@ -11,18 +11,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import BlockTemplate, ChainTip, TemplateTx
 from payouts.node.kernel_chain import REGTEST_BITS, BlockRejectedError, KernelChain
 from payouts.settlement.coinbase import build_coinbase_settlement
+from payouts.settlement.modes import CTV_DEPLOYMENT
 from payouts.tx.block import Block, BlockHeader, check_pow
 from payouts.tx.coinbase import witness_commitment, witness_commitment_output
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.authority import authority_public_key
 from sv2.connection import HandshakeComplete, Sv2Connection
 from sv2.jds import JdsLimits, JobDeclarationServer
-from sv2.jds.modes import CTV_DEPLOYMENT
 from sv2.messages import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,

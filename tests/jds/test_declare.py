@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from payouts.distribution.model import Distribution, TxOut
+from payouts.distribution.model import Distribution
 from payouts.node.kernel_chain import KernelChain
 from payouts.tx.transaction import Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.jds import JdsLimits, JobDeclarationServer
 from sv2.messages import (
     DeclareMiningJob,

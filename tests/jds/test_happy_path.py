@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from payouts.node.kernel_chain import KernelChain
-from sv2.jds import FoundBlock, SettlementMode, distribution_from_message
+from sv2.domain_messages import distribution_from_message, mode_from_message
+from sv2.jds import FoundBlock
 from sv2.jds.version_bits import BIP323_GENERAL_PURPOSE_BITS
 from sv2.messages import (
     DeclareMiningJobSuccess,
@@ -45,7 +46,7 @@ def test_happy_path_block_accepted_by_kernel() -> None:
                 await c.setup()
                 spd = await c.expect(SetPayoutDistribution)  # first message after negotiation
                 ssm = await c.expect(SetSettlementMode)
-                assert SettlementMode.from_message(ssm).name == "coinbase"
+                assert mode_from_message(ssm).name == "coinbase"
                 assert ssm.distribution_id == spd.distribution_id == 1
                 got = distribution_from_message(spd)
                 assert got == dist

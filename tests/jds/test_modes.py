@@ -15,8 +15,10 @@ from payouts.errors import ValidationError
 from payouts.node.kernel_chain import KernelChain
 from payouts.settings import Settings
 from payouts.settlement.ctv import CtvNotActiveError, CtvParams, build_ctv_fanout
+from payouts.settlement.modes import Musig2Mode, SettlementMode
 from payouts.tx.hashes import sha256
-from sv2.jds import JobDeclarationServer, Musig2Mode, SettlementMode, distribution_from_message
+from sv2.domain_messages import distribution_from_message, mode_from_message, mode_to_message
+from sv2.jds import JobDeclarationServer
 from sv2.messages import (
     DeclareMiningJobError,
     DeclareMiningJobSuccess,
@@ -41,10 +43,10 @@ CTV = SettlementMode("ctv", CtvParams(arity=4, form="taproot", anchor=True, fee_
 
 def test_set_settlement_mode_bytes_and_round_trip() -> None:
     # Byte examples of docs/extensions/0x4003-settlement-modes.md §5.
-    assert SettlementMode().to_message(7).encode_frame().hex() == (
+    assert mode_to_message(SettlementMode(), 7).encode_frame().hex() == (
         "034000470000070000000000000000" + "00" * 62
     )
-    assert CTV.to_message(9).encode_frame().hex() == (
+    assert mode_to_message(CTV, 9).encode_frame().hex() == (
         "034000470000"
         "0900000000000000"
         "01"
@@ -64,7 +66,7 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
             (b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32), 144, b"\x44" * 32, 2, False
         ),
     )
-    assert mu2.to_message(10).encode_frame().hex() == (
+    assert mode_to_message(mu2, 10).encode_frame().hex() == (
         "034000890000"
         "0a00000000000000"
         "02"
@@ -78,7 +80,7 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
         "02"
         "02" + "11" * 32 + "03" + "22" * 32 + "90000000" + "44" * 32 + "02000000" + "00"
     )
-    m = CTV.to_message(9)
+    m = mode_to_message(CTV, 9)
     assert (m.mode, m.ctv_arity, m.ctv_output_form, m.ctv_anchor, m.ctv_fee_rate) == (
         1,
         4,
@@ -87,15 +89,15 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
         2,
     )
     assert decode_frame(m.encode_frame())[1] == m
-    assert SettlementMode.from_message(m) == CTV
+    assert mode_from_message(m) == CTV
     mu = SettlementMode(
         "musig2", musig2=Musig2Mode((b"\x02" + bytes(32),) * 2, 144, b"\x05" * 32)
     )
-    mm = mu.to_message(10)
+    mm = mode_to_message(mu, 10)
     assert len(mm.encode()) == 8 + 1 + 2 + 1 + 1 + 4 * 4 + 1 + 2 * 33 + 4 + 32 + 4 + 1
-    assert SettlementMode.from_message(mm) == mu
+    assert mode_from_message(mm) == mu
     with pytest.raises(ValidationError):
-        SettlementMode.from_message(
+        mode_from_message(
             SetSettlementMode(1, 9, 0, 0, False, 0, 0, 0, 0, (), 0, bytes(32), 0, False)
         )
 
@@ -113,7 +115,7 @@ def test_ctv_mode_declare_and_block() -> None:
             try:
                 await c.setup()
                 d = distribution_from_message(await c.expect(SetPayoutDistribution))
-                mode = SettlementMode.from_message(await c.expect(SetSettlementMode))
+                mode = mode_from_message(await c.expect(SetSettlementMode))
                 assert mode == CTV
                 t = chain.subsidy(chain.tip_height + 1)
                 outs = build_ctv_fanout(d, t, mode.ctv).coinbase_outputs
@@ -186,7 +188,7 @@ def test_musig2_mode_is_rebuilt_from_the_wire() -> None:
             try:
                 await c.setup()
                 await c.expect(SetPayoutDistribution)
-                assert SettlementMode.from_message(await c.expect(SetSettlementMode)) == mu
+                assert mode_from_message(await c.expect(SetSettlementMode)) == mu
                 t = chain.subsidy(chain.tip_height + 1)
                 assert mu.musig2 is not None
                 good = list(mu.musig2.build(make_distribution(2), t).coinbase_outputs)
@@ -297,7 +299,7 @@ def test_publish_of_a_mode_needing_ctv_is_refused_and_changes_nothing() -> None:
                 srv.publish(make_distribution(2), mode=plain)
                 # The refused publishes pushed nothing: the next push is distribution 2's.
                 assert (await c.expect(SetPayoutDistribution)).distribution_id == 2
-                assert SettlementMode.from_message(await c.expect(SetSettlementMode)) == plain
+                assert mode_from_message(await c.expect(SetSettlementMode)) == plain
             finally:
                 c.close()
                 await srv.stop()

@@ -207,8 +207,8 @@ def test_garbage_peer_is_isolated() -> None:
 def test_per_job_payout_outputs_adapter() -> None:
     """PR #202 under 0x4002: one round trip, single use per token, checked on declare."""
     from payouts.distribution import compute_outputs
-    from payouts.distribution.model import TxOut
     from payouts.tx.compact import read_compact_size
+    from payouts.tx.txout import TxOut
     from sv2.messages import (
         DeclareMiningJobError,
         RequestPayoutOutputs,

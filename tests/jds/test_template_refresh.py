@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from payouts.distribution.model import TxOut
 from payouts.node.interface import BlockTemplate, NodeError
 from payouts.node.kernel_chain import KernelChain
+from payouts.tx.txout import TxOut
 from sv2.jds import JdsLimits, JobDeclarationServer
 from sv2.messages import (
     DeclareMiningJobError,

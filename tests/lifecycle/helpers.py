@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.kernel import KernelNode
 from payouts.settlement.lifecycle import LifecycleEvent, SettlementLifecycle
 from payouts.tx.block import Block
 from payouts.tx.transaction import Tx
+from payouts.tx.txout import TxOut
 
 T = TypeVar("T")
 

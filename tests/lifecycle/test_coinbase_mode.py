@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from payouts.distribution.model import TxOut
 from payouts.errors import DuplicateKeyError, ValidationError
 from payouts.node.interface import NodeError
 from payouts.node.kernel import KernelNode
@@ -20,6 +19,7 @@ from payouts.settlement.lifecycle_rules import (
 )
 from payouts.store.ledger import get_block, record_block
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from tests.lifecycle.helpers import MINER, build, mine, mine_to, run, step, submit
 
 

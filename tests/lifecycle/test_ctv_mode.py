@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from payouts.distribution.model import TxOut
 from payouts.node.kernel import KernelNode
 from payouts.settlement.ctv import CtvFanout, CtvParams, build_ctv_fanout
 from payouts.settlement.lifecycle import SettlementLifecycle
@@ -23,6 +22,7 @@ from payouts.settlement.lifecycle_store import load_txs
 from payouts.store.ledger import get_block, record_block
 from payouts.tx.hashes import sha256
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import TxOut
 from tests.lifecycle.helpers import build, make_dist, mine, mine_to, run, step, submit, tip
 
 WALLET_SK = sha256(b"lifecycle test fee wallet")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from payouts.distribution.model import TxOut
 from payouts.node.kernel import KernelNode
 from payouts.settlement.ctv import CtvParams
 from payouts.settlement.lifecycle import LifecycleEvent, SettlementLifecycle
@@ -20,6 +19,7 @@ from payouts.store.ledger import (
     ledger_balances,
     record_block,
 )
+from payouts.tx.txout import TxOut
 from tests.lifecycle.helpers import MINER, build, mine, mine_to, run, step, submit, tip
 from tests.lifecycle.test_ctv_mode import assert_paid_exactly, setup_ctv
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pytest
 
 from payouts.crypto import musig2 as m
-from payouts.distribution.model import TxOut
 from payouts.node.kernel_chain import BlockRejectedError, KernelChain
 from payouts.settlement.musig2.errors import InvalidPartialSigError
 from payouts.settlement.musig2.output import Musig2Output, build_musig2_output
@@ -29,6 +28,7 @@ from payouts.settlement.musig2.spend import (
 )
 from payouts.tx.ctv import standard_template_hash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 from .helpers import FALLBACK_SK, MINER, POOL_SCRIPT, World, params, run_session
 

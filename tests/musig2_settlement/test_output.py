@@ -9,7 +9,7 @@ import pytest
 
 from payouts.crypto import musig2 as m
 from payouts.crypto.taproot import TapLeaf, tapbranch_hash, tweak_pubkey
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.settlement.musig2.errors import WrongStateError
 from payouts.settlement.musig2.output import (
     DEFAULT_FALLBACK_DELAY,
@@ -38,6 +38,7 @@ from payouts.settlement.musig2.spend import (
 )
 from payouts.tx.ctv import standard_template_hash
 from payouts.tx.transaction import OutPoint
+from payouts.tx.txout import TxOut
 
 from .helpers import FALLBACK_SK, FALLBACK_XONLY, POOL_SCRIPT, World, params, run_session
 

@@ -18,17 +18,18 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.bitcoind import BitcoindNode
 from payouts.node.rpc import btc_to_sats
 from payouts.settlement.lifecycle import LifecycleEvent, SettlementLifecycle
+from payouts.settlement.modes import SettlementMode
 from payouts.tx.block import Block
 from payouts.tx.hashes import sha256
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import TxOut
 from regtest.harness import RegtestNode
 from sv2.jdc.jobs import JobCoinbase, build_job_coinbase, solve
 from sv2.jdc.template import JobTemplate
-from sv2.jds.modes import SettlementMode
 
 T = TypeVar("T")
 

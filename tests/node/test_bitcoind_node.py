@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from payouts.distribution.model import TxOut
 from payouts.node.bitcoind import BitcoindNode
 from payouts.node.interface import Node, NodeError
 from payouts.node.kernel import KernelNode
@@ -21,6 +20,7 @@ from payouts.tx.block import Block, BlockHeader
 from payouts.tx.coinbase import build_coinbase, witness_commitment
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx
+from payouts.tx.txout import TxOut
 from regtest.harness import RegtestError, RegtestNode
 from tests.node.test_kernel_node import OTHER, P2TR, spend
 

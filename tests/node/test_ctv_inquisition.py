@@ -30,7 +30,7 @@ import re
 import pytest
 from sqlalchemy import Engine
 
-from payouts.distribution.model import Distribution, TxOut
+from payouts.distribution.model import Distribution
 from payouts.node.interface import NodeError
 from payouts.node.rpc import btc_to_sats
 from payouts.settlement.ctv import (
@@ -45,12 +45,13 @@ from payouts.settlement.lifecycle import SettlementLifecycle
 from payouts.settlement.lifecycle_fees import FeeUtxo, FeeWallet, build_cpfp_child
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_txs
+from payouts.settlement.modes import SettlementMode
 from payouts.store.ledger import get_block, record_block
 from payouts.tx.ctv import standard_template_hash
 from payouts.tx.hashes import sha256
 from payouts.tx.transaction import SEQUENCE_FINAL, OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.jds import JobDeclarationServer
-from sv2.jds.modes import SettlementMode
 from sv2.noise import ServerIdentity
 from tests.node.regtest_chain import Chain, Mined, distribution, p2tr
 

@@ -11,13 +11,13 @@ import pytest
 
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.crypto.taproot import p2tr_script, sign_keypath, tweak_pubkey
-from payouts.distribution.model import TxOut
 from payouts.node.interface import Node, NodeError
 from payouts.node.kernel import KernelNode
 from payouts.tx.block import Block
 from payouts.tx.coinbase import build_coinbase, witness_commitment
 from payouts.tx.sighash import taproot_sighash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 T = TypeVar("T")
 SECKEY = bytes.fromhex("6b973d88838f27366ed61c9ad6367663045cb456e28335c109e30717ae0c6baa")

@@ -20,11 +20,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from payouts.distribution.model import TxOut
 from payouts.node.interface import NodeError
 from payouts.settlement.lifecycle import SettlementLifecycle
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_settlements, load_txs
+from payouts.settlement.modes import Musig2Mode, SettlementMode
 from payouts.settlement.musig2.output import Musig2Output, choose_committee
 from payouts.settlement.musig2.session import SessionState, SigningSession
 from payouts.settlement.musig2.spend import FallbackSpend, sign_fallback_spend
@@ -38,7 +38,7 @@ from payouts.store.ledger import (
     record_block,
 )
 from payouts.tx.transaction import OutPoint, Tx, TxIn
-from sv2.jds.modes import Musig2Mode, SettlementMode
+from payouts.tx.txout import TxOut
 from tests.lifecycle.test_reorgs import Recorder
 from tests.musig2_settlement.helpers import FALLBACK_SK, FALLBACK_XONLY, World, run_session
 from tests.node.regtest_chain import BURN, Chain, Mined, distribution, p2tr

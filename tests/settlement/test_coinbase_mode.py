@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from payouts.distribution.fitting import Budget, Candidate, fit_distribution
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.errors import BudgetTooSmallError
 from payouts.node.kernel_chain import BlockRejectedError, KernelChain
 from payouts.settlement.coinbase import (
@@ -17,6 +17,7 @@ from payouts.settlement.coinbase import (
 )
 from payouts.tx.coinbase import witness_commitment, witness_commitment_output
 from payouts.tx.transaction import Tx
+from payouts.tx.txout import TxOut
 
 POOL = bytes.fromhex("0014") + b"\x01" * 20
 

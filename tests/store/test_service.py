@@ -75,7 +75,7 @@ def test_dropped_payees_are_owed_then_repaid_first(engine: Engine, tmp_path: Pat
     assert first.distribution.distribution_id == 1
     assert first.accounts == ("big",) and [c.account for c in first.dropped] == ["small"]
     s1 = svc.record_block(distribution_id=1, revenue=312_500_000, block_hash=b"\x01" * 32,
-                          height=100)
+                          height=100).settlement
     owed = svc.owed()["small"]
     assert owed == s1.fair["small"] > 0
     assert sum(s1.paid.values()) + s1.pool_keeps + s1.credited - s1.repaid == 312_500_000
@@ -83,7 +83,7 @@ def test_dropped_payees_are_owed_then_repaid_first(engine: Engine, tmp_path: Pat
     assert second.distribution.distribution_id == 2
     assert second.accounts == ("small",)  # owed miners come first
     s2 = svc.record_block(distribution_id=2, revenue=312_500_000, block_hash=b"\x02" * 32,
-                          height=101)
+                          height=101).settlement
     assert s2.repaid > 0
     assert svc.owed().get("small", 0) == owed + s2.credited_to("small") - s2.repaid
 

@@ -23,11 +23,11 @@ from payouts.settings import Settings, load_settings
 from payouts.settlement.ctv import CtvNotActiveError, CtvParams
 from payouts.settlement.lifecycle_rules import first_mature_tip
 from payouts.settlement.lifecycle_store import load_settlements, load_txs
+from payouts.settlement.modes import Musig2Mode, SettlementMode, check_mode_on_node
 from payouts.settlement.payout_view import landings
-from payouts.settlement.runner import SettlementRunner, check_mode_on_node, settlement_states
+from payouts.settlement.runner import SettlementRunner, settlement_states
 from payouts.store.ledger import export_ledger, get_block
 from payouts.tx.transaction import Tx
-from sv2.jds.modes import Musig2Mode, SettlementMode
 from tests.api.musig2_signing import assert_outputs_on_chain
 from tests.api.settle_helpers import FALLBACK_DELAY, FALLBACK_SK, find_block, miner_sk, musig2_mode
 from tests.lifecycle.helpers import kinds, mine, mine_to, run

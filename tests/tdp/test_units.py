@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from payouts.distribution.model import Distribution, Payee, PoolPayout, TxOut
+from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import BlockTemplate, TemplateTx
 from payouts.tx.coinbase import block_subsidy
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.framing import Frame
 from sv2.jdc import JobTemplate, TemplateError, constraints_for
 from sv2.messages.base import decode_message

@@ -15,13 +15,13 @@ from payouts.crypto.taproot import (
     sign_keypath,
     tweak_pubkey,
 )
-from payouts.distribution.model import TxOut
 from payouts.node.kernel_chain import BlockRejectedError, KernelChain, solve
 from payouts.tx.block import Block
 from payouts.tx.coinbase import build_coinbase
 from payouts.tx.ctv import ctv_tapleaf, standard_template_hash
 from payouts.tx.sighash import SIGHASH_ALL, SIGHASH_DEFAULT, taproot_sighash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 SECKEY = bytes.fromhex("6b973d88838f27366ed61c9ad6367663045cb456e28335c109e30717ae0c6baa")
 OUTPUT_KEY = tweak_pubkey(xonly_pubkey(SECKEY))[0]

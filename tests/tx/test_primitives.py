@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payouts.distribution.model import TxOut
 from payouts.tx.block import BlockHeader, bits_to_target, check_pow
 from payouts.tx.coinbase import (
     CoinbaseError,
@@ -24,6 +23,7 @@ from payouts.tx.hashes import from_display_hex, sha256d
 from payouts.tx.merkle import merkle_path, merkle_root, merkle_root_mutated, root_from_path
 from payouts.tx.script import bip34_height, push_data, script_num
 from payouts.tx.transaction import NULL_OUTPOINT, OutPoint, Tx, TxDecodeError, TxIn
+from payouts.tx.txout import TxOut
 
 P2TR = b"\x51\x20" + b"\x07" * 32
 P2PKH = b"\x76\xa9\x14" + b"\x01" * 20 + b"\x88\xac"

@@ -21,10 +21,10 @@ from payouts.crypto.taproot import (
     tweak_pubkey,
     tweak_seckey,
 )
-from payouts.distribution.model import TxOut
 from payouts.tx.address import script_to_address
 from payouts.tx.sighash import SighashError, taproot_sighash, taproot_sigmsg
 from payouts.tx.transaction import Tx
+from payouts.tx.txout import TxOut
 
 
 def _bip340(vectors: Path) -> list[dict[str, str]]:

@@ -37,13 +37,14 @@ from payouts.crypto.taproot import (
     tweak_pubkey,
 )
 from payouts.distribution.amounts import PayoutResult, compute_outputs
-from payouts.distribution.model import Distribution, TxOut
-from payouts.distribution.scripts import dust_limit
+from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.musig2.session import DEFAULT_MAX_SIGNERS
 from payouts.tx.ctv import ctv_tapleaf, standard_template_hash
-from payouts.tx.script import push_data, push_int
+from payouts.tx.output_scripts import dust_limit
+from payouts.tx.script import OP_CHECKSEQUENCEVERIFY, OP_CHECKSIG, OP_DROP, push_data, push_int
 from payouts.tx.transaction import SEQUENCE_FINAL, OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 __all__ = [
     "COINBASE_MATURITY",
@@ -84,10 +85,6 @@ PAYOUT_SEQUENCE = SEQUENCE_FINAL
 PLACEHOLDER_FUNDING = OutPoint(bytes(32), 0)  # the coinbase txid is unknown until the block
 # A BIP-341 key-path witness with SIGHASH_DEFAULT: one 64-byte BIP-340 signature (no hash byte).
 KEYPATH_WITNESS: tuple[bytes, ...] = (bytes(64),)
-
-OP_CHECKSIG = 0xAC
-OP_CHECKSEQUENCEVERIFY = 0xB2
-OP_DROP = 0x75
 
 
 class Musig2ParamsError(ValidationError):

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 from payouts.crypto.schnorr import sign, verify, xonly_pubkey
 from payouts.distribution.amounts import PayoutResult
-from payouts.distribution.model import TxOut
-from payouts.distribution.scripts import dust_limit
 from payouts.errors import ValidationError
 from payouts.settlement.musig2.errors import WrongStateError
 from payouts.settlement.musig2.output import (
@@ -30,8 +28,10 @@ from payouts.settlement.musig2.output import (
     payout_split,
 )
 from payouts.settlement.musig2.session import SessionState, SigningSession
+from payouts.tx.output_scripts import dust_limit
 from payouts.tx.sighash import taproot_sighash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 
 __all__ = [
     "FallbackSpend",

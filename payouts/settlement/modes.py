@@ -1,5 +1,11 @@
-"""Settlement modes as the JD server announces them (extension 0x4003) and the outputs each
-mode puts in front of a declared coinbase.
+"""Settlement modes: how a distribution's block is paid (``coinbase``, ``ctv``, ``musig2``), the
+outputs each mode puts in front of a coinbase, and the BIP-119 gate on the modes that need CTV.
+
+This is the domain both JD roles and the settlement runner share: the JD server checks declared
+coinbases against :func:`default_expected_outputs`, the JD client builds them with it, the runner
+settles what they agreed on. The wire form (extension 0x4003 ``SetSettlementMode``) is
+:mod:`sv2.domain_messages`; a mode is built from settings in one place,
+:func:`mode_from_settings`.
 
 The expected-outputs rule is a callable ``(mode, distribution, T) -> outputs``:
 
@@ -18,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from payouts.distribution.amounts import compute_outputs
-from payouts.distribution.model import Distribution, TxOut
-from payouts.errors import ValidationError
+from payouts.distribution.model import Distribution
+from payouts.errors import ConfigError, ValidationError
+from payouts.settings import Settings
 from payouts.settlement.ctv import CtvNotActiveError, CtvParams, build_ctv_fanout
 from payouts.settlement.musig2.output import (
     Committee,
@@ -27,18 +34,10 @@ from payouts.settlement.musig2.output import (
     Musig2Params,
     build_musig2_output,
 )
-from sv2.messages.settlement import (
-    CTV_FORM_BARE,
-    CTV_FORM_TAPROOT,
-    MODE_COINBASE,
-    MODE_CTV,
-    MODE_MUSIG2,
-    MODE_NAMES,
-    SetSettlementMode,
-)
+from payouts.tx.txout import TxOut
 
 ModeName = Literal["coinbase", "ctv", "musig2"]
-_MODE_CODES: dict[str, int] = {v: k for k, v in MODE_NAMES.items()}
+MODE_NAMES: tuple[ModeName, ...] = ("coinbase", "ctv", "musig2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +91,7 @@ class SettlementMode:
     musig2: Musig2Mode | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in _MODE_CODES:
+        if self.name not in MODE_NAMES:
             raise ValidationError(f"unknown settlement mode {self.name!r}")
         if self.name == "musig2" and self.musig2 is None:
             raise ValidationError("the musig2 mode needs its committee parameters")
@@ -103,60 +102,6 @@ class SettlementMode:
         commitment, or a ``musig2`` output with the CTV exit leaf. Without CTV both are
         spendable by anyone who knows the distribution (ARCHITECTURE invariant 4)."""
         return self.name == "ctv" or (self.musig2 is not None and self.musig2.ctv_leaf)
-
-    def to_message(self, distribution_id: int) -> SetSettlementMode:
-        """The 0x4003 announcement for ``distribution_id``; unused fields are zero/empty."""
-        c = self.ctv if self.name == "ctv" else None
-        m = self.musig2 if self.name == "musig2" else None
-        return SetSettlementMode(
-            distribution_id=distribution_id,
-            mode=_MODE_CODES[self.name],
-            ctv_arity=(c.arity or 0) if c else 0,
-            ctv_output_form=(CTV_FORM_TAPROOT if c.form == "taproot" else CTV_FORM_BARE)
-            if c
-            else 0,
-            ctv_anchor=c.anchor if c else False,
-            ctv_fee_rate=c.fee_rate if c else 0,
-            ctv_tx_version=(c.version or 0) if c else 0,
-            ctv_sequence=c.sequence if c else 0,
-            ctv_locktime=c.locktime if c else 0,
-            musig2_committee=m.committee if m else (),
-            musig2_fallback_timelock=m.fallback_timelock if m else 0,
-            musig2_fallback_key=m.fallback_key if m else bytes(32),
-            musig2_fee_rate=m.fee_rate if m else 0,
-            musig2_ctv_leaf=m.ctv_leaf if m else False,
-        )
-
-    @classmethod
-    def from_message(cls, msg: SetSettlementMode) -> SettlementMode:
-        """Inverse of :meth:`to_message` (what a JD client does); unused fields are ignored."""
-        if msg.mode == MODE_COINBASE:
-            return cls("coinbase")
-        if msg.mode == MODE_CTV:
-            if msg.ctv_output_form not in (CTV_FORM_BARE, CTV_FORM_TAPROOT):
-                raise ValidationError(f"unknown ctv_output_form {msg.ctv_output_form}")
-            params = CtvParams(
-                arity=msg.ctv_arity or None,
-                form="taproot" if msg.ctv_output_form == CTV_FORM_TAPROOT else "bare",
-                anchor=msg.ctv_anchor,
-                fee_rate=msg.ctv_fee_rate,
-                version=msg.ctv_tx_version or None,
-                sequence=msg.ctv_sequence,
-                locktime=msg.ctv_locktime,
-            )
-            return cls("ctv", params)
-        if msg.mode == MODE_MUSIG2:
-            return cls(
-                "musig2",
-                musig2=Musig2Mode(
-                    msg.musig2_committee,
-                    msg.musig2_fallback_timelock,
-                    msg.musig2_fallback_key,
-                    msg.musig2_fee_rate,
-                    msg.musig2_ctv_leaf,
-                ),
-            )
-        raise ValidationError(f"unknown settlement mode {msg.mode}")
 
 
 ExpectedOutputs = Callable[[SettlementMode, Distribution, int], Sequence[TxOut]]
@@ -212,3 +157,64 @@ def default_expected_outputs(
         return build_ctv_fanout(distribution, revenue, mode.ctv).coinbase_outputs
     assert mode.musig2 is not None  # SettlementMode.__post_init__ guarantees it
     return mode.musig2.build(distribution, revenue).coinbase_outputs
+
+
+def mode_from_settings(settings: Settings) -> SettlementMode:
+    """The settlement mode ``[distribution] mode`` selects, with the parameters the JD server
+    announces (0x4003): the ``[distribution]`` fan-out parameters for ctv, the
+    ``[settlement.musig2]`` table for musig2 (committee in KeySort order, fallback leaf, fee
+    rate, CTV leaf). The composition root builds it once and hands the same object to the JD
+    server and the settlement runner, so what the JD server checks in a coinbase is what gets
+    settled. A setting it cannot use is a :class:`~payouts.errors.ConfigError`."""
+    dist = settings.distribution
+    if dist.mode == "ctv":
+        return SettlementMode("ctv", dist.ctv_params())
+    if dist.mode == "musig2":
+        m = settings.settlement.musig2
+        if m is None:
+            raise ConfigError("distribution.mode = musig2 needs a [settlement.musig2] table")
+        try:
+            mode = Musig2Mode(m.committee_keys(), m.fallback_timelock,
+                              bytes.fromhex(m.fallback_key), fee_rate=m.fee_rate,
+                              ctv_leaf=m.ctv_leaf)
+            # the settlement layer's own checks, at start rather than at the first block
+            Committee.from_pubkeys(mode.committee)
+            mode.settlement_params()
+        except ValidationError as e:
+            raise ConfigError(f"settlement.musig2: {e.message}") from None
+        return SettlementMode("musig2", musig2=mode)
+    return SettlementMode()
+
+
+async def check_mode_on_node(mode: SettlementMode, node: DeploymentInfo,
+                             who: str = "payouts serve") -> None:
+    """Refuse a mode that needs CTV (BIP-119) on a node where it is not active: there
+    ``OP_CHECKTEMPLATEVERIFY`` is ``OP_NOP4``, so a ``ctv`` commitment output, or a musig2 CTV
+    exit leaf, is spendable by anyone who knows the distribution (ARCHITECTURE invariant 4,
+    docs/musig2.md §1). ``payouts serve`` runs this before anything is served, with or without
+    the JD server (which refuses the same modes itself)."""
+    if mode.name == "ctv":
+        check_ctv_for(mode, await ctv_active_on(node), who)
+    if mode.musig2 is not None and mode.musig2.ctv_leaf and not await node.deployment_active(
+        CTV_DEPLOYMENT
+    ):
+        raise ConfigError(
+            "settlement.musig2.ctv_leaf = true, but CTV (BIP-119) is not active on this node: "
+            "the exit leaf would be spendable by anyone; set ctv_leaf = false"
+        )
+
+
+__all__ = [
+    "CTV_DEPLOYMENT",
+    "MODE_NAMES",
+    "DeploymentInfo",
+    "ExpectedOutputs",
+    "ModeName",
+    "Musig2Mode",
+    "SettlementMode",
+    "check_ctv_for",
+    "check_mode_on_node",
+    "ctv_active_on",
+    "default_expected_outputs",
+    "mode_from_settings",
+]

@@ -1,0 +1,176 @@
+"""The composition root of ``payouts serve``: one place that creates the store, the pool
+service, the node, the settlement runner, the JD server and the API, and connects them.
+
+Every connection is made here, explicitly, and nowhere else:
+
+- the settlement mode is built once from the settings
+  (:func:`~payouts.settlement.modes.mode_from_settings`) and the same object goes to the JD
+  server (what it announces with 0x4003 and checks in every declared coinbase) and to the runner
+  (what it settles);
+- a block the JD server gets accepted comes to :meth:`ServedPool.record_found_block`, which
+  records it (:meth:`~payouts.service.PoolService.record_block`: block and ledger lines in one
+  transaction), hands it to the runner (:meth:`~payouts.settlement.runner.SettlementRunner.track`)
+  and publishes a fresh distribution that replaces every earlier one at once (sv2-spec PR #203
+  §10: no grace window across a settlement);
+- a distribution published through the API (``POST /v1/distributions``) goes through
+  :meth:`ServedPool.publish_distribution`, which stores it and pushes it to the JD clients.
+
+Nothing below this module holds a pointer back up: the service knows no runner, the runner no
+service (only :class:`~payouts.settlement.runner.SettledPool`), the JD server only the callable
+it was given for found blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from payouts.distribution.fitting import FittedDistribution
+from payouts.node.factory import make_node
+from payouts.node.interface import Node
+from payouts.service import PoolService
+from payouts.settings import Settings
+from payouts.settlement.modes import SettlementMode, check_mode_on_node, mode_from_settings
+from payouts.settlement.runner import SettlementRunner
+from payouts.tx.hashes import display_hex
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from sv2.jds.server import FoundBlock, JobDeclarationServer
+
+log = logging.getLogger("payouts.serve")
+
+API_DEFAULT_RATE = 20.0  # public requests per second per client (api.app.DEFAULT_RATE)
+
+
+class ServedPool:
+    """Everything ``payouts serve`` runs, wired together (module docstring).
+
+    ``service``, ``node`` and ``runner`` may be given (tests, the demo); otherwise they are made
+    from ``settings``. A node made here is closed by :meth:`stop`; a given one is the caller's.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: PoolService | None = None,
+        node: Node | None = None,
+        runner: SettlementRunner | None = None,
+        rate_limit: float | None = API_DEFAULT_RATE,
+    ) -> None:
+        self.settings = settings
+        self.service = service if service is not None else PoolService(settings)
+        self._owns_node = node is None
+        self.node = node if node is not None else make_node(settings)
+        self.mode: SettlementMode = runner.mode if runner is not None else mode_from_settings(
+            settings)
+        self.runner = runner if runner is not None else SettlementRunner(
+            self.service, self.node, mode=self.mode)
+        self.jds: JobDeclarationServer | None = None
+        self._remove_metrics: Callable[[], None] | None = None
+        self._rate_limit = rate_limit
+        self._app: FastAPI | None = None
+
+    # -- the API ------------------------------------------------------------------------------
+
+    @property
+    def app(self) -> FastAPI:
+        """The REST API over this pool (built on first use: a JD-only caller needs none)."""
+        if self._app is None:
+            from api.app import create_app
+
+            self._app = create_app(self.service, runner=self.runner, publisher=self,
+                                   rate_limit=self._rate_limit)
+        return self._app
+
+    # -- what the pieces ask of each other ----------------------------------------------------
+
+    def publish_distribution(self, estimated_revenue: int, *,
+                             settlement: bool = False) -> FittedDistribution:
+        """Fit and store a new distribution, then push it to every JD client (``settlement``:
+        after a found block, with no grace window for earlier ones, PR #203 §10)."""
+        fitted = self.service.publish_distribution(estimated_revenue)
+        if self.jds is not None:
+            self.jds.publish(fitted, settlement=settlement)
+        return fitted
+
+    async def record_found_block(self, found: FoundBlock) -> None:
+        """A block the JD server got accepted: record it with its ledger lines, track its
+        settlement, and publish the distribution that follows it."""
+        if found.distribution_id is None:
+            return  # a base-spec job pays the pool alone: nothing to settle
+        recorded = self.service.record_block(
+            distribution_id=found.distribution_id, revenue=found.revenue,
+            block_hash=found.block_hash, height=found.height)
+        self.runner.track(recorded.block, recorded.fitted, found.coinbase)
+        log.info("block %s at height %d recorded for settlement (distribution %d)",
+                 display_hex(found.block_hash), found.height, found.distribution_id)
+        template = await self.node.block_template()
+        self.publish_distribution(template.coinbase_value, settlement=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the mode against the node (a mode needing CTV is refused where BIP-119 is not
+        active), start the JD server when ``[jds] enabled``, start the settlement poller."""
+        m = self.mode.musig2
+        signer = "here" if self.runner.lifecycle.fallback_signer else "elsewhere"
+        detail = "" if m is None else (
+            f" (committee of {len(m.committee)}, fallback after {m.fallback_timelock} blocks, "
+            f"signed {signer}, CTV leaf {'on' if m.ctv_leaf else 'off'})")
+        log.info("settlement lifecycle in %s mode%s, polling the node every %.1f s",
+                 self.mode.name, detail, self.runner.interval)
+        await check_mode_on_node(self.mode, self.node, "payouts serve")
+        if self.settings.jds.enabled:
+            await self.start_jds()
+        self.runner.start()
+
+    async def start_jds(self) -> JobDeclarationServer:
+        """The JD server on this pool's node, in this pool's mode, serving the newest stored
+        distribution (a first one is published from the node's template when there is none);
+        its declaration counters feed /metrics."""
+        from api import metrics
+        from sv2.jds import JobDeclarationServer
+
+        fitted = self.service.latest_distribution()
+        if fitted is None:
+            template = await self.node.block_template()
+            fitted = self.service.publish_distribution(template.coinbase_value)
+        jds = JobDeclarationServer.from_settings(
+            self.settings, self.node, fitted, mode=self.mode, on_block=self.record_found_block)
+        await jds.start()
+        self.jds = jds
+        self._remove_metrics = metrics.add_declaration_source(lambda: jds.stats)
+        log.info("JD server listening on %s:%d (Noise; extensions %s; distribution %d)",
+                 *jds.address, ", ".join(f"{e:#06x}" for e in jds.supported),
+                 fitted.distribution.distribution_id)
+        return jds
+
+    async def stop(self) -> None:
+        """Stop the poller and the JD server, unregister the metrics, close a node made here."""
+        await self.runner.stop()
+        if self.jds is not None:
+            await self.jds.stop()
+            self.jds = None
+        if self._remove_metrics is not None:
+            self._remove_metrics()
+            self._remove_metrics = None
+        if self._owns_node:
+            await self.node.aclose()
+
+    async def run(self, server: Any) -> None:
+        """Start, run ``server`` (a ``uvicorn.Server`` on :attr:`app`) until it exits, stop."""
+        try:
+            await self.start()
+            log.info("serving the API on http://%s:%d (network %s, database %s)",
+                     server.config.host, server.config.port, self.settings.network,
+                     self.settings.effective_database_url.split("@")[-1])
+            await server.serve()
+        finally:
+            await self.stop()
+
+
+__all__ = ["ServedPool"]
