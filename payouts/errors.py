@@ -53,6 +53,15 @@ class ZeroWeightError(ValidationError):
     code = "zero-weight"
 
 
+class UnsatisfiableDistributionError(ValidationError):
+    """sv2-spec PR #203 (revision c1babf7, 2026-09): the fixed ``additional_outputs`` sum to
+    the template revenue T or more, so nothing is left to split by weight (not even the pool
+    payout's share): the distribution cannot be satisfied by this template, and a JD client
+    falls back instead of declaring a coinbase with a 0-sat or negative pool payout."""
+
+    code = "unsatisfiable-distribution"
+
+
 class BudgetTooSmallError(ValidationError):
     code = "budget-too-small"
 

@@ -26,7 +26,7 @@ from payouts.distribution.columns import (
     store_field,
 )
 from payouts.distribution.model import AdditionalOutput, Distribution, PayeeColumns
-from payouts.errors import ValidationError, ZeroRevenueError
+from payouts.errors import UnsatisfiableDistributionError, ValidationError, ZeroRevenueError
 from payouts.tx.txout import MAX_MONEY, TxOut
 
 
@@ -91,9 +91,10 @@ def compute_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
         raise ValidationError(f"template revenue {revenue} exceeds 21M BTC")
     fixed = sum(a.amount for a in distribution.additional_outputs)
     distributable = revenue - fixed
-    if distributable < 0:
-        raise ValidationError(
-            f"additional outputs ({fixed} sat) exceed the template revenue ({revenue} sat)"
+    if distributable <= 0:  # PR #203: F >= T is unsatisfiable (the JD client falls back)
+        raise UnsatisfiableDistributionError(
+            f"additional outputs ({fixed} sat) reach or exceed the template revenue "
+            f"({revenue} sat): F >= T leaves nothing to distribute"
         )
     cols = distribution.columns()
     amounts = floor_mul_div(cols.weights, distributable, distribution.total_weight)

@@ -70,3 +70,16 @@ def test_help_explains_itself() -> None:
     proc = run("distribution", "amounts", "--help")
     assert proc.returncode == 0
     assert "PR #203" in proc.stdout and "--revenue" in proc.stdout
+
+
+def test_fixed_outputs_equal_to_revenue_are_refused(tmp_path: Path) -> None:
+    """PR #203 (2026-09): F >= T is unsatisfiable; F == T no longer prints a 0-sat pool output."""
+    doc = dict(DOC, additional_outputs=[{"script": "6a04cafebabe", "amount": 10100}])
+    f = tmp_path / "dist.json"
+    f.write_text(json.dumps(doc))
+    proc = run("distribution", "amounts", str(f), "--revenue", "10100")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "unsatisfiable-distribution" in proc.stderr and "F >= T" in proc.stderr
+    proc = run("distribution", "amounts", str(f), "--revenue", "10101")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outputs"][0] == {"script": "0014" + "11" * 20, "amount": 1}

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from payouts.distribution.amounts import PayoutResult
 from payouts.distribution.fitting import Budget, Candidate, FittedDistribution
 from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
-from payouts.errors import BudgetTooSmallError, ValidationError, ZeroRevenueError, ZeroWeightError
+from payouts.errors import (
+    BudgetTooSmallError,
+    UnsatisfiableDistributionError,
+    ValidationError,
+    ZeroRevenueError,
+    ZeroWeightError,
+)
 from payouts.tx.output_scripts import dust_limit, output_size, sigop_cost
 from payouts.tx.txout import MAX_MONEY, TxOut
 
@@ -24,9 +30,10 @@ def reference_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
         raise ValidationError(f"template revenue {revenue} exceeds 21M BTC")
     fixed = sum(a.amount for a in distribution.additional_outputs)
     distributable = revenue - fixed
-    if distributable < 0:
-        raise ValidationError(
-            f"additional outputs ({fixed} sat) exceed the template revenue ({revenue} sat)"
+    if distributable <= 0:  # PR #203: F >= T is unsatisfiable (the JD client falls back)
+        raise UnsatisfiableDistributionError(
+            f"additional outputs ({fixed} sat) reach or exceed the template revenue "
+            f"({revenue} sat): F >= T leaves nothing to distribute"
         )
     total_weight = distribution.pool_payout.weight + sum(p.weight for p in distribution.payouts)
     amounts: list[int] = []

@@ -13,7 +13,12 @@ from payouts.distribution import (
     PoolPayout,
     compute_outputs,
 )
-from payouts.errors import ValidationError, ZeroRevenueError, ZeroWeightError
+from payouts.errors import (
+    UnsatisfiableDistributionError,
+    ValidationError,
+    ZeroRevenueError,
+    ZeroWeightError,
+)
 from payouts.tx.output_scripts import ScriptType, classify, dust_limit, sigop_cost
 
 P2WPKH = bytes.fromhex("0014") + bytes(range(20))
@@ -76,6 +81,18 @@ def test_additional_outputs_over_revenue_rejected() -> None:
     d = Distribution(1, PoolPayout(P2WPKH, 1), (), (AdditionalOutput(P2WSH, 5000),))
     with pytest.raises(ValidationError, match="exceed the template revenue"):
         compute_outputs(d, 4999)
+
+
+@pytest.mark.parametrize("revenue", [4999, 5000])
+def test_fixed_outputs_reaching_revenue_are_unsatisfiable(revenue: int) -> None:
+    """PR #203 (2026-09): F >= T is unsatisfiable, F == T included (no 0-sat pool output)."""
+    d = Distribution(1, PoolPayout(P2WPKH, 1), (Payee(P2TR, 5, 330),),
+                     (AdditionalOutput(P2WSH, 5000),))
+    with pytest.raises(UnsatisfiableDistributionError, match="F >= T") as e:
+        compute_outputs(d, revenue)
+    assert e.value.code == "unsatisfiable-distribution"
+    assert compute_outputs(d, 5001).pool_amount + 5000 + sum(
+        compute_outputs(d, 5001).payee_amounts) == 5001
 
 
 def test_dust_limits_and_sigops_by_script_type() -> None:
