@@ -47,6 +47,16 @@ class AccountingSettings(_Section):
     tides_k: int = Field(8, ge=1, le=1000, description="TIDES window: k × network difficulty")
     pplns_n: int = Field(1_000_000, ge=1, description="PPLNS window: last N shares")
     value_weighting: bool = Field(True, description="weight shares by their template revenue")
+    pin_difficulty: int | None = Field(
+        None, ge=1,
+        description="test networks only: the network difficulty the TIDES window uses instead "
+        "of the node's (regtest's is about 4.66e-10, below any share, so k·D is one share); "
+        "refused on mainnet",
+    )
+    snapshot_interval_sec: float = Field(
+        60.0, gt=0, le=86_400,
+        description="how often payouts serve saves the accounting snapshot a restart resumes from",
+    )
 
 
 class PoolSettings(_Section):
@@ -228,6 +238,15 @@ class Settings(BaseSettings):
     jds: JdsSettings = Field(default_factory=JdsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
+
+    @model_validator(mode="after")
+    def _no_pinned_difficulty_on_mainnet(self) -> Settings:
+        if self.network == "mainnet" and self.accounting.pin_difficulty is not None:
+            raise ValueError(
+                "accounting.pin_difficulty is for test networks only: on mainnet the TIDES "
+                "window must follow the network's difficulty"
+            )
+        return self
 
     @model_validator(mode="after")
     def _mode_has_parameters(self) -> Settings:

@@ -9,11 +9,14 @@ that reaches it by another path cannot corrupt the log: a rejected batch changes
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from payouts.accounting.chain import BlockFound, ChainSource
 from payouts.accounting.log import ShareLog
 from payouts.accounting.shares import ShareBatch
 from payouts.accounting.validate import KnownMiners, validate_batch
 from payouts.accounting.windows import (
+    Difficulty,
     MinerWeights,
     TidesWindow,
     Window,
@@ -31,7 +34,7 @@ class Accountant:
         self,
         settings: AccountingSettings | None = None,
         *,
-        network_difficulty: int | None = None,
+        network_difficulty: Difficulty | None = None,
         known_miner: KnownMiners | None = None,
         chain: ChainSource | None = None,
         log: ShareLog | None = None,
@@ -58,7 +61,8 @@ class Accountant:
             chain.subscribe(self)
 
     @property
-    def network_difficulty(self) -> int:
+    def network_difficulty(self) -> Fraction:
+        """The exact difficulty the window uses (a node's, or a pinned one on test networks)."""
         return self._network_difficulty
 
     def ingest(self, batch: ShareBatch) -> range:
@@ -72,12 +76,12 @@ class Accountant:
         self.window.sync()
         return rows
 
-    def set_network_difficulty(self, difficulty: int) -> None:
+    def set_network_difficulty(self, difficulty: Difficulty) -> None:
         """A difficulty adjustment (moves the TIDES cut incrementally)."""
         self._network_difficulty = check_network_difficulty(difficulty)
         self.window.on_network_difficulty(difficulty)
 
-    def on_network_difficulty(self, difficulty: int) -> None:
+    def on_network_difficulty(self, difficulty: Difficulty) -> None:
         """:class:`ChainListener` hook."""
         self.set_network_difficulty(difficulty)
 

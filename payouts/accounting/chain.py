@@ -4,16 +4,17 @@ A small Protocol pair so that a node backend (bitcoind RPC, libbitcoinkernel) ca
 in-memory source: a :class:`ChainSource` reports the current network difficulty and pushes
 events to subscribed :class:`ChainListener` objects (windows, the accountant).
 
-Network difficulty is an ``int >= 1``: the floor of the real-valued difficulty a node reports
-(``getdifficulty`` is a float on the RPC; the backend must floor it, and clamp to 1).
+Network difficulty is exact: a positive ``int`` or :class:`~fractions.Fraction` (a node's is
+``DIFF1_TARGET / target`` of the next block's nBits; ``getdifficulty``'s float is never used).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
-from payouts.accounting.windows import check_network_difficulty
+from payouts.accounting.windows import Difficulty, check_network_difficulty
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +23,12 @@ class BlockFound:
 
     height: int
     block_hash: str = ""  # hex, display order; empty when unknown (tests)
-    network_difficulty: int | None = None  # D of that block, if the source knows it
+    network_difficulty: Difficulty | None = None  # D of that block, if the source knows it
 
 
 @runtime_checkable
 class ChainListener(Protocol):
-    def on_network_difficulty(self, difficulty: int) -> None: ...
+    def on_network_difficulty(self, difficulty: Difficulty) -> None: ...
 
     def on_block_found(self, event: BlockFound) -> None: ...
 
@@ -35,7 +36,7 @@ class ChainListener(Protocol):
 @runtime_checkable
 class ChainSource(Protocol):
     @property
-    def network_difficulty(self) -> int: ...
+    def network_difficulty(self) -> Fraction: ...
 
     def subscribe(self, listener: ChainListener) -> None: ...
 
@@ -45,13 +46,13 @@ class ChainSource(Protocol):
 class InMemoryChain:
     """A :class:`ChainSource` driven by hand (tests, demos, the CLI)."""
 
-    def __init__(self, network_difficulty: int = 1) -> None:
+    def __init__(self, network_difficulty: Difficulty = 1) -> None:
         self._difficulty = check_network_difficulty(network_difficulty)
         self._listeners: list[ChainListener] = []
         self.height = 0
 
     @property
-    def network_difficulty(self) -> int:
+    def network_difficulty(self) -> Fraction:
         return self._difficulty
 
     def subscribe(self, listener: ChainListener) -> None:
@@ -62,7 +63,7 @@ class InMemoryChain:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def set_difficulty(self, difficulty: int) -> None:
+    def set_difficulty(self, difficulty: Difficulty) -> None:
         """A difficulty adjustment; listeners hear of it only if the value changed."""
         difficulty = check_network_difficulty(difficulty)
         if difficulty == self._difficulty:
@@ -72,7 +73,7 @@ class InMemoryChain:
             listener.on_network_difficulty(difficulty)
 
     def block_found(
-        self, height: int, block_hash: str = "", network_difficulty: int | None = None
+        self, height: int, block_hash: str = "", network_difficulty: Difficulty | None = None
     ) -> BlockFound:
         """The pool found a block at ``height``; a new ``network_difficulty`` (if given) is
         applied (and announced) before the block event."""

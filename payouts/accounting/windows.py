@@ -10,8 +10,9 @@ operation rescans the window.
 Definitions (docs/accounting.md):
 
 * TIDES: the minimal suffix of the log whose target-difficulty sum is >= k·D, the whole log when
-  its total is smaller. Target difficulties are >= 1, so suffix sums strictly increase and that
-  suffix is unique. The cut always uses difficulty, never value weight.
+  its total is smaller. D is exact (a rational: regtest's is about 4.66e-10), so the cut
+  compares the integer sums with ``ceil(k·D)``. Target difficulties are >= 1, so suffix sums
+  strictly increase and that suffix is unique. The cut always uses difficulty, never value weight.
 * PPLNS: the last N shares by count.
 * PROP: the shares appended since the last ``block_found`` (the current round).
 """
@@ -19,6 +20,7 @@ Definitions (docs/accounting.md):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from fractions import Fraction
 from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -44,11 +46,23 @@ Scheme = Literal["tides", "pplns", "prop"]
 _SCAN_FIRST = 4096
 
 
-def check_network_difficulty(d: int) -> int:
-    """Network difficulty as the engine uses it: an int >= 1 (the floor of the real value)."""
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise InvalidDifficultyError(f"network difficulty must be an integer >= 1, got {d!r}")
-    return d
+Difficulty = int | Fraction
+"""A network difficulty, exactly: ``DIFF1_TARGET / target`` is rational
+(:func:`payouts.tx.block.difficulty_from_bits`); an ``int`` is accepted where it is whole."""
+
+
+def check_network_difficulty(d: Difficulty) -> Fraction:
+    """Network difficulty as the engine keeps it: an exact positive rational. Floats are
+    refused (inexact: the window would depend on rounding), as are bools, zero and negatives."""
+    if isinstance(d, bool) or not isinstance(d, int | Fraction) or d <= 0:
+        raise InvalidDifficultyError(
+            f"network difficulty must be a positive int or Fraction, got {d!r}")
+    return Fraction(d)
+
+
+def ceil_int(x: Fraction) -> int:
+    """``ceil(x)`` exactly."""
+    return -(-x.numerator // x.denominator)
 
 
 class MinerWeights(NamedTuple):
@@ -118,7 +132,7 @@ class Window(ABC):
     def on_block_found(self) -> None:  # noqa: B027 - deliberately a no-op by default
         """A block was found by the pool (only PROP cares)."""
 
-    def on_network_difficulty(self, difficulty: int) -> None:  # noqa: B027
+    def on_network_difficulty(self, difficulty: Difficulty) -> None:  # noqa: B027
         """The network difficulty changed (only TIDES cares)."""
 
     # ---- internals -----------------------------------------------------------------------
@@ -180,7 +194,7 @@ class TidesWindow(Window):
     def __init__(
         self,
         log: ShareLog,
-        network_difficulty: int,
+        network_difficulty: Difficulty,
         k: int = 8,
         *,
         value_weighting: bool = True,
@@ -193,13 +207,14 @@ class TidesWindow(Window):
         self._difficulty_sum = 0  # Σ target difficulty over [start, end), exact
 
     @property
-    def network_difficulty(self) -> int:
+    def network_difficulty(self) -> Fraction:
         return self._network_difficulty
 
     @property
     def target(self) -> int:
-        """k·D, in difficulty units."""
-        return self.k * self._network_difficulty
+        """``ceil(k·D)``, in difficulty units: share difficulties are whole, so a suffix sum
+        reaches k·D exactly when it reaches this integer (D itself may be a fraction)."""
+        return ceil_int(self.k * self._network_difficulty)
 
     @property
     def difficulty_sum(self) -> int:
@@ -207,7 +222,7 @@ class TidesWindow(Window):
         self.sync()
         return self._difficulty_sum
 
-    def on_network_difficulty(self, difficulty: int) -> None:
+    def on_network_difficulty(self, difficulty: Difficulty) -> None:
         """Move the window start forward (D fell) or backward (D rose), touching only the rows
         that leave or enter."""
         self._network_difficulty = check_network_difficulty(difficulty)
@@ -271,7 +286,7 @@ def make_window(
     scheme: Scheme,
     log: ShareLog,
     *,
-    network_difficulty: int = 1,
+    network_difficulty: Difficulty = 1,
     tides_k: int = 8,
     pplns_n: int = 1_000_000,
     value_weighting: bool = True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,13 @@ from payouts.node.interface import (
     Utxo,
 )
 from payouts.node.rpc import DEFAULT_TIMEOUT_S, RpcClient, RpcError, btc_to_sats
-from payouts.tx.block import bits_to_target
+from payouts.tx.block import difficulty_from_bits
 from payouts.tx.transaction import Tx
 
 # Core's RPC error codes this module interprets (rpc/protocol.h).
 RPC_INVALID_ADDRESS_OR_KEY = -5  # "Block not found", "No such mempool or blockchain transaction"
 RPC_INVALID_PARAMETER = -8  # "Block height out of range"
 RPC_DESERIALIZATION_ERROR = -22  # "Block decode failed", "TX decode failed"
-DIFF1_TARGET = 0xFFFF << 208
 GENERATE_TIMEOUT_S = 300.0  # generating many blocks on a loaded 2-core box is slow
 
 
@@ -113,11 +113,9 @@ class BitcoindNode:
             median_time_past=int(header["mediantime"]),
         )
 
-    async def network_difficulty(self) -> int:
-        """From the tip's nBits as an exact integer (not ``getdifficulty``'s float):
-        floor(diff1 target / target), at least 1 (regtest's target is above diff 1)."""
-        tip = await self.tip()
-        return max(1, DIFF1_TARGET // bits_to_target(tip.bits))
+    async def network_difficulty(self) -> Fraction:
+        """From the next block's nBits, exactly (not ``getdifficulty``'s float)."""
+        return difficulty_from_bits((await self.tip()).bits)
 
     async def get_difficulty(self) -> Decimal:
         """``getdifficulty`` as bitcoind prints it (a Decimal, for display only)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
 from payouts.tx.transaction import Tx
@@ -105,8 +106,9 @@ class Node(Protocol):
         """Whether a deployment is active for the next block, e.g. "checktemplateverify"."""
         ...
 
-    async def network_difficulty(self) -> int:
-        """Integer network difficulty (floor, at least 1) for share accounting."""
+    async def network_difficulty(self) -> Fraction:
+        """The exact difficulty of the next block (its nBits,
+        :func:`~payouts.tx.block.difficulty_from_bits`), for share accounting."""
         ...
 
     # -- what the settlement lifecycle needs (found -> confirmed -> mature -> paid, reorgs) --

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Sequence
+from fractions import Fraction
 from types import TracebackType
 
 from payouts.node.interface import (
@@ -53,7 +54,7 @@ from payouts.node.kernel_mempool import (
     MempoolReject,
     _mtp,
 )
-from payouts.tx.block import Block, BlockHeader
+from payouts.tx.block import Block, BlockHeader, difficulty_from_bits
 from payouts.tx.coinbase import build_coinbase, witness_commitment
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxDecodeError
@@ -125,9 +126,9 @@ class KernelNode:
                 c.tip_height, c.tip_hash, REGTEST_BITS, times[-1], _mtp(times, c.tip_height)
             )
 
-    async def network_difficulty(self) -> int:
-        """Regtest's powLimit target (``nBits 0x207fffff``) is below difficulty 1: floor 1."""
-        return 1
+    async def network_difficulty(self) -> Fraction:
+        """Regtest's powLimit target (``nBits 0x207fffff``), exactly: about 4.66e-10."""
+        return difficulty_from_bits(REGTEST_BITS)
 
     async def deployment_active(self, name: str) -> bool:
         """Buried regtest deployments are active; ``checktemplateverify`` is **False**: the

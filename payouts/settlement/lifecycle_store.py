@@ -15,6 +15,7 @@ from sqlalchemy import BigInteger, Engine, cast, delete, func, insert, select, u
 
 from payouts.errors import DuplicateKeyError, ValidationError
 from payouts.store._common import write_connection
+from payouts.store.ledger import LedgerCredit, insert_ledger_lines
 from payouts.store.models import Block, LedgerEntry
 from payouts.store.settlement_models import (
     SETTLEMENT_MODES,
@@ -274,7 +275,10 @@ def revive_block(engine: Engine, block_id: int) -> list[int]:
     Returns the ids of the new ledger lines.
     """
     with write_connection(engine) as conn, conn.begin():
-        current = conn.execute(select(Block.status).where(Block.id == block_id)).scalar()
+        q = select(Block.status).where(Block.id == block_id)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()  # two runners must not both revive (and credit) it
+        current = conn.execute(q).scalar()
         if current is None:
             raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
         if current != "orphaned":
@@ -296,15 +300,8 @@ def revive_block(engine: Engine, block_id: int) -> list[int]:
             .where(Settlement.block_id == block_id)
             .values(phase="waiting", paid_height=None)
         )
-        lines = [
-            {"miner_id": int(m), "block_id": block_id, "amount": int(s), "reason": RETURN_REASON}
-            for m, s in original
-            if int(s) != 0
-        ]
-        if not lines:
-            return []
-        rows = conn.execute(insert(LedgerEntry).returning(LedgerEntry.id), lines).all()
-        return sorted(r[0] for r in rows)
+        lines = [LedgerCredit(int(m), int(s), RETURN_REASON) for m, s in original if int(s) != 0]
+        return insert_ledger_lines(conn, lines, block_id)
 
 
 __all__ = [

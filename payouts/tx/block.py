@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from payouts.tx.compact import ser_compact_size
 from payouts.tx.hashes import display_hex, sha256d
@@ -70,6 +71,22 @@ def bits_to_target(bits: int) -> int:
     if target >> 256:
         raise ValueError("compact target overflows 256 bits")
     return target
+
+
+DIFF1_TARGET = 0xFFFF << 208
+"""The target of difficulty 1 (nBits ``0x1d00ffff``), the numerator of Core's ``GetDifficulty``."""
+
+
+def difficulty_from_bits(bits: int) -> Fraction:
+    """The network difficulty of ``bits`` exactly: ``DIFF1_TARGET / target``.
+
+    Bitcoin Core's ``GetDifficulty`` (rpc/blockchain.cpp) computes the same ratio in floating
+    point; regtest's ``0x207fffff`` gives 65535/140737471578112 (about 4.66e-10), which no
+    integer and no float can carry exactly."""
+    target = bits_to_target(bits)
+    if target == 0:
+        raise ValueError("compact target is zero")
+    return Fraction(DIFF1_TARGET, target)
 
 
 def check_pow(header_hash: bytes, bits: int) -> bool:

@@ -207,3 +207,25 @@ def test_updates_touch_only_rows_entering_or_leaving(scheme: str) -> None:
         assert win.share_count == 0 and before.weights
     else:
         assert win.share_count == w
+
+
+def test_fractional_difficulty_cuts_at_the_exact_k_d() -> None:
+    """D is exact (a node's is DIFF1/target): the TIDES cut compares the whole-number sums with
+    ceil(k·D), which is the same minimal suffix as comparing with k·D itself."""
+    from fractions import Fraction
+
+    cfg = AccountingSettings(scheme="tides", tides_k=2, value_weighting=False)
+    acc = Accountant(cfg, network_difficulty=Fraction(1600, 2) + Fraction(1, 3))  # k·D = 1600⅔
+    acc.ingest(batch(EXAMPLE))
+    # suffix sums from the end: 500, 1200, 1600, 2200: 1600 < 1600⅔ <= 2200
+    assert acc.window.start == 1 and acc.tides is not None and acc.tides.target == 1601
+    acc.set_network_difficulty(Fraction(1600, 2))  # k·D = 1600 exactly: 3 shares suffice
+    assert acc.window.start == 2
+    assert acc.network_difficulty == Fraction(800) and acc.network_difficulty == 800
+    regtest = Fraction(65535, 140737471578112)  # about 4.66e-10: k·D < 1, one share covers it
+    acc.set_network_difficulty(regtest)
+    assert acc.window.start == 4 and acc.share_count == 1 and acc.network_difficulty == regtest
+    for bad in (0.5, Fraction(0), Fraction(-1, 2), "800"):
+        with pytest.raises(InvalidDifficultyError):
+            acc.set_network_difficulty(bad)  # type: ignore[arg-type]
+    assert acc.network_difficulty == regtest  # a refused value changed nothing

@@ -9,6 +9,7 @@ import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, TypeVar
 
 from payouts.distribution.model import Distribution, Payee, PoolPayout
@@ -16,7 +17,7 @@ from payouts.node.interface import BlockTemplate, ChainTip, TemplateTx
 from payouts.node.kernel_chain import REGTEST_BITS, BlockRejectedError, KernelChain
 from payouts.settlement.coinbase import build_coinbase_settlement
 from payouts.settlement.modes import CTV_DEPLOYMENT
-from payouts.tx.block import Block, BlockHeader, check_pow
+from payouts.tx.block import Block, BlockHeader, check_pow, difficulty_from_bits
 from payouts.tx.coinbase import witness_commitment, witness_commitment_output
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxIn
@@ -136,8 +137,8 @@ class KernelTestNode:
         :class:`~payouts.node.kernel.KernelNode`."""
         return False
 
-    async def network_difficulty(self) -> int:
-        return 1
+    async def network_difficulty(self) -> Fraction:
+        return difficulty_from_bits(0x207FFFFF)
 
 
 class CtvClaimingKernelNode(KernelTestNode):

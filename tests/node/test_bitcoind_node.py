@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,9 @@ def test_generate_and_chain_queries(regtest: RegtestNode) -> None:
         assert await node.block_height(hashes[0]) == tip.height - 100
         assert await node.block_hash(10**6) is None
         assert await node.get_block(b"\x42" * 32) is None
-        assert await node.network_difficulty() == 1
+        # Exact, from nBits (bitcoind's getdifficulty float would be 4.656542373906925e-10).
+        assert await node.network_difficulty() == Fraction(65535, 140737471578112)
+        assert float(await node.network_difficulty()) == float(await node.get_difficulty())
 
     with_node(regtest, body)
 

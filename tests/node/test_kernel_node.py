@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterator
+from fractions import Fraction
 from typing import TypeVar
 
 import pytest
@@ -78,7 +79,9 @@ def test_is_a_node_and_reports_regtest_facts(node: KernelNode) -> None:
     assert isinstance(node, Node)
     assert run(node.deployment_active("checktemplateverify")) is False  # kernel has no CTV
     assert run(node.deployment_active("segwit")) and run(node.deployment_active("taproot"))
-    assert run(node.network_difficulty()) == 1
+    # regtest's powLimit 0x207fffff exactly: 0xffff·2^208 / (0x7fffff·2^232) ≈ 4.66e-10
+    assert run(node.network_difficulty()) == Fraction(0xFFFF << 208, 0x7FFFFF << 232)
+    assert run(node.network_difficulty()) == Fraction(65535, 140737471578112)
     tip = run(node.tip())
     assert (tip.height, tip.bits) == (101, 0x207FFFFF)
     assert tip.block_hash == node.chain.tip_hash == run(node.block_hash(101))
