@@ -156,7 +156,16 @@ class WindowOut(BaseModel):
     scheme: str
     share_count: int
     total_weight: str
-    network_difficulty: int
+    network_difficulty: str | None = Field(
+        description="the node's network difficulty, exactly: an integer or a fraction 'p/q' "
+        "(regtest's is 65535/140737471578112); null before the node reported one")
+    network_difficulty_approx: float | None = Field(
+        description="the same as a float, for display only")
+    network_bits: str | None = Field(description="the next block's nBits (hex) it comes from")
+    window_difficulty: str = Field(
+        description="the difficulty the window uses, exactly: the node's, or [accounting] "
+        "pin_difficulty on a test network")
+    difficulty_pinned: bool
     miners: list[WindowMinerOut]
 
 

@@ -22,13 +22,19 @@ it was given for found blocks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from payouts.chain_follower import ChainFollower
 from payouts.distribution.fitting import FittedDistribution
+from payouts.errors import ConfigError
 from payouts.node.factory import make_node
-from payouts.node.interface import Node
+from payouts.node.interface import Node, NodeError
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.modes import SettlementMode, check_mode_on_node, mode_from_settings
@@ -69,10 +75,13 @@ class ServedPool:
             settings)
         self.runner = runner if runner is not None else SettlementRunner(
             self.service, self.node, mode=self.mode)
+        self.chain = ChainFollower(self.node, self.service.window)
         self.jds: JobDeclarationServer | None = None
+        self._snapshots: asyncio.Task[None] | None = None
         self._remove_metrics: Callable[[], None] | None = None
         self._rate_limit = rate_limit
         self._app: FastAPI | None = None
+        self._stopped = False
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -123,10 +132,45 @@ class ServedPool:
             f"signed {signer}, CTV leaf {'on' if m.ctv_leaf else 'off'})")
         log.info("settlement lifecycle in %s mode%s, polling the node every %.1f s",
                  self.mode.name, detail, self.runner.interval)
+        r = self.service.window.restored
+        log.info("accounting window restored %s: %d shares and %d chain events replayed",
+                 f"from snapshot {r.snapshot_id}" if r.snapshot_id else "from the store",
+                 r.shares, r.events)
+        await self.follow_chain()
         await check_mode_on_node(self.mode, self.node, "payouts serve")
         if self.settings.jds.enabled:
             await self.start_jds()
         self.runner.start()
+        self._snapshots = asyncio.get_running_loop().create_task(
+            self._snapshot_loop(), name="snapshots")
+
+    async def follow_chain(self) -> None:
+        """Learn the network difficulty before serving, then follow every new tip. A node that
+        cannot be reached now is fatal only when no difficulty is known at all (first start,
+        no pin): the window would otherwise be silently wrong."""
+        window = self.service.window
+        try:
+            await self.chain.sync_once()
+        except NodeError as e:
+            if window.node_bits is None and self.settings.accounting.pin_difficulty is None:
+                raise ConfigError(
+                    f"the node is unreachable ({e.reason}) and no network difficulty is known "
+                    "yet: the TIDES window cannot be placed; start the node first") from None
+            log.warning("serving with the last known network difficulty until the node "
+                        "answers")
+        self.chain.start()
+
+    async def _snapshot_loop(self) -> None:
+        """Save the accounting snapshot every ``[accounting] snapshot_interval_sec``."""
+        every = self.settings.accounting.snapshot_interval_sec
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self.service.window.take_snapshot)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next try may succeed; restarts just replay more
+                log.exception("saving the accounting snapshot failed")
 
     async def start_jds(self) -> JobDeclarationServer:
         """The JD server on this pool's node, in this pool's mode, serving the newest stored
@@ -150,8 +194,22 @@ class ServedPool:
         return jds
 
     async def stop(self) -> None:
-        """Stop the poller and the JD server, unregister the metrics, close a node made here."""
+        """Stop the poller and the JD server, save a last snapshot (a restart then replays
+        nothing), unregister the metrics, close a node made here."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self.runner.stop()
+        await self.chain.stop()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+            self._snapshots = None
+            try:
+                await asyncio.to_thread(self.service.window.take_snapshot)
+            except Exception:
+                log.exception("saving the accounting snapshot at shutdown failed")
         if self.jds is not None:
             await self.jds.stop()
             self.jds = None
@@ -162,7 +220,15 @@ class ServedPool:
             await self.node.aclose()
 
     async def run(self, server: Any) -> None:
-        """Start, run ``server`` (a ``uvicorn.Server`` on :attr:`app`) until it exits, stop."""
+        """Start, run ``server`` (a ``uvicorn.Server`` on :attr:`app`) until it exits, stop.
+
+        uvicorn catches SIGTERM/SIGINT and, once it has shut down, raises the signal again to
+        end the process the default way, which would skip :meth:`stop` (no last snapshot, JD
+        server and poller not stopped). So while serving, those signals land in a handler of
+        ours that only notes them; uvicorn still sees them first and shuts down; :meth:`stop`
+        runs; then the noted signal is raised with the default action, as uvicorn meant."""
+        noted: list[int] = []
+        previous = _note_signals(noted)
         try:
             await self.start()
             log.info("serving the API on http://%s:%d (network %s, database %s)",
@@ -171,6 +237,25 @@ class ServedPool:
             await server.serve()
         finally:
             await self.stop()
+            _restore_signals(previous)
+        for sig in noted[:1]:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+
+_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _note_signals(noted: list[int]) -> dict[int, Any]:
+    """Handlers that record SIGINT/SIGTERM (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda s, _f: noted.append(s)) for sig in _EXIT_SIGNALS}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 __all__ = ["ServedPool"]

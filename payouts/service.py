@@ -1,9 +1,10 @@
 """The pool service: the store, the accountant and the distribution wired together.
 
-This is the one place where durable state (SQLAlchemy store) and in-memory state (the share log
-and its windows) meet. Invariant 6 of ARCHITECTURE.md: a share batch is acknowledged only after
-it is committed; re-sending it changes nothing. On start the in-memory log is rebuilt from the
-stored shares in id order, so the windows after a restart equal the windows before it.
+This is where durable state (SQLAlchemy store) and in-memory state (the share log and its
+windows, kept by :class:`~payouts.window_keeper.WindowKeeper`) meet. Invariant 6 of
+ARCHITECTURE.md: a share batch is acknowledged only after it is committed; re-sending it
+changes nothing. On start the window is restored from the last snapshot plus the shares and
+chain events stored after it, so the windows after a restart equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ from payouts.errors import ConfigError, UnknownMinerError, ValidationError
 from payouts.settings import Settings
 from payouts.store import repositories as repo
 from payouts.store.engine import make_engine
-from payouts.store.ledger import BlockRecord, LedgerCredit, ledger_balances, record_block
+from payouts.store.ledger import (
+    BlockRecord,
+    LedgerCredit,
+    ledger_balances,
+    record_block_and_round,
+)
 from payouts.store.migrate import upgrade
-from payouts.store.shares import iter_shares, persist_shares
 from payouts.tx.address import address_to_script
+from payouts.tx.hashes import display_hex
+from payouts.window_keeper import WindowKeeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +185,17 @@ class PoolService:
         self.engine = engine if engine is not None else make_engine(url)
         if migrate:
             upgrade(self.engine)
-        self.accountant = Accountant(settings.accounting)
-        # One writer at a time keeps the in-memory log in the same order as the stored ids.
-        self._lock = threading.Lock()
-        for batch in iter_shares(self.engine):
-            self.accountant.ingest(batch)
+        # The window and its durable state (snapshot + replay on start: payouts.window_keeper).
+        self.window = WindowKeeper(settings, self.engine)
+        # Publishing takes the next distribution id; recording a block reads the balances it
+        # settles against: each must not interleave with itself. Neither blocks share ingest.
+        self._publish_lock = threading.Lock()
+        self._block_lock = threading.Lock()
+
+    @property
+    def accountant(self) -> Accountant:
+        """The window's accountant (a reload replaces it: read it through here)."""
+        return self.window.accountant
 
     # -- miners -------------------------------------------------------------------------------
 
@@ -200,11 +213,7 @@ class PoolService:
 
     def ingest(self, batch: ShareBatch) -> IngestResult:
         """Persist (durable before returning) and account a batch; duplicates are skipped."""
-        with self._lock:
-            new = persist_shares(self.engine, batch)
-            if len(new):
-                self.accountant.ingest(batch if len(new) == len(batch) else batch.take(new))
-        return IngestResult(len(batch), len(new))
+        return IngestResult(len(batch), self.window.ingest(batch))
 
     # -- distributions ------------------------------------------------------------------------
 
@@ -219,7 +228,8 @@ class PoolService:
     def candidates(self) -> CandidateColumns:
         """The window's miners (id order), then the miners owed a balance with no weight in
         the window: as columns, no object per miner (issue #2)."""
-        weights = self.accountant.weights()
+        with self.window.lock:
+            weights = self.accountant.weights()
         ids = weights.miner_ids.tolist()
         miners = repo.get_miners(self.engine, ids)
         balances = ledger_balances(self.engine)
@@ -240,14 +250,18 @@ class PoolService:
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution:
         """Fit the current window into a new distribution (strictly increasing id) and store it.
-        An empty window (nobody has weight and nobody is owed) gives a pool-only distribution:
-        the pool payout takes T. Pushing it to JD clients is the caller's (the composition
+        A window with no earned weight (empty, or a PROP round that just closed) gives a
+        pool-only distribution: the pool payout takes T (owed balances wait for earned weight,
+        which funds their repayment). Pushing it to JD clients is the caller's (the composition
         root's :meth:`payouts.served.ServedPool.publish_distribution`)."""
         ds = self.settings.distribution
-        with self._lock:
+        with self._publish_lock:
             next_id = (repo.last_distribution_id(self.engine) or 0) + 1
             candidates = self.candidates()
-            if any(candidates.weights) or any(candidates.owed):
+            # Repayments of owed balances are funded by earned weight (the pool fee and the
+            # payees that did not fit): with nothing earned yet (a PROP round that just
+            # closed) there is nothing to fit, and the pool payout takes T until shares come.
+            if any(candidates.weights):
                 fitted = fit_distribution(
                     next_id,
                     self.pool_script(),
@@ -281,18 +295,26 @@ class PoolService:
         same transaction as the block. Tracking its settlement is the caller's (the composition
         root hands the result to the settlement runner)."""
         fitted = self.distribution(distribution_id)
-        with self._lock:
+        with self._block_lock:
             accounts = [*fitted.accounts, *(c.account for c in fitted.dropped)]
             ids = repo.miner_ids(self.engine, accounts)
             balances = ledger_balances(self.engine, list(ids.values()))
             by_account = {a: balances.get(i, 0) for a, i in ids.items()}
-            settlement = settle_block(fitted, revenue, ref=block_hash[::-1].hex(),
+            settlement = settle_block(fitted, revenue, ref=display_hex(block_hash),
                                       balances=by_account)
             credits = [LedgerCredit(ids[e.account], e.amount, e.reason) for e in settlement.entries]
-            block = record_block(self.engine, height=height, block_hash=block_hash,
-                                 revenue=revenue, distribution_id=distribution_id,
-                                 credits=credits)
-            self.accountant.on_block_found()
+
+            def write(after_share_id: int) -> tuple[BlockRecord, int]:
+                block, event_id = record_block_and_round(
+                    self.engine, height=height, block_hash=block_hash, revenue=revenue,
+                    distribution_id=distribution_id, credits=credits,
+                    round_after_share_id=after_share_id)
+                assert event_id is not None
+                return block, event_id
+
+            # The round closes in memory at the newest share, then the block, its ledger
+            # lines and the round event commit together; ingest goes on meanwhile.
+            block = self.window.close_round(write)
         return RecordedBlock(block, fitted, settlement)
 
     def owed(self) -> dict[str, int]:

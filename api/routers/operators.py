@@ -115,9 +115,15 @@ def window(request: Request, _: Any = Depends(scope_read)) -> WindowOut:
     w = acc.weights()
     ids = w.miner_ids.tolist()
     miners = repo.get_miners(service.engine, ids)
+    node_d, bits = service.window.node_difficulty, service.window.node_bits
     return WindowOut(
         scheme=service.settings.accounting.scheme, share_count=acc.share_count,
-        total_weight=str(acc.total_weight), network_difficulty=acc.network_difficulty,
+        total_weight=str(acc.total_weight),
+        network_difficulty=None if node_d is None else str(node_d),
+        network_difficulty_approx=None if node_d is None else float(node_d),
+        network_bits=None if bits is None else f"{bits:08x}",
+        window_difficulty=str(acc.network_difficulty),
+        difficulty_pinned=service.settings.accounting.pin_difficulty is not None,
         miners=[WindowMinerOut(account=miners[i].account, weight=str(x))
                 for i, x in zip(ids, w.weights, strict=True)],
     )

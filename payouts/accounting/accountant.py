@@ -12,7 +12,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from payouts.accounting.chain import BlockFound, ChainSource
-from payouts.accounting.log import ShareLog
+from payouts.accounting.log import I64, ShareLog
 from payouts.accounting.shares import ShareBatch
 from payouts.accounting.validate import KnownMiners, validate_batch
 from payouts.accounting.windows import (
@@ -65,14 +65,24 @@ class Accountant:
         """The exact difficulty the window uses (a node's, or a pinned one on test networks)."""
         return self._network_difficulty
 
-    def ingest(self, batch: ShareBatch) -> range:
-        """Validate ``batch`` and append it; return the log rows it occupies.
+    def ingest(self, batch: ShareBatch, share_ids: I64 | None = None) -> range:
+        """Validate ``batch`` and append it; return the log rows it occupies. ``share_ids``:
+        the ids the store gave these shares (a snapshot and a reload need them).
 
         Raises the specific :class:`~payouts.errors.ValidationError` and leaves the log and the
         window untouched if any row is invalid.
         """
         validate_batch(batch, self.known_miner)
-        rows = self.log.append(batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms)
+        rows = self.log.append(batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms,
+                               share_ids)
+        self.window.sync()
+        return rows
+
+    def replay(self, miner_id: I64, difficulty: I64, revenue: I64, time_ms: I64,
+               share_id: I64) -> range:
+        """Append shares read back from the store (validated when they were stored, and held
+        to it by the store's constraints): a restart's replay, not new input."""
+        rows = self.log.append(miner_id, difficulty, revenue, time_ms, share_id)
         self.window.sync()
         return rows
 

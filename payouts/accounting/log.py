@@ -1,13 +1,16 @@
 """The append-only, columnar, in-memory share log (reference/payouts.md §6.1).
 
 Hot columns only: a dense miner code (int32, dictionary-encoded miner id), target difficulty,
-template revenue and time (int64): 28 bytes a share, so 10,000,000 shares take ~280 MB.
-Idempotency keys, worker names and job ids are persisted by the durable store and never enter
-this log: as Python strings they would cost more than all hot columns together.
+template revenue, time and the store's share id (int64): 36 bytes a share, so a 1,000,000-share
+window takes ~36 MB. Idempotency keys, worker names and job ids are persisted by the durable
+store and never enter this log: as Python strings they would cost more than all hot columns
+together.
 
 Rows live in fixed-size chunks (default 2^20 rows) instead of one array that is reallocated: no
-copy on growth, no transient 2× peak, at most one partly filled chunk of slack. The log itself
-never shrinks; windows read ranges of it through :meth:`ShareLog.pieces` and
+copy on growth, no transient 2× peak, at most one partly filled chunk of slack. Row numbers are
+stable forever; :meth:`ShareLog.drop_before` frees the chunks wholly before a row the windows no
+longer need (memory is bounded by the window, not by history), and :attr:`ShareLog.first_row`
+is the oldest row still held. Windows read ranges through :meth:`ShareLog.pieces` and
 :meth:`ShareLog.difficulty`.
 """
 
@@ -107,43 +110,64 @@ class LogPiece(NamedTuple):
     difficulty: I64
     revenue: I64
     time_ms: I64
+    share_id: I64
 
 
 class _Chunk:
-    __slots__ = ("codes", "difficulty", "revenue", "time_ms")
+    __slots__ = ("codes", "difficulty", "revenue", "share_id", "time_ms")
 
     def __init__(self, rows: int) -> None:
         self.codes: I32 = np.empty(rows, dtype=np.int32)
         self.difficulty: I64 = np.empty(rows, dtype=np.int64)
         self.revenue: I64 = np.empty(rows, dtype=np.int64)
         self.time_ms: I64 = np.empty(rows, dtype=np.int64)
+        self.share_id: I64 = np.empty(rows, dtype=np.int64)
+
+
+ROW_BYTES = 4 + 8 + 8 + 8 + 8
 
 
 class ShareLog:
     """Append-only columnar log of validated shares; row numbers are stable forever."""
 
-    __slots__ = ("_chunk_rows", "_chunks", "_len", "miners")
+    __slots__ = ("_base_chunk", "_chunk_rows", "_chunks", "_first", "_len", "miners")
 
-    def __init__(self, *, chunk_rows: int = 1 << 20) -> None:
+    def __init__(self, *, chunk_rows: int = 1 << 20, first_row: int = 0) -> None:
+        """``first_row``: the row number the first appended share gets (a log restored from a
+        snapshot keeps the row numbers it had)."""
         if not 1 <= chunk_rows <= 1 << 30:
             # the upper bound keeps per-piece digit sums (< 2^27 each) inside int64
             raise ValueError("chunk_rows must be in [1, 2^30]")
+        if first_row < 0:
+            raise ValueError("first_row must be non-negative")
         self._chunk_rows = chunk_rows
-        self._chunks: list[_Chunk] = []
-        self._len = 0
+        self._chunks: list[_Chunk | None] = [None] * (first_row // chunk_rows)
+        self._base_chunk = first_row // chunk_rows  # chunks before it were dropped
+        self._first = first_row
+        self._len = first_row
         self.miners = MinerIndex()
 
     def __len__(self) -> int:
         return self._len
 
     @property
+    def chunk_rows(self) -> int:
+        return self._chunk_rows
+
+    @property
+    def first_row(self) -> int:
+        """The oldest row still held (rows before it were dropped by :meth:`drop_before`)."""
+        return min(max(self._first, self._base_chunk * self._chunk_rows), self._len)
+
+    @property
     def nbytes(self) -> int:
         """Bytes held by the hot columns (allocated chunks, including slack)."""
-        return len(self._chunks) * self._chunk_rows * (4 + 8 + 8 + 8)
+        return (len(self._chunks) - self._base_chunk) * self._chunk_rows * ROW_BYTES
 
-    def append(self, miner_id: I64, difficulty: I64, revenue: I64, time_ms: I64) -> range:
+    def append(self, miner_id: I64, difficulty: I64, revenue: I64, time_ms: I64,
+               share_id: I64 | None = None) -> range:
         """Append already validated rows (see :func:`.validate.validate_batch`); return their
-        row numbers."""
+        row numbers. ``share_id``: the store's ids of these shares (-1 where unknown)."""
         n = len(miner_id)
         if self._len + n > MAX_LOG_ROWS:
             raise ValidationError("share log full (2^36 rows)")
@@ -156,6 +180,7 @@ class ShareLog:
             if ci == len(self._chunks):
                 self._chunks.append(_Chunk(cr))
             ch = self._chunks[ci]
+            assert ch is not None  # appending never reaches a dropped chunk
             take = min(cr - off, n - done)
             src = slice(done, done + take)
             dst = slice(off, off + take)
@@ -163,13 +188,24 @@ class ShareLog:
             ch.difficulty[dst] = difficulty[src]
             ch.revenue[dst] = revenue[src]
             ch.time_ms[dst] = time_ms[src]
+            ch.share_id[dst] = -1 if share_id is None else share_id[src]
             done += take
             self._len += take
         return range(first, self._len)
 
+    def drop_before(self, row: int) -> int:
+        """Free every chunk that lies wholly before ``row``; return the new :attr:`first_row`.
+        Row numbers do not change; reading a dropped row raises :class:`IndexError`."""
+        keep_from = min(max(row, 0), self._len) // self._chunk_rows
+        for ci in range(self._base_chunk, keep_from):
+            self._chunks[ci] = None
+        self._base_chunk = max(self._base_chunk, keep_from)
+        return self.first_row
+
     def _check(self, a: int, b: int) -> None:
-        if not 0 <= a <= b <= self._len:
-            raise IndexError(f"row range [{a}, {b}) outside the log [0, {self._len})")
+        if not self.first_row <= a <= b <= self._len:
+            raise IndexError(
+                f"row range [{a}, {b}) outside the log [{self.first_row}, {self._len})")
 
     def pieces(self, a: int, b: int) -> Iterator[LogPiece]:
         """Views of rows ``[a, b)``, one per chunk touched, in row order (no copies)."""
@@ -179,8 +215,10 @@ class ShareLog:
             ci, off = divmod(a, cr)
             take = min(cr - off, b - a)
             ch = self._chunks[ci]
+            assert ch is not None  # _check refused rows before first_row
             s = slice(off, off + take)
-            yield LogPiece(a, ch.codes[s], ch.difficulty[s], ch.revenue[s], ch.time_ms[s])
+            yield LogPiece(a, ch.codes[s], ch.difficulty[s], ch.revenue[s], ch.time_ms[s],
+                           ch.share_id[s])
             a += take
 
     def difficulty(self, a: int, b: int) -> I64:
@@ -191,3 +229,19 @@ class ShareLog:
         if not parts:
             return np.empty(0, dtype=np.int64)
         return np.concatenate(parts)
+
+    def rows(self, a: int, b: int) -> tuple[I64, I64, I64, I64, I64]:
+        """Copies of rows ``[a, b)``: ``(miner_id, difficulty, revenue, time_ms, share_id)``
+        (what a snapshot stores: miner ids, not this log's codes)."""
+        pieces = list(self.pieces(a, b))
+
+        def cat(xs: list[I64]) -> I64:
+            return np.concatenate(xs) if xs else np.empty(0, dtype=np.int64)
+
+        return (
+            cat([self.miners.ids(p.codes) for p in pieces]),
+            cat([p.difficulty for p in pieces]),
+            cat([p.revenue for p in pieces]),
+            cat([p.time_ms for p in pieces]),
+            cat([p.share_id for p in pieces]),
+        )

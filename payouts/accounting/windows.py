@@ -85,8 +85,8 @@ class Window(ABC):
         self._log = log
         self.value_weighting = value_weighting
         self._acc = LimbAccumulator(VALUE_LIMBS if value_weighting else DIFFICULTY_LIMBS)
-        self._start = 0
-        self._end = 0
+        # A log restored from a snapshot starts at a later row (payouts.accounting.snapshot).
+        self._start = self._end = log.first_row
         self._total_weight = 0
 
     # ---- reading -------------------------------------------------------------------------
@@ -262,11 +262,21 @@ class TidesWindow(Window):
             size *= 2
         self._start = start
 
+    @property
+    def short_of_history(self) -> bool:
+        """The window wants rows older than the log still holds (k·D rose past the rows kept
+        in memory): whoever dropped them (the service, on a snapshot) must reload them from the
+        store for the window to be the TIDES window again."""
+        self.sync()
+        first = self._log.first_row
+        return self._start == first and first > 0 and self._difficulty_sum < self.target
+
     def _extend_back(self, deficit: int) -> None:
-        """Take in the shortest run of rows before the window that covers ``deficit``."""
-        start, size = self._start, _SCAN_FIRST
-        while start > 0 and deficit > 0:
-            a = max(0, start - size)
+        """Take in the shortest run of rows before the window that covers ``deficit`` (no
+        further back than the oldest row the log still holds)."""
+        start, size, first = self._start, _SCAN_FIRST, self._log.first_row
+        while start > first and deficit > 0:
+            a = max(first, start - size)
             d = self._log.difficulty(a, start)
             total = exact_sum(d)
             # keep all of d, or its shortest suffix with sum >= deficit, i.e. skip the longest

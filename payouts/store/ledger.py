@@ -23,7 +23,9 @@ from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
 from payouts.store._common import MAX_MONEY, id_list, is_int, raw_cursor, write_connection
+from payouts.store.accounting_state import insert_event
 from payouts.store.models import BLOCK_STATUSES, REASON_MAX, Block, Distribution, LedgerEntry, Miner
+from payouts.tx.hashes import display_hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,28 @@ def record_block(
     :class:`DuplicateKeyError` for a known hash, ``unknown-distribution`` for a missing
     distribution, and whatever :func:`append_ledger_entries` raises for the credits.
     """
+    return record_block_and_round(
+        engine, height=height, block_hash=block_hash, revenue=revenue,
+        distribution_id=distribution_id, status=status, credits=credits,
+        allow_overdraft=allow_overdraft, round_after_share_id=None)[0]
+
+
+def record_block_and_round(
+    engine: Engine,
+    *,
+    height: int,
+    block_hash: bytes,
+    revenue: int,
+    distribution_id: int | None,
+    credits: Sequence[LedgerCredit],
+    round_after_share_id: int | None,
+    status: str = "found",
+    allow_overdraft: bool = False,
+) -> tuple[BlockRecord, int | None]:
+    """:func:`record_block`, plus the accounting ``round`` event placed after share
+    ``round_after_share_id`` (None: no event) in the same transaction: a crash can leave
+    neither a block whose round the window never closed nor a closed round with no block.
+    Returns the block and the event's id."""
     if not isinstance(block_hash, bytes) or len(block_hash) != 32:
         raise ValidationError("block_hash must be 32 bytes")
     if not is_int(height) or height < 0:
@@ -360,7 +384,7 @@ def record_block(
     _validate_credits(credits)
     with write_connection(engine) as conn, conn.begin():
         if conn.execute(select(Block.id).where(Block.block_hash == block_hash)).first():
-            raise DuplicateKeyError(f"block {block_hash[::-1].hex()} is already recorded")
+            raise DuplicateKeyError(f"block {display_hex(block_hash)} is already recorded")
         if distribution_id is not None and (
             conn.execute(
                 select(Distribution.distribution_id).where(
@@ -385,9 +409,13 @@ def record_block(
                 .returning(*Block.__table__.c)
             ).one()
         except IntegrityError:
-            raise DuplicateKeyError(f"block {block_hash[::-1].hex()} is already recorded") from None
+            raise DuplicateKeyError(
+                f"block {display_hex(block_hash)} is already recorded") from None
         _append(conn, credits, row.id, allow_overdraft, returning=False)
-    return BlockRecord(
+        event_id = None
+        if round_after_share_id is not None:
+            event_id = insert_event(conn, "round", round_after_share_id, block_id=row.id)
+    block = BlockRecord(
         row.id,
         row.height,
         row.block_hash,
@@ -396,6 +424,7 @@ def record_block(
         row.status,
         row.created_at,
     )
+    return block, event_id
 
 
 def _block_rows(conn: Connection, where: Any) -> list[BlockRecord]:

@@ -78,6 +78,7 @@ _PREPARE_SQL = (
     f"ARRAY(SELECT nextval('{_ID_SEQUENCE}') FROM generate_series(1, %s))"
 )
 _EMPTY: Index = np.zeros(0, dtype=np.intp)
+_NO_IDS: I64 = np.zeros(0, dtype=np.int64)
 
 
 def _int_column(name: str, values: Any, n: int) -> I64:
@@ -162,7 +163,13 @@ def _check_miners(found: set[int], wanted: I64, keys: Sequence[str], miner_id: I
 
 
 def persist_shares(engine: Engine, batch: ShareBatch) -> Index:
-    """Store a share batch durably; return the (ascending) indices of rows that were new.
+    """:func:`persist_shares_with_ids` without the ids."""
+    return persist_shares_with_ids(engine, batch)[0]
+
+
+def persist_shares_with_ids(engine: Engine, batch: ShareBatch) -> tuple[Index, I64]:
+    """Store a share batch durably; return the (ascending) indices of rows that were new, and
+    the ids the store gave them (ascending, in the same order).
 
     Rows whose ``share_key`` is already stored are skipped, so re-sending a batch returns an empty
     index. The whole batch is validated first and nothing is written if any row is bad:
@@ -173,7 +180,7 @@ def persist_shares(engine: Engine, batch: ShareBatch) -> Index:
     """
     miner_id, difficulty, revenue, time_ms = validate_batch(batch)
     if len(batch) == 0:
-        return _EMPTY
+        return _EMPTY, _NO_IDS
     unique_miners = np.unique(miner_id)
     if engine.dialect.name == "postgresql":
         return _persist_postgresql(
@@ -192,7 +199,7 @@ def _persist_postgresql(
     difficulty: I64,
     revenue: I64,
     time_ms: I64,
-) -> Index:
+) -> tuple[Index, I64]:
     """Optimistic COPY of the whole batch; the ON CONFLICT path only if a key already exists.
 
     A failed COPY rolls back completely (its transaction is discarded), so falling back cannot
@@ -252,15 +259,15 @@ def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64) ->
     return ids
 
 
-def _copy_all_new(engine: Engine, batch: ShareBatch, unique_miners: I64) -> Index:
+def _copy_all_new(engine: Engine, batch: ShareBatch, unique_miners: I64) -> tuple[Index, I64]:
     with engine.begin() as conn:
         raw: Any = conn.connection.driver_connection
         with raw.cursor() as cur:
-            _copy_sorted(cur, "shares", batch, unique_miners)
-    return np.arange(len(batch), dtype=np.intp)
+            ids = _copy_sorted(cur, "shares", batch, unique_miners)
+    return np.arange(len(batch), dtype=np.intp), ids
 
 
-def _insert_only_new(engine: Engine, batch: ShareBatch) -> Index:
+def _insert_only_new(engine: Engine, batch: ShareBatch) -> tuple[Index, I64]:
     """The path for a batch that overlaps stored keys (a re-send, or a concurrent writer).
 
     Stored shares are never deleted, so a key found here stays stored: those rows are dropped
@@ -278,7 +285,7 @@ def _insert_only_new(engine: Engine, batch: ShareBatch) -> Index:
                 np.fromiter((k not in stored for k in keys), dtype=bool, count=len(keys))
             )
             if unseen.size == 0:
-                return _EMPTY
+                return _EMPTY, _NO_IDS
             rest = batch.take(unseen)
             if not fairy.info.get(_STAGE_FLAG):
                 cur.execute(_STAGE_DDL)
@@ -292,7 +299,8 @@ def _insert_only_new(engine: Engine, batch: ShareBatch) -> Index:
     # Only after COMMIT: a rolled-back CREATE TEMPORARY TABLE leaves no table behind.
     fairy.info[_STAGE_FLAG] = True
     # ids ascend in the order of ``rest``, so each new id's rank among them is its row there.
-    return np.sort(unseen[np.searchsorted(ids, new_ids)]).astype(np.intp)
+    new_ids.sort()
+    return unseen[np.searchsorted(ids, new_ids)].astype(np.intp), new_ids
 
 
 def _persist_sqlite(
@@ -303,7 +311,7 @@ def _persist_sqlite(
     difficulty: I64,
     revenue: I64,
     time_ms: I64,
-) -> Index:
+) -> tuple[Index, I64]:
     """Key read then plain INSERT, under the write lock taken at BEGIN.
 
     With 1M shares stored, a 10k batch costs (measured, benchmarks/bench_store.py) ~15% in the
@@ -340,7 +348,7 @@ def _persist_sqlite(
                 else:
                     index = np.arange(len(keys), dtype=np.intp)
                 if index.size == 0:
-                    return _EMPTY
+                    return _EMPTY, _NO_IDS
                 rows: Iterator[tuple[Any, ...]] = zip(
                     keys,
                     miner_id.tolist(),
@@ -358,9 +366,11 @@ def _persist_sqlite(
                 cur.executemany(
                     f"INSERT INTO shares ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
                 )
+                # Under the write lock the rowids just taken are consecutive, ending here.
+                last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
             finally:
                 cur.close()
-    return index
+    return index, np.arange(last - len(index) + 1, last + 1, dtype=np.int64)
 
 
 def _batch_from_rows(rows: Sequence[Sequence[Any]]) -> ShareBatch:

@@ -57,16 +57,24 @@ def test_pieces_cover_ranges(chunk_rows: int, sizes: list[int], data: st.DataObj
         list(log.pieces(0, total + 1))
 
 
-def test_memory_bound_for_ten_million_shares() -> None:
-    """28 hot bytes a share plus at most one chunk of slack: 10M shares < 300 MiB (the real
-    peak is measured in benchmarks/bench_accounting.py)."""
-    log = ShareLog()
-    per_row = sum(a.itemsize for a in (np.int32(0), np.int64(0), np.int64(0), np.int64(0)))
-    assert per_row == 28
-    chunks = -(-10_000_000 // (1 << 20))
-    assert chunks * (1 << 20) * per_row < 300 * 2**20
-    log.append(*(np.ones(3, dtype=np.int64),) * 4)
-    assert log.nbytes == (1 << 20) * 28
+def test_memory_is_bounded_by_what_is_kept_not_by_history() -> None:
+    """36 hot bytes a share (code, difficulty, revenue, time, share id) plus at most one chunk
+    of slack; drop_before frees whole chunks, so memory follows the rows the windows still need
+    (a 1M-share window: ~40 MiB), not every share ever logged. The real peak is measured in
+    benchmarks/bench_accounting.py."""
+    log = ShareLog(chunk_rows=1000)
+    per_row = sum(a.itemsize for a in (np.int32(0), *(np.int64(0),) * 4))
+    assert per_row == 36
+    assert -(-1_000_000 // (1 << 20)) * (1 << 20) * per_row < 40 * 2**20
+    ones = np.ones(2500, dtype=np.int64)
+    log.append(ones, ones, ones, ones, np.arange(1, 2501, dtype=np.int64))
+    assert log.nbytes == 3 * 1000 * 36 and log.first_row == 0
+    assert log.drop_before(2100) == 2000  # whole chunks only: row 2000.. stays
+    assert log.nbytes == 1000 * 36 and len(log) == 2500
+    assert log.rows(2000, 2003)[4].tolist() == [2001, 2002, 2003]  # row numbers unchanged
+    with pytest.raises(IndexError):
+        list(log.pieces(1999, 2001))
+    assert log.drop_before(10) == 2000  # never undone
 
 
 def test_chunk_rows_bounds() -> None:

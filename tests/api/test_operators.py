@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from datetime import timedelta
 from typing import Any
 
@@ -174,3 +175,24 @@ def test_publish_without_pool_address_is_a_problem(client: TestClient,
     r = client.post("/v1/distributions", json={"estimated_revenue": 1000},
                     headers=bearer(token("admin")))
     assert_problem(r, 422, "invalid-config")
+
+
+def test_window_shows_the_exact_network_difficulty_and_the_pin(
+    client: TestClient, token: Callable[..., str], service: PoolService
+) -> None:
+    """Issue #11: regtest's difficulty (about 4.66e-10) shown exactly, beside the difficulty
+    the window really uses (a pin on test networks)."""
+    h = bearer(token("read"))
+    first = client.get("/v1/window", headers=h).json()
+    assert first["network_difficulty"] is None and first["network_bits"] is None
+    assert service.window.on_network_bits(0x207FFFFF)
+    win = client.get("/v1/window", headers=h).json()
+    assert win["network_difficulty"] == "65535/140737471578112"
+    assert win["network_difficulty_approx"] == pytest.approx(4.6565423739e-10)
+    assert win["network_bits"] == "207fffff" and win["difficulty_pinned"] is False
+    assert win["window_difficulty"] == "65535/140737471578112"
+    service.settings.accounting.pin_difficulty = 10**6
+    assert service.window.on_network_bits(0x2000FFFF)  # a new report re-applies the pin
+    win = client.get("/v1/window", headers=h).json()
+    assert (win["window_difficulty"], win["difficulty_pinned"]) == ("1000000", True)
+    assert win["network_difficulty"] == str(Fraction(0xFFFF << 208, 0xFFFF << 232))

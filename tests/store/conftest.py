@@ -27,7 +27,10 @@ from tests.conftest import IN_CI
 PG_URL = os.environ.get(
     "PAYOUTS_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
 )
-TABLES = ("ledger_entries", "blocks", "distributions", "shares", "miners")
+TABLES = (
+    "ledger_entries", "blocks", "distributions", "shares", "miners",
+    "accounting_events", "accounting_snapshots", "miner_balances",
+)
 
 
 class _Postgres:
