@@ -78,6 +78,7 @@ class ServedPool:
         self.chain = ChainFollower(self.node, self.service.window)
         self.jds: JobDeclarationServer | None = None
         self._snapshots: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
         self._remove_metrics: Callable[[], None] | None = None
         self._rate_limit = rate_limit
         self._app: FastAPI | None = None
@@ -141,8 +142,23 @@ class ServedPool:
         if self.settings.jds.enabled:
             await self.start_jds()
         self.runner.start()
-        self._snapshots = asyncio.get_running_loop().create_task(
-            self._snapshot_loop(), name="snapshots")
+        loop = asyncio.get_running_loop()
+        self._snapshots = loop.create_task(self._snapshot_loop(), name="snapshots")
+        if self.settings.retention.enabled:
+            self._pruning = loop.create_task(self._retention_loop(), name="retention")
+
+    async def _retention_loop(self) -> None:
+        """Prune what [retention] says is old, every ``interval_sec`` (docs/retention.md)."""
+        from payouts.retention import prune
+
+        while True:
+            await asyncio.sleep(self.settings.retention.interval_sec)
+            try:
+                await asyncio.to_thread(prune, self.service)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention run failed; retrying at the next interval")
 
     async def follow_chain(self) -> None:
         """Learn the network difficulty before serving, then follow every new tip. A node that
@@ -201,6 +217,11 @@ class ServedPool:
         self._stopped = True
         await self.runner.stop()
         await self.chain.stop()
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
+            self._pruning = None
         if self._snapshots is not None:
             self._snapshots.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -212,6 +212,23 @@ class SettlementSettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """``[retention]``: how long detail is kept in the store (docs/retention.md)."""
+
+    keep_days: float = Field(
+        30.0, ge=1, le=36_500,
+        description="shares and ledger lines older than this, and older than anything the "
+        "window can still reach, are written to the archive and deleted (balances stay)",
+    )
+    archive_dir: Path | None = Field(
+        None, description="where the daily CSV archives go; default: <data_dir>/archive")
+    interval_sec: float = Field(
+        3600.0, gt=0, le=7 * 86_400,
+        description="how often payouts serve prunes (0 files written when nothing is old)",
+    )
+    enabled: bool = Field(True, description="let payouts serve prune on its own")
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -238,6 +255,7 @@ class Settings(BaseSettings):
     jds: JdsSettings = Field(default_factory=JdsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @model_validator(mode="after")
     def _no_pinned_difficulty_on_mainnet(self) -> Settings:

@@ -157,7 +157,7 @@ class ShareLog:
     @property
     def first_row(self) -> int:
         """The oldest row still held (rows before it were dropped by :meth:`drop_before`)."""
-        return min(max(self._first, self._base_chunk * self._chunk_rows), self._len)
+        return self._first
 
     @property
     def nbytes(self) -> int:
@@ -194,9 +194,13 @@ class ShareLog:
         return range(first, self._len)
 
     def drop_before(self, row: int) -> int:
-        """Free every chunk that lies wholly before ``row``; return the new :attr:`first_row`.
-        Row numbers do not change; reading a dropped row raises :class:`IndexError`."""
-        keep_from = min(max(row, 0), self._len) // self._chunk_rows
+        """Forget every row before ``row``; return the new :attr:`first_row`. The chunks wholly
+        before it are freed; the rest of its chunk stays allocated but is out of reach like
+        the freed ones (reading it raises :class:`IndexError`), so what a window can read does
+        not depend on chunk boundaries. Row numbers do not change. Never undone."""
+        row = min(max(row, self._first), self._len)
+        self._first = row
+        keep_from = row // self._chunk_rows
         for ci in range(self._base_chunk, keep_from):
             self._chunks[ci] = None
         self._base_chunk = max(self._base_chunk, keep_from)

@@ -59,3 +59,30 @@ def current(config: Path | None = ConfigOption) -> None:
     typer.echo(f"{_shown(url)}: revision {rev or '(empty)'}, head {head} ({state})")
     if rev != head:
         raise typer.Exit(1)
+
+
+@app.command("prune")
+def prune(
+    config: Path | None = ConfigOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; change nothing."),
+) -> None:
+    """Archive and delete shares, ledger lines and distributions older than [retention]
+    keep_days that the window can no longer reach (docs/retention.md).
+
+    payouts serve does this by itself every [retention] interval_sec; this runs it once. The
+    archive (gzip CSV per UTC day) goes to [retention] archive_dir (default <data_dir>/archive).
+    Balances never change: miner_balances keeps the sum of every ledger line.
+    """
+    from payouts.retention import archive_dir
+    from payouts.retention import prune as run_prune
+    from payouts.service import PoolService
+
+    service = PoolService(load_settings(config))
+    r = run_prune(service, dry_run=dry_run)
+    verb = "would archive and delete" if dry_run else "archived and deleted"
+    typer.echo(f"{verb}: {r.shares} shares, {r.ledger_lines} ledger lines, "
+               f"{r.distributions} distributions, {r.events} accounting events older than "
+               f"{r.cutoff.isoformat(timespec='seconds')} (the window reaches back to share "
+               f"{r.reach_share_id})")
+    if r.files:
+        typer.echo(f"{len(r.files)} archive files under {archive_dir(service)}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from fractions import Fraction
 from datetime import timedelta
+from fractions import Fraction
 from typing import Any
 
 import pytest
