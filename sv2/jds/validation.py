@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from payouts.errors import ValidationError
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER
 from payouts.tx.compact import compact_size_len, read_compact_size
+from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_TXS, MAX_BLOCK_WEIGHT
 from payouts.tx.hashes import sha256d
 from payouts.tx.output_scripts import legacy_sigops, sigop_cost
 from payouts.tx.script import bip34_height
@@ -55,10 +56,7 @@ from payouts.tx.txout import TxOut
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 
-MAX_BLOCK_WEIGHT = 4_000_000
-MAX_BLOCK_SIGOPS_COST = 80_000
-MIN_TRANSACTION_WEIGHT = 4 * 60  # Core consensus/consensus.h
-MAX_WTXIDS = MAX_BLOCK_WEIGHT // MIN_TRANSACTION_WEIGHT  # 16,666
+MAX_WTXIDS = MAX_BLOCK_TXS  # 16,666
 HEADER_WEIGHT = 4 * 80
 SCRIPT_SIG_LEN_OFFSET = 43  # 4 version + 2 marker/flag + 1 input count + 36 outpoint
 MAX_EXTRANONCE = 32  # PushSolution.extranonce is B0_32

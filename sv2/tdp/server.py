@@ -40,12 +40,12 @@ from typing import Any
 from payouts.node.interface import BlockTemplate, Node, NodeError
 from payouts.tx.block import BlockHeader, check_pow
 from payouts.tx.compact import ser_compact_size
+from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import Tx, TxDecodeError
 from sv2.connection import TDP_FRAME_LIMITS, MalformedMessage, Sv2Connection, UnknownMessage
 from sv2.jdc.session import SV2_VERSION
 from sv2.jdc.template import JobTemplate
-from sv2.jds.validation import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
 from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
 from sv2.messages.common import (
