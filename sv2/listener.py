@@ -45,18 +45,11 @@ from sv2.errors import Sv2Error
 from sv2.messages.base import Message
 from sv2.noise import ServerIdentity
 from sv2.noise_transport import FrameLimits
+from sv2.session import Disconnect
 
 READ_CHUNK = 65_536  # one read; also the StreamReader's buffer limit
 
 T = TypeVar("T")
-
-
-class Disconnect(Exception):
-    """Raised by a server's handlers to end this connection; ``reason`` is logged."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,13 @@ from sv2.jdc.constraints import OutputConstraints, constraints_for
 from sv2.jdc.custom_job import build_set_custom_mining_job
 from sv2.jdc.jobs import (
     JobCoinbase,
-    Solution,
     build_job_coinbase,
     build_outputs_coinbase,
     parse_output_vector,
     serialize_output_vector,
-    solve,
 )
-from sv2.jdc.template import JobTemplate, NodeTemplates, TemplateError, TemplateSource
+from sv2.solution import Solution, solve
+from sv2.template import JobTemplate, NodeTemplates, TemplateError, TemplateSource
 
 __all__ = [
     "DEFAULT_EXTENSIONS",

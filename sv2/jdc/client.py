@@ -43,6 +43,7 @@ from typing import ClassVar
 from payouts.distribution.fitting import Budget
 from payouts.distribution.model import Distribution
 from payouts.settlement.modes import DeploymentInfo, ExpectedOutputs, SettlementMode
+from sv2.client import Progress
 from sv2.connection import JD_FRAME_LIMITS
 from sv2.jdc.constraints import OutputConstraints
 from sv2.jdc.declaring import DeclaredJob, Declaring, _Outstanding
@@ -57,7 +58,6 @@ from sv2.jdc.errors import (
 )
 from sv2.jdc.fallback import OnFallback
 from sv2.jdc.jobs import DEFAULT_EXTRANONCE_SIZE, DEFAULT_TAG
-from sv2.jdc.session import Progress
 from sv2.jdc.solutions import SolutionPushing
 from sv2.messages.base import Message
 from sv2.messages.common import (
@@ -106,6 +106,11 @@ class JobDeclarationClient(Declaring, SolutionPushing):
     output is anyone-can-spend on a chain that does not enforce it).
     """
 
+    TIMEOUT: ClassVar[type[JdcError]] = JdcTimeout
+    LOST: ClassVar[type[JdcError]] = JdcConnectionLost
+    REJECTED: ClassVar[type[JdcError]] = SetupRejected
+    READER_NAME: ClassVar[str] = "jdc-reader"
+    LOG_PREFIX: ClassVar[str] = "JDC"
     # ProvideMissingTransactions.Success may carry the whole block's transactions.
     FRAME_LIMITS: ClassVar[FrameLimits] = JD_FRAME_LIMITS
 

@@ -30,7 +30,6 @@ from sv2.jdc.jobs import (
     build_outputs_coinbase,
     parse_output_vector,
 )
-from sv2.jdc.template import JobTemplate
 from sv2.messages.job_declaration import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,
@@ -49,6 +48,7 @@ from sv2.messages.payouts import (
     RequestPayoutOutputsError,
     RequestPayoutOutputsSuccess,
 )
+from sv2.template import JobTemplate
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.modes import SettlementMode
+from sv2.client import ClientSession
 from sv2.domain_messages import distribution_from_message, mode_from_message
 from sv2.jdc.constraints import OutputConstraints, constraints_for
 from sv2.jdc.errors import JdcConnectionLost, JdcError, JdcTimeout
-from sv2.jdc.session import ClientSession
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, SetPayoutDistribution
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES, SetSettlementMode
 from sv2.messages.template_distribution import CoinbaseOutputConstraints

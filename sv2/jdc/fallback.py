@@ -9,10 +9,10 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
+from sv2.client import ClientSession
 from sv2.jdc.errors import DeclarationRejected, FallbackEvent
 from sv2.jdc.jobs import JobCoinbase
-from sv2.jdc.session import ClientSession
-from sv2.jdc.template import JobTemplate
+from sv2.template import JobTemplate
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ connection and propagates it."""
 
 from __future__ import annotations
 
+from sv2.client import ClientSession
 from sv2.jdc.declaring import DeclaredJob
-from sv2.jdc.jobs import Solution
-from sv2.jdc.session import ClientSession
 from sv2.messages.job_declaration import PushSolution
+from sv2.solution import Solution
 
 
 class SolutionPushing(ClientSession):

@@ -24,10 +24,8 @@ import asyncio
 import logging
 from typing import ClassVar
 
+from sv2.client import ClientSession, Progress
 from sv2.connection import TDP_FRAME_LIMITS
-from sv2.jdc.jobs import Solution
-from sv2.jdc.session import ClientSession, Progress
-from sv2.jdc.template import JobTemplate
 from sv2.messages.base import Message
 from sv2.messages.common import (
     PROTOCOL_TEMPLATE_DISTRIBUTION,
@@ -44,6 +42,7 @@ from sv2.messages.template_distribution import (
     SubmitSolution,
 )
 from sv2.noise_transport import FrameLimits
+from sv2.solution import Solution
 from sv2.tdp.errors import (
     TdpConnectionLost,
     TdpError,
@@ -53,6 +52,7 @@ from sv2.tdp.errors import (
     TransactionDataUnavailable,
 )
 from sv2.tdp.state import TemplateBook
+from sv2.template import JobTemplate
 
 log = logging.getLogger(__name__)
 

@@ -44,14 +44,11 @@ from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import Tx, TxDecodeError
 from sv2.connection import TDP_FRAME_LIMITS, MalformedMessage, Sv2Connection, UnknownMessage
-from sv2.jdc.session import SV2_VERSION
-from sv2.jdc.template import JobTemplate
 from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
 from sv2.messages.common import (
     PROTOCOL_TEMPLATE_DISTRIBUTION,
     SetupConnection,
-    SetupConnectionError,
     SetupConnectionSuccess,
 )
 from sv2.messages.template_distribution import (
@@ -62,7 +59,9 @@ from sv2.messages.template_distribution import (
     SubmitSolution,
 )
 from sv2.noise import ServerIdentity
+from sv2.session import SV2_VERSION, check_setup
 from sv2.tdp.errors import STALE_TEMPLATE_ID, TEMPLATE_ID_NOT_FOUND
+from sv2.template import JobTemplate
 
 log = logging.getLogger(__name__)
 
@@ -258,18 +257,10 @@ class TemplateProvider(NoiseListener[_Client]):
 
     def _on_setup(self, c: _Client, msg: SetupConnection) -> None:
         """§3.6.1: protocol 2 only, version 2 in range, no flags (TDP defines none)."""
-        code = None
-        if msg.protocol != PROTOCOL_TEMPLATE_DISTRIBUTION:
-            code = "unsupported-protocol"
-        elif not msg.min_version <= SV2_VERSION <= msg.max_version:
-            code = "protocol-version-mismatch"
-        elif msg.flags:
-            code = "unsupported-feature-flags"
-        if code is not None:
-            # §3.6.3: list the unsupported flags when they are the reason, else 0.
-            flags = msg.flags if code == "unsupported-feature-flags" else 0
-            self._write(c, SetupConnectionError(flags=flags, error_code=code))
-            raise Disconnect(f"SetupConnection refused: {code}")
+        error = check_setup(msg, PROTOCOL_TEMPLATE_DISTRIBUTION)
+        if error is not None:
+            self._write(c, error)
+            raise Disconnect(f"SetupConnection refused: {error.error_code}")
         c.setup = True
         self._write(c, SetupConnectionSuccess(used_version=SV2_VERSION, flags=0))
 

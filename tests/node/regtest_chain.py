@@ -28,8 +28,9 @@ from payouts.tx.hashes import sha256
 from payouts.tx.transaction import OutPoint, Tx
 from payouts.tx.txout import TxOut
 from regtest.harness import RegtestNode
-from sv2.jdc.jobs import JobCoinbase, build_job_coinbase, solve
-from sv2.jdc.template import JobTemplate
+from sv2.jdc.jobs import JobCoinbase, build_job_coinbase
+from sv2.solution import solve
+from sv2.template import JobTemplate
 
 T = TypeVar("T")
 

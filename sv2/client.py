@@ -1,13 +1,16 @@
-"""One client connection of an SV2 role, over asyncio: TCP, the Noise NX handshake, the reader
-task and request/response pairing. Protocol-neutral, so the Job Declaration client
-(:class:`sv2.jdc.JobDeclarationClient`) and the Template Distribution client
-(:class:`sv2.tdp.TemplateDistributionClient`) share it.
+"""The asyncio side of an SV2 client connection, below the roles (the client counterpart of
+:mod:`sv2.listener`): TCP, the Noise NX handshake, the reader task and request/response
+pairing. Protocol-neutral, so the Job Declaration client (:class:`sv2.jdc.JobDeclarationClient`)
+and the Template Distribution client (:class:`sv2.tdp.TemplateDistributionClient`) share it.
 
 Layering as h11: the socket lives here; bytes go through a sans-I/O
 :class:`~sv2.connection.Sv2Connection` (Noise NX as the initiator, the responder's certificate
-checked against its authority key, sv2-spec 04-Protocol-Security.md §4.5). One reader task
-decodes every frame and hands it to :meth:`ClientSession._dispatch`: pushed messages are
-handled at once, responses resolve the future registered under ``(kind, request_id)``.
+checked against its authority key, sv2-spec 04-Protocol-Security.md §4.5), and what the
+messages mean is the role's sans-I/O session (:class:`sv2.jdc.session.JdcSession`,
+:class:`sv2.tdp.session.TdpSession`). One reader task decodes every frame and hands it to
+:meth:`ClientSession._dispatch`, which the role implements by feeding its session: pushed
+messages are handled at once, responses resolve the future registered under
+``(kind, request_id)``.
 """
 
 from __future__ import annotations
@@ -28,15 +31,14 @@ from sv2.connection import (
     Sv2Connection,
     UnknownMessage,
 )
-from sv2.jdc.errors import JdcConnectionLost, JdcTimeout, SetupRejected
 from sv2.messages.base import Message
-from sv2.messages.common import SetupConnection, SetupConnectionError, SetupConnectionSuccess
+from sv2.messages.common import SetupConnectionError, SetupConnectionSuccess
 from sv2.noise_transport import FrameLimits
+from sv2.session import setup_connection
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 65_536
-SV2_VERSION = 2
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
@@ -45,15 +47,15 @@ Progress = Callable[[str], None]
 class ClientSession:
     """TCP + Noise + the reader task of one client connection.
 
-    Subclasses implement :meth:`_dispatch` and may replace the error classes (``TIMEOUT``,
-    ``LOST``, ``REJECTED``) with their own so that callers see protocol-specific codes.
+    Subclasses implement :meth:`_dispatch` and name their error classes (``TIMEOUT``,
+    ``LOST``, ``REJECTED``) so that callers see protocol-specific codes.
     """
 
-    TIMEOUT: ClassVar[type[PayoutsError]] = JdcTimeout
-    LOST: ClassVar[type[PayoutsError]] = JdcConnectionLost
-    REJECTED: ClassVar[type[PayoutsError]] = SetupRejected
-    READER_NAME: ClassVar[str] = "jdc-reader"
-    LOG_PREFIX: ClassVar[str] = "JDC"
+    TIMEOUT: ClassVar[type[PayoutsError]]
+    LOST: ClassVar[type[PayoutsError]]
+    REJECTED: ClassVar[type[PayoutsError]]
+    READER_NAME: ClassVar[str]
+    LOG_PREFIX: ClassVar[str]
     # Message types this role sends or receives above the 1 MiB default (sv2.connection).
     FRAME_LIMITS: ClassVar[FrameLimits] = NO_FRAME_LIMITS
 
@@ -138,17 +140,8 @@ class ClientSession:
         ``setup-<error_code>``."""
         fut = self._expect("setup", 0)
         self._send(
-            SetupConnection(
-                protocol=protocol,
-                min_version=SV2_VERSION,
-                max_version=SV2_VERSION,
-                flags=flags,
-                endpoint_host=self.host,
-                endpoint_port=self.port,
-                vendor=vendor,
-                hardware_version="",
-                firmware="",
-                device_id=device_id[:255],
+            setup_connection(
+                protocol, flags, host=self.host, port=self.port, vendor=vendor, device_id=device_id
             )
         )
         reply = await self._wait(fut, "SetupConnection")
@@ -276,4 +269,4 @@ class ClientSession:
             self._changed.notify_all()
 
 
-__all__ = ["READ_CHUNK", "SV2_VERSION", "ClientSession", "Progress"]
+__all__ = ["READ_CHUNK", "ClientSession", "Progress"]

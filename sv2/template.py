@@ -1,4 +1,6 @@
-"""The template a JD client declares a job on, from a node or from a Template Provider.
+"""The template a job is built on, from a node or from a Template Provider: below the roles,
+because the JD client declares on it, the Template Distribution client receives it and our
+Template Provider sends it.
 
 Two sources, one shape (:class:`JobTemplate`):
 
@@ -13,8 +15,9 @@ Two sources, one shape (:class:`JobTemplate`):
   transactions, whose wtxids DeclareMiningJob carries).
 
 The reverse, :meth:`JobTemplate.new_template` / :meth:`JobTemplate.set_new_prev_hash`, is what
-our own Template Provider (:mod:`sv2.tdp.server`) sends. A client takes its templates from a
-:class:`TemplateSource`: :class:`NodeTemplates` (a node) or ``sv2.tdp.TdpTemplates`` (a TP).
+our own Template Provider (:mod:`sv2.tdp.server`) sends. A JD client takes its templates from a
+:class:`TemplateSource`: :class:`NodeTemplates` (a node) or
+:class:`sv2.tdp.TemplateDistributionClient` (a TP).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from payouts.tx.txout import TxOut
 from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
 
 if TYPE_CHECKING:
-    from sv2.jdc.jobs import Solution
+    from sv2.solution import Solution
 
 
 class TemplateError(ValidationError):
