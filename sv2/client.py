@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 from payouts.errors import PayoutsError
@@ -32,9 +32,9 @@ from sv2.connection import (
     UnknownMessage,
 )
 from sv2.messages.base import Message
-from sv2.messages.common import SetupConnectionError, SetupConnectionSuccess
+from sv2.messages.common import SetupConnection, SetupConnectionError, SetupConnectionSuccess
 from sv2.noise_transport import FrameLimits
-from sv2.session import setup_connection
+from sv2.session import Reply, StateChanged
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,10 @@ class ClientSession:
                 if isinstance(it, HandshakeComplete):
                     return items[i + 1 :]
 
-    async def _setup_connection(
-        self, protocol: int, flags: int, *, vendor: str, device_id: str = ""
-    ) -> SetupConnectionSuccess:
-        """Send ``SetupConnection`` (sv2-spec §3.6.1: version 2 only, this connection's
-        endpoint) and wait for the reply; .Error raises ``REJECTED`` with code
-        ``setup-<error_code>``."""
-        fut = self._expect("setup", 0)
-        self._send(
-            setup_connection(
-                protocol, flags, host=self.host, port=self.port, vendor=vendor, device_id=device_id
-            )
-        )
-        reply = await self._wait(fut, "SetupConnection")
+    async def _setup_connection(self, msg: SetupConnection) -> SetupConnectionSuccess:
+        """Send the session's ``SetupConnection`` (:func:`sv2.session.setup_connection`) and
+        wait for the reply; .Error raises ``REJECTED`` with code ``setup-<error_code>``."""
+        reply = await self._request(msg, "setup", 0, "SetupConnection")
         if isinstance(reply, SetupConnectionError):
             raise self.REJECTED(
                 f"SetupConnection.Error {reply.error_code} (flags {reply.flags:#x})",
@@ -199,6 +190,12 @@ class ClientSession:
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._futures[(kind, request_id)] = fut
         return fut
+
+    async def _request(self, msg: Message, kind: str, request_id: int, what: str) -> Message:
+        """Send ``msg`` and wait for the reply registered under ``(kind, request_id)``."""
+        fut = self._expect(kind, request_id)
+        self._send(msg)
+        return await self._wait(fut, what)
 
     async def _wait(self, fut: asyncio.Future[T], what: str, timeout: float | None = None) -> T:
         try:
@@ -260,8 +257,27 @@ class ClientSession:
             await self._dispatch(it)
 
     async def _dispatch(self, msg: Message) -> None:
-        """Handle one decoded message (a response or a pushed message)."""
+        """Feed one decoded message (a response or a pushed message) to the role's session
+        and act on its outputs, in order."""
+        for out in self._receive(msg):
+            await self._on_output(out)
+
+    def _receive(self, msg: Message) -> Sequence[object]:
+        """The role's sans-I/O session's outputs for ``msg``."""
         raise NotImplementedError
+
+    async def _on_output(self, out: object) -> None:
+        """Act on one session output: a :class:`~sv2.session.Reply` resolves its request, a
+        message is sent, :data:`~sv2.session.STATE_CHANGED` wakes the waiters. A role with
+        outputs of its own handles them and passes the rest here."""
+        if isinstance(out, Reply):
+            self._resolve(out.kind, out.request_id, out.message)
+        elif isinstance(out, StateChanged):
+            await self._notify()
+        elif isinstance(out, Message):
+            self._send(out)
+        else:
+            raise TypeError(f"unexpected session output {out!r}")
 
     async def _notify(self) -> None:
         """Wake whoever waits on pushed state (:attr:`_changed`)."""

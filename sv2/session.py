@@ -7,15 +7,21 @@ servers, :mod:`sv2.client` for the clients) what to do:
 
 - it raises :class:`Disconnect` for a peer that broke the protocol: the connection ends at
   once, with the reason logged (what was already queued is still flushed);
-- it returns :data:`CLOSE` among its outputs for an orderly end (e.g. after
-  ``SetupConnection.Error``, as SRI does): the driver writes what came before, skips the rest
-  of what that read decoded and closes.
+- it returns a :class:`Close` among its outputs to end the connection after what came before
+  is written (e.g. after ``SetupConnection.Error``): :data:`CLOSE`, without a reason, skips the
+  rest of what that read decoded and closes as if the peer had (SRI's JDS); with a reason, the
+  driver ends the connection as for :class:`Disconnect`, logging it.
+
+A client session's outputs also say which request a message answers (:class:`Reply`: the
+driver resolves whoever waits for it) and that pushed state changed (:data:`STATE_CHANGED`:
+the driver wakes whoever waits on it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sv2.messages.base import Message
 from sv2.messages.common import SetupConnection, SetupConnectionError
 
 SV2_VERSION = 2
@@ -40,10 +46,31 @@ class Disconnect(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """An output of a session: write what came before, then close the connection."""
+    """An output of a session: write what came before, then close the connection (see the
+    module docstring for ``reason``)."""
+
+    reason: str | None = None
 
 
 CLOSE = Close()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An output of a client session: ``message`` answers the request of this ``kind``
+    (``"setup"``, ``"declare"``, ``"txdata"``...) and ``request_id``."""
+
+    kind: str
+    request_id: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """An output of a client session: state the server pushed changed."""
+
+
+STATE_CHANGED = StateChanged()
 
 
 def setup_connection(
@@ -87,9 +114,12 @@ __all__ = [
     "SETUP_UNSUPPORTED_FLAGS",
     "SETUP_UNSUPPORTED_PROTOCOL",
     "SETUP_VERSION_MISMATCH",
+    "STATE_CHANGED",
     "SV2_VERSION",
     "Close",
     "Disconnect",
+    "Reply",
+    "StateChanged",
     "check_setup",
     "setup_connection",
 ]

@@ -46,26 +46,17 @@ from sv2.connection import (
 from sv2.declared_job import DeclaredJob, FoundBlock
 from sv2.distribution_book import DistributionBook, Published
 from sv2.jds.declaring import BoundOutputs
-from sv2.jds.session import (
-    JdsSession,
-    JdsShared,
-    NeedMempoolTxs,
-    NeedTemplate,
-    NeedTip,
-    NodeRequest,
-    Output,
-    Step,
-    resume,
-)
+from sv2.jds.session import JdsSession, JdsShared
 from sv2.jds.settings import RotatingIdentity, server_arguments
 from sv2.jds.state import TxStore
+from sv2.jds.steps import NeedMempoolTxs, NeedTemplate, NeedTip, NodeRequest, Output, Step, resume
 from sv2.jds.tokens import TokenBook
 from sv2.listener import ListenerLimits, NoiseListener, Peer
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
 from sv2.noise_transport import FrameLimits
-from sv2.session import Close, Disconnect
+from sv2.session import Disconnect
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +359,10 @@ class JobDeclarationServer(NoiseListener[_Connection]):
 
     async def _emit(self, c: _Connection, outputs: list[Output]) -> None:
         for out in outputs:
-            if isinstance(out, Close):
-                c.closing = True
-            elif isinstance(out, FoundBlock):
+            if isinstance(out, FoundBlock):
                 await self._found(out)
             else:
-                self._write(c, out)
+                self._output(c, out)
 
     async def _found(self, found: FoundBlock) -> None:
         if self.on_block is None:

@@ -10,16 +10,17 @@ transaction store, found blocks, counters). It never touches a socket or the nod
 
 Design (h11 style, as :mod:`sv2.connection` below it): :meth:`JdsSession.receive` takes one
 item the connection decoded and returns a generator. The generator *yields* a typed request
-whenever the declaration pipeline needs the node -- :class:`NeedTip`, :class:`NeedTemplate`,
-:class:`NeedMempoolTxs`, :class:`SubmitBlock` -- and expects the answer through ``send()`` (or
-the node's :class:`~payouts.node.interface.NodeError` through ``throw()``); when the message is
-handled it *returns* the outputs, in order: messages to send, :data:`~sv2.session.CLOSE`, and
-:class:`~sv2.declared_job.FoundBlock` for a block the node accepted. A protocol violation raises
-:class:`~sv2.session.Disconnect`. Generators rather than callbacks or an ``async`` session:
-the handler reads top to bottom as the protocol does, the asyncio driver
-(:class:`sv2.jds.server.JobDeclarationServer`) is one loop for every message, and a test
-drives a session with canned node answers and no event loop or socket (:func:`run_step`;
-both drivers advance a step with :func:`resume`).
+whenever the declaration pipeline needs the node (:mod:`sv2.jds.steps`: ``NeedTip``,
+``NeedTemplate``, ``NeedMempoolTxs``, ``SubmitBlock``) and expects the answer through
+``send()`` (or the node's :class:`~payouts.node.interface.NodeError` through ``throw()``);
+when the message is handled it *returns* the outputs, in order: messages to send,
+:data:`~sv2.session.CLOSE`, and :class:`~sv2.declared_job.FoundBlock` for a block the node
+accepted. A protocol violation raises :class:`~sv2.session.Disconnect`. Generators rather
+than callbacks or an ``async`` session: the handler reads top to bottom as the protocol does,
+the asyncio driver (:class:`sv2.jds.server.JobDeclarationServer`) is one loop for every
+message, and a test drives a session with canned node answers and no event loop or socket
+(:func:`~sv2.jds.steps.run_step`; both drivers advance a step with
+:func:`~sv2.jds.steps.resume`).
 
 Messages of one connection are handled one at a time, in order. While a generator waits for
 the node, the driver may push a new distribution (:meth:`JdsSession.distribution_update`);
@@ -57,6 +58,15 @@ from sv2.jds.declaring import (
 )
 from sv2.jds.errors import JobRejected
 from sv2.jds.state import TxStore
+from sv2.jds.steps import (
+    NeedMempoolTxs,
+    NeedTemplate,
+    NeedTip,
+    NodeRequest,
+    Output,
+    Step,
+    SubmitBlock,
+)
 from sv2.jds.tokens import TokenBook
 from sv2.jds.validation import (
     check_height,
@@ -95,72 +105,10 @@ from sv2.messages.payouts import (
     RequestPayoutOutputsSuccess,
 )
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
-from sv2.session import CLOSE, SV2_VERSION, Close, Disconnect, check_setup
+from sv2.session import CLOSE, SV2_VERSION, Disconnect, check_setup
 from sv2.version_bits import version_matches
 
 log = logging.getLogger(__name__)
-
-
-# -- what a session asks of the node ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NeedTip:
-    """The node's chain tip. Answer: :class:`~payouts.node.interface.ChainTip`."""
-
-
-@dataclass(frozen=True, slots=True)
-class NeedTemplate:
-    """The node's template on ``tip`` loaded into the shared transaction store (a declaration
-    on a new tip waits for it). Answer: ``None`` once :attr:`TxStore.template_prev_hash` is
-    that tip's."""
-
-    tip: ChainTip
-
-
-@dataclass(frozen=True, slots=True)
-class NeedMempoolTxs:
-    """The node's mempool transactions with these wtxids. Answer: ``list[Tx | None]``, one
-    per wtxid, in order."""
-
-    wtxids: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitBlock:
-    """Submit a raw block. Answer: ``None`` (accepted) or the node's reject reason."""
-
-    raw_block: bytes
-
-
-NodeRequest = NeedTip | NeedTemplate | NeedMempoolTxs | SubmitBlock
-Output = Message | Close | FoundBlock
-Step = Generator[NodeRequest, Any, list[Output]]
-"""What :meth:`JdsSession.receive` returns: yields node requests, returns the outputs."""
-
-
-def resume(step: Step, answer: Any = None) -> NodeRequest | list[Output]:
-    """Advance ``step``: start it (no ``answer``), or send it the node's answer -- a
-    :class:`~payouts.node.interface.NodeError` instance is thrown into it instead, where the
-    pipeline turns it into the protocol's answer. Returns the next node request, or the
-    outputs once the message is handled."""
-    try:
-        if isinstance(answer, NodeError):
-            return step.throw(answer)
-        return step.send(answer)
-    except StopIteration as done:
-        outputs: list[Output] = done.value
-        return outputs
-
-
-def run_step(step: Step, answer: Callable[[NodeRequest], Any]) -> list[Output]:
-    """Drive ``step`` synchronously, answering each node request with ``answer(request)``
-    (a :class:`NodeError` it returns plays the node failing). For tests and tools: the server
-    drives steps the same way, awaiting the node (:meth:`JobDeclarationServer._drive`)."""
-    out = resume(step)
-    while not isinstance(out, list):
-        out = resume(step, answer(out))
-    return out
 
 
 # -- what the connections of one server share -------------------------------------------------
@@ -544,17 +492,4 @@ class JdsSession:
         return [found]
 
 
-__all__ = [
-    "ExtensionState",
-    "JdsSession",
-    "JdsShared",
-    "NeedMempoolTxs",
-    "NeedTemplate",
-    "NeedTip",
-    "NodeRequest",
-    "Output",
-    "Step",
-    "SubmitBlock",
-    "resume",
-    "run_step",
-]
+__all__ = ["ExtensionState", "JdsSession", "JdsShared"]
