@@ -2,7 +2,7 @@
 client sends on the pool's Mining connection (extended channel, ``REQUIRES_WORK_SELECTION``) so
 the pool rewards shares on the job its JDS accepted.
 
-Every field comes from the declared job, so the pool's check (:mod:`sv2.jds.custom_job`) can
+Every field comes from the declared job, so the pool's check (:mod:`sv2.custom_job`) can
 compare it with what the JDS validated:
 
 - ``mining_job_token``: ``DeclareMiningJob.Success.new_mining_job_token`` (§6.4.5);
