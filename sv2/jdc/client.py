@@ -195,14 +195,10 @@ class JobDeclarationClient(ClientSession):
         return self.session.payouts.constraints_message()
 
     def build_coinbase(
-        self,
-        template: JobTemplate,
-        distribution: Distribution | None = None,
-        *,
-        token_outputs: bytes = b"",
+        self, template: JobTemplate, distribution: Distribution | None = None, **kw: bytes
     ) -> JobCoinbase:
-        """:meth:`JdcSession.build_coinbase`."""
-        return self.session.build_coinbase(template, distribution, token_outputs=token_outputs)
+        """The coinbase :meth:`declare_job` declares (:meth:`JdcSession.build_coinbase`)."""
+        return self.session.build_coinbase(template, distribution, **kw)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from payouts.settlement.modes import ExpectedOutputs, SettlementMode, default_ex
 from payouts.tx.coinbase import CoinbaseParts, build_coinbase_parts, witness_commitment_output
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.txout import TxOut
-from sv2.template import JobTemplate
+from sv2.template import JobTemplate, read_txouts
 
 DEFAULT_TAG = b"/payouts-jdc/"
 DEFAULT_EXTRANONCE_SIZE = 8
@@ -159,17 +159,8 @@ def parse_output_vector(raw: bytes) -> tuple[TxOut, ...]:
     AllocateMiningJobToken.Success ``coinbase_tx_outputs``, reference/sv2.md §1.6)."""
     try:
         n, pos = read_compact_size(raw, 0)
-        out: list[TxOut] = []
-        for _ in range(n):
-            if pos + 9 > len(raw):
-                raise ValueError("truncated TxOut")
-            value = int.from_bytes(raw[pos : pos + 8], "little")
-            ln, p = read_compact_size(raw, pos + 8)
-            if p + ln > len(raw):
-                raise ValueError("truncated script")
-            out.append(TxOut(value, bytes(raw[p : p + ln])))
-            pos = p + ln
-    except (ValueError, KeyError) as exc:
+        out, pos = read_txouts(raw, pos, n)
+    except ValueError as exc:
         raise ValidationError(
             f"coinbase_tx_outputs: {exc}", code="invalid-payout-outputs"
         ) from None

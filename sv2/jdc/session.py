@@ -44,40 +44,27 @@ from sv2.jdc.jobs import (
     build_outputs_coinbase,
     parse_output_vector,
 )
-from sv2.messages.base import Message
-from sv2.messages.common import (
-    JD_FLAG_DECLARE_TX_DATA,
-    PROTOCOL_JOB_DECLARATION,
-    SetupConnection,
-    SetupConnectionError,
-    SetupConnectionSuccess,
-)
-from sv2.messages.extensions import (
+from sv2.messages import (
+    EXT_NON_CUSTODIAL_PAYOUTS,
+    EXT_PER_JOB_PAYOUTS,
+    EXT_SETTLEMENT_MODES,
+    DistributionIdTlv,
     RequestExtensions,
     RequestExtensionsError,
     RequestExtensionsSuccess,
-)
-from sv2.messages.job_declaration import (
-    AllocateMiningJobToken,
-    AllocateMiningJobTokenSuccess,
-    DeclareMiningJob,
-    DeclareMiningJobError,
-    DeclareMiningJobSuccess,
-    ProvideMissingTransactions,
-    ProvideMissingTransactionsSuccess,
-    PushSolution,
-)
-from sv2.messages.payouts import (
-    ERR_STALE_PAYOUT_DISTRIBUTION,
-    EXT_NON_CUSTODIAL_PAYOUTS,
-    EXT_PER_JOB_PAYOUTS,
-    DistributionIdTlv,
     RequestPayoutOutputs,
     RequestPayoutOutputsError,
     RequestPayoutOutputsSuccess,
     SetPayoutDistribution,
+    SetSettlementMode,
+    SetupConnection,
+    SetupConnectionError,
+    SetupConnectionSuccess,
 )
-from sv2.messages.settlement import EXT_SETTLEMENT_MODES, SetSettlementMode
+from sv2.messages import job_declaration as jd
+from sv2.messages.base import Message
+from sv2.messages.common import JD_FLAG_DECLARE_TX_DATA, PROTOCOL_JOB_DECLARATION
+from sv2.messages.payouts import ERR_STALE_PAYOUT_DISTRIBUTION
 from sv2.session import STATE_CHANGED, Reply, StateChanged, setup_connection
 from sv2.solution import Solution
 from sv2.template import JobTemplate
@@ -108,7 +95,7 @@ class DeclaredJob:
 class Outstanding:
     """A DeclareMiningJob in flight: its transactions answer ProvideMissingTransactions."""
 
-    msg: DeclareMiningJob
+    msg: jd.DeclareMiningJob
     transactions: tuple[bytes, ...]
     missing_requests: int = 0
     provided: list[int] = field(default_factory=list)
@@ -240,12 +227,12 @@ class JdcSession:
                 self._count("mode-not-negotiated")
                 return []
             return self._payouts_changed(self.payouts.on_mode(msg))
-        if isinstance(msg, AllocateMiningJobTokenSuccess):
+        if isinstance(msg, jd.AllocateMiningJobTokenSuccess):
             return [Reply("token", msg.request_id, msg)]
-        if isinstance(msg, DeclareMiningJobSuccess | DeclareMiningJobError):
+        if isinstance(msg, jd.DeclareMiningJobSuccess | jd.DeclareMiningJobError):
             self.outstanding.pop(msg.request_id, None)
             return [Reply("declare", msg.request_id, msg)]
-        if isinstance(msg, ProvideMissingTransactions):
+        if isinstance(msg, jd.ProvideMissingTransactions):
             return self._on_missing(msg)
         if isinstance(msg, RequestPayoutOutputsSuccess | RequestPayoutOutputsError):
             return [Reply("payout-outputs", msg.request_id, msg)]
@@ -263,7 +250,7 @@ class JdcSession:
         out.append(STATE_CHANGED)
         return out
 
-    def _on_missing(self, msg: ProvideMissingTransactions) -> list[Output]:
+    def _on_missing(self, msg: jd.ProvideMissingTransactions) -> list[Output]:
         """§6.4.6: the transactions at the requested positions of ``wtxid_list``, in the
         requested order (PR #182: ``request_id`` is the DeclareMiningJob's)."""
         job = self.outstanding.get(msg.request_id)
@@ -280,7 +267,7 @@ class JdcSession:
         job.provided.extend(positions)
         self._count("missing-txs-requests")
         return [
-            ProvideMissingTransactionsSuccess(
+            jd.ProvideMissingTransactionsSuccess(
                 request_id=msg.request_id,
                 transaction_list=tuple(job.transactions[i] for i in positions),
             )
@@ -288,10 +275,10 @@ class JdcSession:
 
     # -- declaring ------------------------------------------------------------------------------
 
-    def allocate_token(self) -> AllocateMiningJobToken:
+    def allocate_token(self) -> jd.AllocateMiningJobToken:
         """AllocateMiningJobToken (§6.4.2); the reply's outputs are empty with 0x0003 (PR #203
         §2), else the first one is the pool payout output."""
-        return AllocateMiningJobToken(
+        return jd.AllocateMiningJobToken(
             user_identifier=self.user_identifier, request_id=next(self._ids) & 0xFFFFFFFF
         )
 
@@ -356,14 +343,14 @@ class JdcSession:
 
     def declare(
         self, template: JobTemplate, token: bytes, coinbase: JobCoinbase
-    ) -> DeclareMiningJob:
+    ) -> jd.DeclareMiningJob:
         """DeclareMiningJob (§6.4.4) with the ``distribution_id`` TLV (PR #203 §6) and the
         template's wtxids; its transactions are kept to answer ProvideMissingTransactions until
         the answer comes (or :meth:`forget`)."""
         tlvs: tuple[DistributionIdTlv, ...] = ()
         if coinbase.distribution_id is not None and EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
             tlvs = (DistributionIdTlv(coinbase.distribution_id),)
-        msg = DeclareMiningJob(
+        msg = jd.DeclareMiningJob(
             request_id=next(self._ids) & 0xFFFFFFFF,
             mining_job_token=token,
             version=template.version & 0xFFFFFFFF,
@@ -384,7 +371,7 @@ class JdcSession:
 
     def accepted(
         self,
-        reply: DeclareMiningJobSuccess,
+        reply: jd.DeclareMiningJobSuccess,
         template: JobTemplate,
         coinbase: JobCoinbase,
         attempts: int,
@@ -401,7 +388,7 @@ class JdcSession:
             attempts,
         )
 
-    def refused(self, reply: DeclareMiningJobError) -> GiveUp:
+    def refused(self, reply: jd.DeclareMiningJobError) -> GiveUp:
         """A DeclareMiningJob.Error's code and details (logged: §3.5 / PR #194 codes are
         implementation-defined, so every one is)."""
         details = bytes(reply.error_details).decode("utf-8", "replace")
@@ -410,7 +397,7 @@ class JdcSession:
 
     def judge(
         self,
-        reply: DeclareMiningJobSuccess | DeclareMiningJobError,
+        reply: jd.DeclareMiningJobSuccess | jd.DeclareMiningJobError,
         template: JobTemplate,
         coinbase: JobCoinbase,
         attempts: int,
@@ -418,7 +405,7 @@ class JdcSession:
         """What a declaration's answer means: accepted; ``stale-payout-distribution`` on a
         0x0003 job, up to ``max_redeclare`` times: declare again on a newer distribution;
         anything else: give up."""
-        if isinstance(reply, DeclareMiningJobSuccess):
+        if isinstance(reply, jd.DeclareMiningJobSuccess):
             return Accepted(self.accepted(reply, template, coinbase, attempts))
         refusal = self.refused(reply)
         self._count(f"declare-error:{refusal.code}")
@@ -460,11 +447,11 @@ class JdcSession:
 
     # -- solutions ------------------------------------------------------------------------------
 
-    def push_solution(self, solution: Solution) -> PushSolution:
+    def push_solution(self, solution: Solution) -> jd.PushSolution:
         """PushSolution (§6.4.9), valid for the most recent DeclareMiningJob.Success on this
         connection."""
         h = solution.header
-        return PushSolution(
+        return jd.PushSolution(
             extranonce=solution.extranonce,
             prev_hash=h.prev_hash,
             nonce=h.nonce,

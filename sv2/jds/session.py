@@ -74,28 +74,14 @@ from sv2.jds.validation import (
     parse_declared_coinbase,
     validate_declaration,
 )
+from sv2.messages import SetupConnection, SetupConnectionError, SetupConnectionSuccess
+from sv2.messages import job_declaration as jd
 from sv2.messages.base import Message
-from sv2.messages.common import (
-    JD_FLAG_DECLARE_TX_DATA,
-    PROTOCOL_JOB_DECLARATION,
-    SetupConnection,
-    SetupConnectionError,
-    SetupConnectionSuccess,
-)
+from sv2.messages.common import JD_FLAG_DECLARE_TX_DATA, PROTOCOL_JOB_DECLARATION
 from sv2.messages.extensions import (
     RequestExtensions,
     RequestExtensionsError,
     RequestExtensionsSuccess,
-)
-from sv2.messages.job_declaration import (
-    AllocateMiningJobToken,
-    AllocateMiningJobTokenSuccess,
-    DeclareMiningJob,
-    DeclareMiningJobError,
-    DeclareMiningJobSuccess,
-    ProvideMissingTransactions,
-    ProvideMissingTransactionsSuccess,
-    PushSolution,
 )
 from sv2.messages.payouts import (
     EXT_NON_CUSTODIAL_PAYOUTS,
@@ -209,13 +195,13 @@ class JdsSession:
             raise Disconnect(f"{msg.NAME} without negotiating the required extensions")
         if self.ext_state is ExtensionState.NONE:
             self.ext_state = ExtensionState.DONE  # a client that skips negotiation gets none
-        if isinstance(msg, AllocateMiningJobToken):
+        if isinstance(msg, jd.AllocateMiningJobToken):
             return self._on_allocate(msg)
-        if isinstance(msg, DeclareMiningJob):
+        if isinstance(msg, jd.DeclareMiningJob):
             return (yield from self._on_declare(msg))
-        if isinstance(msg, ProvideMissingTransactionsSuccess):
+        if isinstance(msg, jd.ProvideMissingTransactionsSuccess):
             return (yield from self._on_provided(msg))
-        if isinstance(msg, PushSolution):
+        if isinstance(msg, jd.PushSolution):
             return (yield from self._on_push_solution(msg))
         if isinstance(msg, RequestPayoutOutputs):
             if EXT_PER_JOB_PAYOUTS not in self.negotiated:
@@ -270,7 +256,7 @@ class JdsSession:
             *self.distribution_update(),
         ]
 
-    def _on_allocate(self, msg: AllocateMiningJobToken) -> list[Output]:
+    def _on_allocate(self, msg: jd.AllocateMiningJobToken) -> list[Output]:
         sh = self.shared
         rec = sh.tokens.issue(self.id, "allocated", sh.clock(), user_identifier=msg.user_identifier)
         if EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
@@ -282,7 +268,7 @@ class JdsSession:
             outputs = ser_compact_size(1) + pool.serialize()
         self._count("tokens-allocated")
         return [
-            AllocateMiningJobTokenSuccess(
+            jd.AllocateMiningJobTokenSuccess(
                 request_id=msg.request_id, mining_job_token=rec.token, coinbase_tx_outputs=outputs
             )
         ]
@@ -314,15 +300,15 @@ class JdsSession:
 
     # -- DeclareMiningJob -----------------------------------------------------------------------
 
-    def _reject(self, request_id: int, exc: JobRejected) -> DeclareMiningJobError:
+    def _reject(self, request_id: int, exc: JobRejected) -> jd.DeclareMiningJobError:
         self._count(f"declare-rejected:{exc.code}")
         log.info("JDS connection %d: DeclareMiningJob %d rejected: %s", self.id, request_id, exc)
         details = exc.details.encode("utf-8")[:0xFFFF]
-        return DeclareMiningJobError(
+        return jd.DeclareMiningJobError(
             request_id=request_id, error_code=exc.code, error_details=details
         )
 
-    def _on_declare(self, msg: DeclareMiningJob) -> Step:
+    def _on_declare(self, msg: jd.DeclareMiningJob) -> Step:
         out: list[Output] = []
         if self.pending is not None:
             old, self.pending = self.pending, None
@@ -363,7 +349,7 @@ class JdsSession:
             self.pending = pending
             self._count("missing-tx-requests")
             out.append(
-                ProvideMissingTransactions(
+                jd.ProvideMissingTransactions(
                     request_id=msg.request_id, unknown_tx_position_list=tuple(missing)
                 )
             )
@@ -392,7 +378,7 @@ class JdsSession:
             missing = still
         return resolved, missing
 
-    def _on_provided(self, msg: ProvideMissingTransactionsSuccess) -> Step:
+    def _on_provided(self, msg: jd.ProvideMissingTransactionsSuccess) -> Step:
         p = self.pending
         if p is None or msg.request_id != p.msg.request_id:
             # A late answer for a superseded job (stratum #860): nothing to do.
@@ -414,7 +400,7 @@ class JdsSession:
 
     def _finish(
         self, p: PendingDeclaration, staged: list[KnownTx]
-    ) -> DeclareMiningJobSuccess | DeclareMiningJobError:
+    ) -> jd.DeclareMiningJobSuccess | jd.DeclareMiningJobError:
         """Checks 5-8 (:func:`~sv2.jds.validation.validate_declaration`), then accept."""
         sh = self.shared
         txs = [k for k in p.resolved if k is not None]
@@ -438,11 +424,13 @@ class JdsSession:
         self.latest_job = job
         sh.txs.add_all(staged)  # v32x: commit supplied txs only after validation passed
         self._count("declare-accepted")
-        return DeclareMiningJobSuccess(request_id=p.msg.request_id, new_mining_job_token=rec.token)
+        return jd.DeclareMiningJobSuccess(
+            request_id=p.msg.request_id, new_mining_job_token=rec.token
+        )
 
     # -- PushSolution ---------------------------------------------------------------------------
 
-    def _on_push_solution(self, msg: PushSolution) -> Step:
+    def _on_push_solution(self, msg: jd.PushSolution) -> Step:
         """§6.4.9: rebuild the block of the most recent accepted declaration on this
         connection and submit it. There is no error message for PushSolution: problems are
         counted and logged."""

@@ -16,21 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sv2.messages import template_distribution as td
 from sv2.messages.base import Message
 from sv2.messages.common import (
     PROTOCOL_TEMPLATE_DISTRIBUTION,
     SetupConnection,
     SetupConnectionError,
     SetupConnectionSuccess,
-)
-from sv2.messages.template_distribution import (
-    CoinbaseOutputConstraints,
-    NewTemplate,
-    RequestTransactionData,
-    RequestTransactionDataError,
-    RequestTransactionDataSuccess,
-    SetNewPrevHash,
-    SubmitSolution,
 )
 from sv2.session import STATE_CHANGED, Reply, StateChanged, setup_connection
 from sv2.solution import Solution
@@ -45,7 +37,7 @@ log = logging.getLogger(__name__)
 class TemplateActive:
     """An output of :meth:`TdpSession.receive`: ``template`` is now the one to work on."""
 
-    template: NewTemplate
+    template: td.NewTemplate
 
 
 Output = Reply | TemplateActive | StateChanged
@@ -58,7 +50,7 @@ class TdpSession:
     def __init__(
         self,
         *,
-        constraints: CoinbaseOutputConstraints | None = None,
+        constraints: td.CoinbaseOutputConstraints | None = None,
         vendor: str = "payouts-jdc",
         stats: dict[str, int] | None = None,
     ) -> None:
@@ -79,7 +71,9 @@ class TdpSession:
             PROTOCOL_TEMPLATE_DISTRIBUTION, 0, host=host, port=port, vendor=self.vendor
         )
 
-    def set_constraints(self, constraints: CoinbaseOutputConstraints) -> CoinbaseOutputConstraints:
+    def set_constraints(
+        self, constraints: td.CoinbaseOutputConstraints
+    ) -> td.CoinbaseOutputConstraints:
         """CoinbaseOutputConstraints (§7.1), now or again (the space the coinbase needs
         changed)."""
         self.constraints = constraints
@@ -89,19 +83,19 @@ class TdpSession:
         """The transactions of ``template_id`` if they were fetched already."""
         return self._txdata.get(template_id)
 
-    def request_transactions(self, template_id: int) -> RequestTransactionData:
-        return RequestTransactionData(template_id=template_id)
+    def request_transactions(self, template_id: int) -> td.RequestTransactionData:
+        return td.RequestTransactionData(template_id=template_id)
 
     def transactions(
         self,
         template_id: int,
-        reply: RequestTransactionDataSuccess | RequestTransactionDataError,
+        reply: td.RequestTransactionDataSuccess | td.RequestTransactionDataError,
     ) -> tuple[bytes, ...]:
         """The raw transactions (coinbase excluded) of a RequestTransactionData answer; an
         ``.Error`` raises :class:`TransactionDataUnavailable` with the provider's code
         (``stale-template-id``, ``template-id-not-found``). Kept only for the active
         template: old lists are never asked for again."""
-        if isinstance(reply, RequestTransactionDataError):
+        if isinstance(reply, td.RequestTransactionDataError):
             raise TransactionDataUnavailable(
                 f"RequestTransactionData.Error {reply.error_code} for template {template_id}",
                 code=reply.error_code,
@@ -111,7 +105,7 @@ class TdpSession:
         self._txdata = {template_id: txs} if cur and cur[0].template_id == template_id else {}
         return txs
 
-    def submit_solution(self, template: JobTemplate, solution: Solution) -> SubmitSolution:
+    def submit_solution(self, template: JobTemplate, solution: Solution) -> td.SubmitSolution:
         """SubmitSolution (§7.7): the full coinbase (BIP141 fields kept) and the header
         fields of a solved ``template`` that came from this provider."""
         if template.template_id is None:
@@ -120,7 +114,7 @@ class TdpSession:
                 code="not-a-tdp-template",
             )
         h = solution.header
-        return SubmitSolution(
+        return td.SubmitSolution(
             template_id=template.template_id,
             version=h.version & 0xFFFFFFFF,
             header_timestamp=h.time,
@@ -134,7 +128,7 @@ class TdpSession:
         """Handle one message from the Template Provider; the outputs in order."""
         if isinstance(msg, SetupConnectionSuccess | SetupConnectionError):
             return [Reply("setup", 0, msg)]
-        if isinstance(msg, NewTemplate):
+        if isinstance(msg, td.NewTemplate):
             try:
                 active = self.book.on_new_template(msg)
             except TdpProtocolError as exc:
@@ -143,7 +137,7 @@ class TdpSession:
                 return []
             self._count("templates")
             return [*self._activated(active), STATE_CHANGED]
-        if isinstance(msg, SetNewPrevHash):
+        if isinstance(msg, td.SetNewPrevHash):
             active = self.book.on_set_new_prev_hash(msg)
             self._txdata.clear()
             if active is None:
@@ -154,14 +148,14 @@ class TdpSession:
                     msg.template_id,
                 )
             return [*self._activated(active), STATE_CHANGED]
-        if isinstance(msg, RequestTransactionDataSuccess | RequestTransactionDataError):
+        if isinstance(msg, td.RequestTransactionDataSuccess | td.RequestTransactionDataError):
             return [Reply("txdata", msg.template_id, msg)]
         self._count(f"ignored:{msg.NAME}")
         log.info("TDP: %s ignored", msg.NAME)
         return []
 
     @staticmethod
-    def _activated(template: NewTemplate | None) -> list[Output]:
+    def _activated(template: td.NewTemplate | None) -> list[Output]:
         return [] if template is None else [TemplateActive(template)]
 
 

@@ -11,24 +11,12 @@ import pytest
 from payouts.settlement.ctv import CtvNotActiveError, CtvParams
 from payouts.settlement.modes import SettlementMode
 from payouts.tx.txout import TxOut
+from sv2 import messages as m
 from sv2.declared_job import FoundBlock
 from sv2.domain_messages import distribution_message, mode_to_message
 from sv2.jdc import JdcSession, JobTemplate, constraints_for, serialize_output_vector, solve
 from sv2.jdc.errors import JdcError, SetupRejected
 from sv2.jdc.session import Accepted, ConstraintsChanged, GiveUp, Redeclare
-from sv2.messages import (
-    AllocateMiningJobTokenSuccess,
-    DeclareMiningJob,
-    DeclareMiningJobError,
-    DeclareMiningJobSuccess,
-    ProvideMissingTransactions,
-    ProvideMissingTransactionsSuccess,
-    RequestExtensionsError,
-    RequestExtensionsSuccess,
-    RequestPayoutOutputsError,
-    RequestPayoutOutputsSuccess,
-    SetupConnectionSuccess,
-)
 from sv2.messages.base import Message
 from sv2.session import STATE_CHANGED, Reply
 from tests.jds.helpers import (
@@ -47,8 +35,8 @@ DIST = make_distribution(1, payees=4)
 def negotiated(extensions: tuple[int, ...] = (0x0003, 0x4003)) -> JdcSession:
     s = JdcSession(extensions=extensions, user_identifier="miner-7")
     req = s.request_extensions()
-    assert s.receive(RequestExtensionsSuccess(req.request_id, extensions)) == [
-        Reply("ext", req.request_id, RequestExtensionsSuccess(req.request_id, extensions))
+    assert s.receive(m.RequestExtensionsSuccess(req.request_id, extensions)) == [
+        Reply("ext", req.request_id, m.RequestExtensionsSuccess(req.request_id, extensions))
     ]
     return s
 
@@ -69,16 +57,16 @@ def test_setup_and_extension_requests() -> None:
         3336,
         "miner-7",
     )
-    assert s.receive(SetupConnectionSuccess(2, 0)) == [
-        Reply("setup", 0, SetupConnectionSuccess(2, 0))
+    assert s.receive(m.SetupConnectionSuccess(2, 0)) == [
+        Reply("setup", 0, m.SetupConnectionSuccess(2, 0))
     ]
     a, b = s.request_extensions(), s.request_extensions()
     assert a.requested_extensions == (0x0003, 0x4003) and b.request_id == a.request_id + 1
     # An error naming required extensions ends the set-up; any other leaves the base protocol.
     with pytest.raises(SetupRejected) as info:
-        s.on_extensions(RequestExtensionsError(a.request_id, (), (0x4002,)))
+        s.on_extensions(m.RequestExtensionsError(a.request_id, (), (0x4002,)))
     assert info.value.code == "extensions-required"
-    s.on_extensions(RequestExtensionsError(a.request_id, (0x0003, 0x4003), ()))
+    s.on_extensions(m.RequestExtensionsError(a.request_id, (0x0003, 0x4003), ()))
     assert s.negotiated == set()
 
 
@@ -122,15 +110,15 @@ def test_missing_transactions_answered_from_the_declaration() -> None:
         msg = s.declare(t, bytes(16), cb)
         assert msg.wtxid_list == t.wtxids and msg.version == t.version
         assert [tlv.distribution_id for tlv in msg.tlvs] == [1]  # type: ignore[attr-defined]
-        [answer] = s.receive(ProvideMissingTransactions(msg.request_id, (1, 0, 9)))
-        assert answer == ProvideMissingTransactionsSuccess(
+        [answer] = s.receive(m.ProvideMissingTransactions(msg.request_id, (1, 0, 9)))
+        assert answer == m.ProvideMissingTransactionsSuccess(
             msg.request_id, (t.transactions[1].serialize(), t.transactions[0].serialize())
         )
         assert s.stats["missing-txs-requests"] == 1
-        assert s.receive(ProvideMissingTransactions(msg.request_id + 1, (0,))) == []
+        assert s.receive(m.ProvideMissingTransactions(msg.request_id + 1, (0,))) == []
         assert s.stats["missing-txs-unknown-request"] == 1
         # The answer to the declaration ends what the session keeps for it.
-        ok = DeclareMiningJobSuccess(msg.request_id, bytes(16))
+        ok = m.DeclareMiningJobSuccess(msg.request_id, bytes(16))
         assert s.receive(ok) == [Reply("declare", msg.request_id, ok)]
         assert s.outstanding == {}
 
@@ -144,14 +132,14 @@ def test_judging_a_declaration_answer() -> None:
         s.receive(distribution_message(DIST))
         t = template(r, r.node)
         cb = s.build_coinbase(t)
-        ok = s.judge(DeclareMiningJobSuccess(5, b"t" * 16), t, cb, 1)
+        ok = s.judge(m.DeclareMiningJobSuccess(5, b"t" * 16), t, cb, 1)
         assert isinstance(ok, Accepted) and ok.job.token == b"t" * 16
         assert (ok.job.mode, ok.job.distribution_id, ok.job.attempts) == ("coinbase", 1, 1)
-        stale = DeclareMiningJobError(6, "stale-payout-distribution", b"old")
+        stale = m.DeclareMiningJobError(6, "stale-payout-distribution", b"old")
         assert s.judge(stale, t, cb, 1) == Redeclare(1, "stale-payout-distribution", "old")
         # Stale again after max_redeclare attempts: give up.
         assert s.judge(stale, t, cb, 4) == GiveUp("stale-payout-distribution", "old")
-        other = DeclareMiningJobError(7, "invalid-payout-distribution", b"")
+        other = m.DeclareMiningJobError(7, "invalid-payout-distribution", b"")
         assert s.judge(other, t, cb, 1) == GiveUp("invalid-payout-distribution", "")
         assert s.stats["declare-error:stale-payout-distribution"] == 2
         assert s.stats["declared"] == 1
@@ -187,15 +175,15 @@ def test_per_job_outputs_checked() -> None:
     req = s.request_payout_outputs(bytes(16), 1_000)
     assert req.available_payout_value == 1_000
     good = serialize_output_vector([TxOut(600, POOL_SCRIPT), TxOut(400, b"\x51")])
-    assert s.payout_outputs(RequestPayoutOutputsSuccess(req.request_id, good), 1_000) == (
+    assert s.payout_outputs(m.RequestPayoutOutputsSuccess(req.request_id, good), 1_000) == (
         TxOut(600, POOL_SCRIPT),
         TxOut(400, b"\x51"),
     )
     with pytest.raises(JdcError) as info:
-        s.payout_outputs(RequestPayoutOutputsSuccess(req.request_id, good), 1_001)
+        s.payout_outputs(m.RequestPayoutOutputsSuccess(req.request_id, good), 1_001)
     assert info.value.code == "invalid-payout-outputs"
     with pytest.raises(JdcError) as info:
-        s.payout_outputs(RequestPayoutOutputsError(req.request_id, "invalid-payout-value"), 1)
+        s.payout_outputs(m.RequestPayoutOutputsError(req.request_id, "invalid-payout-value"), 1)
     assert info.value.code == "invalid-payout-value"
 
 
@@ -230,19 +218,21 @@ def test_client_and_server_sessions_declare_and_find_a_block_without_a_socket() 
         client_node.add_mempool(hidden)
         s = JdcSession(user_identifier="miner")
         [ok] = _to_client(s, r, s.setup_connection("127.0.0.1", 0))
-        assert isinstance(ok, SetupConnectionSuccess)
+        assert isinstance(ok, m.SetupConnectionSuccess)
         [ext] = _to_client(s, r, s.request_extensions())
-        assert isinstance(ext, RequestExtensionsSuccess)
+        assert isinstance(ext, m.RequestExtensionsSuccess)
         assert s.payouts.distribution == r.shared.book.current.distribution  # type: ignore[union-attr]
         assert s.payouts.constraints == constraints_for(s.payouts.distribution)
         [tok] = _to_client(s, r, s.allocate_token())
-        assert isinstance(tok, AllocateMiningJobTokenSuccess) and tok.coinbase_tx_outputs == b"\x00"
+        assert (
+            isinstance(tok, m.AllocateMiningJobTokenSuccess) and tok.coinbase_tx_outputs == b"\x00"
+        )
         t = template(r, client_node)
         cb = s.build_coinbase(t)
         declare = s.declare(t, tok.mining_job_token, cb)
-        assert isinstance(declare, DeclareMiningJob)
+        assert isinstance(declare, m.DeclareMiningJob)
         [reply] = _to_client(s, r, declare)  # ProvideMissingTransactions answered on the way
-        assert isinstance(reply, DeclareMiningJobSuccess), reply
+        assert isinstance(reply, m.DeclareMiningJobSuccess), reply
         assert s.stats["missing-txs-requests"] == 1
         assert r.session.stats["missing-tx-requests"] == 1
         verdict = s.judge(reply, t, cb, 1)

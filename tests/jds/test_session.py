@@ -9,7 +9,9 @@ import pytest
 
 from payouts.node.kernel_chain import KernelChain
 from payouts.settlement.modes import SettlementMode
+from payouts.tx.transaction import Tx
 from payouts.tx.txout import TxOut
+from sv2 import messages as m
 from sv2.declared_job import FoundBlock
 from sv2.distribution_book import Published
 from sv2.jds import errors as E
@@ -22,32 +24,12 @@ from sv2.jds.steps import (
     SubmitBlock,
     run_step,
 )
-from sv2.messages import (
-    AllocateMiningJobToken,
-    AllocateMiningJobTokenSuccess,
-    DeclareMiningJob,
-    DeclareMiningJobError,
-    DeclareMiningJobSuccess,
-    ProvideMissingTransactions,
-    ProvideMissingTransactionsSuccess,
-    PushSolution,
-    RequestExtensions,
-    RequestExtensionsError,
-    RequestExtensionsSuccess,
-    RequestPayoutOutputs,
-    RequestPayoutOutputsError,
-    RequestPayoutOutputsSuccess,
-    SetPayoutDistribution,
-    SetSettlementMode,
-    SetupConnection,
-    SetupConnectionError,
-    SetupConnectionSuccess,
-)
 from sv2.session import CLOSE, Disconnect
 from tests.jds.helpers import (
     POOL_SCRIPT,
     SESSION_SETUP,
     Declaration,
+    Rig,
     build_declaration,
     completed,
     fee_tx,
@@ -61,7 +43,7 @@ from tests.jds.helpers import (
 
 def test_setup_connection_success() -> None:
     with rig() as r:
-        assert r.send(SESSION_SETUP) == [SetupConnectionSuccess(used_version=2, flags=0)]
+        assert r.send(SESSION_SETUP) == [m.SetupConnectionSuccess(used_version=2, flags=0)]
         assert r.session.setup and r.requests == []
         with pytest.raises(Disconnect, match="second SetupConnection"):
             r.send(SESSION_SETUP)
@@ -70,21 +52,21 @@ def test_setup_connection_success() -> None:
 @pytest.mark.parametrize(
     ("setup", "flags", "code"),
     [
-        (SetupConnection(0, 2, 2, 1, "", 0, "", "", "", ""), 0, "unsupported-protocol"),
-        (SetupConnection(1, 3, 4, 1, "", 0, "", "", "", ""), 0, "protocol-version-mismatch"),
+        (m.SetupConnection(0, 2, 2, 1, "", 0, "", "", "", ""), 0, "unsupported-protocol"),
+        (m.SetupConnection(1, 3, 4, 1, "", 0, "", "", "", ""), 0, "protocol-version-mismatch"),
         (
-            SetupConnection(1, 2, 2, 0b101, "", 0, "", "", "", ""),
+            m.SetupConnection(1, 2, 2, 0b101, "", 0, "", "", "", ""),
             0b100,
             "unsupported-feature-flags",
         ),
-        (SetupConnection(1, 2, 2, 0, "", 0, "", "", "", ""), 0, "missing-declare-tx-data-flag"),
+        (m.SetupConnection(1, 2, 2, 0, "", 0, "", "", "", ""), 0, "missing-declare-tx-data-flag"),
     ],
 )
 def test_setup_connection_refused_then_closed(
-    setup: SetupConnection, flags: int, code: str
+    setup: m.SetupConnection, flags: int, code: str
 ) -> None:
     with rig() as r:
-        assert r.send(setup) == [SetupConnectionError(flags=flags, error_code=code), CLOSE]
+        assert r.send(setup) == [m.SetupConnectionError(flags=flags, error_code=code), CLOSE]
         assert not r.session.setup
         assert r.session.stats == r.shared.stats == {f"setup-error:{code}": 1}
 
@@ -92,10 +74,10 @@ def test_setup_connection_refused_then_closed(
 def test_messages_before_setup_or_from_the_wrong_role_disconnect() -> None:
     with rig() as r:
         with pytest.raises(Disconnect, match="AllocateMiningJobToken before SetupConnection"):
-            r.send(AllocateMiningJobToken("miner", 1))
+            r.send(m.AllocateMiningJobToken("miner", 1))
         r.set_up()
         with pytest.raises(Disconnect, match="not a message a JD client sends"):
-            r.send(ProvideMissingTransactions(1, ()))
+            r.send(m.ProvideMissingTransactions(1, ()))
 
 
 # -- RequestExtensions --------------------------------------------------------------------------
@@ -104,31 +86,31 @@ def test_messages_before_setup_or_from_the_wrong_role_disconnect() -> None:
 def test_extensions_supported_push_the_distribution_first() -> None:
     with rig() as r:
         r.send(SESSION_SETUP)
-        out = r.send(RequestExtensions(9, (0x0003, 0x4003, 0x0003)))
-        assert out[0] == RequestExtensionsSuccess(9, (0x0003, 0x4003))
-        assert isinstance(out[1], SetPayoutDistribution) and out[1].distribution_id == 1
-        assert isinstance(out[2], SetSettlementMode) and len(out) == 3
+        out = r.send(m.RequestExtensions(9, (0x0003, 0x4003, 0x0003)))
+        assert out[0] == m.RequestExtensionsSuccess(9, (0x0003, 0x4003))
+        assert isinstance(out[1], m.SetPayoutDistribution) and out[1].distribution_id == 1
+        assert isinstance(out[2], m.SetSettlementMode) and len(out) == 3
         assert r.session.ext_state is ExtensionState.DONE
         assert r.session.negotiated == {0x0003, 0x4003}
         with pytest.raises(Disconnect, match="negotiated twice"):
-            r.send(RequestExtensions(10, (0x0003,)))
+            r.send(m.RequestExtensions(10, (0x0003,)))
         # A new distribution is pushed to this client too.
         r.shared.book.publish(Published(make_distribution(2), None, SettlementMode(), 0, False))
         [spd, ssm] = r.session.distribution_update()
-        assert isinstance(spd, SetPayoutDistribution) and spd.distribution_id == 2
-        assert isinstance(ssm, SetSettlementMode) and ssm.distribution_id == 2
+        assert isinstance(spd, m.SetPayoutDistribution) and spd.distribution_id == 2
+        assert isinstance(ssm, m.SetSettlementMode) and ssm.distribution_id == 2
 
 
 def test_extensions_unsupported_leave_the_base_protocol() -> None:
     with rig() as r:
         r.send(SESSION_SETUP)
         # 0x4003 without 0x0003 is not granted either: it refers to 0x0003 distributions.
-        assert r.send(RequestExtensions(2, (0x7777, 0x4003))) == [
-            RequestExtensionsError(2, (0x7777, 0x4003), ())
+        assert r.send(m.RequestExtensions(2, (0x7777, 0x4003))) == [
+            m.RequestExtensionsError(2, (0x7777, 0x4003), ())
         ]
         assert r.session.ext_state is ExtensionState.DONE and r.session.negotiated == set()
         assert r.session.distribution_update() == []
-        tok = r.one(AllocateMiningJobToken("miner", 3), AllocateMiningJobTokenSuccess)
+        tok = r.one(m.AllocateMiningJobToken("miner", 3), m.AllocateMiningJobTokenSuccess)
         # Base spec: the pool payout output, value 0 (§6.4.3).
         assert tok.coinbase_tx_outputs == b"\x01" + TxOut(0, POOL_SCRIPT).serialize()
 
@@ -136,14 +118,19 @@ def test_extensions_unsupported_leave_the_base_protocol() -> None:
 def test_required_extensions_get_one_retry_then_the_connection_ends() -> None:
     with rig(required=(0x0003,)) as r:
         r.send(SESSION_SETUP)
-        assert r.send(RequestExtensions(1, (0x4002,))) == [RequestExtensionsError(1, (), (0x0003,))]
+        assert r.send(m.RequestExtensions(1, (0x4002,))) == [
+            m.RequestExtensionsError(1, (), (0x0003,))
+        ]
         assert r.session.ext_state is ExtensionState.RETRY
-        assert r.send(RequestExtensions(2, ())) == [RequestExtensionsError(2, (), (0x0003,)), CLOSE]
+        assert r.send(m.RequestExtensions(2, ())) == [
+            m.RequestExtensionsError(2, (), (0x0003,)),
+            CLOSE,
+        ]
     with rig(required=(0x0003,)) as r:
         r.send(SESSION_SETUP)
-        r.send(RequestExtensions(1, ()))
+        r.send(m.RequestExtensions(1, ()))
         with pytest.raises(Disconnect, match="without negotiating the required extensions"):
-            r.send(AllocateMiningJobToken("miner", 1))
+            r.send(m.AllocateMiningJobToken("miner", 1))
     with rig(required=(0x0003,)) as r:
         r.set_up((0x0003,))  # the retry that names them succeeds
         assert r.session.negotiated == {0x0003}
@@ -155,7 +142,7 @@ def test_required_extensions_get_one_retry_then_the_connection_ends() -> None:
 def test_allocate_token_under_0x0003_has_no_outputs() -> None:
     with rig() as r:
         r.set_up()
-        tok = r.one(AllocateMiningJobToken("miner", 5), AllocateMiningJobTokenSuccess)
+        tok = r.one(m.AllocateMiningJobToken("miner", 5), m.AllocateMiningJobTokenSuccess)
         assert tok.request_id == 5 and tok.coinbase_tx_outputs == b"\x00"
         rec = r.shared.tokens.get(tok.mining_job_token)
         assert rec is not None and rec.owner == 1 and rec.kind == "allocated"
@@ -164,14 +151,19 @@ def test_allocate_token_under_0x0003_has_no_outputs() -> None:
         assert r.shared.tokens.get(tok.mining_job_token) is None
 
 
+def _one_tx_job(r: Rig, fee: int) -> tuple[Tx, Declaration]:
+    """A set-up session and a declaration of one transaction the server's node has."""
+    tx = fee_tx(r.chain, 1, fee)
+    r.node.add_mempool(tx)
+    r.set_up()
+    return tx, build_declaration(make_distribution(), r.chain, [tx], fees=fee)
+
+
 def test_declaration_accepted_on_a_new_tip_loads_the_template_first() -> None:
     with rig() as r:
-        tx = fee_tx(r.chain, 1, 1_200)
-        r.node.add_mempool(tx)
-        r.set_up()
-        decl = build_declaration(make_distribution(), r.chain, [tx], fees=1_200)
+        tx, decl = _one_tx_job(r, 1_200)
         [ok] = r.declare(decl)
-        assert isinstance(ok, DeclareMiningJobSuccess) and ok.request_id == 7
+        assert isinstance(ok, m.DeclareMiningJobSuccess) and ok.request_id == 7
         tip = completed(r.node.tip())
         assert r.requests == [NeedTip(), NeedTemplate(tip)]  # every wtxid in the template
         job = r.session.latest_job
@@ -225,7 +217,7 @@ def test_declaration_rejected_with_its_code(case: str) -> None:
             msg = build_declaration(make_distribution(), r.chain, height=101).message(token)
         else:
             r.fail.add(NeedTip)
-        err = r.one(msg, DeclareMiningJobError)
+        err = r.one(msg, m.DeclareMiningJobError)
         assert err.request_id == 7 and err.error_code == code, err
         assert r.session.stats[f"declare-rejected:{code}"] == 1
         assert r.session.latest_job is None and "declare-accepted" not in r.shared.stats
@@ -238,15 +230,15 @@ def test_missing_transactions_then_provided() -> None:
         r.set_up()
         decl = build_declaration(make_distribution(), r.chain, [known, hidden], fees=4_000)
         [pmt] = r.declare(decl)
-        assert pmt == ProvideMissingTransactions(7, (1,))
+        assert pmt == m.ProvideMissingTransactions(7, (1,))
         assert isinstance(r.requests[-1], NeedMempoolTxs)
         assert r.requests[-1].wtxids == (hidden.wtxid,)
         assert r.session.pending is not None and r.session.stats["missing-tx-requests"] == 1
         # An answer for another request is a late one: counted, nothing else.
-        assert r.send(ProvideMissingTransactionsSuccess(6, (hidden.serialize(),))) == []
+        assert r.send(m.ProvideMissingTransactionsSuccess(6, (hidden.serialize(),))) == []
         assert r.session.stats["stale-provided-txs"] == 1 and r.session.pending is not None
-        [ok] = r.send(ProvideMissingTransactionsSuccess(7, (hidden.serialize(),)))
-        assert isinstance(ok, DeclareMiningJobSuccess) and r.requests == [NeedTip()]
+        [ok] = r.send(m.ProvideMissingTransactionsSuccess(7, (hidden.serialize(),)))
+        assert isinstance(ok, m.DeclareMiningJobSuccess) and r.requests == [NeedTip()]
         assert r.session.pending is None
         assert r.shared.txs.get(hidden.wtxid) is not None  # committed once validated
         job = r.session.latest_job
@@ -259,19 +251,19 @@ def test_provided_transactions_checked_and_a_newer_declaration_supersedes() -> N
         r.set_up()
         decl = build_declaration(make_distribution(), r.chain, [hidden], fees=2_500)
         [pmt] = r.declare(decl)
-        assert isinstance(pmt, ProvideMissingTransactions)
+        assert isinstance(pmt, m.ProvideMissingTransactions)
         other = fee_tx(r.chain, 3, 100)
         err = r.one(
-            ProvideMissingTransactionsSuccess(7, (other.serialize(),)), DeclareMiningJobError
+            m.ProvideMissingTransactionsSuccess(7, (other.serialize(),)), m.DeclareMiningJobError
         )
         assert err.error_code == E.UNDECLARED_TX
         assert r.shared.txs.get(other.wtxid) is None  # nothing stored from a refused job
         # A second declaration while the first waits for its transactions supersedes it.
         r.declare(decl)
         out = r.send(build_declaration(make_distribution(), r.chain).message(r.token(), 8))
-        assert isinstance(out[0], DeclareMiningJobError)
+        assert isinstance(out[0], m.DeclareMiningJobError)
         assert (out[0].request_id, out[0].error_code) == (7, E.JOB_SUPERSEDED)
-        assert isinstance(out[1], DeclareMiningJobSuccess) and out[1].request_id == 8
+        assert isinstance(out[1], m.DeclareMiningJobSuccess) and out[1].request_id == 8
 
 
 # -- PushSolution -------------------------------------------------------------------------------
@@ -279,10 +271,7 @@ def test_provided_transactions_checked_and_a_newer_declaration_supersedes() -> N
 
 def test_push_solution_submits_the_rebuilt_block_and_returns_the_found_block() -> None:
     with rig() as r:
-        tx = fee_tx(r.chain, 1, 1_000)
-        r.node.add_mempool(tx)
-        r.set_up()
-        decl = build_declaration(make_distribution(), r.chain, [tx], fees=1_000)
+        _, decl = _one_tx_job(r, 1_000)
         r.declare(decl)
         tip = completed(r.node.tip())
         wrong_tip = solve_push(decl, bytes(32), tip.time + 1)
@@ -301,7 +290,7 @@ def test_push_solution_submits_the_rebuilt_block_and_returns_the_found_block() -
 def test_push_solution_the_node_refuses_is_counted_not_found() -> None:
     with rig() as r:
         r.set_up()
-        assert r.send(PushSolution(b"", bytes(32), 0, 0, 0, 0)) == []
+        assert r.send(m.PushSolution(b"", bytes(32), 0, 0, 0, 0)) == []
         assert r.session.stats["solution-without-job"] == 1
         decl = build_declaration(make_distribution(), r.chain)
         r.declare(decl)
@@ -320,27 +309,27 @@ def test_request_payout_outputs_binds_a_set_to_the_token() -> None:
         r.set_up()
         token = r.token()
         # Not negotiated: discarded (0x0001), counted.
-        assert r.send(RequestPayoutOutputs(1, token, 1_000)) == []
+        assert r.send(m.RequestPayoutOutputs(1, token, 1_000)) == []
         assert r.session.stats["ignored-not-negotiated"] == 1
     with rig() as r:
         r.set_up((0x4002,))
         token = r.token()
         revenue = r.chain.subsidy(102)
-        ok = r.one(RequestPayoutOutputs(3, token, revenue), RequestPayoutOutputsSuccess)
+        ok = r.one(m.RequestPayoutOutputs(3, token, revenue), m.RequestPayoutOutputsSuccess)
         rec = r.shared.tokens.get(token)
         assert rec is not None and isinstance(rec.bound_outputs, BoundOutputs)
         outs = rec.bound_outputs.outputs
         assert sum(o.value for o in outs) == revenue and ok.request_id == 3
         assert r.one(
-            RequestPayoutOutputs(4, token, revenue), RequestPayoutOutputsError
+            m.RequestPayoutOutputs(4, token, revenue), m.RequestPayoutOutputsError
         ).error_code == (E.PAYOUT_OUTPUTS_ALREADY_REQUESTED)
         assert r.one(
-            RequestPayoutOutputs(5, r.token(2), 0), RequestPayoutOutputsError
+            m.RequestPayoutOutputs(5, r.token(2), 0), m.RequestPayoutOutputsError
         ).error_code == (E.INVALID_PAYOUT_VALUE)
         # A declaration with that token must pay exactly that set.
         decl = build_declaration(make_distribution(), r.chain, payout_outputs=outs)
         [ok2] = r.send(decl.message(token, dist_id=None))
-        assert isinstance(ok2, DeclareMiningJobSuccess), ok2
+        assert isinstance(ok2, m.DeclareMiningJobSuccess), ok2
         job = r.session.latest_job
         assert job is not None and job.mode == "per-job" and job.payout_outputs == outs
 
@@ -353,8 +342,8 @@ def test_sessions_share_the_server_state_but_not_their_tokens() -> None:
         token = r.token()
         other = JdsSession(2, r.shared)
         run_step(other.receive(SESSION_SETUP), r.answer)
-        run_step(other.receive(RequestExtensions(1, (0x0003, 0x4003))), r.answer)
+        run_step(other.receive(m.RequestExtensions(1, (0x0003, 0x4003))), r.answer)
         decl = build_declaration(make_distribution(), r.chain)
-        msg: DeclareMiningJob = decl.message(token)
+        msg: m.DeclareMiningJob = decl.message(token)
         [err] = run_step(other.receive(msg), r.answer)
-        assert isinstance(err, DeclareMiningJobError) and err.error_code == E.INVALID_TOKEN
+        assert isinstance(err, m.DeclareMiningJobError) and err.error_code == E.INVALID_TOKEN
