@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from payouts.errors import PayoutsError
+from payouts.tx.consensus import MAX_BLOCK_SERIALIZED_SIZE, MAX_BLOCK_TXS
 from sv2.errors import DecodeError, Sv2Error, UnknownMessageError
 from sv2.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, FrameHeader
 from sv2.messages.base import Message, decode_message
@@ -70,8 +71,6 @@ wtxids and two 64 KiB coinbase halves is ~664 kB; nothing else a JD or TDP peer 
 near it."""
 DEFAULT_MAX_BUFFERED = 4 << 20
 
-MAX_BLOCK_SERIALIZED_SIZE = 4_000_000  # Bitcoin Core consensus/consensus.h
-MAX_BLOCK_TXS = 4_000_000 // 240  # block weight / MIN_TRANSACTION_WEIGHT (60 bytes × 4): 16,666
 BLOCK_TXS_FRAME_SIZE = (
     MAX_BLOCK_SERIALIZED_SIZE  # every transaction of the largest block, serialized
     + 3 * MAX_BLOCK_TXS  # the B0_16M length prefix of each (SEQ0_64K[B0_16M])

@@ -5,8 +5,9 @@ idle timeout, the write-buffer bound, and the close and stop bookkeeping.
 
 The Job Declaration Server (:mod:`sv2.jds.server`) and the Template Provider
 (:mod:`sv2.tdp.server`) both subclass :class:`NoiseListener`. A subclass supplies what differs
-between them: the peer object (:meth:`NoiseListener._new_peer`), what to do with the items a
-connection decoded (:meth:`NoiseListener._handle_items`), extra close reasons
+between them: the peer object with its sans-I/O session (:meth:`NoiseListener._new_peer`), what
+to do with the items a connection decoded (:meth:`NoiseListener._handle_items`: feed them to the
+session, act on its outputs with :meth:`NoiseListener._output`), extra close reasons
 (:meth:`NoiseListener._close_reason`) and clean-up (:meth:`NoiseListener._peer_closed`).
 
 Anything a peer does wrong ends *its* connection: no exception escapes a connection task. Each
@@ -45,18 +46,11 @@ from sv2.errors import Sv2Error
 from sv2.messages.base import Message
 from sv2.noise import ServerIdentity
 from sv2.noise_transport import FrameLimits
+from sv2.session import Close, Disconnect
 
 READ_CHUNK = 65_536  # one read; also the StreamReader's buffer limit
 
 T = TypeVar("T")
-
-
-class Disconnect(Exception):
-    """Raised by a server's handlers to end this connection; ``reason`` is logged."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +257,16 @@ class NoiseListener(Generic[P]):
             if not data:
                 return
             items = p.conn.receive_data(data)
+
+    def _output(self, p: P, out: Message | Close) -> None:
+        """Act on a session's output: write a message; a :class:`~sv2.session.Close` ends the
+        connection once what came before is written (with a reason: now, logging it)."""
+        if not isinstance(out, Close):
+            self._write(p, out)
+        elif out.reason is not None:
+            raise Disconnect(out.reason)
+        else:
+            p.closing = True  # finish with what is queued, read no more
 
     def _write(self, p: P, msg: Message) -> None:
         """Encrypt and queue ``msg``; a peer whose unread data exceeds ``max_write_buffer`` is

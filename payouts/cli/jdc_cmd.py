@@ -39,11 +39,11 @@ from sv2.jdc import (
     constraints_for,
     solve,
 )
-from sv2.jdc.template import NodeTemplates, TemplateSource
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
 from sv2.tdp import SubmittedSolution, TdpError, TemplateDistributionClient, TemplateProvider
+from sv2.template import NodeTemplates, TemplateSource
 
 app = typer.Typer(
     help="Job Declaration client: declare jobs with the pool's payout distribution (SV2 JD).",

@@ -48,7 +48,6 @@ from payouts.node.kernel_chain import (
     solve,
 )
 from payouts.node.kernel_mempool import (
-    MAX_BLOCK_SIGOPS_COST,
     Mempool,
     MempoolEntry,
     MempoolReject,
@@ -56,11 +55,11 @@ from payouts.node.kernel_mempool import (
 )
 from payouts.tx.block import Block, BlockHeader, difficulty_from_bits
 from payouts.tx.coinbase import build_coinbase, witness_commitment
+from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxDecodeError
 from payouts.tx.txout import TxOut
 
-MAX_BLOCK_WEIGHT = 4_000_000
 COINBASE_RESERVED_WEIGHT = 4_000  # Core's block assembler keeps this for the coinbase
 COINBASE_RESERVED_SIGOPS = 400
 # Deployments that are buried (always active) on regtest in Core >= 28.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pbk
 
 from payouts.node.kernel_chain import COINBASE_MATURITY, KernelChain, verify_spend
+from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST
 from payouts.tx.script import (
     OP_CHECKMULTISIG,
     OP_CHECKMULTISIGVERIFY,
@@ -36,7 +37,6 @@ SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
 SEQUENCE_LOCKTIME_GRANULARITY = 9
-MAX_BLOCK_SIGOPS_COST = 80_000
 
 
 class MempoolReject(Exception):

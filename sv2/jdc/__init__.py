@@ -1,6 +1,16 @@
-"""Job Declaration client: asyncio sockets around the sans-I/O :mod:`sv2.connection`, with
-extensions 0x0003 (sv2-spec PR #203), 0x4003 (settlement modes) and 0x4002 (PR #202 per-job
-adapter). See docs/jdc.md."""
+"""Job Declaration client (sv2-spec 06-Job-Declaration-Protocol.md) with extensions 0x0003
+(sv2-spec PR #203), 0x4003 (settlement modes) and 0x4002 (PR #202 per-job adapter). See
+docs/jdc.md.
+
+- :mod:`sv2.jdc.session`: the connection as a sans-I/O session (requests built, messages in,
+  outputs and decisions out); :mod:`sv2.jdc.distributions`: the pushed payout state;
+- :mod:`sv2.jdc.jobs`: the coinbase per settlement mode; :mod:`sv2.jdc.constraints`:
+  CoinbaseOutputConstraints; :mod:`sv2.jdc.custom_job`: SetCustomMiningJob for a declared job;
+- :mod:`sv2.jdc.client`: the asyncio client driving the session; :mod:`sv2.jdc.errors`.
+
+Templates and solutions (:mod:`sv2.template`, :mod:`sv2.solution`) and the asyncio client
+base (:mod:`sv2.client`) sit below the roles; they are re-exported here.
+"""
 
 from sv2.jdc.client import (
     DEFAULT_EXTENSIONS,
@@ -17,14 +27,14 @@ from sv2.jdc.constraints import OutputConstraints, constraints_for
 from sv2.jdc.custom_job import build_set_custom_mining_job
 from sv2.jdc.jobs import (
     JobCoinbase,
-    Solution,
     build_job_coinbase,
     build_outputs_coinbase,
     parse_output_vector,
     serialize_output_vector,
-    solve,
 )
-from sv2.jdc.template import JobTemplate, NodeTemplates, TemplateError, TemplateSource
+from sv2.jdc.session import JdcSession
+from sv2.solution import Solution, solve
+from sv2.template import JobTemplate, NodeTemplates, TemplateError, TemplateSource
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -33,6 +43,7 @@ __all__ = [
     "FallbackEvent",
     "JdcConnectionLost",
     "JdcError",
+    "JdcSession",
     "JdcTimeout",
     "JobCoinbase",
     "JobDeclarationClient",

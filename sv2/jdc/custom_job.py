@@ -2,7 +2,7 @@
 client sends on the pool's Mining connection (extended channel, ``REQUIRES_WORK_SELECTION``) so
 the pool rewards shares on the job its JDS accepted.
 
-Every field comes from the declared job, so the pool's check (:mod:`sv2.jds.custom_job`) can
+Every field comes from the declared job, so the pool's check (:mod:`sv2.custom_job`) can
 compare it with what the JDS validated:
 
 - ``mining_job_token``: ``DeclareMiningJob.Success.new_mining_job_token`` (§6.4.5);
@@ -19,8 +19,8 @@ compare it with what the JDS validated:
 from __future__ import annotations
 
 from payouts.tx.script import bip34_height
-from sv2.jdc.declaring import DeclaredJob
 from sv2.jdc.jobs import serialize_output_vector
+from sv2.jdc.session import DeclaredJob
 from sv2.messages.mining import SetCustomMiningJob
 from sv2.messages.payouts import DistributionIdTlv
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from payouts.errors import PayoutsError
 from sv2.jdc.jobs import JobCoinbase
-from sv2.jdc.template import JobTemplate
+from sv2.template import JobTemplate
 
 
 class JdcError(PayoutsError):

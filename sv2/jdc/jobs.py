@@ -27,12 +27,10 @@ from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.coinbase import build_coinbase_settlement, split_template_outputs
 from payouts.settlement.modes import ExpectedOutputs, SettlementMode, default_expected_outputs
-from payouts.tx.block import Block, BlockHeader, check_pow
 from payouts.tx.coinbase import CoinbaseParts, build_coinbase_parts, witness_commitment_output
 from payouts.tx.compact import read_compact_size, ser_compact_size
-from payouts.tx.hashes import sha256d
 from payouts.tx.txout import TxOut
-from sv2.jdc.template import JobTemplate
+from sv2.template import JobTemplate, read_txouts
 
 DEFAULT_TAG = b"/payouts-jdc/"
 DEFAULT_EXTRANONCE_SIZE = 8
@@ -161,17 +159,8 @@ def parse_output_vector(raw: bytes) -> tuple[TxOut, ...]:
     AllocateMiningJobToken.Success ``coinbase_tx_outputs``, reference/sv2.md §1.6)."""
     try:
         n, pos = read_compact_size(raw, 0)
-        out: list[TxOut] = []
-        for _ in range(n):
-            if pos + 9 > len(raw):
-                raise ValueError("truncated TxOut")
-            value = int.from_bytes(raw[pos : pos + 8], "little")
-            ln, p = read_compact_size(raw, pos + 8)
-            if p + ln > len(raw):
-                raise ValueError("truncated script")
-            out.append(TxOut(value, bytes(raw[p : p + ln])))
-            pos = p + ln
-    except (ValueError, KeyError) as exc:
+        out, pos = read_txouts(raw, pos, n)
+    except ValueError as exc:
         raise ValidationError(
             f"coinbase_tx_outputs: {exc}", code="invalid-payout-outputs"
         ) from None
@@ -186,57 +175,12 @@ def serialize_output_vector(outputs: Sequence[TxOut]) -> bytes:
     return ser_compact_size(len(outputs)) + b"".join(o.serialize() for o in outputs)
 
 
-# -- mining -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Solution:
-    """A solved header and what PushSolution (sv2-spec §6.4.9) carries."""
-
-    header: BlockHeader
-    extranonce: bytes
-    block: Block
-
-    @property
-    def block_hash(self) -> bytes:
-        return self.header.hash
-
-
-def solve(
-    template: JobTemplate,
-    coinbase: JobCoinbase,
-    extranonce: bytes | None = None,
-    *,
-    max_tries: int = 1 << 24,
-) -> Solution:
-    """Grind the header nonce of the block ``template`` + ``coinbase`` until it meets the
-    template's target (meant for regtest, ``nBits 0x207fffff``: about two tries)."""
-    en = bytes(coinbase.parts.extranonce_size) if extranonce is None else bytes(extranonce)
-    cb_tx = coinbase.parts.tx(en)
-    root = template.merkle_root(cb_tx.txid)
-    base = BlockHeader(template.version, template.prev_hash, root, template.time, template.bits, 0)
-    head = base.serialize()[:76]
-    for nonce in range(max_tries):
-        h = sha256d(head + nonce.to_bytes(4, "little"))
-        if check_pow(h, template.bits):
-            header = BlockHeader(
-                base.version, base.prev_hash, base.merkle_root, base.time, base.bits, nonce
-            )
-            return Solution(header, en, Block(header, (cb_tx, *template.transactions)))
-    raise ValidationError(
-        f"no nonce in {max_tries} tries meets nBits {template.bits:#x}; solve() is for regtest",
-        code="no-solution",
-    )
-
-
 __all__ = [
     "DEFAULT_EXTRANONCE_SIZE",
     "DEFAULT_TAG",
     "JobCoinbase",
-    "Solution",
     "build_job_coinbase",
     "build_outputs_coinbase",
     "parse_output_vector",
     "serialize_output_vector",
-    "solve",
 ]

@@ -1,279 +1,475 @@
-"""One client connection of an SV2 role, over asyncio: TCP, the Noise NX handshake, the reader
-task and request/response pairing. Protocol-neutral, so the Job Declaration client
-(:class:`sv2.jdc.JobDeclarationClient`) and the Template Distribution client
-(:class:`sv2.tdp.TemplateDistributionClient`) share it.
+"""The JD client's side of one connection as a sans-I/O session (sv2-spec
+06-Job-Declaration-Protocol.md, Full-Template mode, with extensions 0x0003 (PR #203), 0x4003
+(settlement modes) and 0x4002 (the PR #202 per-job adapter)). docs/jdc.md shows the client from
+a miner's side.
 
-Layering as h11: the socket lives here; bytes go through a sans-I/O
-:class:`~sv2.connection.Sv2Connection` (Noise NX as the initiator, the responder's certificate
-checked against its authority key, sv2-spec 04-Protocol-Security.md §4.5). One reader task
-decodes every frame and hands it to :meth:`ClientSession._dispatch`: pushed messages are
-handled at once, responses resolve the future registered under ``(kind, request_id)``.
+A :class:`JdcSession` holds what the client knows of its JDS -- the negotiated extensions, the
+pushed distributions and modes (:class:`~sv2.jdc.distributions.PayoutState`), the declarations
+in flight, the node's last CTV answer -- and never touches a socket, a timer or the node:
+
+- requests are built here (:meth:`~JdcSession.allocate_token`, :meth:`~JdcSession.declare`,
+  :meth:`~JdcSession.request_payout_outputs`, :meth:`~JdcSession.push_solution`; request ids
+  come from one counter), and so is the coinbase (:meth:`~JdcSession.build_coinbase`);
+- :meth:`~JdcSession.receive` takes one decoded message and returns the outputs, in order: a
+  :class:`~sv2.session.Reply` for the request it answers, a message to send (the answer to
+  ``ProvideMissingTransactions``), :class:`ConstraintsChanged`, and
+  :data:`~sv2.session.STATE_CHANGED` when pushed state changed;
+- the decisions are here too: what an extension reply means (:meth:`~JdcSession.on_extensions`),
+  and what to do with a declaration's answer (:meth:`~JdcSession.judge`: accepted, declare again
+  on a newer distribution, or give up and fall back).
+
+The asyncio client (:class:`sv2.jdc.client.JobDeclarationClient`) sends what the session
+builds, waits for the replies, asks the node and fires the fallback.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import logging
-from collections.abc import Callable
-from typing import Any, ClassVar, Self, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from payouts.errors import PayoutsError
-from sv2.connection import (
-    NO_FRAME_LIMITS,
-    ConnectionFailed,
-    HandshakeComplete,
-    MalformedMessage,
-    Sv2Connection,
-    UnknownMessage,
+from payouts.distribution.fitting import Budget
+from payouts.distribution.model import Distribution
+from payouts.settlement.modes import ExpectedOutputs, SettlementMode, check_ctv_for
+from payouts.tx.txout import TxOut
+from sv2.jdc.constraints import OutputConstraints
+from sv2.jdc.distributions import PayoutState
+from sv2.jdc.errors import JdcError, SetupRejected
+from sv2.jdc.jobs import (
+    DEFAULT_EXTRANONCE_SIZE,
+    DEFAULT_TAG,
+    JobCoinbase,
+    build_job_coinbase,
+    build_outputs_coinbase,
+    parse_output_vector,
 )
-from sv2.jdc.errors import JdcConnectionLost, JdcTimeout, SetupRejected
+from sv2.messages import (
+    EXT_NON_CUSTODIAL_PAYOUTS,
+    EXT_PER_JOB_PAYOUTS,
+    EXT_SETTLEMENT_MODES,
+    DistributionIdTlv,
+    RequestExtensions,
+    RequestExtensionsError,
+    RequestExtensionsSuccess,
+    RequestPayoutOutputs,
+    RequestPayoutOutputsError,
+    RequestPayoutOutputsSuccess,
+    SetPayoutDistribution,
+    SetSettlementMode,
+    SetupConnection,
+    SetupConnectionError,
+    SetupConnectionSuccess,
+)
+from sv2.messages import job_declaration as jd
 from sv2.messages.base import Message
-from sv2.messages.common import SetupConnection, SetupConnectionError, SetupConnectionSuccess
-from sv2.noise_transport import FrameLimits
+from sv2.messages.common import JD_FLAG_DECLARE_TX_DATA, PROTOCOL_JOB_DECLARATION
+from sv2.messages.payouts import ERR_STALE_PAYOUT_DISTRIBUTION
+from sv2.session import STATE_CHANGED, Reply, StateChanged, setup_connection
+from sv2.solution import Solution
+from sv2.template import JobTemplate
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 65_536
-SV2_VERSION = 2
-
-T = TypeVar("T")
-Progress = Callable[[str], None]
+DEFAULT_EXTENSIONS = (EXT_NON_CUSTODIAL_PAYOUTS, EXT_SETTLEMENT_MODES)
 
 
-class ClientSession:
-    """TCP + Noise + the reader task of one client connection.
+@dataclass(frozen=True, slots=True)
+class DeclaredJob:
+    """A job the JDS accepted (DeclareMiningJob.Success)."""
 
-    Subclasses implement :meth:`_dispatch` and may replace the error classes (``TIMEOUT``,
-    ``LOST``, ``REJECTED``) with their own so that callers see protocol-specific codes.
-    """
+    request_id: int
+    token: bytes  # new_mining_job_token (what SetCustomMiningJob carries)
+    template: JobTemplate
+    coinbase: JobCoinbase
+    distribution_id: int | None
+    mode: str
+    attempts: int  # declarations it took (> 1 after stale-payout-distribution)
 
-    TIMEOUT: ClassVar[type[PayoutsError]] = JdcTimeout
-    LOST: ClassVar[type[PayoutsError]] = JdcConnectionLost
-    REJECTED: ClassVar[type[PayoutsError]] = SetupRejected
-    READER_NAME: ClassVar[str] = "jdc-reader"
-    LOG_PREFIX: ClassVar[str] = "JDC"
-    # Message types this role sends or receives above the 1 MiB default (sv2.connection).
-    FRAME_LIMITS: ClassVar[FrameLimits] = NO_FRAME_LIMITS
+    @property
+    def payout_outputs(self) -> tuple[TxOut, ...]:
+        return self.coinbase.payout_outputs
+
+
+@dataclass(slots=True)
+class Outstanding:
+    """A DeclareMiningJob in flight: its transactions answer ProvideMissingTransactions."""
+
+    msg: jd.DeclareMiningJob
+    transactions: tuple[bytes, ...]
+    missing_requests: int = 0
+    provided: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ConstraintsChanged:
+    """An output of :meth:`JdcSession.receive`: the CoinbaseOutputConstraints changed (the
+    Template Provider must hear of them)."""
+
+    constraints: OutputConstraints
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """:meth:`JdcSession.judge`: the JDS accepted the declaration."""
+
+    job: DeclaredJob
+
+
+@dataclass(frozen=True, slots=True)
+class Redeclare:
+    """:meth:`JdcSession.judge`: ``stale-payout-distribution``; declare again once a
+    distribution newer than ``after`` arrived (PR #203 §7.3: not a reason to fall back unless
+    it persists)."""
+
+    after: int
+    code: str
+    details: str
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """:meth:`JdcSession.judge`: refused for good; fall back (sv2-spec §6.4.5)."""
+
+    code: str
+    details: str
+
+
+Verdict = Accepted | Redeclare | GiveUp
+Output = Reply | Message | ConstraintsChanged | StateChanged
+
+
+class JdcSession:
+    """One JD client connection, sans-I/O (see the module docstring). ``stats`` is the
+    client's counter dict, shared."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        authority_pubkey: bytes | None,
         *,
-        timeout: float = 10.0,
-        progress: Progress | None = None,
+        extensions: Sequence[int] = DEFAULT_EXTENSIONS,
+        user_identifier: str = "payouts-jdc",
+        extranonce_size: int = DEFAULT_EXTRANONCE_SIZE,
+        tag: bytes = DEFAULT_TAG,
+        expected_outputs: ExpectedOutputs | None = None,
+        budget: Budget | None = None,
+        max_redeclare: int = 3,
+        vendor: str = "payouts-jdc",
+        stats: dict[str, int] | None = None,
     ) -> None:
-        self.host, self.port = host, port
-        self.authority_pubkey = authority_pubkey
-        self.timeout = timeout
-        self._progress = progress
-        self.stats: dict[str, int] = {}
-
-        self._conn: Sv2Connection | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._futures: dict[tuple[str, int], asyncio.Future[Message]] = {}
-        self._changed = asyncio.Condition()
+        self.requested_extensions = tuple(dict.fromkeys(extensions))
+        self.user_identifier = user_identifier
+        self.extranonce_size = extranonce_size
+        self.tag = tag
+        self.expected_outputs = expected_outputs
+        self.budget = budget
+        self.max_redeclare = max_redeclare
+        self.vendor = vendor
+        self.stats: dict[str, int] = {} if stats is None else stats
+        self.negotiated: frozenset[int] = frozenset()
+        self.payouts = PayoutState(self.stats)
+        self.ctv_active: bool | None = None  # the node's last answer (None: not asked)
+        self.outstanding: dict[int, Outstanding] = {}
         self._ids = itertools.count(1)
-        self._closed_reason: str | None = None
-
-    # -- reporting ----------------------------------------------------------------------------
-
-    def _say(self, line: str) -> None:
-        log.info("%s", line)
-        if self._progress is not None:
-            self._progress(line)
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- connection set-up ----------------------------------------------------------------------
 
-    async def _open(self) -> None:
-        """TCP, the Noise handshake, then the reader task. Raises ``LOST`` / ``TIMEOUT`` or a
-        :class:`~sv2.connection.HandshakeFailed` (wrong authority key, expired certificate)."""
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise self.LOST(f"cannot connect to {self.host}:{self.port}: {exc}") from None
-        self._reader, self._writer = reader, writer
-        self._conn = Sv2Connection.client(self.authority_pubkey, frame_limits=self.FRAME_LIMITS)
-        writer.write(self._conn.initiate())
-        leftover = await self._handshake()
-        self._say(f"noise handshake done with {self.host}:{self.port} (authority key checked)")
-        self._task = asyncio.create_task(self._read_loop(), name=self.READER_NAME)
-        if leftover:
-            await self._dispatch_all(leftover)
-
-    async def _handshake(self) -> list[Any]:
-        assert self._reader is not None and self._conn is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise self.TIMEOUT("Noise handshake timed out")
-            try:
-                data = await asyncio.wait_for(self._reader.read(READ_CHUNK), left)
-            except TimeoutError:
-                raise self.TIMEOUT("Noise handshake timed out") from None
-            if not data:
-                raise self.LOST("the server closed the connection during the handshake")
-            items = self._conn.receive_data(data)  # HandshakeFailed propagates as is
-            for i, it in enumerate(items):
-                if isinstance(it, HandshakeComplete):
-                    return items[i + 1 :]
-
-    async def _setup_connection(
-        self, protocol: int, flags: int, *, vendor: str, device_id: str = ""
-    ) -> SetupConnectionSuccess:
-        """Send ``SetupConnection`` (sv2-spec §3.6.1: version 2 only, this connection's
-        endpoint) and wait for the reply; .Error raises ``REJECTED`` with code
-        ``setup-<error_code>``."""
-        fut = self._expect("setup", 0)
-        self._send(
-            SetupConnection(
-                protocol=protocol,
-                min_version=SV2_VERSION,
-                max_version=SV2_VERSION,
-                flags=flags,
-                endpoint_host=self.host,
-                endpoint_port=self.port,
-                vendor=vendor,
-                hardware_version="",
-                firmware="",
-                device_id=device_id[:255],
-            )
+    def setup_connection(self, host: str, port: int) -> SetupConnection:
+        """SetupConnection: protocol 1, ``DECLARE_TX_DATA`` (Full-Template mode, §6.4.1)."""
+        return setup_connection(
+            PROTOCOL_JOB_DECLARATION,
+            JD_FLAG_DECLARE_TX_DATA,
+            host=host,
+            port=port,
+            vendor=self.vendor,
+            device_id=self.user_identifier,
         )
-        reply = await self._wait(fut, "SetupConnection")
-        if isinstance(reply, SetupConnectionError):
-            raise self.REJECTED(
-                f"SetupConnection.Error {reply.error_code} (flags {reply.flags:#x})",
-                code=f"setup-{reply.error_code}",
-            )
-        assert isinstance(reply, SetupConnectionSuccess)
-        self._say(f"SetupConnection.Success: version {reply.used_version}, flags {reply.flags:#x}")
-        return reply
 
-    async def connect(self) -> None:
-        """Open, handshake and set up the role's connection (each subclass's own sequence)."""
-        raise NotImplementedError
+    def request_extensions(self) -> RequestExtensions:
+        return RequestExtensions(
+            request_id=next(self._ids) & 0xFFFF, requested_extensions=self.requested_extensions
+        )
 
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the connection (idempotent); outstanding requests fail."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._fail_all("connection closed")
-        if self._conn is not None:
-            self._conn.close()
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-            self._writer = None
-
-    async def drain(self) -> None:
-        """Wait until written bytes are handed to the OS (e.g. before closing)."""
-        if self._writer is not None:
-            await self._writer.drain()
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _send(self, msg: Message) -> None:
-        if self._conn is None or self._writer is None or self._closed_reason is not None:
-            raise self.LOST(self._closed_reason or "not connected")
-        self._writer.write(self._conn.send(msg))
-
-    def _expect(self, kind: str, request_id: int) -> asyncio.Future[Message]:
-        if self._closed_reason is not None:
-            raise self.LOST(self._closed_reason)
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._futures[(kind, request_id)] = fut
-        return fut
-
-    async def _wait(self, fut: asyncio.Future[T], what: str, timeout: float | None = None) -> T:
-        try:
-            return await asyncio.wait_for(fut, self.timeout if timeout is None else timeout)
-        except TimeoutError:
-            raise self.TIMEOUT(f"no answer to {what} within {self.timeout:g}s") from None
-
-    def _resolve(self, kind: str, request_id: int, msg: Message) -> None:
-        fut = self._futures.pop((kind, request_id), None)
-        if fut is None or fut.done():
-            self._count(f"unexpected:{msg.NAME}")
-            log.info("%s: %s for unknown request %d ignored", self.LOG_PREFIX, msg.NAME, request_id)
-            return
-        fut.set_result(msg)
-
-    def _fail_all(self, reason: str) -> None:
-        if self._closed_reason is None:
-            self._closed_reason = reason
-        for fut in self._futures.values():
-            if not fut.done():
-                fut.set_exception(self.LOST(reason))
-        self._futures.clear()
-
-    async def _read_loop(self) -> None:
-        assert self._reader is not None and self._conn is not None
-        reason = "closed by the server"
-        try:
-            while True:
-                data = await self._reader.read(READ_CHUNK)
-                if not data:
-                    break
-                await self._dispatch_all(self._conn.receive_data(data))
-                if self._writer is not None:
-                    await self._writer.drain()
-        except ConnectionFailed as exc:
-            reason = f"{exc.code}: {exc.message}"
-        except (ConnectionError, OSError) as exc:
-            reason = f"socket: {exc}"
-        finally:
-            self._fail_all(reason)
-            async with self._changed:
-                self._changed.notify_all()
-            log.info("%s: connection ended: %s", self.LOG_PREFIX, reason)
-
-    async def _dispatch_all(self, items: list[Any]) -> None:
-        for it in items:
-            if isinstance(it, UnknownMessage):
-                # sv2-spec §3.4: a non-channel message of an unknown extension is discarded.
-                self._count("unknown-messages")
-                continue
-            if isinstance(it, MalformedMessage):
-                self._count("malformed-messages")
-                log.warning(
-                    "%s: malformed %#04x ignored: %s", self.LOG_PREFIX, it.frame.msg_type, it.error
+    def on_extensions(self, reply: RequestExtensionsSuccess | RequestExtensionsError) -> None:
+        """The answer to RequestExtensions. An error naming required extensions raises
+        :class:`SetupRejected`; any other error leaves the connection base-spec (0x0001:
+        without the requested extensions the connection works as the base protocol)."""
+        if isinstance(reply, RequestExtensionsError):
+            if reply.required_extensions:
+                raise SetupRejected(
+                    "the server requires extensions "
+                    + ", ".join(f"{e:#06x}" for e in reply.required_extensions),
+                    code="extensions-required",
                 )
-                continue
-            if isinstance(it, HandshakeComplete):
-                continue
-            await self._dispatch(it)
+            self.negotiated = frozenset()
 
-    async def _dispatch(self, msg: Message) -> None:
-        """Handle one decoded message (a response or a pushed message)."""
-        raise NotImplementedError
+    # -- received messages ----------------------------------------------------------------------
 
-    async def _notify(self) -> None:
-        """Wake whoever waits on pushed state (:attr:`_changed`)."""
-        async with self._changed:
-            self._changed.notify_all()
+    def receive(self, msg: Message) -> list[Output]:
+        """Handle one message from the JDS; the outputs in order (module docstring)."""
+        if isinstance(msg, SetupConnectionSuccess | SetupConnectionError):
+            return [Reply("setup", 0, msg)]
+        if isinstance(msg, RequestExtensionsSuccess | RequestExtensionsError):
+            if isinstance(msg, RequestExtensionsSuccess):
+                # Set here, not when the reply is read: the server's SetPayoutDistribution
+                # follows in the same read (PR #203 §3.1) and must find it negotiated.
+                self.negotiated = frozenset(msg.supported_extensions)
+            return [Reply("ext", msg.request_id, msg)]
+        if isinstance(msg, SetPayoutDistribution):
+            if EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated:
+                self._count("distribution-not-negotiated")  # 0x0001: not to be used; discard
+                return []
+            return self._payouts_changed(self.payouts.on_distribution(msg))
+        if isinstance(msg, SetSettlementMode):
+            if EXT_SETTLEMENT_MODES not in self.negotiated:
+                self._count("mode-not-negotiated")
+                return []
+            return self._payouts_changed(self.payouts.on_mode(msg))
+        if isinstance(msg, jd.AllocateMiningJobTokenSuccess):
+            return [Reply("token", msg.request_id, msg)]
+        if isinstance(msg, jd.DeclareMiningJobSuccess | jd.DeclareMiningJobError):
+            self.outstanding.pop(msg.request_id, None)
+            return [Reply("declare", msg.request_id, msg)]
+        if isinstance(msg, jd.ProvideMissingTransactions):
+            return self._on_missing(msg)
+        if isinstance(msg, RequestPayoutOutputsSuccess | RequestPayoutOutputsError):
+            return [Reply("payout-outputs", msg.request_id, msg)]
+        self._count(f"ignored:{msg.NAME}")
+        log.info("JDC: %s ignored", msg.NAME)
+        return []
+
+    def _payouts_changed(self, changed: bool) -> list[Output]:
+        if not changed:
+            return []
+        out: list[Output] = []
+        c = self.payouts.update_constraints()
+        if c is not None:
+            out.append(ConstraintsChanged(c))
+        out.append(STATE_CHANGED)
+        return out
+
+    def _on_missing(self, msg: jd.ProvideMissingTransactions) -> list[Output]:
+        """§6.4.6: the transactions at the requested positions of ``wtxid_list``, in the
+        requested order (PR #182: ``request_id`` is the DeclareMiningJob's)."""
+        job = self.outstanding.get(msg.request_id)
+        if job is None:
+            self._count("missing-txs-unknown-request")
+            log.info("JDC: ProvideMissingTransactions for unknown request %d", msg.request_id)
+            return []
+        positions = [i for i in msg.unknown_tx_position_list if 0 <= i < len(job.transactions)]
+        if len(positions) != len(msg.unknown_tx_position_list):
+            # Out-of-range positions cannot be answered; send the rest and let the server
+            # reject the job with its own code (missing-txs).
+            log.warning("JDC: ProvideMissingTransactions asks for positions out of range")
+        job.missing_requests += 1
+        job.provided.extend(positions)
+        self._count("missing-txs-requests")
+        return [
+            jd.ProvideMissingTransactionsSuccess(
+                request_id=msg.request_id,
+                transaction_list=tuple(job.transactions[i] for i in positions),
+            )
+        ]
+
+    # -- declaring ------------------------------------------------------------------------------
+
+    def allocate_token(self) -> jd.AllocateMiningJobToken:
+        """AllocateMiningJobToken (§6.4.2); the reply's outputs are empty with 0x0003 (PR #203
+        §2), else the first one is the pool payout output."""
+        return jd.AllocateMiningJobToken(
+            user_identifier=self.user_identifier, request_id=next(self._ids) & 0xFFFFFFFF
+        )
+
+    def mode_needing_ctv(self, distribution: Distribution | None) -> SettlementMode | None:
+        """The mode a coinbase for ``distribution`` (default: the latest) would settle in, if
+        that mode needs CTV: the node must be asked before such a coinbase is built."""
+        d = distribution or self.payouts.distribution
+        if EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated or d is None:
+            return None
+        mode = self.payouts.mode_for(d.distribution_id)
+        return mode if mode.needs_ctv else None
+
+    def build_coinbase(
+        self,
+        template: JobTemplate,
+        distribution: Distribution | None = None,
+        *,
+        token_outputs: bytes = b"",
+    ) -> JobCoinbase:
+        """The coinbase this client declares for ``template``: the distribution's mode with
+        0x0003, else the base-spec rule (all of T to the first AllocateMiningJobToken.Success
+        output, the pool payout; the others stay 0-valued, §6.4.3). A mode that needs CTV is
+        refused unless the node's last answer (:attr:`ctv_active`) said it is enforced."""
+        if EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
+            d = distribution or self.payouts.distribution
+            if d is None:
+                raise JdcError("no distribution to build a coinbase from", code="no-distribution")
+            mode = self.payouts.mode_for(d.distribution_id)
+            check_ctv_for(mode, self.ctv_active, "the JD client")
+            return build_job_coinbase(
+                d,
+                template,
+                mode,
+                expected_outputs=self.expected_outputs,
+                budget=self.budget,
+                extranonce_size=self.extranonce_size,
+                tag=self.tag,
+            )
+        outs = parse_output_vector(token_outputs) if token_outputs else ()
+        if not outs:
+            raise JdcError(
+                "the server gave no pool payout output and 0x0003 is not negotiated",
+                code="no-pool-output",
+            )
+        pool = TxOut(template.revenue, outs[0].script)
+        rest = tuple(TxOut(0, o.script) for o in outs[1:])
+        return build_outputs_coinbase(
+            (pool, *rest),
+            template,
+            mode="pool",
+            extranonce_size=self.extranonce_size,
+            tag=self.tag,
+        )
+
+    def build_outputs_coinbase(
+        self, outputs: Sequence[TxOut], template: JobTemplate
+    ) -> JobCoinbase:
+        """The per-job adapter's coinbase: ``outputs`` (RequestPayoutOutputs.Success) first."""
+        return build_outputs_coinbase(
+            outputs, template, extranonce_size=self.extranonce_size, tag=self.tag
+        )
+
+    def declare(
+        self, template: JobTemplate, token: bytes, coinbase: JobCoinbase
+    ) -> jd.DeclareMiningJob:
+        """DeclareMiningJob (§6.4.4) with the ``distribution_id`` TLV (PR #203 §6) and the
+        template's wtxids; its transactions are kept to answer ProvideMissingTransactions until
+        the answer comes (or :meth:`forget`)."""
+        tlvs: tuple[DistributionIdTlv, ...] = ()
+        if coinbase.distribution_id is not None and EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
+            tlvs = (DistributionIdTlv(coinbase.distribution_id),)
+        msg = jd.DeclareMiningJob(
+            request_id=next(self._ids) & 0xFFFFFFFF,
+            mining_job_token=token,
+            version=template.version & 0xFFFFFFFF,
+            coinbase_tx_prefix=coinbase.prefix,
+            coinbase_tx_suffix=coinbase.suffix,
+            wtxid_list=template.wtxids,
+            excess_data=b"",
+            tlvs=tlvs,
+        )
+        self.outstanding[msg.request_id] = Outstanding(
+            msg, tuple(t.serialize() for t in template.transactions)
+        )
+        return msg
+
+    def forget(self, request_id: int) -> None:
+        """A declaration was answered or abandoned: no more transactions for it."""
+        self.outstanding.pop(request_id, None)
+
+    def accepted(
+        self,
+        reply: jd.DeclareMiningJobSuccess,
+        template: JobTemplate,
+        coinbase: JobCoinbase,
+        attempts: int,
+    ) -> DeclaredJob:
+        """The job a DeclareMiningJob.Success accepted."""
+        self._count("declared")
+        return DeclaredJob(
+            reply.request_id,
+            reply.new_mining_job_token,
+            template,
+            coinbase,
+            coinbase.distribution_id,
+            coinbase.mode,
+            attempts,
+        )
+
+    def refused(self, reply: jd.DeclareMiningJobError) -> GiveUp:
+        """A DeclareMiningJob.Error's code and details (logged: §3.5 / PR #194 codes are
+        implementation-defined, so every one is)."""
+        details = bytes(reply.error_details).decode("utf-8", "replace")
+        log.warning("JDC: DeclareMiningJob.Error %s: %s", reply.error_code, details)
+        return GiveUp(reply.error_code, details)
+
+    def judge(
+        self,
+        reply: jd.DeclareMiningJobSuccess | jd.DeclareMiningJobError,
+        template: JobTemplate,
+        coinbase: JobCoinbase,
+        attempts: int,
+    ) -> Verdict:
+        """What a declaration's answer means: accepted; ``stale-payout-distribution`` on a
+        0x0003 job, up to ``max_redeclare`` times: declare again on a newer distribution;
+        anything else: give up."""
+        if isinstance(reply, jd.DeclareMiningJobSuccess):
+            return Accepted(self.accepted(reply, template, coinbase, attempts))
+        refusal = self.refused(reply)
+        self._count(f"declare-error:{refusal.code}")
+        if (
+            refusal.code == ERR_STALE_PAYOUT_DISTRIBUTION
+            and attempts <= self.max_redeclare
+            and coinbase.distribution_id is not None
+        ):
+            return Redeclare(coinbase.distribution_id, refusal.code, refusal.details)
+        return refusal
+
+    # -- the per-job adapter (0x4002, sv2-spec PR #202) -----------------------------------------
+
+    def request_payout_outputs(self, token: bytes, value: int) -> RequestPayoutOutputs:
+        if EXT_PER_JOB_PAYOUTS not in self.negotiated:
+            raise JdcError("extension 0x4002 was not negotiated", code="extension-not-negotiated")
+        return RequestPayoutOutputs(
+            request_id=next(self._ids) & 0xFFFFFFFF,
+            mining_job_token=token,
+            available_payout_value=value,
+        )
+
+    def payout_outputs(
+        self, reply: RequestPayoutOutputsSuccess | RequestPayoutOutputsError, value: int
+    ) -> tuple[TxOut, ...]:
+        """The outputs of a RequestPayoutOutputs answer; :class:`JdcError` with the server's
+        code, or ``invalid-payout-outputs`` when they do not pay exactly ``value`` (PR #202
+        §2.2)."""
+        if isinstance(reply, RequestPayoutOutputsError):
+            raise JdcError(f"RequestPayoutOutputs.Error {reply.error_code}", code=reply.error_code)
+        outs = parse_output_vector(reply.coinbase_tx_outputs)
+        total = sum(o.value for o in outs)
+        if total != value:
+            raise JdcError(
+                f"RequestPayoutOutputs.Success pays {total} sat, not {value}",
+                code="invalid-payout-outputs",
+            )
+        return outs
+
+    # -- solutions ------------------------------------------------------------------------------
+
+    def push_solution(self, solution: Solution) -> jd.PushSolution:
+        """PushSolution (§6.4.9), valid for the most recent DeclareMiningJob.Success on this
+        connection."""
+        h = solution.header
+        return jd.PushSolution(
+            extranonce=solution.extranonce,
+            prev_hash=h.prev_hash,
+            nonce=h.nonce,
+            ntime=h.time,
+            nbits=h.bits,
+            version=h.version & 0xFFFFFFFF,
+        )
 
 
-__all__ = ["READ_CHUNK", "SV2_VERSION", "ClientSession", "Progress"]
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "Accepted",
+    "ConstraintsChanged",
+    "DeclaredJob",
+    "GiveUp",
+    "JdcSession",
+    "Output",
+    "Outstanding",
+    "Redeclare",
+    "Verdict",
+]

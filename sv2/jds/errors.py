@@ -3,29 +3,33 @@
 sv2-spec PR #194 (2026-06) removed the spec's error-code suggestions: codes are implementation
 defined. Where SRI's JDS (sv2-apps ``pool-apps/jd-server``) has a code for the same failure we
 use SRI's string, so that SRI's JD client reacts the same way; PR #203 (0x0003) and PR #202
-(per-job adapter) codes are used verbatim; the rest are ours, one per distinct failure.
+(per-job adapter) codes are used verbatim; the rest are ours, one per distinct failure. The
+codes the pool's SetCustomMiningJob check shares (and :class:`JobRejected`) live below the
+roles in :mod:`sv2.job_errors`; the SetupConnection codes every server shares in
+:mod:`sv2.session`. Both are re-exported here, so ``E.<CODE>`` names every code this server
+sends.
 """
 
 from __future__ import annotations
 
-from payouts.errors import ValidationError
+from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION as INVALID_PAYOUT_DISTRIBUTION
+from sv2.job_errors import INVALID_TOKEN as INVALID_TOKEN
+from sv2.job_errors import STALE_PAYOUT_DISTRIBUTION as STALE_PAYOUT_DISTRIBUTION
+from sv2.job_errors import JobRejected as JobRejected
+from sv2.session import SETUP_UNSUPPORTED_FLAGS as SETUP_UNSUPPORTED_FLAGS
+from sv2.session import SETUP_UNSUPPORTED_PROTOCOL as SETUP_UNSUPPORTED_PROTOCOL
+from sv2.session import SETUP_VERSION_MISMATCH as SETUP_VERSION_MISMATCH
 
-# SetupConnection.Error (SRI common-messages, sv2-tp)
-SETUP_UNSUPPORTED_PROTOCOL = "unsupported-protocol"
-SETUP_VERSION_MISMATCH = "protocol-version-mismatch"
-SETUP_UNSUPPORTED_FLAGS = "unsupported-feature-flags"
+# SetupConnection.Error (SRI's JDS); the codes every server shares are in sv2.session
 SETUP_MISSING_DECLARE_TX_DATA = "missing-declare-tx-data-flag"
 
-# DeclareMiningJob.Error -- SRI job-declaration/src/lib.rs
-INVALID_TOKEN = "invalid-mining-job-token"
+# DeclareMiningJob.Error -- SRI job-declaration/src/lib.rs (INVALID_TOKEN: sv2.job_errors)
 INVALID_COINBASE_TX = "invalid-coinbase-tx"
 INVALID_COINBASE_TX_INPUT = "invalid-coinbase-tx-input"
 STALE_CHAIN_TIP = "stale-chain-tip"
 MISSING_TXS = "missing-txs"
 INTERNAL_ERROR = "internal-error"
-# -- PR #203 §7.3
-STALE_PAYOUT_DISTRIBUTION = "stale-payout-distribution"
-INVALID_PAYOUT_DISTRIBUTION = "invalid-payout-distribution"
+# -- PR #203 §7.3: STALE_PAYOUT_DISTRIBUTION, INVALID_PAYOUT_DISTRIBUTION (sv2.job_errors)
 # -- PR #202 §4 (per-job adapter, extension 0x4002 here)
 STALE_PAYOUT_OUTPUTS = "stale-payout-outputs"
 INVALID_PAYOUT_OUTPUTS = "invalid-payout-outputs"
@@ -51,12 +55,3 @@ JOB_SUPERSEDED = "job-superseded"
 PAYOUT_OUTPUTS_ALREADY_REQUESTED = "payout-outputs-already-requested"
 INVALID_PAYOUT_VALUE = "invalid-payout-value"
 NO_PAYOUT_DISTRIBUTION = "no-payout-distribution"
-
-
-class JobRejected(ValidationError):
-    """A declaration (or a per-job request) is refused with SV2 error ``code``; ``details``
-    goes to ``error_details`` (UTF-8). Raised before any server state is written."""
-
-    def __init__(self, code: str, details: str = "") -> None:
-        super().__init__(details or code, code=code)
-        self.details = details

@@ -1,99 +1,18 @@
-"""Server-side state shared by all connections: published distributions (with the PR #203
-grace window) and the transactions the server knows.
-
-``SetPayoutDistribution`` <-> :class:`~payouts.distribution.Distribution`: the amount fields of
-``pool_payout`` and ``payouts`` carry *weights*; ``additional_outputs`` carry fixed satoshi
-amounts (PR #203 as of 2026-09-09, the revision :mod:`sv2.messages.payouts` implements).
-"""
+"""The JD server's transaction store, shared by all its connections: the transactions it can
+resolve a declaration's wtxids to (the node's template, mempool look-ups, transactions clients
+supplied). The published distributions the connections share are in
+:mod:`sv2.distribution_book` (below the roles: the pool's Mining Protocol server reads them
+too)."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from payouts.distribution.fitting import FittedDistribution
-from payouts.distribution.model import Distribution
-from payouts.errors import ValidationError
 from payouts.node.interface import BlockTemplate
-from payouts.settlement.modes import SettlementMode
 from payouts.tx.transaction import Tx
-from sv2.jds import errors as E
-from sv2.jds.errors import JobRejected
-from sv2.jds.validation import KnownTx, WitnessTrees
-
-# -- SetPayoutDistribution <-> Distribution ---------------------------------------------------
-
-
-# -- published distributions ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    distribution: Distribution
-    fitted: FittedDistribution | None
-    mode: SettlementMode
-    published_at: float
-    after_settlement: bool  # PR #203 §10: no grace for what came before
-
-    @property
-    def distribution_id(self) -> int:
-        return self.distribution.distribution_id
-
-
-class DistributionBook:
-    """The current distribution, the one before it (grace window, PR #203 §7.2) and the ids
-    ever published (to tell ``stale`` from ``unknown``)."""
-
-    MAX_REMEMBERED_IDS = 100_000
-
-    def __init__(self, grace_period: float) -> None:
-        if grace_period < 0:
-            raise ValueError("grace period cannot be negative")
-        self.grace_period = grace_period
-        self.current: Published | None = None
-        self.previous: Published | None = None
-        self._seen: OrderedDict[int, None] = OrderedDict()
-
-    def publish(self, p: Published) -> None:
-        if self.current is not None and p.distribution_id <= self.current.distribution_id:
-            raise ValidationError(
-                f"distribution_id must increase strictly (PR #203 §3.1): {p.distribution_id} "
-                f"after {self.current.distribution_id}"
-            )
-        self.previous, self.current = self.current, p
-        self._seen[p.distribution_id] = None
-        while len(self._seen) > self.MAX_REMEMBERED_IDS:
-            self._seen.popitem(last=False)
-
-    def lookup(self, distribution_id: int, now: float) -> Published:
-        """The distribution a declaration names, if still accepted; else
-        ``stale-payout-distribution`` (older than the grace window allows, or invalidated by a
-        settlement) or ``invalid-payout-distribution`` (never published)."""
-        cur = self.current
-        if cur is not None and distribution_id == cur.distribution_id:
-            return cur
-        if distribution_id not in self._seen:
-            raise JobRejected(
-                E.INVALID_PAYOUT_DISTRIBUTION, f"distribution {distribution_id} was never published"
-            )
-        prev = self.previous
-        if (
-            cur is not None
-            and prev is not None
-            and distribution_id == prev.distribution_id
-            and not cur.after_settlement
-            and now - cur.published_at <= self.grace_period
-        ):
-            return prev
-        raise JobRejected(
-            E.STALE_PAYOUT_DISTRIBUTION,
-            f"distribution {distribution_id} is no longer accepted"
-            + (f" (current: {cur.distribution_id})" if cur else ""),
-        )
-
-
-# -- known transactions -----------------------------------------------------------------------
+from sv2.declared_job import KnownTx
+from sv2.jds.validation import WitnessTrees
 
 
 @dataclass(frozen=True, slots=True)

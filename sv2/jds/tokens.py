@@ -37,7 +37,7 @@ class TokenRecord:
     kind: Kind
     expires_at: float
     user_identifier: str = ""
-    bound_outputs: Any = None  # PR #202 set bound to this token (sv2.jds.server.BoundOutputs)
+    bound_outputs: Any = None  # PR #202 set bound to this token (sv2.jds.declaring.BoundOutputs)
     job: Any = None  # for ``declared`` tokens: the validated job
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -47,71 +47,20 @@ from dataclasses import dataclass
 from payouts.errors import ValidationError
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER
 from payouts.tx.compact import compact_size_len, read_compact_size
+from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_TXS, MAX_BLOCK_WEIGHT
 from payouts.tx.hashes import sha256d
 from payouts.tx.output_scripts import legacy_sigops, sigop_cost
 from payouts.tx.script import bip34_height
-from payouts.tx.transaction import WITNESS_SCALE_FACTOR, Tx, TxDecodeError
+from payouts.tx.transaction import Tx, TxDecodeError
 from payouts.tx.txout import TxOut
+from sv2.declared_job import DeclaredCoinbase, KnownTx
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
 
-MAX_BLOCK_WEIGHT = 4_000_000
-MAX_BLOCK_SIGOPS_COST = 80_000
-MIN_TRANSACTION_WEIGHT = 4 * 60  # Core consensus/consensus.h
-MAX_WTXIDS = MAX_BLOCK_WEIGHT // MIN_TRANSACTION_WEIGHT  # 16,666
+MAX_WTXIDS = MAX_BLOCK_TXS  # 16,666
 HEADER_WEIGHT = 4 * 80
 SCRIPT_SIG_LEN_OFFSET = 43  # 4 version + 2 marker/flag + 1 input count + 36 outpoint
 MAX_EXTRANONCE = 32  # PushSolution.extranonce is B0_32
-
-
-@dataclass(slots=True)
-class KnownTx:
-    """A transaction the server can put in a block, with what validation needs precomputed."""
-
-    tx: Tx
-    txid: bytes
-    wtxid: bytes
-    weight: int
-    sigops: int  # sigop cost: exact for template txs, else 4 × legacy (a lower bound)
-    fee: int | None  # None: not known
-
-    @classmethod
-    def of(cls, tx: Tx, *, fee: int | None = None, sigops: int | None = None) -> KnownTx:
-        return cls(
-            tx,
-            tx.txid,
-            tx.wtxid,
-            tx.weight,
-            4 * tx.legacy_sigops() if sigops is None else sigops,
-            fee,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeclaredCoinbase:
-    """A declared coinbase with the extranonce zeroed."""
-
-    tx: Tx
-    prefix: bytes
-    suffix: bytes
-    extranonce_size: int
-
-    @property
-    def weight(self) -> int:
-        """BIP-141 weight from the declared sizes, without re-serializing 500 outputs twice:
-        ``parse_declared_coinbase`` required the marker and flag, and the strict parser
-        rejects a superfluous (all-empty) witness record, so the declared bytes *are* the
-        witness serialization; the base size is that less marker, flag and the witness."""
-        total = len(self.prefix) + self.extranonce_size + len(self.suffix)
-        base = total - 2 - len(self.tx.inputs[0].serialize_witness())
-        return base * (WITNESS_SCALE_FACTOR - 1) + total
-
-    def with_extranonce(self, extranonce: bytes) -> bytes:
-        if len(extranonce) != self.extranonce_size:
-            raise ValidationError(
-                f"extranonce is {len(extranonce)} bytes, the job reserves {self.extranonce_size}"
-            )
-        return self.prefix + extranonce + self.suffix
 
 
 def parse_declared_coinbase(prefix: bytes, suffix: bytes) -> DeclaredCoinbase:
@@ -418,8 +367,6 @@ def validate_declaration(
 
 
 __all__ = [
-    "MAX_BLOCK_SIGOPS_COST",
-    "MAX_BLOCK_WEIGHT",
     "MAX_WTXIDS",
     "DeclaredCoinbase",
     "KnownTx",

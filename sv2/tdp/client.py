@@ -3,10 +3,10 @@
 
 1. TCP + Noise NX: the TP is the responder and its certificate must be signed by
    ``authority_pubkey`` (sv2-spec §4.5), exactly as on the JD connection
-   (:class:`sv2.jdc.session.ClientSession` is shared);
+   (:class:`sv2.client.ClientSession` is shared);
 2. ``SetupConnection`` (protocol 2 = Template Distribution, version 2, no flags);
 3. ``CoinbaseOutputConstraints`` (§7.1) -- with extension 0x0003 computed from the pool's first
-   ``SetPayoutDistribution`` (PR #203: not before it; :func:`sv2.jdc.constraints_for`); sent
+   ``SetPayoutDistribution`` (PR #203: not before it; the JD client computes them); sent
    again with :meth:`TemplateDistributionClient.set_constraints` when the distribution changes;
 4. ``NewTemplate`` / ``SetNewPrevHash`` pushed by the TP: future templates wait for the
    SetNewPrevHash naming them (:class:`sv2.tdp.state.TemplateBook`);
@@ -14,45 +14,40 @@
    go into ``DeclareMiningJob.wtxid_list`` and answer ProvideMissingTransactions;
 6. ``SubmitSolution`` (§7.7) once a block is found: the TP MUST propagate it.
 
-The client implements :class:`sv2.jdc.template.TemplateSource`, so ``payouts jdc run --tp``
-declares on the TP's templates exactly as on a node's.
+What the messages mean is the sans-I/O :class:`~sv2.tdp.session.TdpSession`; this module
+sends, waits and reports. The client implements :class:`sv2.template.TemplateSource`, so
+``payouts jdc run --tp`` declares on the TP's templates exactly as on a node's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
+from sv2.client import ClientSession, Progress
 from sv2.connection import TDP_FRAME_LIMITS
-from sv2.jdc.jobs import Solution
-from sv2.jdc.session import ClientSession, Progress
-from sv2.jdc.template import JobTemplate
 from sv2.messages.base import Message
-from sv2.messages.common import (
-    PROTOCOL_TEMPLATE_DISTRIBUTION,
-    SetupConnectionError,
-    SetupConnectionSuccess,
-)
 from sv2.messages.template_distribution import (
     CoinbaseOutputConstraints,
     NewTemplate,
-    RequestTransactionData,
     RequestTransactionDataError,
     RequestTransactionDataSuccess,
     SetNewPrevHash,
-    SubmitSolution,
 )
 from sv2.noise_transport import FrameLimits
+from sv2.solution import Solution
 from sv2.tdp.errors import (
     TdpConnectionLost,
     TdpError,
-    TdpProtocolError,
     TdpSetupRejected,
     TdpTimeout,
     TransactionDataUnavailable,
 )
+from sv2.tdp.session import TdpSession, TemplateActive
 from sv2.tdp.state import TemplateBook
+from sv2.template import JobTemplate
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +83,18 @@ class TemplateDistributionClient(ClientSession):
         vendor: str = "payouts-jdc",
     ) -> None:
         super().__init__(host, port, authority_pubkey, timeout=timeout, progress=progress)
-        self.constraints = constraints
+        self.session = TdpSession(constraints=constraints, vendor=vendor, stats=self.stats)
         self.template_timeout = template_timeout
         self.retries = retries
-        self.vendor = vendor
-        self.book = TemplateBook()
-        self._txdata: dict[int, tuple[bytes, ...]] = {}
+
+    @property
+    def book(self) -> TemplateBook:
+        """Which template is active (the session's)."""
+        return self.session.book
+
+    @property
+    def constraints(self) -> CoinbaseOutputConstraints | None:
+        return self.session.constraints
 
     async def connect(self, constraints: CoinbaseOutputConstraints | None = None) -> None:
         """Connect, handshake, SetupConnection, then CoinbaseOutputConstraints (§7: "MUST
@@ -108,15 +109,13 @@ class TemplateDistributionClient(ClientSession):
                 code="no-constraints",
             )
         await self._open()
-        # §3.6.1: Template Distribution defines no SetupConnection flags.
-        await self._setup_connection(PROTOCOL_TEMPLATE_DISTRIBUTION, 0, vendor=self.vendor)
+        await self._setup_connection(self.session.setup_connection(self.host, self.port))
         self.set_constraints(c)
 
     def set_constraints(self, constraints: CoinbaseOutputConstraints) -> None:
         """Send CoinbaseOutputConstraints (again: the distribution, and so the space the
         coinbase needs, changed)."""
-        self.constraints = constraints
-        self._send(constraints)
+        self._send(self.session.set_constraints(constraints))
         self._say(
             "CoinbaseOutputConstraints sent to the Template Provider: size="
             f"{constraints.coinbase_output_max_additional_size} "
@@ -154,26 +153,18 @@ class TemplateDistributionClient(ClientSession):
         """RequestTransactionData (§7.4) for ``template_id``: the raw transactions, coinbase
         excluded. Raises :class:`~sv2.tdp.errors.TransactionDataUnavailable` with the TP's
         code (``stale-template-id``, ``template-id-not-found``)."""
-        cached = self._txdata.get(template_id)
+        cached = self.session.cached_transactions(template_id)
         if cached is not None:
             return cached
-        fut = self._expect("txdata", template_id)
-        self._send(RequestTransactionData(template_id=template_id))
-        reply = await self._wait(fut, f"RequestTransactionData {template_id}")
-        if isinstance(reply, RequestTransactionDataError):
-            raise TransactionDataUnavailable(
-                f"RequestTransactionData.Error {reply.error_code} for template {template_id}",
-                code=reply.error_code,
-            )
-        assert isinstance(reply, RequestTransactionDataSuccess)
-        txs = tuple(reply.transaction_list)
-        cur = self.book.current()
-        # Keep only what the active template needs: old lists are never asked for again.
-        self._txdata = {template_id: txs} if cur and cur[0].template_id == template_id else {}
-        return txs
+        req = self.session.request_transactions(template_id)
+        reply = await self._request(
+            req, "txdata", template_id, f"RequestTransactionData {template_id}"
+        )
+        assert isinstance(reply, RequestTransactionDataSuccess | RequestTransactionDataError)
+        return self.session.transactions(template_id, reply)
 
     async def template(self, *, newer_than: int | None = None) -> JobTemplate:
-        """The active template as a :class:`~sv2.jdc.template.JobTemplate` (NewTemplate +
+        """The active template as a :class:`~sv2.template.JobTemplate` (NewTemplate +
         SetNewPrevHash + its transactions). When the TP replaced the template while its
         transactions were asked for (``stale-template-id``), the new one is taken."""
         for attempt in range(self.retries + 1):
@@ -193,59 +184,21 @@ class TemplateDistributionClient(ClientSession):
     async def submit_solution(self, template: JobTemplate, solution: Solution) -> str | None:
         """SubmitSolution (§7.7): the full coinbase (BIP141 fields kept) and the header fields;
         the TP builds the block and propagates it. There is no reply: returns ``None``."""
-        if template.template_id is None:
-            raise TdpError(
-                "this template did not come from a Template Provider (no template_id)",
-                code="not-a-tdp-template",
-            )
-        h = solution.header
-        self._send(
-            SubmitSolution(
-                template_id=template.template_id,
-                version=h.version & 0xFFFFFFFF,
-                header_timestamp=h.time,
-                header_nonce=h.nonce,
-                coinbase_tx=solution.block.txs[0].serialize(),
-            )
-        )
+        self._send(self.session.submit_solution(template, solution))
         self._count("solutions-submitted")
-        self._say(f"SubmitSolution sent to the Template Provider: block {h.hash_hex}")
+        self._say(f"SubmitSolution sent to the Template Provider: block {solution.header.hash_hex}")
         return None
 
     # -- routing ------------------------------------------------------------------------------
 
-    async def _dispatch(self, msg: Message) -> None:
-        if isinstance(msg, SetupConnectionSuccess | SetupConnectionError):
-            self._resolve("setup", 0, msg)
-        elif isinstance(msg, NewTemplate):
-            try:
-                active = self.book.on_new_template(msg)
-            except TdpProtocolError as exc:
-                self._count(f"refused:{exc.code}")
-                log.warning("TDP: %s", exc.message)
-                return
-            self._count("templates")
-            if active is not None:
-                self._announce(active)
-            await self._notify()
-        elif isinstance(msg, SetNewPrevHash):
-            active = self.book.on_set_new_prev_hash(msg)
-            self._txdata.clear()
-            if active is None:
-                self._count("prev-hash-unknown-template")
-                log.warning(
-                    "TDP: SetNewPrevHash names template %d, which never came; waiting for the "
-                    "next NewTemplate",
-                    msg.template_id,
-                )
-            else:
-                self._announce(active)
-            await self._notify()
-        elif isinstance(msg, RequestTransactionDataSuccess | RequestTransactionDataError):
-            self._resolve("txdata", msg.template_id, msg)
+    def _receive(self, msg: Message) -> Sequence[object]:
+        return self.session.receive(msg)
+
+    async def _on_output(self, out: object) -> None:
+        if isinstance(out, TemplateActive):
+            self._announce(out.template)
         else:
-            self._count(f"ignored:{msg.NAME}")
-            log.info("TDP: %s ignored", msg.NAME)
+            await super()._on_output(out)
 
     def _announce(self, t: NewTemplate) -> None:
         self._say(

@@ -3,7 +3,9 @@
 sv2-tp (Bitcoin Core's own Template Provider needs the multiprocess build and its IPC socket).
 
 Connections are handled by :class:`~sv2.listener.NoiseListener`, the base it shares with the
-JDS (limits, handshake timeout, close reasons). Per connection: Noise NX as the responder
+JDS (limits, handshake timeout, close reasons); what one connection set up and was sent is its
+sans-I/O :class:`~sv2.tdp.provider_session.TpSession`; this module drives them, the node and
+the poll. Per connection: Noise NX as the responder
 (certificate signed by the authority key), ``SetupConnection`` (protocol 2), then the client's
 ``CoinbaseOutputConstraints``, answered at once with the best template (§7: "MUST immediately
 reply") as a future ``NewTemplate`` plus the ``SetNewPrevHash`` naming it. Afterwards, polling
@@ -32,42 +34,24 @@ import contextlib
 import inspect
 import itertools
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from payouts.node.interface import BlockTemplate, Node, NodeError
-from payouts.tx.block import BlockHeader, check_pow
-from payouts.tx.compact import ser_compact_size
-from payouts.tx.merkle import merkle_root
-from payouts.tx.transaction import Tx, TxDecodeError
 from sv2.connection import TDP_FRAME_LIMITS, MalformedMessage, Sv2Connection, UnknownMessage
-from sv2.jdc.session import SV2_VERSION
-from sv2.jdc.template import JobTemplate
-from sv2.jds.validation import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
 from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
-from sv2.messages.common import (
-    PROTOCOL_TEMPLATE_DISTRIBUTION,
-    SetupConnection,
-    SetupConnectionError,
-    SetupConnectionSuccess,
-)
+from sv2.messages.common import SetupConnection
 from sv2.messages.template_distribution import (
     CoinbaseOutputConstraints,
     RequestTransactionData,
-    RequestTransactionDataError,
-    RequestTransactionDataSuccess,
     SubmitSolution,
 )
 from sv2.noise import ServerIdentity
-from sv2.tdp.errors import STALE_TEMPLATE_ID, TEMPLATE_ID_NOT_FOUND
+from sv2.tdp.provider_session import TpSession, fit_template
 
 log = logging.getLogger(__name__)
-
-SEGWIT_COINBASE_RESERVE = 1168  # §7.1: header, tx count, fixed and worst-case coinbase fields
-KEEP_TEMPLATES = 32  # per connection: enough to tell "stale" from "never sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,36 +72,16 @@ class SubmittedSolution:
 OnSolution = Callable[[SubmittedSolution], Awaitable[None] | None]
 
 
-def fit_template(bt: BlockTemplate, c: CoinbaseOutputConstraints) -> BlockTemplate:
-    """``bt`` with the transactions that fit next to the coinbase space ``c`` asks for (§7.1,
-    segwit block: 1168 + 4 × size WU and ``c``'s sigops reserved); T loses the dropped fees.
-    Raises ``ValueError`` when the constraints alone do not fit in a block."""
-    weight_left = (
-        MAX_BLOCK_WEIGHT - SEGWIT_COINBASE_RESERVE - 4 * c.coinbase_output_max_additional_size
-    )
-    sigops_left = MAX_BLOCK_SIGOPS_COST - c.coinbase_output_max_additional_sigops
-    if weight_left < 0 or sigops_left < 0:
-        raise ValueError("CoinbaseOutputConstraints leave no room for a block")
-    kept = 0
-    for t in bt.transactions:
-        weight_left -= t.tx.weight
-        sigops_left -= t.sigops
-        if weight_left < 0 or sigops_left < 0:
-            break
-        kept += 1
-    if kept == len(bt.transactions):
-        return bt
-    dropped = sum(t.fee for t in bt.transactions[kept:])
-    return replace(
-        bt, transactions=bt.transactions[:kept], coinbase_value=bt.coinbase_value - dropped
-    )
-
-
 @dataclass(slots=True)
 class _Client(Peer):
-    setup: bool = False
-    constraints: CoinbaseOutputConstraints | None = None
-    templates: OrderedDict[int, JobTemplate] = field(default_factory=OrderedDict)
+    """A connection's socket side and its session."""
+
+    session: TpSession = field(kw_only=True)
+
+    @property
+    def constraints(self) -> CoinbaseOutputConstraints | None:
+        """What this client announced (the session's)."""
+        return self.session.constraints
 
 
 class TemplateProvider(NoiseListener[_Client]):
@@ -197,7 +161,7 @@ class TemplateProvider(NoiseListener[_Client]):
             return
         self._tip, self._value = bt.prev_hash, bt.coinbase_value
         for c in list(self._peers.values()):
-            if c.constraints is None or c.closing:
+            if c.session.constraints is None or c.closing:
                 continue
             try:
                 self._send_template(c, bt, future=new_tip)
@@ -208,19 +172,8 @@ class TemplateProvider(NoiseListener[_Client]):
                 c.writer.transport.abort()
 
     def _send_template(self, c: _Client, bt: BlockTemplate, *, future: bool) -> None:
-        assert c.constraints is not None
-        try:
-            jt = JobTemplate.from_block_template(fit_template(bt, c.constraints))
-        except ValueError as exc:
-            raise Disconnect(str(exc)) from None
-        tid = next(self._template_ids)
-        c.templates[tid] = jt
-        while len(c.templates) > KEEP_TEMPLATES:
-            c.templates.popitem(last=False)
-        self._write(c, jt.new_template(tid, future=future))
-        if future:
-            self._write(c, jt.set_new_prev_hash(tid))
-        self._count("templates-sent")
+        for msg in c.session.template_messages(bt, next(self._template_ids), future=future):
+            self._write(c, msg)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -230,7 +183,7 @@ class TemplateProvider(NoiseListener[_Client]):
     def _new_peer(
         self, peer_id: int, conn: Sv2Connection, writer: asyncio.StreamWriter, peer: str
     ) -> _Client:
-        return _Client(peer_id, conn, writer, peer)
+        return _Client(peer_id, conn, writer, peer, session=TpSession(peer_id, self.stats))
 
     def _close_reason(self, exc: Exception) -> str | None:
         return f"node error: {exc.reason}" if isinstance(exc, NodeError) else None
@@ -243,39 +196,23 @@ class TemplateProvider(NoiseListener[_Client]):
                 await self._dispatch(c, it)
 
     async def _dispatch(self, c: _Client, msg: Message) -> None:
-        if not c.setup:
+        session = c.session
+        if not session.setup:
             if not isinstance(msg, SetupConnection):
                 raise Disconnect(f"{msg.NAME} before SetupConnection")
-            self._on_setup(c, msg)
+            for out in session.on_setup(msg):
+                self._output(c, out)
         elif isinstance(msg, CoinbaseOutputConstraints):
             await self._on_constraints(c, msg)
         elif isinstance(msg, RequestTransactionData):
-            self._on_request_tx_data(c, msg)
+            self._write(c, session.on_request_tx_data(msg, self._tip))
         elif isinstance(msg, SubmitSolution):
             await self._on_solution(c, msg)
         else:
             self._count(f"ignored:{msg.NAME}")
 
-    def _on_setup(self, c: _Client, msg: SetupConnection) -> None:
-        """§3.6.1: protocol 2 only, version 2 in range, no flags (TDP defines none)."""
-        code = None
-        if msg.protocol != PROTOCOL_TEMPLATE_DISTRIBUTION:
-            code = "unsupported-protocol"
-        elif not msg.min_version <= SV2_VERSION <= msg.max_version:
-            code = "protocol-version-mismatch"
-        elif msg.flags:
-            code = "unsupported-feature-flags"
-        if code is not None:
-            # §3.6.3: list the unsupported flags when they are the reason, else 0.
-            flags = msg.flags if code == "unsupported-feature-flags" else 0
-            self._write(c, SetupConnectionError(flags=flags, error_code=code))
-            raise Disconnect(f"SetupConnection refused: {code}")
-        c.setup = True
-        self._write(c, SetupConnectionSuccess(used_version=SV2_VERSION, flags=0))
-
     async def _on_constraints(self, c: _Client, msg: CoinbaseOutputConstraints) -> None:
-        first = c.constraints is None
-        c.constraints = msg
+        first = c.session.on_constraints(msg)
         bt = await self.node.block_template()
         if bt.prev_hash != self._tip:
             self._apply(bt)  # a tip the poll has not seen yet: everyone moves, this client too
@@ -284,64 +221,27 @@ class TemplateProvider(NoiseListener[_Client]):
         # the tip; later ones only re-fit the current tip to the new constraints.
         self._send_template(c, bt, future=first)
 
-    def _on_request_tx_data(self, c: _Client, msg: RequestTransactionData) -> None:
-        jt = c.templates.get(msg.template_id)
-        if jt is None:
-            self._count("txdata-unknown-template")
-            self._write(c, RequestTransactionDataError(msg.template_id, TEMPLATE_ID_NOT_FOUND))
-            return
-        if self._tip is not None and jt.prev_hash != self._tip:
-            self._count("txdata-stale-template")
-            self._write(c, RequestTransactionDataError(msg.template_id, STALE_TEMPLATE_ID))
-            return
-        self._write(
-            c,
-            RequestTransactionDataSuccess(
-                template_id=msg.template_id,
-                excess_data=b"",
-                transaction_list=tuple(t.serialize() for t in jt.transactions),
-            ),
-        )
-
     async def _on_solution(self, c: _Client, msg: SubmitSolution) -> None:
         """§7.7: build the block from the template and the client's coinbase, and propagate it
         (SubmitSolution has no reply; the outcome is logged and recorded)."""
-        jt = c.templates.get(msg.template_id)
-        if jt is None:
-            self._count("solution-unknown-template")
-            log.warning("TP: SubmitSolution for template %d, never sent", msg.template_id)
+        solved = c.session.solution_block(msg)
+        if solved is None:
             return
-        try:
-            coinbase = Tx.parse(msg.coinbase_tx)
-        except (TxDecodeError, ValueError) as exc:
-            self._count("solution-bad-coinbase")
-            log.warning("TP: SubmitSolution coinbase does not decode: %s", exc)
-            return
-        root = merkle_root([coinbase.txid, *jt.txids])
-        header = BlockHeader(
-            msg.version, jt.prev_hash, root, msg.header_timestamp, jt.bits, msg.header_nonce
-        )
-        raw = b"".join(
-            [
-                header.serialize(),
-                ser_compact_size(len(jt.transactions) + 1),
-                bytes(msg.coinbase_tx),
-                *(t.serialize() for t in jt.transactions),
-            ]
-        )
-        if not check_pow(header.hash, jt.bits):
+        jt, block = solved
+        raw = block.serialize()
+        if not block.meets_target():
             reason: str | None = "high-hash"
         else:
             try:
                 reason = await self.node.submit_block(raw)
             except NodeError as exc:
                 reason = f"node error: {exc.reason}"
-        found = SubmittedSolution(msg.template_id, header.hash, jt.height, raw, reason)
+        found = SubmittedSolution(msg.template_id, block.block_hash, jt.height, raw, reason)
         self.solutions.append(found)
         self._count("blocks-accepted" if reason is None else "blocks-rejected")
         log.info(
             "TP: block %s from template %d: %s",
-            header.hash_hex,
+            block.header.hash_hex,
             msg.template_id,
             "accepted" if reason is None else reason,
         )

@@ -20,6 +20,7 @@ from payouts.tx.block import Block, BlockHeader, check_pow
 from payouts.tx.merkle import root_from_path
 from payouts.tx.transaction import OutPoint, Tx, TxIn
 from payouts.tx.txout import TxOut
+from sv2.custom_job import CustomJobChecker, check_custom_job
 from sv2.framing import Frame
 from sv2.jdc import (
     DeclaredJob,
@@ -29,7 +30,6 @@ from sv2.jdc import (
     serialize_output_vector,
 )
 from sv2.jds import JobDeclarationServer
-from sv2.jds.custom_job import CustomJobChecker, check_custom_job
 from sv2.messages.base import decode_message
 from sv2.messages.mining import (
     SetCustomMiningJob,

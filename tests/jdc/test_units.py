@@ -25,10 +25,10 @@ from sv2.jdc import (
     serialize_output_vector,
     solve,
 )
-from sv2.jdc.template import height_from_coinbase_prefix, parse_template_outputs
 from sv2.jds import PayoutRule, validate_declaration
 from sv2.jds.validation import KnownTx, check_height, parse_declared_coinbase
 from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
+from sv2.template import height_from_coinbase_prefix, parse_template_outputs
 from tests.jdc.helpers import OP_TRUE_WSH, make_distribution, p2pkh, p2tr, p2wpkh
 
 

@@ -1,5 +1,6 @@
 """Test fixtures for the JD server: a Node backed by libbitcoinkernel (KernelChain), a minimal
-JD client over real TCP + Noise using :mod:`sv2.connection`, and declaration builders."""
+JD client over real TCP + Noise using :mod:`sv2.connection`, declaration builders, and a rig
+that drives a sans-I/O :class:`~sv2.jds.session.JdsSession` without a socket."""
 
 from __future__ import annotations
 
@@ -7,24 +8,42 @@ import asyncio
 import hashlib
 import os
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeVar
 
 from payouts.distribution.model import Distribution, Payee, PoolPayout
-from payouts.node.interface import BlockTemplate, ChainTip, TemplateTx
+from payouts.node.interface import BlockTemplate, ChainTip, NodeError, TemplateTx
 from payouts.node.kernel_chain import REGTEST_BITS, BlockRejectedError, KernelChain
 from payouts.settlement.coinbase import build_coinbase_settlement
-from payouts.settlement.modes import CTV_DEPLOYMENT
+from payouts.settlement.modes import CTV_DEPLOYMENT, SettlementMode, default_expected_outputs
 from payouts.tx.block import Block, BlockHeader, check_pow, difficulty_from_bits
-from payouts.tx.coinbase import witness_commitment, witness_commitment_output
+from payouts.tx.coinbase import (
+    HALVING_INTERVAL_REGTEST,
+    witness_commitment,
+    witness_commitment_output,
+)
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxIn
 from payouts.tx.txout import TxOut
 from sv2.authority import authority_public_key
 from sv2.connection import HandshakeComplete, Sv2Connection
+from sv2.distribution_book import DistributionBook, Published
 from sv2.jds import JdsLimits, JobDeclarationServer
+from sv2.jds.session import JdsSession, JdsShared
+from sv2.jds.state import TxStore
+from sv2.jds.steps import (
+    NeedMempoolTxs,
+    NeedTemplate,
+    NeedTip,
+    NodeRequest,
+    Output,
+    SubmitBlock,
+    run_step,
+)
+from sv2.jds.tokens import TokenBook
 from sv2.messages import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,
@@ -32,7 +51,9 @@ from sv2.messages import (
     DistributionIdTlv,
     PushSolution,
     RequestExtensions,
+    RequestExtensionsSuccess,
     SetupConnection,
+    SetupConnectionSuccess,
 )
 from sv2.messages.base import Message
 from sv2.noise import ServerIdentity
@@ -42,6 +63,7 @@ AUTHORITY_SK = bytes.fromhex("11" * 32)
 AUTHORITY_PK = authority_public_key(AUTHORITY_SK)
 IDENTITY = ServerIdentity.signed_by(AUTHORITY_SK, validity_s=86400)
 
+T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
 
@@ -355,3 +377,98 @@ async def start_server(
 def percentile(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else statistics.fmean(xs)
+
+
+# -- a JdsSession without a socket ------------------------------------------------------------
+
+SESSION_SETUP = SetupConnection(1, 2, 2, 1, "127.0.0.1", 0, "tests", "", "", "")
+ALL_EXTENSIONS = (0x0003, 0x4002, 0x4003)
+
+
+def completed(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (KernelTestNode's methods), without an
+    event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise AssertionError("the test node suspended")
+
+
+@dataclass
+class Rig:
+    """A session on shared server state, with a kernel-backed node answering its requests."""
+
+    chain: KernelChain
+    node: KernelTestNode
+    shared: JdsShared
+    session: JdsSession
+    now: list[float]
+    requests: list[NodeRequest] = field(default_factory=list)
+    fail: set[type[Any]] = field(default_factory=set)  # requests the node fails
+
+    def answer(self, req: NodeRequest) -> Any:
+        self.requests.append(req)
+        if type(req) in self.fail:
+            return NodeError("node down")
+        if isinstance(req, NeedTip):
+            return completed(self.node.tip())
+        if isinstance(req, NeedTemplate):
+            bt = completed(self.node.block_template())
+            self.shared.txs.add_template(bt, self.now[0])
+            return None
+        if isinstance(req, NeedMempoolTxs):
+            return completed(self.node.mempool_txs(list(req.wtxids)))
+        assert isinstance(req, SubmitBlock)
+        return completed(self.node.submit_block(req.raw_block))
+
+    def send(self, msg: Message) -> list[Output]:
+        self.requests.clear()
+        return run_step(self.session.receive(msg), self.answer)
+
+    def one(self, msg: Message, cls: type[M]) -> M:
+        [out] = self.send(msg)
+        assert isinstance(out, cls), out
+        return out
+
+    def set_up(self, extensions: tuple[int, ...] | None = (0x0003, 0x4003)) -> None:
+        assert isinstance(self.send(SESSION_SETUP)[0], SetupConnectionSuccess)
+        if extensions is not None:
+            out = self.send(RequestExtensions(1, extensions))
+            assert isinstance(out[0], RequestExtensionsSuccess), out
+
+    def token(self, request_id: int = 1) -> bytes:
+        return self.one(
+            AllocateMiningJobToken("miner", request_id), AllocateMiningJobTokenSuccess
+        ).mining_job_token
+
+    def declare(self, decl: Declaration, dist_id: int | None = 1) -> list[Output]:
+        return self.send(decl.message(self.token(), dist_id=dist_id))
+
+
+def new_shared(
+    dist: Distribution, now: list[float], *, required: tuple[int, ...] = ()
+) -> JdsShared:
+    book = DistributionBook(10.0)
+    book.publish(Published(dist, None, SettlementMode(), now[0], False))
+    return JdsShared(
+        tokens=TokenBook(600.0),
+        book=book,
+        txs=TxStore(),
+        expected=default_expected_outputs,
+        supported=ALL_EXTENSIONS,
+        required=required,
+        clock=lambda: now[0],
+        halving=HALVING_INTERVAL_REGTEST,
+    )
+
+
+@contextmanager
+def rig(dist: Distribution | None = None, **kw: Any) -> Iterator[Rig]:
+    with KernelChain() as chain:
+        setup_chain(chain)
+        now = [1_000.0]
+        shared = new_shared(dist or make_distribution(), now, **kw)
+        yield Rig(chain, KernelTestNode(chain), shared, JdsSession(1, shared), now)

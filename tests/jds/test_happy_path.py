@@ -9,7 +9,6 @@ import asyncio
 from payouts.node.kernel_chain import KernelChain
 from sv2.domain_messages import distribution_from_message, mode_from_message
 from sv2.jds import FoundBlock
-from sv2.jds.version_bits import BIP323_GENERAL_PURPOSE_BITS
 from sv2.messages import (
     DeclareMiningJobSuccess,
     ProvideMissingTransactions,
@@ -17,6 +16,7 @@ from sv2.messages import (
     SetPayoutDistribution,
     SetSettlementMode,
 )
+from sv2.version_bits import BIP323_GENERAL_PURPOSE_BITS
 from tests.jds.helpers import (
     POOL_SCRIPT,
     JdClient,

@@ -19,6 +19,7 @@ from sv2.messages.template_distribution import (
     RequestTransactionDataError,
     SubmitSolution,
 )
+from sv2.session import setup_connection
 from sv2.tdp import (
     STALE_TEMPLATE_ID,
     TEMPLATE_ID_NOT_FOUND,
@@ -132,7 +133,9 @@ def test_setup_and_authentication_failures() -> None:
             raw = TemplateDistributionClient(host, port, TP_PK, timeout=5.0)
             await raw._open()
             with pytest.raises(TdpSetupRejected) as info:
-                await raw._setup_connection(PROTOCOL_JOB_DECLARATION, 0, vendor="t")
+                await raw._setup_connection(
+                    setup_connection(PROTOCOL_JOB_DECLARATION, 0, host=host, port=port, vendor="t")
+                )
             assert info.value.code == "setup-unsupported-protocol"
             await raw.close()
             # Anything before SetupConnection costs the connection, and only that one.

@@ -1,5 +1,7 @@
 """The pool's check of a ``SetCustomMiningJob`` against the job its JDS accepted (sv2-spec
 05-Mining-Protocol.md §5.3.18-§5.3.20, Full-Template mode; extension 0x0003, PR #203 §6-§7).
+It sits below the roles: the pool's Mining Protocol server uses it with the JD server's
+:class:`~sv2.declared_job.DeclaredJob` records, importing neither role's package.
 
 ``SetCustomMiningJob.Success`` "acts as a commitment from the Pool to rewarding this job"
 (§5.3.19), so the pool must only commit to what its JDS validated: the token names a declared
@@ -53,22 +55,21 @@ from typing import Protocol
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.merkle import merkle_path
 from payouts.tx.script import bip34_height
-from sv2.jds import errors as E
-from sv2.jds.errors import JobRejected
-from sv2.jds.server import DeclaredJob
-from sv2.jds.state import DistributionBook
-from sv2.jds.version_bits import (
-    BIP320_VERSION_ROLLING_BITS,
-    BIP323_GENERAL_PURPOSE_BITS,
-    VERSION_FIXED_BITS,
-    version_matches,
-)
+from sv2.declared_job import DeclaredJob
+from sv2.distribution_book import DistributionBook
+from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION, INVALID_TOKEN, JobRejected
 from sv2.messages.mining import (
     SetCustomMiningJob,
     SetCustomMiningJobError,
     SetCustomMiningJobSuccess,
 )
 from sv2.messages.payouts import distribution_id_of
+from sv2.version_bits import (
+    BIP320_VERSION_ROLLING_BITS,
+    BIP323_GENERAL_PURPOSE_BITS,
+    VERSION_FIXED_BITS,
+    version_matches,
+)
 
 MAX_COINBASE_PREFIX = 8  # §5.3.18: "Up to 8 bytes"
 INVALID_PARAM = "invalid-job-param-value-"
@@ -140,7 +141,7 @@ def _check_distribution(
     sent = distribution_id_of(msg)
     if sent is not None and sent != job.distribution_id:
         raise CustomJobRejected(
-            E.INVALID_PAYOUT_DISTRIBUTION,
+            INVALID_PAYOUT_DISTRIBUTION,
             f"distribution_id {sent}; the job was declared with {job.distribution_id}",
         )
     if book is not None and job.distribution_id is not None:
@@ -167,7 +168,7 @@ def _check_outputs(msg: SetCustomMiningJob, job: DeclaredJob) -> None:
             start = len(got)
         if got[start : start + len(payouts)] != payouts:
             raise CustomJobRejected(
-                E.INVALID_PAYOUT_DISTRIBUTION, "payout outputs differ from the declaration"
+                INVALID_PAYOUT_DISTRIBUTION, "payout outputs differ from the declaration"
             )
     raise CustomJobRejected(param_error("coinbase_tx_outputs"), "not the declared outputs")
 
@@ -211,11 +212,11 @@ class CustomJobChecker:
     def _lookup(self, token: bytes, user_identity: str | None) -> DeclaredJob:
         job = self.jds.declared_job(token)
         if job is None:
-            raise CustomJobRejected(E.INVALID_TOKEN, "unknown or expired mining job token")
+            raise CustomJobRejected(INVALID_TOKEN, "unknown or expired mining job token")
         if user_identity is not None and job.user_identifier != user_identity:
-            raise CustomJobRejected(E.INVALID_TOKEN, "unknown or expired mining job token")
+            raise CustomJobRejected(INVALID_TOKEN, "unknown or expired mining job token")
         if token in self._used:
-            raise CustomJobRejected(E.INVALID_TOKEN, "mining job token already used")
+            raise CustomJobRejected(INVALID_TOKEN, "mining job token already used")
         return job
 
 

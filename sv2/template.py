@@ -1,4 +1,6 @@
-"""The template a JD client declares a job on, from a node or from a Template Provider.
+"""The template a job is built on, from a node or from a Template Provider: below the roles,
+because the JD client declares on it, the Template Distribution client receives it and our
+Template Provider sends it.
 
 Two sources, one shape (:class:`JobTemplate`):
 
@@ -13,8 +15,9 @@ Two sources, one shape (:class:`JobTemplate`):
   transactions, whose wtxids DeclareMiningJob carries).
 
 The reverse, :meth:`JobTemplate.new_template` / :meth:`JobTemplate.set_new_prev_hash`, is what
-our own Template Provider (:mod:`sv2.tdp.server`) sends. A client takes its templates from a
-:class:`TemplateSource`: :class:`NodeTemplates` (a node) or ``sv2.tdp.TdpTemplates`` (a TP).
+our own Template Provider (:mod:`sv2.tdp.server`) sends. A JD client takes its templates from a
+:class:`TemplateSource`: :class:`NodeTemplates` (a node) or
+:class:`sv2.tdp.TemplateDistributionClient` (a TP).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from payouts.tx.txout import TxOut
 from sv2.messages.template_distribution import NewTemplate, SetNewPrevHash
 
 if TYPE_CHECKING:
-    from sv2.jdc.jobs import Solution
+    from sv2.solution import Solution
 
 
 class TemplateError(ValidationError):
@@ -208,21 +211,29 @@ class NodeTemplates:
         return await self.node.submit_block(solution.block.serialize())
 
 
+def read_txouts(raw: bytes, pos: int, count: int) -> tuple[list[TxOut], int]:
+    """``count`` serialized TxOuts back to back from ``pos`` (8-byte amount, CompactSize script
+    length, script); returns them and the position after. ``ValueError`` when they do not fit
+    in ``raw``. The SV2 ``coinbase_tx_outputs`` fields carry them with or without a count in
+    front (the three encodings of reference/sv2.md §1.6)."""
+    out: list[TxOut] = []
+    for _ in range(count):
+        if pos + 8 > len(raw):
+            raise ValueError("truncated amount")
+        value = int.from_bytes(raw[pos : pos + 8], "little")
+        n, p = read_compact_size(raw, pos + 8)
+        if p + n > len(raw):
+            raise ValueError("truncated script")
+        out.append(TxOut(value, bytes(raw[p : p + n])))
+        pos = p + n
+    return out, pos
+
+
 def parse_template_outputs(raw: bytes, count: int) -> tuple[TxOut, ...]:
     """``NewTemplate.coinbase_tx_outputs``: ``count`` TxOuts back to back, no CompactSize count
-    (sv2-spec §7.2; the three encodings of reference/sv2.md §1.6)."""
-    out: list[TxOut] = []
-    pos = 0
+    (sv2-spec §7.2)."""
     try:
-        for _ in range(count):
-            if pos + 8 > len(raw):
-                raise ValueError("truncated amount")
-            value = int.from_bytes(raw[pos : pos + 8], "little")
-            n, p = read_compact_size(raw, pos + 8)
-            if p + n > len(raw):
-                raise ValueError("truncated script")
-            out.append(TxOut(value, bytes(raw[p : p + n])))
-            pos = p + n
+        out, pos = read_txouts(raw, 0, count)
     except ValueError as exc:
         raise TemplateError(f"NewTemplate.coinbase_tx_outputs: {exc}") from None
     if pos != len(raw):
@@ -255,4 +266,5 @@ __all__ = [
     "TemplateSource",
     "height_from_coinbase_prefix",
     "parse_template_outputs",
+    "read_txouts",
 ]
