@@ -94,6 +94,7 @@ from payouts.store._common import write_connection
 from payouts.store.ledger import BlockRecord, get_block, list_blocks
 from payouts.store.settlement_models import Settlement
 from payouts.tx.block import Block
+from payouts.tx.hashes import display_hex
 from payouts.tx.transaction import OutPoint, Tx
 from payouts.tx.txout import TxOut
 
@@ -229,6 +230,7 @@ class SettlementRunner:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._behind_warned = False
+        self._mismatched: set[int] = set()  # blocks left untracked on purpose (logged once)
 
     # -- tracking -----------------------------------------------------------------------------
 
@@ -267,6 +269,7 @@ class SettlementRunner:
         return self.lifecycle.track_musig2(block.id, out)
 
     def _mismatch(self, block: BlockRecord, what: str) -> bool:
+        self._mismatched.add(block.id)
         log.error(
             "block %d (%s) not tracked for %s settlement: its coinbase lacks %s",
             block.id, block.block_hash[::-1].hex(), self.mode.name, what,
@@ -297,7 +300,30 @@ class SettlementRunner:
         async with self._lock:
             return await self._step_locked()
 
+    async def track_untracked(self) -> list[int]:
+        """Track every recorded block that has no settlement yet: the process that recorded it
+        died before it could hand it over (``record_block`` commits the block and its ledger
+        lines; tracking is the next write). Its coinbase is read from the node so the mode's
+        outputs are checked as on the live path; a block the node does not have yet waits for
+        a later step. Returns the ids tracked now."""
+        tracked = load_settlements(self.engine)
+        done = []
+        for block in list_blocks(self.engine):
+            if (block.id in tracked or block.id in self._mismatched
+                    or block.distribution_id is None or block.status == "orphaned"):
+                continue
+            raw = await self.node.get_block(block.block_hash)
+            if raw is None:
+                continue
+            fitted = self.pool.distribution(block.distribution_id)
+            if self.track(block, fitted, Block.parse(raw).txs[0]):
+                log.warning("block %d (%s) was recorded but not tracked (the process stopped "
+                            "in between): tracked now", block.id, display_hex(block.block_hash))
+                done.append(block.id)
+        return done
+
     async def _step_locked(self) -> StepReport:
+        await self.track_untracked()
         if await self._node_behind():
             return StepReport()
         events = await self.lifecycle.step(self.clock())

@@ -100,10 +100,12 @@ def coinbase_outputs(mode: SettlementMode, fitted: FittedDistribution, revenue: 
 
 def find_block(service: PoolService, node: KernelNode, mode: SettlementMode, *, n: int = 4,
                runner: SettlementRunner | None = None, signer: FallbackSigner | None = None,
-               config: LifecycleConfig | None = None, tag: str = "s") -> Found:
+               config: LifecycleConfig | None = None, tag: str = "s",
+               track: bool = True) -> Found:
     """Shares from ``n`` miners, a distribution, and a block paying it mined on ``node`` and
     recorded through the service and tracked (with its coinbase) by the runner, as
-    ``payouts.served.ServedPool.record_found_block`` does."""
+    ``payouts.served.ServedPool.record_found_block`` does (``track=False``: as a process that
+    died between the two writes left it)."""
     if runner is None:
         runner = SettlementRunner(service, node, mode=mode, interval=3600.0,
                                   fallback_signer=signer, config=config)
@@ -115,7 +117,8 @@ def find_block(service: PoolService, node: KernelNode, mode: SettlementMode, *, 
     submit(node, block)
     recorded = service.record_block(distribution_id=fitted.distribution.distribution_id,
                                     revenue=revenue, block_hash=block.hash, height=h)
-    runner.track(recorded.block, recorded.fitted, block.txs[0])
+    if track:
+        runner.track(recorded.block, recorded.fitted, block.txs[0])
     rec = get_block_by_hash(service.engine, block.hash)
     assert rec is not None
     return Found(runner, rec.id, h, block, fitted)

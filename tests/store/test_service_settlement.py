@@ -253,3 +253,41 @@ def test_a_real_reorg_still_orphans_through_the_runner(
     assert poll(f.runner) == ["orphaned"]
     assert status(engine, f.block_id) == "orphaned"
     assert sum(e["amount"] for e in export_ledger(engine) if e["block_id"] == f.block_id) == 0
+
+
+@pytest.mark.parametrize("mode", [SettlementMode(), CTV], ids=["coinbase", "ctv"])
+def test_a_block_recorded_but_never_tracked_is_tracked_at_the_next_step(
+    engine: Engine, node: KernelNode, tmp_path: Path, mode: SettlementMode,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #13: record_block committed the block and its ledger lines, and the process died
+    before the runner tracked it. The next runner's first step tracks it, with its coinbase read
+    from the node and checked as on the live path; nothing is stranded."""
+    svc = PoolService(settings(tmp_path, mode.name), engine=engine)
+    f = find_block(svc, node, mode, n=3, track=False)
+    assert load_settlements(engine) == {}
+    restarted = SettlementRunner(PoolService(settings(tmp_path, mode.name), engine=engine), node,
+                                 mode=mode, interval=3600.0)
+    with caplog.at_level(logging.WARNING, logger="payouts.settlement"):
+        assert poll(restarted) == ["confirmed"]
+    assert "was recorded but not tracked (the process stopped in between): tracked now" in (
+        caplog.text)
+    s = load_settlements(engine)[f.block_id]
+    assert s.mode == mode.name and s.funding_txid == f.block.txs[0].txid
+    if mode.name == "ctv":
+        assert load_txs(engine, f.block_id)  # the fan-out tree, bound to the real coinbase
+    caplog.clear()
+    assert poll(restarted) == [] and "tracked now" not in caplog.text  # once
+
+
+def test_a_recorded_block_lacking_the_mode_outputs_stays_untracked_and_is_logged_once(
+    engine: Engine, node: KernelNode, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc = PoolService(settings(tmp_path, "ctv"), engine=engine)
+    f = find_block(svc, node, SettlementMode(), n=3, track=False)  # a coinbase-mode block
+    runner = SettlementRunner(svc, node, mode=CTV, interval=3600.0)
+    with caplog.at_level(logging.ERROR, logger="payouts.settlement"):
+        poll(runner)
+        poll(runner)
+    assert caplog.text.count("lacks the CTV commitment output") == 1
+    assert f.block_id not in load_settlements(engine)
