@@ -18,6 +18,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
+from payouts.states import Scope
 from payouts.store._common import write_connection
 from payouts.store.api_models import (
     TOKEN_NAME_MAX,
@@ -27,8 +28,8 @@ from payouts.store.api_models import (
 )
 from payouts.store.models import Miner
 
-#: Operator scopes. ``admin`` implies every other scope.
-SCOPES = ("admin", "distributions:write", "read", "settlements:write", "shares:write")
+#: Operator scopes (:class:`~payouts.states.Scope`). ``admin`` implies every other scope.
+SCOPES: tuple[Scope, ...] = tuple(Scope)
 TOKEN_PREFIX = "pt_"
 _NAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{TOKEN_NAME_MAX}}}$")
 
@@ -52,7 +53,7 @@ class TokenRecord:
     revoked: bool
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return Scope.ADMIN in self.scopes or scope in self.scopes
 
 
 def _record(row: object) -> TokenRecord:
@@ -77,7 +78,8 @@ def create_token(
     bad = sorted(set(scopes) - set(SCOPES))
     if bad or not scopes:
         raise ValidationError(
-            f"unknown scope(s) {bad}; choose from {list(SCOPES)}" if bad else "give a scope",
+            f"unknown scope(s) {bad}; choose from {[str(s) for s in SCOPES]}" if bad
+            else "give a scope",
             code="invalid-scope",
         )
     if expires_in is not None and expires_in <= timedelta(0):
