@@ -25,36 +25,27 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
-
 from payouts.accounting.accountant import Accountant, MinerWindowStats
-from payouts.distribution.fitting import FittedDistribution
 from payouts.errors import PayoutsError, UnknownMinerError, ValidationError
-from payouts.settings import Settings
 from payouts.settlement.lifecycle_store import SettlementRow, TxRow, load_settlements, load_txs
 from payouts.settlement.payout_view import ExitPath, Landing, coinbase_amounts, exit_path, landings
+from payouts.settlement.runner import SettledPool
 from payouts.states import Scheme
 from payouts.store import repositories as repo
 from payouts.store.ledger import BlockRecord, export_ledger, get_block, list_blocks
 from payouts.window_keeper import WindowKeeper
 
 
-class ViewedPool(Protocol):
-    """What the read models read of a pool (a :class:`~payouts.service.PoolService` is one)."""
-
-    @property
-    def engine(self) -> Engine: ...
-
-    @property
-    def settings(self) -> Settings: ...
+class ViewedPool(SettledPool, Protocol):
+    """What the read models read of a pool (a :class:`~payouts.service.PoolService` is one):
+    what the settlement runner reads (store, settings, stored distributions) and the
+    accountant."""
 
     @property
     def window(self) -> WindowKeeper: ...
 
     @property
     def accountant(self) -> Accountant: ...
-
-    def distribution(self, distribution_id: int) -> FittedDistribution: ...
 
 
 # -- miners and the window ---------------------------------------------------------------------

@@ -17,7 +17,12 @@ from sqlalchemy import BigInteger, Engine, cast, delete, func, insert, select, u
 from payouts.errors import DuplicateKeyError, ValidationError
 from payouts.states import MODE_NAMES, BlockStatus, ModeName, SettlementPhase, TxRole, TxStatus
 from payouts.store._common import write_connection
-from payouts.store.ledger import REORG_REASON, LedgerCredit, insert_ledger_lines
+from payouts.store.ledger import (
+    REORG_REASON,
+    LedgerCredit,
+    insert_ledger_lines,
+    locked_block_status,
+)
 from payouts.store.models import Block, LedgerEntry
 from payouts.store.settlement_models import Settlement, SettlementTx
 
@@ -275,12 +280,8 @@ def revive_block(engine: Engine, block_id: int) -> list[int]:
     Returns the ids of the new ledger lines.
     """
     with write_connection(engine) as conn, conn.begin():
-        q = select(Block.status).where(Block.id == block_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()  # two runners must not both revive (and credit) it
-        current = conn.execute(q).scalar()
-        if current is None:
-            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+        # locked: two runners must not both revive (and credit) it
+        current = locked_block_status(conn, block_id)
         if current != BlockStatus.ORPHANED:
             raise ValidationError(
                 f"block {block_id} is {current}, not orphaned", code="invalid-block-transition"

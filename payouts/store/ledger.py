@@ -454,6 +454,19 @@ def list_blocks(engine: Engine, status: str | None = None) -> list[BlockRecord]:
         return _block_rows(conn, Block.status == status if status else Block.id.isnot(None))
 
 
+def locked_block_status(conn: Connection, block_id: int) -> BlockStatus:
+    """The status of block ``block_id`` inside the caller's write transaction, its row locked
+    on PostgreSQL (SQLite's write lock is taken at BEGIN), so a status change decided from it
+    cannot race another; ``unknown-block`` if there is no such block."""
+    q = select(Block.status).where(Block.id == block_id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    current = conn.execute(q).scalar()
+    if current is None:
+        raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+    return BlockStatus(current)
+
+
 def set_block_status(engine: Engine, block_id: int, status: BlockStatus) -> BlockRecord:
     """Advance a block along found → confirmed → mature → paid (never backwards).
 
@@ -467,14 +480,9 @@ def set_block_status(engine: Engine, block_id: int, status: BlockStatus) -> Bloc
     if status not in BLOCK_STATUS_ORDER:
         raise ValidationError(f"unknown block status {status!r}")
     with write_connection(engine) as conn, conn.begin():
-        q = select(Block.status).where(Block.id == block_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        current = conn.execute(q).scalar()
-        if current is None:
-            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+        current = locked_block_status(conn, block_id)
         if (current == BlockStatus.ORPHANED
-                or BLOCK_STATUS_ORDER[status] <= BLOCK_STATUS_ORDER[BlockStatus(current)]):
+                or BLOCK_STATUS_ORDER[status] <= BLOCK_STATUS_ORDER[current]):
             raise ValidationError(
                 f"block {block_id} cannot go from {current} to {status}",
                 code="invalid-block-transition",
@@ -498,13 +506,7 @@ def orphan_block(engine: Engine, block_id: int, reason: str = REORG_REASON) -> l
     if not 1 <= len(reason) <= REASON_MAX:
         raise ValidationError(f"reason must be 1..{REASON_MAX} characters")
     with write_connection(engine) as conn, conn.begin():
-        q = select(Block.status).where(Block.id == block_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        current = conn.execute(q).scalar()
-        if current is None:
-            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
-        if current == BlockStatus.ORPHANED:
+        if locked_block_status(conn, block_id) == BlockStatus.ORPHANED:
             raise ValidationError(
                 f"block {block_id} is already orphaned", code="invalid-block-transition"
             )
