@@ -78,21 +78,28 @@ def _join_str(values: Sequence[Any]) -> str | None:
 
 
 def _check_strings(
-    name: str, values: Sequence[Any], max_len: int, keys: Sequence[Any], *, min_len: int = 0
-) -> None:
+    name: str, values: Sequence[Any], max_len: int, keys: Sequence[Any], *,
+    non_empty: bool = False,
+) -> set[str]:
+    """Every value a string (non-empty if asked) of at most ``max_len`` characters without NUL;
+    returns the distinct values. Each check is one C-level pass (join, set, max over the
+    distinct lengths: workers and job ids repeat); the Python scan that names the row runs only
+    on failure."""
     joined = _join_str(values)
-    if joined is None or (min_len and len(values) and min(map(len, values)) < min_len):
-        i = _first(values, lambda v: not isinstance(v, str) or len(v) < min_len)
-        what = "a non-empty string" if min_len else "a string"
+    distinct: set[str] = set(values) if joined is not None else set()
+    if joined is None or (non_empty and "" in distinct):
+        i = _first(values, lambda v: not isinstance(v, str) or (non_empty and not v))
+        what = "a non-empty string" if non_empty else "a string"
         raise ShareRowError(f"row {i}: {name} must be {what}, got {values[i]!r}",
                             row=i, key=keys[i])
-    if len(values) and max(map(len, values)) > max_len:
+    if distinct and max(map(len, distinct)) > max_len:
         i = _first(values, lambda v: len(v) > max_len)
         raise ShareRowError(f"row {i}: {name} is longer than {max_len} characters",
                             row=i, key=keys[i])
     if "\x00" in joined:
         i = _first(values, lambda v: "\x00" in v)
         raise ShareRowError(f"row {i}: {name} contains a NUL character", row=i, key=keys[i])
+    return distinct
 
 
 def _first_duplicate(keys: Sequence[str]) -> int:
@@ -112,9 +119,8 @@ def check_keys(key: Sequence[str], columns: Mapping[str, Sized]) -> None:
     for name, col in columns.items():
         if len(col) != n:
             raise ColumnLengthError(name, len(col), n)
-    _check_strings("key", key, KEY_MAX, key, min_len=1)
-    # set() runs in C; the Python scan that names the duplicate runs only on failure
-    if len(set(key)) != n:
+    distinct = _check_strings("key", key, KEY_MAX, key, non_empty=True)
+    if len(distinct) != n:
         i = _first_duplicate(key)
         raise DuplicateShareKeyError(f"row {i}: key {key[i]!r} appears twice in the batch",
                                      row=i, key=key[i])
