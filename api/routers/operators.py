@@ -3,7 +3,7 @@ ledger export, runtime config.
 
 Share batches are JSON **columnar** (``{"key": [...], "account": [...], ...}``, equal-length
 columns, at most 10,000 rows): compact on the wire and mapped straight onto the engine's
-columnar :class:`~payouts.accounting.shares.ShareBatch`. A 2xx means the batch is committed
+columnar :class:`~payouts.accounting.shares.AccountShareBatch`. A 2xx means the batch is committed
 (durable); re-sending it returns ``accepted: 0`` (idempotent by ``key``). Any bad row rejects
 the whole batch with a 422 problem naming ``row`` (0-based) and ``key``; nothing is written.
 The rules are the engine's one share validator (:mod:`payouts.accounting.validate`, through

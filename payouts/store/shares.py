@@ -1,7 +1,8 @@
 """Durable, idempotent share ingest and the start-up replay of the share log.
 
 Implements ARCHITECTURE invariants 5 and 6 for shares: a batch is validated whole before anything
-is written (a bad batch writes nothing), :func:`persist_shares` returns only after COMMIT
+is written, by the one share validator :func:`payouts.accounting.validate.validate_batch` (a bad
+batch writes nothing), :func:`persist_shares` returns only after COMMIT
 (acknowledged = durable), and re-sending rows whose ``share_key`` is already stored inserts
 nothing. The returned index tells the caller which rows were new, so only those reach the
 in-memory share log.
