@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.store import ChallengePurpose
 from payouts.accounting.shares import ACCOUNT_MAX, JOB_ID_MAX, KEY_MAX, WORKER_MAX
 from payouts.states import (
     BlockStatus,
@@ -47,12 +48,12 @@ def _one_of(values: Iterable[str]) -> str:
 class ChallengeRequest(_In):
     account: Account
     address: Address = Field(description="the payout address to prove (new address to rotate)")
-    purpose: Literal["register", "rotate"] = "register"
+    purpose: ChallengePurpose = "register"
 
 
 class ChallengeResponse(BaseModel):
     nonce: str
-    purpose: str
+    purpose: ChallengePurpose
     account: str
     address: str
     message: str = Field(description="sign exactly this text (UTF-8) with BIP-322")

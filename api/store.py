@@ -13,6 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -138,10 +139,14 @@ def revoke_token(engine: Engine, name: str) -> TokenRecord:
 # -- challenges --------------------------------------------------------------------------------
 
 
+#: What a registration challenge is for (``registration_challenges.purpose``).
+ChallengePurpose = Literal["register", "rotate"]
+
+
 @dataclass(frozen=True, slots=True)
 class Challenge:
     nonce: str
-    purpose: str
+    purpose: ChallengePurpose
     account: str
     address: str
     expires_at: datetime
@@ -149,7 +154,7 @@ class Challenge:
 
 
 def create_challenge(
-    engine: Engine, purpose: str, account: str, address: str, ttl: timedelta
+    engine: Engine, purpose: ChallengePurpose, account: str, address: str, ttl: timedelta
 ) -> Challenge:
     nonce = secrets.token_hex(16)
     expires_at = now_utc() + ttl
@@ -170,7 +175,8 @@ def get_challenge(engine: Engine, nonce: str) -> Challenge | None:
         ).first()
     if r is None:
         return None
-    return Challenge(r.nonce, r.purpose, r.account, r.address, r.expires_at, bool(r.used))
+    purpose: ChallengePurpose = r.purpose  # create_challenge writes nothing else
+    return Challenge(r.nonce, purpose, r.account, r.address, r.expires_at, bool(r.used))
 
 
 def mark_used(engine: Engine, nonce: str) -> bool:

@@ -99,7 +99,7 @@ def _miner_out(m: repo.MinerRecord, network: str) -> MinerOut:
     )
 
 
-def _usable_challenge(service: PoolService, nonce: str, purpose: str,
+def _usable_challenge(service: PoolService, nonce: str, purpose: store.ChallengePurpose,
                       account: str) -> store.Challenge:
     c = store.get_challenge(service.engine, nonce)
     if c is None:
