@@ -38,8 +38,8 @@ from payouts.window_keeper import WindowKeeper
 
 class ViewedPool(SettledPool, Protocol):
     """What the read models read of a pool (a :class:`~payouts.service.PoolService` is one):
-    what the settlement runner reads (store, settings, stored distributions) and the
-    accountant."""
+    what the settlement runner reads (store, settings, stored distributions), the window keeper
+    and its accountant."""
 
     @property
     def window(self) -> WindowKeeper: ...
