@@ -170,7 +170,7 @@ def bench_resend(backend: str, seed: int) -> float:
 def _on_conflict_path(engine: sa.Engine, batch: ShareBatch) -> Index:
     """The PostgreSQL fallback, forced: validation as in persist_shares, then the key read,
     staging COPY and ``INSERT … ON CONFLICT DO NOTHING`` it runs for an overlapping batch."""
-    return _insert_only_new(engine, validate_batch(batch))
+    return _insert_only_new(engine, validate_batch(batch))[0]
 
 
 def bench_on_conflict(backend: str, seed: int) -> float:
