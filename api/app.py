@@ -176,7 +176,6 @@ def create_app(
     app.state.limiter = (
         TokenBucketLimiter(rate_limit, rate_burst) if rate_limit is not None else None
     )
-    app.state.account_ids = {}
     # The settlement runner's MuSig2 sessions (id ``block-<id>``) are served by the same
     # endpoints as the operator-created ones.
     app.state.musig_sessions = runner.sessions if runner is not None else {}

@@ -16,8 +16,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import store
-from api.deps import get_service
+from api.deps import ServiceDep
 from api.problems import Problem
+from payouts.states import Scope
 
 _bearer = HTTPBearer(auto_error=False, description="operator token (payouts tokens create)")
 
@@ -29,18 +30,18 @@ def _unauthorized(code: str, detail: str) -> Problem:
     )
 
 
-def require_scope(scope: str) -> Callable[..., store.TokenRecord]:
+def require_scope(scope: Scope) -> Callable[..., store.TokenRecord]:
     """A dependency that authenticates the bearer token and requires ``scope``."""
 
     def dependency(
         request: Request,
+        service: ServiceDep,
         creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> store.TokenRecord:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
             raise Problem(401, "missing-token", "this endpoint needs an operator bearer token",
                           headers={"WWW-Authenticate": "Bearer"})
-        svc = get_service(request)
-        token = store.find_token(svc.engine, creds.credentials)
+        token = store.find_token(service.engine, creds.credentials)
         if token is None:
             raise _unauthorized("invalid-token", "unknown token")
         if token.revoked:
@@ -49,7 +50,8 @@ def require_scope(scope: str) -> Callable[..., store.TokenRecord]:
             raise _unauthorized("token-expired", f"token {token.name!r} expired")
         if not token.allows(scope):
             raise Problem(403, "insufficient-scope",
-                          f"token {token.name!r} lacks scope {scope!r}", required_scope=scope)
+                          f"token {token.name!r} lacks scope {str(scope)!r}",
+                          required_scope=str(scope))
         request.state.token_name = token.name
         return token
 
@@ -58,8 +60,8 @@ def require_scope(scope: str) -> Callable[..., store.TokenRecord]:
 
 
 # One dependency per scope (module-level, so route signatures stay simple and cache-friendly).
-scope_read = require_scope("read")
-scope_shares_write = require_scope("shares:write")
-scope_distributions_write = require_scope("distributions:write")
-scope_settlements_write = require_scope("settlements:write")
-scope_admin = require_scope("admin")
+scope_read = require_scope(Scope.READ)
+scope_shares_write = require_scope(Scope.SHARES_WRITE)
+scope_distributions_write = require_scope(Scope.DISTRIBUTIONS_WRITE)
+scope_settlements_write = require_scope(Scope.SETTLEMENTS_WRITE)
+scope_admin = require_scope(Scope.ADMIN)

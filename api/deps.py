@@ -1,7 +1,8 @@
 """What a route depends on, as FastAPI dependencies: the pool service, the settlement runner
-(when the server runs one), and the distribution publisher. ``create_app`` puts them on
-``app.state``; routes take them as ``ServiceDep`` / ``RunnerDep`` / ``PublisherDep`` parameters
-and never reach further than these objects' public methods."""
+(when the server runs one), the distribution publisher, the MuSig2 signing sessions and the
+time of the request. ``create_app`` puts them on ``app.state``; routes take them as
+``ServiceDep`` / ``RunnerDep`` (``OptionalRunnerDep``) / ``PublisherDep`` / ``SessionsDep`` /
+``NowDep`` parameters and never reach further than these objects' public methods."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import Depends, Request
 from api.problems import Problem
 from payouts.distribution.fitting import FittedDistribution
 from payouts.service import PoolService
+from payouts.settlement.musig2.session import SigningSession
 from payouts.settlement.runner import SettlementRunner
 
 
@@ -27,13 +29,19 @@ def get_service(request: Request) -> PoolService:
     return svc
 
 
-def get_runner(request: Request) -> SettlementRunner:
-    """The settlement runner, or 503 ``settlement-not-running``."""
-    runner: SettlementRunner | None = request.app.state.runner
+def require_runner(runner: SettlementRunner | None) -> SettlementRunner:
+    """``runner``, or 503 ``settlement-not-running``. For a route that must answer another
+    problem first (an unknown block is 404 whether a runner runs or not), it takes
+    ``OptionalRunnerDep`` and calls this after that check."""
     if runner is None:
         raise Problem(503, "settlement-not-running",
                       "this server runs no settlement lifecycle (payouts serve does)")
     return runner
+
+
+def get_runner(request: Request) -> SettlementRunner:
+    """The settlement runner, or 503 ``settlement-not-running``."""
+    return require_runner(request.app.state.runner)
 
 
 def get_optional_runner(request: Request) -> SettlementRunner | None:
@@ -46,19 +54,38 @@ def get_publisher(request: Request) -> DistributionPublisher:
     return publisher
 
 
+def get_sessions(request: Request) -> dict[str, SigningSession]:
+    """The MuSig2 signing sessions the API serves: the operator-created ones and the
+    settlement runner's (id ``block-<id>``), in one dict."""
+    sessions: dict[str, SigningSession] = request.app.state.musig_sessions
+    return sessions
+
+
+def get_now(request: Request) -> float:
+    """The request's time on the server's clock (seconds; MuSig2 deadlines)."""
+    return float(request.app.state.clock())
+
+
 ServiceDep = Annotated[PoolService, Depends(get_service)]
 RunnerDep = Annotated[SettlementRunner, Depends(get_runner)]
 OptionalRunnerDep = Annotated[SettlementRunner | None, Depends(get_optional_runner)]
 PublisherDep = Annotated[DistributionPublisher, Depends(get_publisher)]
+SessionsDep = Annotated[dict[str, SigningSession], Depends(get_sessions)]
+NowDep = Annotated[float, Depends(get_now)]
 
 __all__ = [
     "DistributionPublisher",
+    "NowDep",
     "OptionalRunnerDep",
     "PublisherDep",
     "RunnerDep",
     "ServiceDep",
+    "SessionsDep",
+    "get_now",
     "get_optional_runner",
     "get_publisher",
     "get_runner",
     "get_service",
+    "get_sessions",
+    "require_runner",
 ]

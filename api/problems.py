@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from payouts.errors import PayoutsError
+from payouts.errors import PayoutsError, ShareRowError
+from payouts.settlement.runner import SettlementActionError
 
 PROBLEM_BASE = "https://payouts.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -28,6 +29,11 @@ _STATUS_BY_CODE: dict[str, int] = {
     "unknown-miner": 404,
     "unknown-distribution": 404,
     "unknown-block": 404,
+    "untracked-block": 404,
+    "no-payout-in-block": 404,
+    "not-ctv-settlement": 409,
+    "exit-path-not-ready": 409,
+    "mode-change-needs-restart": 409,
     "duplicate-key": 409,
     "invalid-config": 422,
     "budget-too-small": 422,
@@ -65,7 +71,14 @@ class Problem(Exception):
 
 
 def status_for(exc: PayoutsError) -> int:
-    """HTTP status of an engine error: by code, else 422 (bad input changes nothing)."""
+    """HTTP status of an engine error: an operator action's own (409 unless it says); 422 for a
+    share batch refused because of a row (the request is bad whatever rule the row broke: an
+    unknown account or a repeated key inside the batch is no 404 or 409 of a resource); else
+    by code, else 422 (bad input changes nothing)."""
+    if isinstance(exc, SettlementActionError):
+        return exc.status
+    if isinstance(exc, ShareRowError):
+        return 422
     return _STATUS_BY_CODE.get(exc.code, 422)
 
 
@@ -96,13 +109,12 @@ def problem_response(
 
 
 def _from_payouts(request: Request, exc: Exception) -> JSONResponse:
+    """Every engine error, in one place: its context (``row`` and ``key`` of a refused share
+    batch, ``column``, ``signer_index``, ``tip``...) becomes members of the body."""
     assert isinstance(exc, PayoutsError)
-    extra: dict[str, Any] = {}
-    signer = getattr(exc, "signer_index", None)
-    if signer is not None:
-        extra["signer_index"] = signer
+    context: dict[str, Any] = dict(exc.context)
     return problem_response(
-        status_for(exc), exc.code, exc.message, instance=request.url.path, **extra
+        status_for(exc), exc.code, exc.message, instance=request.url.path, **context
     )
 
 

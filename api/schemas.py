@@ -1,15 +1,32 @@
 """Request and response bodies. Amounts are integer satoshis; weights (which can exceed 2^53,
-the largest integer a JavaScript JSON reader keeps exactly) are decimal strings."""
+the largest integer a JavaScript JSON reader keeps exactly) are decimal strings. Statuses,
+phases, roles and modes are the engine's own sets (:mod:`payouts.states`); txids and block
+hashes are hex in display order (:func:`payouts.tx.hashes.display_hex`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.store import ChallengePurpose
+from payouts.accounting.shares import ACCOUNT_MAX, JOB_ID_MAX, KEY_MAX, WORKER_MAX
+from payouts.states import (
+    BlockStatus,
+    ModeName,
+    Scheme,
+    SettlementPhase,
+    TxRole,
+    TxStatus,
+)
+from payouts.store.ledger import BlockRecord
+from payouts.tx.hashes import display_hex
+from payouts.tx.txout import MAX_MONEY
+
 Account = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    str, StringConstraints(min_length=1, max_length=ACCOUNT_MAX, pattern=r"^[A-Za-z0-9._-]+$")
 ]
 Address = Annotated[str, StringConstraints(min_length=1, max_length=90)]
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -20,18 +37,23 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _one_of(values: Iterable[str]) -> str:
+    *head, last = [str(v) for v in values]
+    return f"{', '.join(head)} or {last}"
+
+
 # -- miners ------------------------------------------------------------------------------------
 
 
 class ChallengeRequest(_In):
     account: Account
     address: Address = Field(description="the payout address to prove (new address to rotate)")
-    purpose: Literal["register", "rotate"] = "register"
+    purpose: ChallengePurpose = "register"
 
 
 class ChallengeResponse(BaseModel):
     nonce: str
-    purpose: str
+    purpose: ChallengePurpose
     account: str
     address: str
     message: str = Field(description="sign exactly this text (UTF-8) with BIP-322")
@@ -89,7 +111,7 @@ class MinerLedgerOut(BaseModel):
 
 class MinerSharesOut(BaseModel):
     account: str
-    scheme: str
+    scheme: Scheme
     window_shares: int
     miner_shares: int
     miner_difficulty: str = Field(description="Σ target difficulty of the miner's window shares")
@@ -105,15 +127,27 @@ class BlockOut(BaseModel):
     block_hash: str
     distribution_id: int | None
     revenue: int
-    status: str
+    status: BlockStatus
     created_at: datetime
     paid_sats: int | None = Field(None, description="this miner's output (history)")
     payout_txid: str | None = Field(
         None, description="where it landed: the coinbase (coinbase mode), the fan-out tx (ctv), "
         "the spend tx once broadcast (musig2)")
     payout_vout: int | None = None
-    payout_status: str | None = Field(
-        None, description="planned, broadcast, confirmed; the block's status for coinbase mode")
+    payout_status: TxStatus | BlockStatus | None = Field(
+        None, description=f"{', '.join(TxStatus)}; the block's status for coinbase mode")
+
+    @classmethod
+    def of(cls, b: BlockRecord, *, paid_sats: int | None = None, payout_txid: bytes | None = None,
+           payout_vout: int | None = None,
+           payout_status: TxStatus | BlockStatus | None = None) -> BlockOut:
+        return cls(
+            id=b.id, height=b.height, block_hash=display_hex(b.block_hash),
+            distribution_id=b.distribution_id, revenue=b.revenue, status=b.status,
+            created_at=b.created_at, paid_sats=paid_sats,
+            payout_txid=None if payout_txid is None else display_hex(payout_txid),
+            payout_vout=payout_vout, payout_status=payout_status,
+        )
 
 
 class PayoutHistoryOut(BaseModel):
@@ -130,13 +164,15 @@ MAX_BATCH = 10_000
 class ShareBatchIn(_In):
     """Columnar share batch: equal-length columns, row i = the i-th element of each."""
 
-    key: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+    key: list[Annotated[str, StringConstraints(min_length=1, max_length=KEY_MAX)]] = Field(
         max_length=MAX_BATCH, description="idempotency key per share (unique pool-wide)"
     )
     account: list[Account] = Field(max_length=MAX_BATCH)
-    worker: list[Annotated[str, StringConstraints(max_length=128)]] = Field(max_length=MAX_BATCH)
+    worker: list[Annotated[str, StringConstraints(max_length=WORKER_MAX)]] = Field(
+        max_length=MAX_BATCH)
     difficulty: list[Annotated[int, Field(ge=1, lt=2**63)]] = Field(max_length=MAX_BATCH)
-    job_id: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=MAX_BATCH)
+    job_id: list[Annotated[str, StringConstraints(max_length=JOB_ID_MAX)]] = Field(
+        max_length=MAX_BATCH)
     revenue: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
     time_ms: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
 
@@ -153,7 +189,7 @@ class WindowMinerOut(BaseModel):
 
 
 class WindowOut(BaseModel):
-    scheme: str
+    scheme: Scheme
     share_count: int
     total_weight: str
     network_difficulty: str | None = Field(
@@ -170,12 +206,12 @@ class WindowOut(BaseModel):
 
 
 class PublishRequest(_In):
-    estimated_revenue: int = Field(gt=0, le=21_000_000 * 100_000_000)
+    estimated_revenue: int = Field(gt=0, le=MAX_MONEY)
 
 
 class ConfigOut(BaseModel):
     fee_bps: int
-    mode: str
+    mode: ModeName
     max_outputs_bytes: int
     max_sigops: int
     ctv_fanout_arity: int
@@ -187,7 +223,7 @@ class ConfigPatch(_In):
     """Any subset; validated with the same rules as the TOML file."""
 
     fee_bps: int | None = Field(None, ge=0, le=10_000)
-    mode: Literal["coinbase", "ctv", "musig2"] | None = None
+    mode: ModeName | None = None
     max_outputs_bytes: int | None = Field(None, ge=43, le=1_000_000)
     max_sigops: int | None = Field(None, ge=0, le=80_000)
     ctv_fanout_arity: int | None = Field(None, ge=2, le=1000)
@@ -244,11 +280,11 @@ class PartialSigIn(_In):
 
 class SettlementTxOut(BaseModel):
     txid: str
-    role: str = Field(description="fanout, cpfp, cooperative or fallback")
+    role: TxRole = Field(description=_one_of(TxRole))
     seq: int = Field(description="index in the fan-out tree (0 for a musig2 spend)")
     parent_seq: int | None
     level: int
-    status: str = Field(description="planned, broadcast or confirmed")
+    status: TxStatus = Field(description=_one_of(TxStatus))
     confirmed_height: int | None
     raw: str = Field(description="the transaction, hex (what is broadcast)")
 
@@ -257,9 +293,9 @@ class SettlementOut(BaseModel):
     block_id: int
     height: int
     block_hash: str
-    status: str = Field(description="the block's: found, confirmed, mature, paid, orphaned")
-    mode: str
-    phase: str = Field(description="waiting, broadcasting, paid or rolled-back")
+    status: BlockStatus = Field(description=f"the block's: {', '.join(BlockStatus)}")
+    mode: ModeName
+    phase: SettlementPhase = Field(description=_one_of(SettlementPhase))
     funding_txid: str | None = Field(
         None, description="the coinbase txid (the payout spends or is its output)")
     funding_vout: int | None = None
@@ -290,7 +326,7 @@ class ActionOut(BaseModel):
 class ExitTxOut(BaseModel):
     txid: str
     level: int
-    status: str
+    status: TxStatus
     raw: str
 
 

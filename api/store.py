@@ -13,11 +13,13 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
+from payouts.states import Scope
 from payouts.store._common import write_connection
 from payouts.store.api_models import (
     TOKEN_NAME_MAX,
@@ -27,8 +29,8 @@ from payouts.store.api_models import (
 )
 from payouts.store.models import Miner
 
-#: Operator scopes. ``admin`` implies every other scope.
-SCOPES = ("admin", "distributions:write", "read", "settlements:write", "shares:write")
+#: Operator scopes (:class:`~payouts.states.Scope`). ``admin`` implies every other scope.
+SCOPES: tuple[Scope, ...] = tuple(Scope)
 TOKEN_PREFIX = "pt_"
 _NAME = re.compile(rf"^[A-Za-z0-9._-]{{1,{TOKEN_NAME_MAX}}}$")
 
@@ -52,7 +54,7 @@ class TokenRecord:
     revoked: bool
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return Scope.ADMIN in self.scopes or scope in self.scopes
 
 
 def _record(row: object) -> TokenRecord:
@@ -77,7 +79,8 @@ def create_token(
     bad = sorted(set(scopes) - set(SCOPES))
     if bad or not scopes:
         raise ValidationError(
-            f"unknown scope(s) {bad}; choose from {list(SCOPES)}" if bad else "give a scope",
+            f"unknown scope(s) {bad}; choose from {[str(s) for s in SCOPES]}" if bad
+            else "give a scope",
             code="invalid-scope",
         )
     if expires_in is not None and expires_in <= timedelta(0):
@@ -136,10 +139,14 @@ def revoke_token(engine: Engine, name: str) -> TokenRecord:
 # -- challenges --------------------------------------------------------------------------------
 
 
+#: What a registration challenge is for (``registration_challenges.purpose``).
+ChallengePurpose = Literal["register", "rotate"]
+
+
 @dataclass(frozen=True, slots=True)
 class Challenge:
     nonce: str
-    purpose: str
+    purpose: ChallengePurpose
     account: str
     address: str
     expires_at: datetime
@@ -147,7 +154,7 @@ class Challenge:
 
 
 def create_challenge(
-    engine: Engine, purpose: str, account: str, address: str, ttl: timedelta
+    engine: Engine, purpose: ChallengePurpose, account: str, address: str, ttl: timedelta
 ) -> Challenge:
     nonce = secrets.token_hex(16)
     expires_at = now_utc() + ttl
@@ -168,7 +175,8 @@ def get_challenge(engine: Engine, nonce: str) -> Challenge | None:
         ).first()
     if r is None:
         return None
-    return Challenge(r.nonce, r.purpose, r.account, r.address, r.expires_at, bool(r.used))
+    purpose: ChallengePurpose = r.purpose  # create_challenge writes nothing else
+    return Challenge(r.nonce, purpose, r.account, r.address, r.expires_at, bool(r.used))
 
 
 def mark_used(engine: Engine, nonce: str) -> bool:

@@ -41,11 +41,12 @@ import numpy as np
 import sqlalchemy as sa
 
 from payouts.accounting.shares import ShareBatch
+from payouts.accounting.validate import validate_batch
 from payouts.store import migrate
 from payouts.store.engine import make_engine
 from payouts.store.models import Share
 from payouts.store.repositories import persist_shares
-from payouts.store.shares import Index, _insert_only_new, validate_batch
+from payouts.store.shares import Index, _insert_only_new
 
 PG_URL = os.environ.get(
     "PAYOUTS_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
@@ -169,11 +170,7 @@ def bench_resend(backend: str, seed: int) -> float:
 def _on_conflict_path(engine: sa.Engine, batch: ShareBatch) -> Index:
     """The PostgreSQL fallback, forced: validation as in persist_shares, then the key read,
     staging COPY and ``INSERT … ON CONFLICT DO NOTHING`` it runs for an overlapping batch."""
-    miner_id, difficulty, revenue, time_ms = validate_batch(batch)
-    clean = ShareBatch(
-        batch.key, miner_id, batch.worker, difficulty, batch.job_id, revenue, time_ms
-    )
-    return _insert_only_new(engine, clean)
+    return _insert_only_new(engine, validate_batch(batch))[0]
 
 
 def bench_on_conflict(backend: str, seed: int) -> float:

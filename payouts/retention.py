@@ -41,8 +41,10 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, or_, select
 
 from payouts.service import PoolService
+from payouts.states import BlockStatus
 from payouts.store.accounting_models import AccountingEvent
 from payouts.store.models import Block, Distribution, LedgerEntry, Miner, Share
+from payouts.tx.hashes import display_hex
 
 log = logging.getLogger("payouts.retention")
 
@@ -167,7 +169,8 @@ _LEDGER_COLUMNS = ("id", "miner_id", "account", "block_id", "block_hash", "amoun
 
 
 def _prune_ledger(engine: Engine, root: Path, report: PruneReport, cutoff: datetime) -> None:
-    settled = or_(LedgerEntry.block_id.is_(None), Block.status.in_(("paid", "orphaned")))
+    settled = or_(LedgerEntry.block_id.is_(None),
+                  Block.status.in_((BlockStatus.PAID, BlockStatus.ORPHANED)))
     last = 0
     while True:
         q = (select(LedgerEntry.id, LedgerEntry.miner_id, Miner.account, LedgerEntry.block_id,
@@ -189,7 +192,7 @@ def _prune_ledger(engine: Engine, root: Path, report: PruneReport, cutoff: datet
             path = root / "ledger" / day / f"ids-{group[0].id}-{group[-1].id}.csv.gz"
             _write(path, _LEDGER_COLUMNS, [
                 (r.id, r.miner_id, r.account, r.block_id,
-                 None if r.block_hash is None else bytes(r.block_hash)[::-1].hex(),
+                 None if r.block_hash is None else display_hex(bytes(r.block_hash)),
                  r.amount, r.reason, r.created_at.isoformat()) for r in group])
             report.files.append(path)
         ids = [int(r.id) for r in rows]

@@ -5,20 +5,27 @@ windows, kept by :class:`~payouts.window_keeper.WindowKeeper`) meet. Invariant 6
 ARCHITECTURE.md: a share batch is acknowledged only after it is committed; re-sending it
 changes nothing. On start the window is restored from the last snapshot plus the shares and
 chain events stored after it, so the windows after a restart equal an uninterrupted run's.
+
+Writes (shares, distributions, blocks, the runtime settings) are methods here; reads are the
+read models of :mod:`payouts.views`, each exposed as a method, so the API asks the service and
+nothing behind it.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine
 
+from payouts import views
 from payouts.accounting.accountant import Accountant
-from payouts.accounting.shares import ShareBatch
+from payouts.accounting.shares import AccountShareBatch, ShareBatch
+from payouts.accounting.validate import check_keys, int64_column, resolve_accounts
 from payouts.distribution.columns import store_field
 from payouts.distribution.fitting import (
     Budget,
@@ -38,20 +45,26 @@ from payouts.distribution.settle import (
     int_column,
     settle_block,
 )
-from payouts.errors import ConfigError, UnknownMinerError, ValidationError
-from payouts.settings import Settings
+from payouts.errors import ConfigError, PayoutsError, UnknownMinerError, ValidationError
+from payouts.settings import DistributionSettings, PoolSettings, Settings
 from payouts.store import repositories as repo
 from payouts.store.engine import make_engine
 from payouts.store.ledger import (
     BlockRecord,
     LedgerCredit,
+    export_ledger,
     ledger_balances,
+    list_blocks,
+    miner_balance,
     record_block_and_round,
 )
 from payouts.store.migrate import upgrade
 from payouts.tx.address import address_to_script
 from payouts.tx.hashes import display_hex
 from payouts.window_keeper import WindowKeeper
+
+if TYPE_CHECKING:
+    from payouts.settlement.modes import SettlementMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +204,10 @@ class PoolService:
         # settles against: each must not interleave with itself. Neither blocks share ingest.
         self._publish_lock = threading.Lock()
         self._block_lock = threading.Lock()
+        self._settings_lock = threading.Lock()
+        # account -> miner id, for batches naming miners by account: ids never change and
+        # miners are never deleted, so a hit never goes stale.
+        self._ids_by_account: dict[str, int] = {}
 
     @property
     def accountant(self) -> Accountant:
@@ -209,11 +226,45 @@ class PoolService:
             raise UnknownMinerError(f"no miner account {account!r}")
         return ids[account]
 
+    def find_miner(self, account: str) -> repo.MinerRecord | None:
+        return repo.get_miner_by_account(self.engine, account)
+
+    def miner(self, account: str) -> repo.MinerRecord:
+        """The registered miner ``account`` (``unknown-miner`` otherwise)."""
+        return views.miner(self, account)
+
+    def balance(self, account: str) -> tuple[bytes, int]:
+        """(payout script, owed sats) of ``account`` in one indexed query (the API's hot read)."""
+        found = miner_balance(self.engine, account)
+        if found is None:
+            raise UnknownMinerError(f"no miner account {account!r}")
+        return found[1], found[2]
+
     # -- shares -------------------------------------------------------------------------------
 
     def ingest(self, batch: ShareBatch) -> IngestResult:
         """Persist (durable before returning) and account a batch; duplicates are skipped."""
         return IngestResult(len(batch), self.window.ingest(batch))
+
+    def ingest_accounts(self, shares: AccountShareBatch) -> IngestResult:
+        """:meth:`ingest` a batch that names miners by account (``POST /v1/shares``), checked
+        whole by :mod:`payouts.accounting.validate` first: column lengths, keys, duplicates and
+        accounts here, the rest in the store. A row that breaks a rule names its row and key."""
+        check_keys(shares.key, shares.columns())
+        ids = self._account_ids(shares.account)
+        batch = ShareBatch(
+            key=shares.key, miner_id=resolve_accounts(shares.key, shares.account, ids),
+            worker=shares.worker, difficulty=int64_column("difficulty", shares.difficulty),
+            job_id=shares.job_id, revenue=int64_column("revenue", shares.revenue),
+            time_ms=int64_column("time_ms", shares.time_ms),
+        )
+        return self.ingest(batch)
+
+    def _account_ids(self, accounts: Iterable[str]) -> Mapping[str, int]:
+        missing = set(accounts).difference(self._ids_by_account)
+        if missing:
+            self._ids_by_account.update(repo.miner_ids(self.engine, missing))
+        return self._ids_by_account
 
     # -- distributions ------------------------------------------------------------------------
 
@@ -321,3 +372,77 @@ class PoolService:
         balances = ledger_balances(self.engine)
         miners = repo.get_miners(self.engine, balances)
         return {miners[i].account: b for i, b in balances.items() if b}
+
+    # -- runtime settings ---------------------------------------------------------------------
+
+    def update_settings(self, patch: Mapping[str, Any], *,
+                        fixed_mode: SettlementMode | None = None) -> Settings:
+        """Change pool fee, settlement mode and budgets in memory (``fee_bps`` of ``[pool]``,
+        the rest of ``[distribution]``), validated like the settings file; both tables are
+        replaced only once both are valid. Not persisted: the file is the source of truth at
+        start.
+
+        ``fixed_mode``: the mode a running settlement runner settles every block with (the JD
+        server announced it to its clients, 0x4003, and checks every coinbase against it).
+        Changing the mode, or the fan-out parameters in ctv mode, is then refused with
+        ``mode-change-needs-restart`` and nothing changes."""
+        with self._settings_lock:
+            s = self.settings
+            pool = PoolSettings.model_validate(
+                {**s.pool.model_dump(), **{k: v for k, v in patch.items() if k == "fee_bps"}}
+            )
+            dist = DistributionSettings.model_validate(
+                {**s.distribution.model_dump(),
+                 **{k: v for k, v in patch.items() if k != "fee_bps"}}
+            )
+            if fixed_mode is not None and (dist.mode != fixed_mode.name or (
+                    dist.mode == "ctv" and dist.ctv_params() != fixed_mode.ctv)):
+                raise PayoutsError(
+                    f"this server settles in {fixed_mode.name} mode (announced to JD clients "
+                    "and used for every recorded block); change [distribution] in the "
+                    "settings file and restart", code="mode-change-needs-restart",
+                    mode=fixed_mode.name)
+            if dist.mode == "musig2" and s.settlement.musig2 is None:
+                raise ConfigError("distribution.mode = musig2 needs a [settlement.musig2] table "
+                                  "(committee, fallback_key, ...) in the settings file")
+            s.pool, s.distribution = pool, dist
+        return s
+
+    # -- read models (payouts.views) ----------------------------------------------------------
+
+    def check_store(self) -> None:
+        """Raise if the store does not answer (liveness)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def window_view(self) -> views.WindowView:
+        return views.window(self)
+
+    def miner_shares(self, account: str) -> views.MinerShares:
+        return views.miner_shares(self, account)
+
+    def miner_ledger(self, account: str) -> views.MinerLedger:
+        return views.miner_ledger(self, account)
+
+    def payout_history(self, account: str) -> views.PayoutHistory:
+        return views.payout_history(self, account)
+
+    def exit_path(self, account: str, block_id: int) -> views.MinerExitPath:
+        return views.miner_exit_path(self, account, block_id)
+
+    def block(self, block_id: int) -> BlockRecord:
+        return views.block(self, block_id)
+
+    def blocks(self, status: str | None = None) -> list[BlockRecord]:
+        """Recorded blocks in id order, only those with ``status`` when given."""
+        return list_blocks(self.engine, status)
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """The whole owed-balance ledger in id order (audit export)."""
+        return export_ledger(self.engine)
+
+    def settlements(self) -> list[views.SettlementView]:
+        return views.settlements(self)
+
+    def settlement(self, block_id: int) -> views.SettlementView:
+        return views.settlement(self, block_id)

@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from payouts.errors import ConfigError
+from payouts.states import ModeName, Scheme
 
 if TYPE_CHECKING:  # settings load before (and without) the settlement code
     from payouts.settlement.ctv import CtvParams
@@ -43,7 +44,7 @@ class _Section(BaseModel):
 
 
 class AccountingSettings(_Section):
-    scheme: Literal["tides", "pplns", "prop"] = "tides"
+    scheme: Scheme = "tides"
     tides_k: int = Field(8, ge=1, le=1000, description="TIDES window: k × network difficulty")
     pplns_n: int = Field(1_000_000, ge=1, description="PPLNS window: last N shares")
     value_weighting: bool = Field(True, description="weight shares by their template revenue")
@@ -73,7 +74,7 @@ class PoolSettings(_Section):
 
 
 class DistributionSettings(_Section):
-    mode: Literal["coinbase", "ctv", "musig2"] = "coinbase"
+    mode: ModeName = "coinbase"
     max_outputs_bytes: int = Field(
         6_500, ge=43, le=1_000_000, description="byte budget for payout outputs in the coinbase"
     )

@@ -40,7 +40,7 @@ from payouts.settlement.musig2.output import choose_committee
 from payouts.settlement.musig2.session import SessionState
 from payouts.settlement.musig2.spend import cooperative_spend, open_signing_session
 from payouts.tx.address import script_to_address
-from payouts.tx.hashes import hash160, sha256
+from payouts.tx.hashes import display_hex, hash160, sha256
 from payouts.tx.output_scripts import classify
 from payouts.tx.transaction import OutPoint, Tx
 from payouts.tx.txout import TxOut
@@ -233,7 +233,7 @@ class Demo:
             block_hash=found.block_hash,
             height=found.height,
         )
-        self.say(f"block {found.block_hash[::-1].hex()[:16]}… accepted at height {found.height}")
+        self.say(f"block {display_hex(found.block_hash)[:16]}… accepted at height {found.height}")
         return found, fitted, mode
 
     def mode_for(self, name: str, fitted: FittedDistribution) -> SettlementMode:
@@ -264,7 +264,7 @@ class Demo:
             utxo = await self.node.get_utxo(txid, vout)
             if out.value == 0 and utxo is None:
                 continue
-            assert utxo is not None, f"output {vout} of {txid[::-1].hex()} is missing"
+            assert utxo is not None, f"output {vout} of {display_hex(txid)} is missing"
             assert (utxo.value, utxo.script) == (out.value, out.script), f"output {vout} differs"
             landed.setdefault(out.script, (vout, out.value))
         return landed
@@ -285,7 +285,7 @@ class Demo:
             name,
             "paid",
             found.height,
-            found.block_hash[::-1].hex(),
+            display_hex(found.block_hash),
             len(coinbase.serialize()),
             coinbase.weight,
         )

@@ -14,11 +14,10 @@ from __future__ import annotations
 import functools
 from datetime import UTC, timedelta
 
-import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from api import store
-from api.deps import get_service
+from api.deps import ServiceDep
 from api.problems import Problem, problem_responses
 from api.ratelimit import rate_limited
 from api.schemas import (
@@ -38,17 +37,14 @@ from api.schemas import (
     RotateRequest,
 )
 from payouts.crypto import bip322, schnorr
-from payouts.distribution.settle import settle_block
 from payouts.errors import DuplicateKeyError, UnknownMinerError
 from payouts.service import PoolService
-from payouts.settlement.lifecycle_store import load_settlements, load_txs
-from payouts.settlement.payout_view import exit_path, landings
 from payouts.store import repositories as repo
-from payouts.store.ledger import export_ledger, get_block, list_blocks, miner_balance
 from payouts.tx.address import AddressError, address_to_script, script_to_address
-from payouts.tx.hashes import tagged_hash
+from payouts.tx.hashes import display_hex, tagged_hash
 from payouts.tx.output_scripts import ScriptType, classify
 from payouts.tx.transaction import Tx
+from payouts.views import MinerLedger
 
 router = APIRouter(prefix="/v1/miners", tags=["miners"], dependencies=[Depends(rate_limited)])
 
@@ -95,13 +91,6 @@ def _address_of(script: bytes, network: str) -> str | None:
         return None
 
 
-def _miner(service: PoolService, account: str) -> repo.MinerRecord:
-    m = repo.get_miner_by_account(service.engine, account)
-    if m is None:
-        raise UnknownMinerError(f"no miner account {account!r}")
-    return m
-
-
 def _miner_out(m: repo.MinerRecord, network: str) -> MinerOut:
     return MinerOut(
         account=m.account, address=_address_of(m.payout_script, network),
@@ -110,7 +99,7 @@ def _miner_out(m: repo.MinerRecord, network: str) -> MinerOut:
     )
 
 
-def _usable_challenge(service: PoolService, nonce: str, purpose: str,
+def _usable_challenge(service: PoolService, nonce: str, purpose: store.ChallengePurpose,
                       account: str) -> store.Challenge:
     c = store.get_challenge(service.engine, nonce)
     if c is None:
@@ -127,13 +116,12 @@ def _usable_challenge(service: PoolService, nonce: str, purpose: str,
 
 @router.post("/challenges", status_code=201, response_model=ChallengeResponse,
              responses=problem_responses(404, 409, 422, 429))
-def issue_challenge(body: ChallengeRequest, request: Request) -> ChallengeResponse:
+def issue_challenge(body: ChallengeRequest, service: ServiceDep) -> ChallengeResponse:
     """Issue a one-time message to sign with BIP-322 (valid 10 minutes)."""
-    service = get_service(request)
     network = service.settings.network
     _payout_script(body.address, network)
     current = None
-    existing = repo.get_miner_by_account(service.engine, body.account)
+    existing = service.find_miner(body.account)
     if body.purpose == "register" and existing is not None:
         raise DuplicateKeyError(f"miner account {body.account!r} already exists")
     if body.purpose == "rotate":
@@ -153,9 +141,8 @@ def issue_challenge(body: ChallengeRequest, request: Request) -> ChallengeRespon
 
 @router.post("", status_code=201, response_model=MinerOut,
              responses=problem_responses(404, 409, 422, 429))
-def register(body: RegisterRequest, request: Request) -> MinerOut:
+def register(body: RegisterRequest, service: ServiceDep) -> MinerOut:
     """Register an account and its payout address (BIP-322 proof of the address)."""
-    service = get_service(request)
     network = service.settings.network
     c = _usable_challenge(service, body.nonce, "register", body.account)
     if c.address != body.address:
@@ -179,11 +166,10 @@ def register(body: RegisterRequest, request: Request) -> MinerOut:
 
 @router.post("/{account}/address", response_model=MinerOut,
              responses=problem_responses(403, 404, 409, 422, 429))
-def rotate(account: str, body: RotateRequest, request: Request) -> MinerOut:
+def rotate(account: str, body: RotateRequest, service: ServiceDep) -> MinerOut:
     """Change the payout address: signatures by the NEW and by the CURRENT address."""
-    service = get_service(request)
     network = service.settings.network
-    miner = _miner(service, account)
+    miner = service.miner(account)
     c = _usable_challenge(service, body.nonce, "rotate", account)
     current = _address_of(miner.payout_script, network)
     if current is None:
@@ -198,164 +184,92 @@ def rotate(account: str, body: RotateRequest, request: Request) -> MinerOut:
     new_script = _payout_script(c.address, network)
     bip322.verify(c.address, message, body.new_signature, network)
     store.rotate_address(service.engine, account, miner.payout_script, new_script, c.nonce)
-    return _miner_out(_miner(service, account), network)
+    return _miner_out(service.miner(account), network)
 
 
 @router.get("/{account}", response_model=MinerOut, responses=problem_responses(404, 429))
-def get_miner(account: str, request: Request) -> MinerOut:
-    service = get_service(request)
-    return _miner_out(_miner(service, account), service.settings.network)
+def get_miner(account: str, service: ServiceDep) -> MinerOut:
+    return _miner_out(service.miner(account), service.settings.network)
 
 
 @router.get("/{account}/balance", response_model=BalanceOut,
             responses=problem_responses(404, 429))
-async def balance(account: str, request: Request) -> BalanceOut:
+async def balance(account: str, service: ServiceDep) -> BalanceOut:
     """What the owed-balance ledger holds for the miner (satoshis).
 
     The hot read: one indexed query (miner row and ledger sum together) run inline; a thread
     hop would cost more than the sub-millisecond query it offloads."""
-    service = get_service(request)
-    found = miner_balance(service.engine, account)
-    if found is None:
-        raise UnknownMinerError(f"no miner account {account!r}")
-    _, script, owed = found
+    script, owed = service.balance(account)
     return BalanceOut(account=account, address=_address_of(script, service.settings.network),
                       owed_sats=owed)
 
 
-def _entries(service: PoolService, miner_id: int) -> list[LedgerEntryOut]:
-    # export_ledger reads the whole ledger: fine at pool sizes (one line per owed payee per
-    # block); a per-miner query belongs in the store if it grows.
+def _entries(ledger: MinerLedger) -> list[LedgerEntryOut]:
     return [
         LedgerEntryOut(id=e["id"], block_id=e["block_id"], block_hash=e["block_hash"],
                        amount=e["amount"], reason=e["reason"], created_at=e["created_at"])
-        for e in export_ledger(service.engine) if e["miner_id"] == miner_id
+        for e in ledger.entries
     ]
 
 
 @router.get("/{account}/ledger", response_model=MinerLedgerOut,
             responses=problem_responses(404, 429))
-def ledger(account: str, request: Request) -> MinerLedgerOut:
-    service = get_service(request)
-    m = _miner(service, account)
-    entries = _entries(service, m.id)
-    return MinerLedgerOut(account=m.account, owed_sats=sum(e.amount for e in entries),
-                          entries=entries)
-
-
-def _sum_i64(values: np.ndarray) -> int:
-    """Exact Σ of int64 values ≥ 0 (split in 32-bit halves so no partial sum overflows)."""
-    hi = int(np.sum(values >> 32, dtype=np.int64))
-    lo = int(np.sum(values & 0xFFFFFFFF, dtype=np.int64))
-    return (hi << 32) + lo
+def ledger(account: str, service: ServiceDep) -> MinerLedgerOut:
+    found = service.miner_ledger(account)
+    return MinerLedgerOut(account=found.miner.account, owed_sats=found.owed,
+                          entries=_entries(found))
 
 
 @router.get("/{account}/shares", response_model=MinerSharesOut,
             responses=problem_responses(404, 429))
-def shares(account: str, request: Request) -> MinerSharesOut:
+def shares(account: str, service: ServiceDep) -> MinerSharesOut:
     """The miner's shares in the current window and its hashrate estimate (integers)."""
-    service = get_service(request)
-    m = _miner(service, account)
-    acc = service.accountant
-    window = acc.window
-    start, end = window.start, window.end
-    log = acc.log
-    ids, codes = log.miners.sorted_ids, log.miners.sorted_codes
-    pos = int(np.searchsorted(ids, m.id))
-    code = int(codes[pos]) if pos < len(ids) and int(ids[pos]) == m.id else None
-    count, diff, t_min, t_max = 0, 0, None, None
-    for piece in log.pieces(start, end):
-        if len(piece.time_ms):
-            lo, hi = int(piece.time_ms.min()), int(piece.time_ms.max())
-            t_min = lo if t_min is None else min(t_min, lo)
-            t_max = hi if t_max is None else max(t_max, hi)
-        if code is not None:
-            mask = piece.codes == code
-            count += int(mask.sum())
-            diff += _sum_i64(piece.difficulty[mask])
-    weights = acc.weights()
-    w_ids = weights.miner_ids.tolist()
-    weight = weights.weights[w_ids.index(m.id)] if m.id in w_ids else 0
-    window_ms = (t_max - t_min) if t_min is not None and t_max is not None else 0
-    # One share's time span is 0: count it as 1 s so the estimate stays finite and integer.
-    hashrate = diff * (1 << 32) * 1000 // max(window_ms, 1000)
+    found = service.miner_shares(account)
+    st = found.stats
     return MinerSharesOut(
-        account=m.account, scheme=service.settings.accounting.scheme,
-        window_shares=end - start, miner_shares=count, miner_difficulty=str(diff),
-        miner_weight=str(weight), window_total_weight=str(acc.total_weight),
-        window_ms=window_ms, hashrate_hs=hashrate,
+        account=found.miner.account, scheme=found.scheme, window_shares=st.window_shares,
+        miner_shares=st.shares, miner_difficulty=str(st.difficulty),
+        miner_weight=str(st.weight), window_total_weight=str(st.total_weight),
+        window_ms=st.span_ms, hashrate_hs=st.hashrate_hs,
     )
 
 
 @router.get("/{account}/payouts", response_model=PayoutHistoryOut,
             responses=problem_responses(404, 429))
-def payouts(account: str, request: Request) -> PayoutHistoryOut:
+def payouts(account: str, service: ServiceDep) -> PayoutHistoryOut:
     """Payout history: the miner's ledger entries and every block whose distribution paid it,
     with ``paid_sats`` and where it landed (``payout_txid``/``payout_vout``): the coinbase
     output (coinbase mode), the fan-out tree's leaf (ctv), the spend tx once broadcast
     (musig2). Without a known landing, ``paid_sats`` is the coinbase-mode amount."""
-    service = get_service(request)
-    m = _miner(service, account)
-    settlements = load_settlements(service.engine)
-    blocks = []
-    for b in list_blocks(service.engine):
-        if b.distribution_id is None:
-            continue
-        fitted = service.distribution(b.distribution_id)
-        if m.account not in fitted.accounts:
-            continue
-        s = settlements.get(b.id)
-        landed = landings(b, fitted, s, load_txs(service.engine, b.id) if s else []).get(
-            m.account)
-        blocks.append(BlockOut(
-            id=b.id, height=b.height, block_hash=b.block_hash[::-1].hex(),
-            distribution_id=b.distribution_id, revenue=b.revenue, status=b.status,
-            created_at=b.created_at,
-            # Coinbase amounts depend only on the distribution and the revenue.
-            paid_sats=landed.amount if landed is not None
-            else settle_block(fitted, b.revenue).paid.get(m.account, 0),
-            payout_txid=landed.txid[::-1].hex() if landed is not None else None,
-            payout_vout=landed.vout if landed is not None else None,
-            payout_status=landed.status if landed is not None else None,
-        ))
-    return PayoutHistoryOut(account=m.account, entries=_entries(service, m.id), blocks=blocks)
+    history = service.payout_history(account)
+    blocks = [
+        BlockOut.of(p.block, paid_sats=p.paid_sats) if p.landing is None else BlockOut.of(
+            p.block, paid_sats=p.paid_sats, payout_txid=p.landing.txid,
+            payout_vout=p.landing.vout, payout_status=p.landing.status)
+        for p in history.blocks
+    ]
+    return PayoutHistoryOut(account=history.ledger.miner.account,
+                            entries=_entries(history.ledger), blocks=blocks)
 
 
 @router.get("/{account}/payouts/{block_id}/exit-path", response_model=ExitPathOut,
             responses=problem_responses(404, 409, 429))
-def exit_path_of(account: str, block_id: int, request: Request) -> ExitPathOut:
+def exit_path_of(account: str, block_id: int, service: ServiceDep) -> ExitPathOut:
     """CTV payouts: the transactions to broadcast, in order, to claim the miner's output alone
     (each spends the previous one; the first spends the coinbase's BIP-119 commitment output).
     Anyone may broadcast them; no signature is needed. 409 ``not-ctv-settlement`` for a block
     settled otherwise, 404 ``no-payout-in-block`` when the block does not pay this miner."""
-    service = get_service(request)
-    m = _miner(service, account)
-    block = get_block(service.engine, block_id)
-    if block is None:
-        raise Problem(404, "unknown-block", f"block {block_id} does not exist")
-    s = load_settlements(service.engine).get(block_id)
-    if s is None or s.mode != "ctv":
-        raise Problem(409, "not-ctv-settlement",
-                      f"block {block_id} does not settle through a CTV fan-out "
-                      f"({s.mode + ' mode' if s else 'not tracked'})")
-    if s.funding_txid is None or s.funding_vout is None:
-        raise Problem(409, "exit-path-not-ready",
-                      f"block {block_id}'s fan-out is not bound to its coinbase yet")
-    if block.distribution_id is None:
-        raise Problem(404, "no-payout-in-block", f"block {block_id} has no distribution")
-    path = exit_path(service.distribution(block.distribution_id), m.account, s,
-                     load_txs(service.engine, block_id))
-    if path is None:
-        raise Problem(404, "no-payout-in-block",
-                      f"block {block_id} pays {account!r} nothing through its fan-out")
+    found = service.exit_path(account, block_id)
+    path = found.path
     last = path.txs[-1]
     out = Tx.parse(last.raw).outputs[path.vout]
     return ExitPathOut(
-        account=m.account, block_id=block.id, block_hash=block.block_hash[::-1].hex(),
-        funding_txid=path.funding.txid[::-1].hex(), funding_vout=path.funding.n,
+        account=found.miner.account, block_id=found.block.id,
+        block_hash=display_hex(found.block.block_hash),
+        funding_txid=display_hex(path.funding.txid), funding_vout=path.funding.n,
         funding_value=path.funding_value,
-        transactions=[ExitTxOut(txid=r.txid[::-1].hex(), level=r.level, status=r.status,
+        transactions=[ExitTxOut(txid=display_hex(r.txid), level=r.level, status=r.status,
                                 raw=r.raw.hex()) for r in path.txs],
-        output=ExitOutputOut(txid=last.txid[::-1].hex(), vout=path.vout, amount=path.amount,
+        output=ExitOutputOut(txid=display_hex(last.txid), vout=path.vout, amount=path.amount,
                              script=out.script.hex()),
     )

@@ -28,14 +28,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from api.auth import scope_settlements_write
+from api.deps import NowDep, SessionsDep
 from api.problems import Problem, problem_responses
 from api.ratelimit import rate_limited
 from api.schemas import NonceIn, PartialSigIn, SessionCreate, SessionOut
 from payouts.crypto import schnorr
-from payouts.settlement.musig2.session import SigningSession
+from payouts.settlement.musig2.session import SessionState, SigningSession
 from payouts.tx.hashes import tagged_hash
 
 router = APIRouter(prefix="/v1/musig2/sessions", tags=["musig2"])
@@ -50,17 +51,8 @@ def nonce_auth_message(session_id: str, signer_index: int, pubnonce: bytes) -> b
     )
 
 
-def _sessions(request: Request) -> dict[str, SigningSession]:
-    s: dict[str, SigningSession] = request.app.state.musig_sessions
-    return s
-
-
-def _now(request: Request) -> float:
-    return float(request.app.state.clock())
-
-
-def _get(request: Request, session_id: str) -> SigningSession:
-    session = _sessions(request).get(session_id)
+def _get(sessions: dict[str, SigningSession], session_id: str) -> SigningSession:
+    session = sessions.get(session_id)
     if session is None:
         raise Problem(404, "unknown-session", f"no signing session {session_id!r}")
     return session
@@ -68,7 +60,7 @@ def _get(request: Request, session_id: str) -> SigningSession:
 
 def _out(session_id: str, s: SigningSession) -> SessionOut:
     failure = s.failure
-    sig = s.final_signature().hex() if s.state.value == "complete" else None
+    sig = s.final_signature().hex() if s.state is SessionState.COMPLETE else None
     return SessionOut(
         id=session_id, state=s.state.value, sighash=s.msg.hex(),
         pubkeys=[p.hex() for p in s.pubkeys], output_key=s.output_key.hex(),
@@ -82,10 +74,9 @@ def _out(session_id: str, s: SigningSession) -> SessionOut:
 
 @router.post("", status_code=201, response_model=SessionOut,
              responses=problem_responses(401, 403, 422, 503))
-async def create_session(body: SessionCreate, request: Request,
+async def create_session(body: SessionCreate, sessions: SessionsDep, now: NowDep,
                          _: Any = Depends(scope_settlements_write)) -> SessionOut:
     """Start a signing session for ``sighash`` over the committee ``pubkeys``."""
-    now = _now(request)
     root = None if body.taproot_merkle_root is None else bytes.fromhex(body.taproot_merkle_root)
     session = SigningSession(
         [bytes.fromhex(p) for p in body.pubkeys], bytes.fromhex(body.sighash),
@@ -93,10 +84,9 @@ async def create_session(body: SessionCreate, request: Request,
         sig_deadline=now + body.nonce_timeout_s + body.sig_timeout_s,
         taproot_merkle_root=root,
     )
-    sessions = _sessions(request)
     if len(sessions) >= MAX_SESSIONS:  # drop finished sessions before refusing
-        for k in [k for k, s in sessions.items() if s.tick(now).value in
-                  ("complete", "failed")]:
+        for k in [k for k, s in sessions.items()
+                  if s.tick(now) in (SessionState.COMPLETE, SessionState.FAILED)]:
             del sessions[k]
     if len(sessions) >= MAX_SESSIONS:
         raise Problem(503, "too-many-sessions", f"{MAX_SESSIONS} sessions are open")
@@ -107,19 +97,20 @@ async def create_session(body: SessionCreate, request: Request,
 
 @router.get("/{session_id}", response_model=SessionOut,
             responses=problem_responses(404, 429), dependencies=[Depends(rate_limited)])
-async def get_session(session_id: str, request: Request) -> SessionOut:
+async def get_session(session_id: str, sessions: SessionsDep, now: NowDep) -> SessionOut:
     """State, deadlines, who is missing, the aggregate nonce (round 2 input) and the result."""
-    session = _get(request, session_id)
-    session.tick(_now(request))
+    session = _get(sessions, session_id)
+    session.tick(now)
     return _out(session_id, session)
 
 
 @router.post("/{session_id}/nonces", response_model=SessionOut,
              responses=problem_responses(403, 404, 409, 422, 429),
              dependencies=[Depends(rate_limited)])
-async def post_nonce(session_id: str, body: NonceIn, request: Request) -> SessionOut:
+async def post_nonce(session_id: str, body: NonceIn, sessions: SessionsDep,
+                     now: NowDep) -> SessionOut:
     """Round 1: signer ``signer_index`` submits its 66-byte public nonce (authenticated)."""
-    session = _get(request, session_id)
+    session = _get(sessions, session_id)
     if body.signer_index >= session.n_signers:
         raise Problem(404, "unknown-signer", f"no signer {body.signer_index}",
                       signer_index=body.signer_index)
@@ -130,16 +121,16 @@ async def post_nonce(session_id: str, body: NonceIn, request: Request) -> Sessio
         raise Problem(403, "signer-auth-failed",
                       f"auth is not a signature by signer {body.signer_index}'s key",
                       signer_index=body.signer_index)
-    session.add_nonce(body.signer_index, pubnonce, _now(request))
+    session.add_nonce(body.signer_index, pubnonce, now)
     return _out(session_id, session)
 
 
 @router.post("/{session_id}/partial-signatures", response_model=SessionOut,
              responses=problem_responses(404, 409, 422, 429),
              dependencies=[Depends(rate_limited)])
-async def post_partial_sig(session_id: str, body: PartialSigIn, request: Request
-                           ) -> SessionOut:
+async def post_partial_sig(session_id: str, body: PartialSigIn, sessions: SessionsDep,
+                           now: NowDep) -> SessionOut:
     """Round 2: a 32-byte partial signature, verified at once (BIP-327 PartialSigVerify)."""
-    session = _get(request, session_id)
-    session.add_partial_sig(body.signer_index, bytes.fromhex(body.psig), _now(request))
+    session = _get(sessions, session_id)
+    session.add_partial_sig(body.signer_index, bytes.fromhex(body.psig), now)
     return _out(session_id, session)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 
 from api.auth import scope_read, scope_settlements_write
-from api.deps import OptionalRunnerDep, ServiceDep, get_runner, get_service
-from api.problems import Problem, problem_responses
+from api.deps import OptionalRunnerDep, ServiceDep, require_runner
+from api.problems import problem_responses
 from api.schemas import (
     ActionOut,
     BroadcastResultOut,
@@ -28,59 +28,40 @@ from api.schemas import (
     SettlementOut,
     SettlementTxOut,
 )
-from payouts.errors import ValidationError
 from payouts.service import PoolService
-from payouts.settlement.lifecycle_store import SettlementRow, TxRow, load_settlements, load_txs
-from payouts.settlement.runner import (
-    ActionReport,
-    SettlementActionError,
-    SettlementRunner,
-    session_id,
-)
-from payouts.store.ledger import BlockRecord, get_block, list_blocks
+from payouts.settlement.lifecycle_store import TxRow
+from payouts.settlement.runner import ActionReport, SettlementRunner
+from payouts.tx.hashes import display_hex
+from payouts.views import SettlementView
 
 router = APIRouter(prefix="/v1/settlements", tags=["settlements"])
 _AUTH = problem_responses(401, 403)
 BlockId = Path(ge=1, le=2**62, description="the block's id (GET /v1/blocks)")
 
 
-def _hex(b: bytes | None) -> str | None:
-    return None if b is None else b[::-1].hex()
-
-
 def _tx_out(r: TxRow) -> SettlementTxOut:
-    return SettlementTxOut(txid=r.txid[::-1].hex(), role=r.role, seq=r.seq,
+    return SettlementTxOut(txid=display_hex(r.txid), role=r.role, seq=r.seq,
                            parent_seq=r.parent_seq, level=r.level, status=r.status,
                            confirmed_height=r.confirmed_height, raw=r.raw.hex())
 
 
-def settlement_out(runner: SettlementRunner | None, block: BlockRecord, s: SettlementRow,
-                   txs: list[TxRow]) -> SettlementOut:
-    open_session = None
-    if runner is not None and runner.lifecycle.session(block.id) is not None:
-        open_session = session_id(block.id)
+def settlement_out(runner: SettlementRunner | None, view: SettlementView) -> SettlementOut:
+    block, s = view.block, view.settlement
     return SettlementOut(
-        block_id=block.id, height=block.height, block_hash=block.block_hash[::-1].hex(),
-        status=block.status, mode=s.mode, phase=s.phase, funding_txid=_hex(s.funding_txid),
+        block_id=block.id, height=block.height, block_hash=display_hex(block.block_hash),
+        status=block.status, mode=s.mode, phase=s.phase,
+        funding_txid=None if s.funding_txid is None else display_hex(s.funding_txid),
         funding_vout=s.funding_vout, funding_value=s.funding_value, paid_height=s.paid_height,
-        signing_session=open_session, txs=[_tx_out(r) for r in txs],
+        signing_session=runner.signing_session_id(block.id) if runner is not None else None,
+        txs=[_tx_out(r) for r in view.txs],
     )
-
-
-def _block(service: PoolService, block_id: int) -> BlockRecord:
-    block = get_block(service.engine, block_id)
-    if block is None:
-        raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
-    return block
 
 
 @router.get("", response_model=list[SettlementOut], responses=_AUTH)
 def list_settlements(service: ServiceDep, runner: OptionalRunnerDep,
                      _: Any = Depends(scope_read)) -> list[SettlementOut]:
     """Every tracked block's settlement (without raw transactions; see the single read)."""
-    rows = load_settlements(service.engine)
-    return [settlement_out(runner, b, rows[b.id], [])
-            for b in list_blocks(service.engine) if b.id in rows]
+    return [settlement_out(runner, v) for v in service.settlements()]
 
 
 @router.get("/{block_id}", response_model=SettlementOut,
@@ -88,55 +69,40 @@ def list_settlements(service: ServiceDep, runner: OptionalRunnerDep,
 def get_settlement(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
                    _: Any = Depends(scope_read)) -> SettlementOut:
     """One block's settlement with every transaction (raw hex) and its status."""
-    block = _block(service, block_id)
-    s = load_settlements(service.engine).get(block_id)
-    if s is None:
-        raise Problem(404, "untracked-block", f"block {block_id} has no settlement")
-    return settlement_out(runner, block, s, load_txs(service.engine, block_id))
+    return settlement_out(runner, service.settlement(block_id))
 
 
 def _action_out(service: PoolService, runner: SettlementRunner,
                 report: ActionReport) -> ActionOut:
-    block = _block(service, report.block_id)
-    s = load_settlements(service.engine)[report.block_id]
+    view = service.settlement(report.block_id)
     return ActionOut(
-        settlement=settlement_out(runner, block, s, list(report.txs)),
+        settlement=settlement_out(runner, SettlementView(view.block, view.settlement,
+                                                         report.txs)),
         events=[LifecycleEventOut(kind=e.kind, detail=e.detail) for e in report.events],
-        results=[BroadcastResultOut(txids=[t[::-1].hex() for t in r.txids],
-                                    result=r.result,
+        results=[BroadcastResultOut(txids=[display_hex(t) for t in r.txids], result=r.result,
                                     reason=r.reason) for r in report.sent],
     )
 
 
-async def _act(request: Request, block_id: int, action: str) -> ActionOut:
-    service = get_service(request)
-    _block(service, block_id)  # 404 before 503: an unknown block is unknown either way
-    runner = get_runner(request)
-    try:
-        if action == "broadcast":
-            report = await runner.broadcast(block_id)
-        else:
-            report = await runner.fallback(block_id)
-    except SettlementActionError as e:
-        raise Problem(e.status, e.code, e.message, headers=None, **e.extra) from None
-    return _action_out(service, runner, report)
-
-
 @router.post("/{block_id}/broadcast", response_model=ActionOut,
              responses={**_AUTH, **problem_responses(404, 409, 503)})
-async def broadcast(request: Request, block_id: int = BlockId,
+async def broadcast(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
                     _: Any = Depends(scope_settlements_write)) -> ActionOut:
     """Send the settlement's pending transactions now (ctv: the fan-out level by level, each
     with its CPFP child when the server has a fee wallet; musig2: the signed spend) and return
     the node's answer to each: accepted, already-known, or rejected with the reason."""
-    return await _act(request, block_id, "broadcast")
+    service.block(block_id)  # 404 before 503: an unknown block is unknown either way
+    running = require_runner(runner)
+    return _action_out(service, running, await running.broadcast(block_id))
 
 
 @router.post("/{block_id}/fallback", response_model=ActionOut,
              responses={**_AUTH, **problem_responses(404, 409, 503)})
-async def fallback(request: Request, block_id: int = BlockId,
+async def fallback(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
                    _: Any = Depends(scope_settlements_write)) -> ActionOut:
     """MuSig2: give up the cooperative spend (abort the signing session) and broadcast the
     signed script-path fallback. 409 ``fallback-locked`` until its BIP-68 relative timelock
     lets it into the next block; 409 ``signing-complete`` once the committee has signed."""
-    return await _act(request, block_id, "fallback")
+    service.block(block_id)  # 404 before 503, as for broadcast
+    running = require_runner(runner)
+    return _action_out(service, running, await running.fallback(block_id))

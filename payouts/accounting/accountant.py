@@ -3,18 +3,21 @@
 Implements the ``payouts.accounting`` box of ARCHITECTURE.md's data flow: validated share
 batches in, per-miner weights out (the input of ``payouts.distribution``). The durable store
 persists batches and hands over only the rows that are new; :meth:`Accountant.ingest` validates
-again (cheap, and the same :func:`~payouts.accounting.validate.validate_batch`) so that a batch
-that reaches it by another path cannot corrupt the log: a rejected batch changes nothing.
+again (cheap, and the same :func:`~payouts.accounting.validate.validate_batch` the store and the
+API use) so that a batch that reaches it by another path cannot corrupt the log: a rejected batch
+changes nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 
 from payouts.accounting.chain import BlockFound, ChainSource
 from payouts.accounting.log import I64, ShareLog
 from payouts.accounting.shares import ShareBatch
 from payouts.accounting.validate import KnownMiners, validate_batch
+from payouts.accounting.weighting import exact_sum
 from payouts.accounting.windows import (
     Difficulty,
     MinerWeights,
@@ -24,6 +27,27 @@ from payouts.accounting.windows import (
     make_window,
 )
 from payouts.settings import AccountingSettings
+
+
+@dataclass(frozen=True, slots=True)
+class MinerWindowStats:
+    """One miner's part of the current window: its ``shares`` (of ``window_shares``), their
+    summed target ``difficulty`` and the miner's ``weight`` (of ``total_weight``); ``span_ms``
+    is the window's time span (last minus first share time, every miner's shares)."""
+
+    window_shares: int
+    shares: int
+    difficulty: int
+    weight: int
+    total_weight: int
+    span_ms: int
+
+    @property
+    def hashrate_hs(self) -> int:
+        """Hashes per second the miner's shares stand for, as an integer: a share of target
+        difficulty d takes d·2^32 hashes on average. A window of one share (span 0) counts as
+        1 s, so the estimate stays finite."""
+        return self.difficulty * (1 << 32) * 1000 // max(self.span_ms, 1000)
 
 
 class Accountant:
@@ -72,7 +96,7 @@ class Accountant:
         Raises the specific :class:`~payouts.errors.ValidationError` and leaves the log and the
         window untouched if any row is invalid.
         """
-        validate_batch(batch, self.known_miner)
+        batch = validate_batch(batch, self.known_miner)
         rows = self.log.append(batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms,
                                share_ids)
         self.window.sync()
@@ -112,6 +136,29 @@ class Accountant:
     @property
     def total_weight(self) -> int:
         return self.window.total_weight
+
+    def miner_stats(self, miner_id: int) -> MinerWindowStats:
+        """``miner_id``'s shares, difficulty and weight in the current window (zeros for a
+        miner without shares in it), read from the log's columns in place."""
+        weights = self.weights()
+        start, end = self.window.start, self.window.end
+        code = self.log.miners.code(miner_id)
+        count = difficulty = 0
+        t_min: int | None = None
+        t_max: int | None = None
+        for piece in self.log.pieces(start, end):
+            if len(piece.time_ms):
+                lo, hi = int(piece.time_ms.min()), int(piece.time_ms.max())
+                t_min = lo if t_min is None else min(t_min, lo)
+                t_max = hi if t_max is None else max(t_max, hi)
+            if code is not None:
+                mask = piece.codes == code
+                count += int(mask.sum())
+                difficulty += exact_sum(piece.difficulty[mask])
+        ids = weights.miner_ids.tolist()
+        weight = weights.weights[ids.index(miner_id)] if miner_id in ids else 0
+        span = t_max - t_min if t_min is not None and t_max is not None else 0
+        return MinerWindowStats(end - start, count, difficulty, weight, self.total_weight, span)
 
     @property
     def share_count(self) -> int:

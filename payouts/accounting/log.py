@@ -67,6 +67,13 @@ class MinerIndex:
         """Miner ids of ``codes``."""
         return self._ids_by_code[codes]
 
+    def code(self, miner_id: int) -> int | None:
+        """The code of ``miner_id``, or None if the log has never seen it."""
+        pos = int(np.searchsorted(self._sorted_ids, miner_id))
+        if pos < len(self._sorted_ids) and int(self._sorted_ids[pos]) == miner_id:
+            return int(self._sorted_codes[pos])
+        return None
+
     def encode(self, miner_ids: I64) -> I32:
         """Codes of ``miner_ids``, assigning new codes to ids not seen before."""
         if len(miner_ids) == 0:

@@ -2,7 +2,10 @@
 
 A share's weight comes from its *target* difficulty (the difficulty the pool assigned), never its
 achieved difficulty, and, with value weighting on, from the revenue of the template it was mined
-on. Times are unix milliseconds. ``miner_id`` is the registered account id.
+on. Times are unix milliseconds. ``miner_id`` is the registered account id;
+:class:`AccountShareBatch` is the form pool software sends (miners named by account), which the
+service resolves into a :class:`ShareBatch`. The field limits below are the store's column widths
+and the API's request limits.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import numpy as np
 import numpy.typing as npt
 
 I64 = npt.NDArray[np.int64]
+
+ACCOUNT_MAX = 64  # characters of a miner account name
+KEY_MAX = 64  # characters of a share's idempotency key
+WORKER_MAX = 128
+JOB_ID_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +66,26 @@ class ShareBatch:
             revenue=self.revenue[index],
             time_ms=self.time_ms[index],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountShareBatch:
+    """A share batch as pool software sends it (``POST /v1/shares``): columns of plain values,
+    miners named by ``account``. :meth:`payouts.service.PoolService.ingest_accounts` checks it
+    with :mod:`payouts.accounting.validate` and resolves it into a :class:`ShareBatch`."""
+
+    key: Sequence[str]
+    account: Sequence[str]
+    worker: Sequence[str]
+    difficulty: Sequence[int]
+    job_id: Sequence[str]
+    revenue: Sequence[int]
+    time_ms: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def columns(self) -> dict[str, Sequence[object]]:
+        """Every column but ``key``, in wire order (the order their lengths are checked)."""
+        return {"account": self.account, "worker": self.worker, "difficulty": self.difficulty,
+                "job_id": self.job_id, "revenue": self.revenue, "time_ms": self.time_ms}

@@ -70,13 +70,24 @@ def digits_value(digit_sums: list[int]) -> int:
     return sum(s << (LIMB_BITS * j) for j, s in enumerate(digit_sums))
 
 
-def exact_sum(values: I64) -> int:
-    """Exact sum of int64 values in [0, 2^52] (overflow-free: 26-bit halves summed apart)."""
-    if len(values) == 0:
-        return 0
-    hi = int(np.sum(values >> LIMB_BITS, dtype=np.int64))
-    lo = int(np.sum(values & LIMB_MASK, dtype=np.int64))
-    return (hi << LIMB_BITS) + lo
+_HALF = np.uint64(32)
+_LOW_HALF = np.uint64(0xFFFF_FFFF)
+_SUM_ROWS = 1 << 31  # rows per partial sum: 2^31 halves below 2^32 each sum below 2^63
+
+
+def exact_sum(values: npt.NDArray[np.int64] | npt.NDArray[np.uint64]) -> int:
+    """Σ of a column of non-negative integers (int64 or uint64) as a Python int, exact for any
+    magnitude and length: the 32-bit halves are summed apart in uint64, 2^31 rows at a time,
+    and joined as Python ints. No wrap-around, no float. (Difficulty ranges of the share log,
+    the per-miner difficulty of a window, a distribution's weights.)"""
+    u = values.view(np.uint64) if values.dtype == np.int64 else values
+    total = 0
+    for start in range(0, len(u), _SUM_ROWS):
+        part = u[start : start + _SUM_ROWS]
+        hi = int((part >> _HALF).sum(dtype=np.uint64))
+        lo = int((part & _LOW_HALF).sum(dtype=np.uint64))
+        total += (hi << 32) + lo
+    return total
 
 
 def largest_prefix_le(values: I64, bound: int) -> int:

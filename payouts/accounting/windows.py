@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from fractions import Fraction
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -37,10 +37,10 @@ from payouts.accounting.weighting import (
     share_digits,
 )
 from payouts.errors import InvalidDifficultyError, ValidationError
+from payouts.states import Scheme
 
 I64 = npt.NDArray[np.int64]
 
-Scheme = Literal["tides", "pplns", "prop"]
 
 #: first sub-range examined when the TIDES cut moves; doubled each step (bounded work per move)
 _SCAN_FIRST = 4096

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any, Final, Literal, NoReturn
 
 from payouts.crypto.secp import CTX, SecpError, check, ffi, lib
+from payouts.tx.hashes import tagged_hash  # BIP-340 tagged hash, re-exported (tests, benches)
 
 __all__ = [
     "AGGNONCE_SIZE",
@@ -111,13 +111,6 @@ class InvalidContributionError(MuSig2Error):
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def tagged_hash(tag: str, msg: bytes) -> bytes:
-    """BIP-340 tagged hash: SHA256(SHA256(tag) || SHA256(tag) || msg)."""
-    t = hashlib.sha256(tag.encode()).digest()
-    return hashlib.sha256(t + t + msg).digest()
-
 
 # Parsed C types and sizes, looked up once: a session makes a few hundred of these calls, and
 # parsing the type string each time is a measurable share of the wrapper's overhead.

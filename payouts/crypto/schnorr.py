@@ -43,9 +43,14 @@ def xonly_from_keypair(kp: Any) -> tuple[bytes, int]:
     xpk = ffi.new("secp256k1_xonly_pubkey *")
     parity = ffi.new("int *")
     check(lib.secp256k1_keypair_xonly_pub(CTX, xpk, parity, kp), "keypair_xonly_pub")
+    return serialize_xonly(xpk), int(parity[0])
+
+
+def serialize_xonly(xpk: Any) -> bytes:
+    """The 32 bytes of a parsed ``secp256k1_xonly_pubkey`` (BIP-340 public key encoding)."""
     out = ffi.new("unsigned char[32]")
     check(lib.secp256k1_xonly_pubkey_serialize(CTX, out, xpk), "xonly_pubkey_serialize")
-    return bytes(ffi.buffer(out, 32)), int(parity[0])
+    return bytes(ffi.buffer(out, 32))
 
 
 def xonly_pubkey(seckey: bytes) -> bytes:

@@ -19,6 +19,7 @@ from payouts.crypto.schnorr import (
     SchnorrError,
     keypair,
     parse_xonly,
+    serialize_xonly,
     sign_with_keypair,
     xonly_from_keypair,
 )
@@ -88,9 +89,7 @@ def tweak_pubkey(internal_key: bytes, merkle_root: bytes | None = None) -> tuple
     out_x = ffi.new("secp256k1_xonly_pubkey *")
     parity = ffi.new("int *")
     check(lib.secp256k1_xonly_pubkey_from_pubkey(CTX, out_x, parity, full), "xonly_from_pubkey")
-    buf = ffi.new("unsigned char[32]")
-    check(lib.secp256k1_xonly_pubkey_serialize(CTX, buf, out_x), "xonly_pubkey_serialize")
-    return bytes(ffi.buffer(buf, 32)), int(parity[0])
+    return serialize_xonly(out_x), int(parity[0])
 
 
 def tweak_keypair(seckey: bytes, merkle_root: bytes | None = None) -> object:

@@ -6,7 +6,8 @@ Three pieces:
   products pass 2^64 (a 2^50 weight times a revenue of 2^51 sat), so NumPy computes them as a
   128-bit fixed-point product plus one exact remainder check, in integer arithmetic only;
   operands outside the proven bounds go through Python ints instead. Never floats: this is money.
-- :func:`exact_sum`: the sum of a uint64 column as a Python int (no wrap-around).
+- :func:`exact_sum` (the share log's, :mod:`payouts.accounting.weighting`): the sum of a uint64
+  column as a Python int (no wrap-around).
 - :class:`Deferred` and :func:`defer_fields`: a frozen slots dataclass field that holds its tuple
   as columns and builds the tuple of objects the first time someone reads it. Creating 100,000
   small frozen objects costs more than the whole computation, and most readers (amounts, the
@@ -20,6 +21,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from payouts.accounting.weighting import exact_sum as exact_sum
 
 T = TypeVar("T")
 C = TypeVar("C", bound=type)
@@ -63,13 +66,6 @@ def floor_mul_div(weights: U64, num: int, den: int) -> npt.NDArray[Any]:
         low += weights * np.uint64(q_whole)
     signed: npt.NDArray[np.int64] = low.view(np.int64)
     return signed
-
-
-def exact_sum(values: U64) -> int:
-    """Σ of a uint64 column as a Python int: each 32-bit half sums below 2^63 for < 2^31 rows."""
-    hi = int((values >> _SHIFT32).sum(dtype=np.uint64))
-    lo = int((values & _MASK32).sum(dtype=np.uint64))
-    return (hi << 32) + lo
 
 
 def to_u64(values: Sequence[int] | npt.NDArray[Any]) -> U64:

@@ -27,6 +27,7 @@ from payouts.node.interface import (
 )
 from payouts.node.rpc import DEFAULT_TIMEOUT_S, RpcClient, RpcError, btc_to_sats
 from payouts.tx.block import difficulty_from_bits
+from payouts.tx.hashes import display_hex, from_display_hex
 from payouts.tx.transaction import Tx
 
 # Core's RPC error codes this module interprets (rpc/protocol.h).
@@ -34,16 +35,6 @@ RPC_INVALID_ADDRESS_OR_KEY = -5  # "Block not found", "No such mempool or blockc
 RPC_INVALID_PARAMETER = -8  # "Block height out of range"
 RPC_DESERIALIZATION_ERROR = -22  # "Block decode failed", "TX decode failed"
 GENERATE_TIMEOUT_S = 300.0  # generating many blocks on a loaded 2-core box is slow
-
-
-def _h(display_hex: str) -> bytes:
-    """RPC display hex -> internal byte order."""
-    return bytes.fromhex(display_hex)[::-1]
-
-
-def _d(internal: bytes) -> str:
-    """Internal byte order -> RPC display hex."""
-    return internal[::-1].hex()
 
 
 class BitcoindNode:
@@ -81,12 +72,13 @@ class BitcoindNode:
         return info
 
     async def get_best_block_hash(self) -> bytes:
-        return _h(await self.rpc.call("getbestblockhash"))
+        return from_display_hex(await self.rpc.call("getbestblockhash"))
 
     async def get_block_header(self, block_hash: bytes) -> dict[str, Any] | None:
         """``getblockheader`` (verbose) or None if unknown."""
         try:
-            header: dict[str, Any] = await self.rpc.call("getblockheader", _d(block_hash), True)
+            header: dict[str, Any] = await self.rpc.call(
+                "getblockheader", display_hex(block_hash), True)
         except RpcError as e:
             if e.code == RPC_INVALID_ADDRESS_OR_KEY:
                 return None
@@ -134,7 +126,7 @@ class BitcoindNode:
 
     async def block_hash(self, height: int) -> bytes | None:
         try:
-            return _h(await self.rpc.call("getblockhash", height))
+            return from_display_hex(await self.rpc.call("getblockhash", height))
         except RpcError as e:
             if e.code == RPC_INVALID_PARAMETER:
                 return None
@@ -149,18 +141,18 @@ class BitcoindNode:
 
     async def get_block(self, block_hash: bytes) -> bytes | None:
         try:
-            return bytes.fromhex(await self.rpc.call("getblock", _d(block_hash), 0))
+            return bytes.fromhex(await self.rpc.call("getblock", display_hex(block_hash), 0))
         except RpcError as e:
             if e.code == RPC_INVALID_ADDRESS_OR_KEY:
                 return None
             raise
 
     async def get_utxo(self, txid: bytes, n: int) -> Utxo | None:
-        res = await self.rpc.call("gettxout", _d(txid), n, False)
+        res = await self.rpc.call("gettxout", display_hex(txid), n, False)
         if res is None:
             return None
         conf = int(res["confirmations"])
-        best = await self.get_block_header(_h(res["bestblock"]))
+        best = await self.get_block_header(from_display_hex(res["bestblock"]))
         tip_height = int(best["height"]) if best else conf - 1
         return Utxo(
             value=btc_to_sats(res["value"]),
@@ -188,7 +180,7 @@ class BitcoindNode:
         )
         return BlockTemplate(
             version=int(t["version"]),
-            prev_hash=_h(t["previousblockhash"]),
+            prev_hash=from_display_hex(t["previousblockhash"]),
             height=int(t["height"]),
             bits=int(t["bits"], 16),
             curtime=int(t["curtime"]),
@@ -212,28 +204,28 @@ class BitcoindNode:
         hashes = await self.rpc.call(
             "generatetodescriptor", n, f"raw({script.hex()})", timeout=GENERATE_TIMEOUT_S
         )
-        return [_h(h) for h in hashes]
+        return [from_display_hex(h) for h in hashes]
 
     async def generate_to_address(self, n: int, address: str) -> list[bytes]:
         hashes = await self.rpc.call("generatetoaddress", n, address, timeout=GENERATE_TIMEOUT_S)
-        return [_h(h) for h in hashes]
+        return [from_display_hex(h) for h in hashes]
 
     async def generate_block(self, output: str, raw_txs: Sequence[bytes]) -> bytes:
         """``generateblock``: one block with exactly these txs (and no others)."""
         res = await self.rpc.call("generateblock", output, [r.hex() for r in raw_txs])
-        return _h(res["hash"])
+        return from_display_hex(res["hash"])
 
     async def invalidate_block(self, block_hash: bytes) -> None:
-        await self.rpc.call("invalidateblock", _d(block_hash))
+        await self.rpc.call("invalidateblock", display_hex(block_hash))
 
     async def reconsider_block(self, block_hash: bytes) -> None:
-        await self.rpc.call("reconsiderblock", _d(block_hash))
+        await self.rpc.call("reconsiderblock", display_hex(block_hash))
 
     # -- mempool ------------------------------------------------------------------------------
 
     async def send_raw_transaction(self, raw_tx: bytes) -> bytes:
         """``sendrawtransaction``; NodeError.reason is bitcoind's reject reason."""
-        return _h(await self.rpc.call("sendrawtransaction", raw_tx.hex()))
+        return from_display_hex(await self.rpc.call("sendrawtransaction", raw_tx.hex()))
 
     async def test_mempool_accept(self, raw_txs: Sequence[bytes]) -> list[MempoolAcceptResult]:
         res = await self.rpc.call("testmempoolaccept", [r.hex() for r in raw_txs])
@@ -243,8 +235,8 @@ class BitcoindNode:
             fees = r.get("fees") or {}
             out.append(
                 MempoolAcceptResult(
-                    txid=_h(r["txid"]),
-                    wtxid=_h(r["wtxid"]),
+                    txid=from_display_hex(r["txid"]),
+                    wtxid=from_display_hex(r["wtxid"]),
                     allowed=allowed,
                     reason=None if allowed else str(r.get("reject-reason", r.get("package-error"))),
                     fee=btc_to_sats(fees["base"]) if "base" in fees else None,
@@ -261,13 +253,13 @@ class BitcoindNode:
             raise NodeError(f"package rejected: {res.get('package_msg')}; {'; '.join(errors)}")
         wtxid_to_txid = {w: v["txid"] for w, v in results.items()}
         txs = [Tx.parse(r) for r in raw_txs]
-        return [_h(wtxid_to_txid.get(tx.wtxid_hex, tx.txid_hex)) for tx in txs]
+        return [from_display_hex(wtxid_to_txid.get(tx.wtxid_hex, tx.txid_hex)) for tx in txs]
 
     async def mempool_txs(self, wtxids: Sequence[bytes]) -> list[Tx | None]:
         """By wtxid via ``getrawmempool true``'s ``wtxid`` field, then ``getrawtransaction``
         (a tx that leaves the mempool in between is reported as None)."""
         pool: dict[str, Any] = await self.rpc.call("getrawmempool", True)
-        by_wtxid = {_h(e["wtxid"]): txid for txid, e in pool.items()}
+        by_wtxid = {from_display_hex(e["wtxid"]): txid for txid, e in pool.items()}
         out: list[Tx | None] = []
         for w in wtxids:
             txid = by_wtxid.get(w)
@@ -286,7 +278,7 @@ class BitcoindNode:
 
     async def get_mempool_entry(self, txid: bytes) -> dict[str, Any] | None:
         try:
-            entry: dict[str, Any] = await self.rpc.call("getmempoolentry", _d(txid))
+            entry: dict[str, Any] = await self.rpc.call("getmempoolentry", display_hex(txid))
         except RpcError as e:
             if e.code == RPC_INVALID_ADDRESS_OR_KEY:
                 return None

@@ -56,6 +56,7 @@ from payouts.node.kernel_mempool import (
 from payouts.tx.block import Block, BlockHeader, difficulty_from_bits
 from payouts.tx.coinbase import build_coinbase, witness_commitment
 from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT
+from payouts.tx.hashes import display_hex
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx, TxDecodeError
 from payouts.tx.txout import TxOut
@@ -202,7 +203,7 @@ class KernelNode:
                 try:
                     scratch.add(scratch.check(self.chain, tx))
                 except MempoolReject as e:
-                    raise NodeError(f"package rejected: {tx.txid[::-1].hex()}: {e}") from None
+                    raise NodeError(f"package rejected: {display_hex(tx.txid)}: {e}") from None
                 txids.append(tx.txid)
             self.mempool = scratch
             return txids

@@ -32,6 +32,7 @@ from payouts.tx.coinbase import (
     build_coinbase,
     witness_commitment,
 )
+from payouts.tx.hashes import display_hex
 from payouts.tx.merkle import merkle_root
 from payouts.tx.transaction import OutPoint, Tx
 from payouts.tx.txout import TxOut
@@ -253,7 +254,7 @@ class KernelChain:
         if not m and self.tip_hash == before and states and states[-1] == "VALID/UNSET":
             reason = "valid but not on the active chain (duplicate or less work)"
         raise BlockRejectedError(
-            f"block {block_hash[::-1].hex()} rejected: {reason}{detail} [{state}]",
+            f"block {display_hex(block_hash)} rejected: {reason}{detail} [{state}]",
             reason=reason,
             state=state,
         )

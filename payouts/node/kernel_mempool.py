@@ -23,6 +23,7 @@ import pbk
 
 from payouts.node.kernel_chain import COINBASE_MATURITY, KernelChain, verify_spend
 from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST
+from payouts.tx.hashes import display_hex
 from payouts.tx.script import (
     OP_CHECKMULTISIG,
     OP_CHECKMULTISIGVERIFY,
@@ -154,7 +155,7 @@ class Mempool:
             if txin.prevout in self.spent:
                 raise MempoolReject(
                     "txn-mempool-conflict",
-                    f"{txin.prevout} spent by {self.spent[txin.prevout][::-1].hex()}",
+                    f"{txin.prevout} spent by {display_hex(self.spent[txin.prevout])}",
                 )
         next_height = chain.tip_height + 1
         spent: list[TxOut] = []

@@ -49,7 +49,6 @@ from payouts.settlement.lifecycle_fees import (
     needs_bump,
 )
 from payouts.settlement.lifecycle_rules import (
-    STATUS_ORDER,
     broadcastable,
     coinbase_spendable,
     confirmations,
@@ -81,8 +80,10 @@ from payouts.settlement.musig2.spend import (
     cooperative_spend,
     open_signing_session,
 )
+from payouts.states import BLOCK_STATUS_ORDER, BlockStatus, SettlementPhase, TxRole, TxStatus
 from payouts.store.ledger import BlockRecord, list_blocks, orphan_block, set_block_status
 from payouts.tx.block import Block
+from payouts.tx.hashes import display_hex
 from payouts.tx.transaction import OutPoint, Tx
 
 # Node reject reasons that mean "this exact tx is already there": success for a re-broadcast.
@@ -232,7 +233,7 @@ class SettlementLifecycle:
             # Restart: coins spent by persisted CPFP children stay reserved.
             fee_wallet.reserve(
                 t.inputs[1].prevout
-                for t in (Tx.parse(r.raw) for r in load_txs(engine) if r.role == "cpfp")
+                for t in (Tx.parse(r.raw) for r in load_txs(engine) if r.role == TxRole.CPFP)
             )
 
     # -- tracking -----------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class SettlementLifecycle:
         """The block's coinbase carries ``fanout``'s commitment output (bound or not: the
         lifecycle binds it to the real coinbase outpoint). The txs are persisted now."""
         txs = [
-            NewTx("fanout", i, t.parent, t.level, t.tx.txid, t.tx.serialize())
+            NewTx(TxRole.FANOUT, i, t.parent, t.level, t.tx.txid, t.tx.serialize())
             for i, t in enumerate(fanout.txs)
         ]
         out = fanout.commitment_output
@@ -288,12 +289,12 @@ class SettlementLifecycle:
         settlements = load_settlements(self.engine)
         for block in list_blocks(self.engine):
             s = settlements.get(block.id)
-            if block.status == "orphaned":
+            if block.status == BlockStatus.ORPHANED:
                 if block.height >= tip - self.config.watch_depth:
                     await self._maybe_return(block, events)
                 continue
             if (
-                block.status == "paid"
+                block.status == BlockStatus.PAID
                 and s is not None
                 and s.paid_height is not None
                 and s.paid_height < tip - self.config.watch_depth
@@ -313,7 +314,7 @@ class SettlementLifecycle:
         active = await self.node.block_hash(block.height)
         if active == block.block_hash:
             return True
-        return active is None and block.status == "found"
+        return active is None and block.status == BlockStatus.FOUND
 
     def _orphan(self, block: BlockRecord, events: StepReport) -> None:
         orphan_block(self.engine, block.id, REORG_REASON)
@@ -328,9 +329,10 @@ class SettlementLifecycle:
             # forget_broadcasts deleted the children: their coins are free again.
             self.fee_wallet.reserved.clear()
             self.fee_wallet.reserve(
-                Tx.parse(r.raw).inputs[1].prevout for r in load_txs(self.engine) if r.role == "cpfp"
+                Tx.parse(r.raw).inputs[1].prevout
+                for r in load_txs(self.engine) if r.role == TxRole.CPFP
             )
-        events.append(LifecycleEvent(block.id, "orphaned", block.block_hash[::-1].hex()))
+        events.append(LifecycleEvent(block.id, "orphaned", display_hex(block.block_hash)))
         if self.listener is not None:
             self.listener.on_orphaned(block)
 
@@ -338,7 +340,7 @@ class SettlementLifecycle:
         if await self.node.block_hash(block.height) != block.block_hash:
             return
         revive_block(self.engine, block.id)
-        events.append(LifecycleEvent(block.id, "returned", block.block_hash[::-1].hex()))
+        events.append(LifecycleEvent(block.id, "returned", display_hex(block.block_hash)))
         if self.listener is not None:
             self.listener.on_returned(block)
 
@@ -351,17 +353,17 @@ class SettlementLifecycle:
         events: StepReport,
     ) -> None:
         status = block.status
-        if status in ("found", "confirmed"):
+        if status in (BlockStatus.FOUND, BlockStatus.CONFIRMED):
             want = target_status(status, block.height, tip, self.config.confirmed_depth)
-            for step_to in ("confirmed", "mature"):
-                if STATUS_ORDER[step_to] <= STATUS_ORDER[status]:
+            for step_to in (BlockStatus.CONFIRMED, BlockStatus.MATURE):
+                if BLOCK_STATUS_ORDER[step_to] <= BLOCK_STATUS_ORDER[status]:
                     continue
-                if STATUS_ORDER[step_to] > STATUS_ORDER[want]:
+                if BLOCK_STATUS_ORDER[step_to] > BLOCK_STATUS_ORDER[want]:
                     break
                 set_block_status(self.engine, block.id, step_to)
                 events.append(LifecycleEvent(block.id, step_to, f"tip {tip}"))
                 status = step_to
-        if status not in ("mature", "paid"):
+        if status not in (BlockStatus.MATURE, BlockStatus.PAID):
             return
         if s is None:
             if (block.id, "untracked") not in self._warned:
@@ -369,7 +371,7 @@ class SettlementLifecycle:
                 events.append(LifecycleEvent(block.id, "untracked", "no settlement recorded"))
             return
         if s.mode == "coinbase":
-            if status == "mature":
+            if status == BlockStatus.MATURE:
                 self._paid(block, tip, events)
             return
         funding = await self._funding(block, s, events)
@@ -381,8 +383,8 @@ class SettlementLifecycle:
             await self._drive_musig2(block, s, funding, status, tip, now, events)
 
     def _paid(self, block: BlockRecord, tip: int, events: StepReport) -> None:
-        set_block_status(self.engine, block.id, "paid")
-        set_phase(self.engine, block.id, "paid", paid_height=tip)
+        set_block_status(self.engine, block.id, BlockStatus.PAID)
+        set_phase(self.engine, block.id, SettlementPhase.PAID, paid_height=tip)
         events.append(LifecycleEvent(block.id, "paid", f"tip {tip}"))
         if self.listener is not None:
             self.listener.on_paid(block)
@@ -415,7 +417,7 @@ class SettlementLifecycle:
                 )
             return None
         funding = OutPoint(coinbase.txid, vout)
-        rows = [r for r in load_txs(self.engine, block.id) if r.role == "fanout"]
+        rows = [r for r in load_txs(self.engine, block.id) if r.role == TxRole.FANOUT]
         rows.sort(key=lambda r: r.seq)
         bound = rebind([Tx.parse(r.raw) for r in rows], [r.parent_seq for r in rows], funding)
         bind_funding(
@@ -461,14 +463,17 @@ class SettlementLifecycle:
         out: list[TxRow] = []
         for r in rows:
             hit = where.get(r.txid)
-            if hit is not None and (r.status != "confirmed" or r.confirmed_block != hit[1]):
-                set_tx_status(self.engine, r.id, "confirmed", height=hit[0], block_hash=hit[1])
-                events.append(LifecycleEvent(block.id, "tx-confirmed", r.txid[::-1].hex()))
-                r = replace(r, status="confirmed", confirmed_height=hit[0], confirmed_block=hit[1])
-            elif hit is None and r.status == "confirmed":
-                set_tx_status(self.engine, r.id, "broadcast")
-                events.append(LifecycleEvent(block.id, "tx-unconfirmed", r.txid[::-1].hex()))
-                r = replace(r, status="broadcast", confirmed_height=None, confirmed_block=None)
+            if hit is not None and (r.status != TxStatus.CONFIRMED or r.confirmed_block != hit[1]):
+                set_tx_status(self.engine, r.id, TxStatus.CONFIRMED, height=hit[0],
+                              block_hash=hit[1])
+                events.append(LifecycleEvent(block.id, "tx-confirmed", display_hex(r.txid)))
+                r = replace(r, status=TxStatus.CONFIRMED, confirmed_height=hit[0],
+                            confirmed_block=hit[1])
+            elif hit is None and r.status == TxStatus.CONFIRMED:
+                set_tx_status(self.engine, r.id, TxStatus.BROADCAST)
+                events.append(LifecycleEvent(block.id, "tx-unconfirmed", display_hex(r.txid)))
+                r = replace(r, status=TxStatus.BROADCAST, confirmed_height=None,
+                            confirmed_block=None)
             out.append(r)
         return out
 
@@ -477,7 +482,7 @@ class SettlementLifecycle:
         block: BlockRecord,
         s: SettlementRow,
         funding: OutPoint,
-        status: str,
+        status: BlockStatus,
         tip: int,
         events: StepReport,
     ) -> None:
@@ -485,20 +490,20 @@ class SettlementLifecycle:
         # Every tree tx can only be mined from the block after maturity on.
         where, spends = await self._index.scan(self.node, block.height + 1, tip)
         rows = self._refresh(block, rows, where, events)
-        tree = sorted((r for r in rows if r.role == "fanout"), key=lambda r: r.seq)
-        children = {r.seq: r for r in rows if r.role == "cpfp"}
-        confirmed = [r.status == "confirmed" for r in tree]
+        tree = sorted((r for r in rows if r.role == TxRole.FANOUT), key=lambda r: r.seq)
+        children = {r.seq: r for r in rows if r.role == TxRole.CPFP}
+        confirmed = [r.status == TxStatus.CONFIRMED for r in tree]
         if all(confirmed):
-            if status == "mature":
+            if status == BlockStatus.MATURE:
                 self._paid(block, tip, events)
             return
-        if s.phase != "broadcasting":
-            set_phase(self.engine, block.id, "broadcasting")
+        if s.phase != SettlementPhase.BROADCASTING:
+            set_phase(self.engine, block.id, SettlementPhase.BROADCASTING)
         txs = [Tx.parse(r.raw) for r in tree]
         # Re-send what was sent and is not confirmed (the node may have lost it), then new.
-        pending = [i for i, r in enumerate(tree) if r.status == "broadcast"]
+        pending = [i for i, r in enumerate(tree) if r.status == TxStatus.BROADCAST]
         new = broadcastable(
-            [r.parent_seq for r in tree], [r.status != "planned" for r in tree], confirmed
+            [r.parent_seq for r in tree], [r.status != TxStatus.PLANNED for r in tree], confirmed
         )
         for i in sorted(set(pending) | set(new)):
             tx = txs[i]
@@ -508,7 +513,7 @@ class SettlementLifecycle:
                     LifecycleEvent(
                         block.id,
                         "conflict",
-                        f"{tx.inputs[0].prevout} spent by {_hex(spender)}",
+                        f"{tx.inputs[0].prevout} spent by {display_hex(spender)}",
                     )
                 )
                 continue
@@ -518,7 +523,7 @@ class SettlementLifecycle:
                 value_in = parent.outputs[tx.inputs[0].prevout.n].value
             fee = value_in - tx.output_value()
             child = children.get(tree[i].seq)
-            if child is not None and child.status != "confirmed":
+            if child is not None and child.status != TxStatus.CONFIRMED:
                 fee_in = Tx.parse(child.raw).inputs[1].prevout
                 if await self.node.get_utxo(fee_in.txid, fee_in.n) is None:
                     # Its fee coin was spent elsewhere (e.g. by an earlier child that came back
@@ -529,11 +534,11 @@ class SettlementLifecycle:
                 child = await self._make_child(block, tree[i], tx, fee, events)
             raws = [tree[i].raw] if child is None else [tree[i].raw, child.raw]
             if await self._send(block, raws, events):
-                if tree[i].status == "planned":
-                    set_tx_status(self.engine, tree[i].id, "broadcast")
-                    events.append(LifecycleEvent(block.id, "broadcast", tx.txid[::-1].hex()))
-                if child is not None and child.status == "planned":
-                    set_tx_status(self.engine, child.id, "broadcast")
+                if tree[i].status == TxStatus.PLANNED:
+                    set_tx_status(self.engine, tree[i].id, TxStatus.BROADCAST)
+                    events.append(LifecycleEvent(block.id, "broadcast", display_hex(tx.txid)))
+                if child is not None and child.status == TxStatus.PLANNED:
+                    set_tx_status(self.engine, child.id, TxStatus.BROADCAST)
 
     def _wants_child(self, tx: Tx, fee: int) -> bool:
         return (
@@ -562,11 +567,12 @@ class SettlementLifecycle:
         add_tx(
             self.engine,
             block.id,
-            NewTx("cpfp", row.seq, row.seq, row.level, child.txid, child.serialize()),
+            NewTx(TxRole.CPFP, row.seq, row.seq, row.level, child.txid, child.serialize()),
         )
         wallet.reserve([coin.outpoint])
         return next(
-            r for r in load_txs(self.engine, block.id) if r.role == "cpfp" and r.seq == row.seq
+            r for r in load_txs(self.engine, block.id)
+            if r.role == TxRole.CPFP and r.seq == row.seq
         )
 
     # -- musig2 -------------------------------------------------------------------------------
@@ -576,16 +582,16 @@ class SettlementLifecycle:
         block: BlockRecord,
         s: SettlementRow,
         funding: OutPoint,
-        status: str,
+        status: BlockStatus,
         tip: int,
         now: float,
         events: StepReport,
     ) -> None:
         where, spends = await self._index.scan(self.node, block.height + 1, tip)
         rows = self._refresh(block, load_txs(self.engine, block.id), where, events)
-        spend = next((r for r in rows if r.role in ("cooperative", "fallback")), None)
-        if spend is not None and spend.status == "confirmed":
-            if status == "mature":
+        spend = next((r for r in rows if r.role in (TxRole.COOPERATIVE, TxRole.FALLBACK)), None)
+        if spend is not None and spend.status == TxStatus.CONFIRMED:
+            if status == BlockStatus.MATURE:
                 self._sessions.pop(block.id, None)
                 self._paid(block, tip, events)
             return
@@ -596,21 +602,20 @@ class SettlementLifecycle:
             key = (block.id, "spent")
             if key not in self._warned:
                 self._warned.add(key)
-                events.append(
-                    LifecycleEvent(block.id, "conflict", f"{funding} spent by {_hex(spender)}")
-                )
+                events.append(LifecycleEvent(
+                    block.id, "conflict", f"{funding} spent by {display_hex(spender)}"))
             return
         if spend is None:
             spend = self._sign(block, funding, now, events)
             if spend is None:
                 return
         tx = Tx.parse(spend.raw)
-        if spend.role == "fallback" and tip + 1 < relative_lock_height(tx, [block.height]):
+        if spend.role == TxRole.FALLBACK and tip + 1 < relative_lock_height(tx, [block.height]):
             return  # BIP-68: not before coinbase height + n
-        if s.phase != "broadcasting":
-            set_phase(self.engine, block.id, "broadcasting")
-        if await self._send(block, [spend.raw], events) and spend.status == "planned":
-            set_tx_status(self.engine, spend.id, "broadcast")
+        if s.phase != SettlementPhase.BROADCASTING:
+            set_phase(self.engine, block.id, SettlementPhase.BROADCASTING)
+        if await self._send(block, [spend.raw], events) and spend.status == TxStatus.PLANNED:
+            set_tx_status(self.engine, spend.id, TxStatus.BROADCAST)
             events.append(LifecycleEvent(block.id, "broadcast", f"{spend.role} {tx.txid_hex}"))
 
     def _sign(
@@ -643,7 +648,7 @@ class SettlementLifecycle:
         state = session.tick(now)
         if state is SessionState.COMPLETE:
             tx = cooperative_spend(out, funding, session)
-            role = "cooperative"
+            role = TxRole.COOPERATIVE
         elif state is SessionState.FAILED:
             if self.fallback_signer is None:
                 key = (block.id, "failed")
@@ -656,16 +661,11 @@ class SettlementLifecycle:
                 self._warned.add(key)
                 events.append(LifecycleEvent(block.id, "signing-failed", "fallback"))
             tx = self.fallback_signer(out, build_fallback_spend(out, funding), session)
-            role = "fallback"
+            role = TxRole.FALLBACK
         else:
             return None
         add_tx(self.engine, block.id, NewTx(role, 0, None, 0, tx.txid, tx.serialize()))
         return next(r for r in load_txs(self.engine, block.id) if r.role == role)
-
-
-def _hex(txid: bytes) -> str:
-    """Display (reversed) hex of an id."""
-    return txid[::-1].hex()
 
 
 __all__ = [

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from payouts.states import BLOCK_STATUS_ORDER, BlockStatus
 from payouts.tx.transaction import OutPoint, Tx, TxIn
 
 COINBASE_MATURITY = 100  # Core consensus/consensus.h
 SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
-
-# Block status order of the store (payouts.store.models.BLOCK_STATUSES, minus orphaned).
-STATUS_ORDER = {"found": 0, "confirmed": 1, "mature": 2, "paid": 3}
 
 
 def confirmations(height: int, tip: int) -> int:
@@ -44,18 +42,19 @@ def first_mature_tip(height: int) -> int:
     return height + COINBASE_MATURITY - 1
 
 
-def target_status(current: str, height: int, tip: int, confirmed_depth: int) -> str:
+def target_status(current: str, height: int, tip: int, confirmed_depth: int) -> BlockStatus:
     """The status a block in the active chain should have now (never backwards): ``confirmed``
     at ``confirmed_depth`` confirmations, ``mature`` once its coinbase is spendable. ``paid``
     is decided by the settlement mode, not by depth."""
-    if current not in STATUS_ORDER:
+    if current not in BLOCK_STATUS_ORDER:
         raise ValueError(f"no forward status from {current!r}")
-    want = "found"
+    now = BlockStatus(current)
+    want = BlockStatus.FOUND
     if confirmations(height, tip) >= confirmed_depth:
-        want = "confirmed"
+        want = BlockStatus.CONFIRMED
     if coinbase_spendable(height, tip):
-        want = "mature"
-    return want if STATUS_ORDER[want] > STATUS_ORDER[current] else current
+        want = BlockStatus.MATURE
+    return want if BLOCK_STATUS_ORDER[want] > BLOCK_STATUS_ORDER[now] else now
 
 
 def relative_lock_height(tx: Tx, coin_heights: Sequence[int]) -> int:
@@ -104,7 +103,6 @@ def rebind(txs: Sequence[Tx], parents: Sequence[int | None], funding: OutPoint) 
 
 __all__ = [
     "COINBASE_MATURITY",
-    "STATUS_ORDER",
     "broadcastable",
     "coinbase_spendable",
     "confirmations",

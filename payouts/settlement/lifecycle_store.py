@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast as type_cast
 
 from sqlalchemy import BigInteger, Engine, cast, delete, func, insert, select, update
 
 from payouts.errors import DuplicateKeyError, ValidationError
+from payouts.states import MODE_NAMES, BlockStatus, ModeName, SettlementPhase, TxRole, TxStatus
 from payouts.store._common import write_connection
-from payouts.store.ledger import LedgerCredit, insert_ledger_lines
-from payouts.store.models import Block, LedgerEntry
-from payouts.store.settlement_models import (
-    SETTLEMENT_MODES,
-    Settlement,
-    SettlementTx,
+from payouts.store.ledger import (
+    REORG_REASON,
+    LedgerCredit,
+    insert_ledger_lines,
+    locked_block_status,
 )
+from payouts.store.models import Block, LedgerEntry
+from payouts.store.settlement_models import Settlement, SettlementTx
 
-# Reason of the reversal lines orphan_block writes for a reorg, and of the lines that put a
-# returning block's credits back: the block's *original* lines are all the others.
-REORG_REASON = "reorg"
+# Reason of the lines that put a returning block's credits back; with orphan_block's
+# REORG_REASON, the block's *original* lines are all the others.
 RETURN_REASON = "reorg-return"
 
 
@@ -35,13 +37,13 @@ class TxRow:
 
     id: int
     block_id: int
-    role: str
+    role: TxRole
     seq: int
     parent_seq: int | None
     level: int
     txid: bytes
     raw: bytes
-    status: str
+    status: TxStatus
     confirmed_height: int | None
     confirmed_block: bytes | None
 
@@ -51,8 +53,8 @@ class SettlementRow:
     """One block's settlement (see :class:`Settlement`)."""
 
     block_id: int
-    mode: str
-    phase: str
+    mode: ModeName
+    phase: SettlementPhase
     funding_script: bytes | None
     funding_value: int | None
     funding_txid: bytes | None
@@ -64,7 +66,7 @@ class SettlementRow:
 class NewTx:
     """A tx to persist: ``seq`` its tree index, ``parent_seq`` the tree tx it spends."""
 
-    role: str
+    role: TxRole
     seq: int
     parent_seq: int | None
     level: int
@@ -75,7 +77,7 @@ class NewTx:
 def create_settlement(
     engine: Engine,
     block_id: int,
-    mode: str,
+    mode: ModeName,
     *,
     funding_script: bytes | None = None,
     funding_value: int | None = None,
@@ -83,7 +85,7 @@ def create_settlement(
 ) -> bool:
     """Insert a block's settlement and its planned txs; False if it already exists with the
     same mode (idempotent re-tracking), :class:`DuplicateKeyError` if with another mode."""
-    if mode not in SETTLEMENT_MODES:
+    if mode not in MODE_NAMES:
         raise ValidationError(f"unknown settlement mode {mode!r}", code="invalid-settlement-mode")
     with write_connection(engine) as conn, conn.begin():
         if conn.execute(select(Block.id).where(Block.id == block_id)).first() is None:
@@ -101,7 +103,7 @@ def create_settlement(
             insert(Settlement).values(
                 block_id=block_id,
                 mode=mode,
-                phase="waiting",
+                phase=SettlementPhase.WAITING,
                 funding_script=funding_script,
                 funding_value=funding_value,
             )
@@ -118,7 +120,7 @@ def create_settlement(
                         "level": t.level,
                         "txid": t.txid,
                         "raw": t.raw,
-                        "status": "planned",
+                        "status": TxStatus.PLANNED,
                     }
                     for t in txs
                 ],
@@ -132,8 +134,8 @@ def load_settlements(engine: Engine) -> dict[int, SettlementRow]:
     return {
         r.block_id: SettlementRow(
             r.block_id,
-            r.mode,
-            r.phase,
+            type_cast(ModeName, r.mode),  # the CHECK constraint holds it to MODE_NAMES
+            SettlementPhase(r.phase),
             r.funding_script,
             r.funding_value,
             r.funding_txid,
@@ -156,13 +158,13 @@ def load_txs(engine: Engine, block_id: int | None = None) -> list[TxRow]:
             TxRow(
                 r.id,
                 r.block_id,
-                r.role,
+                TxRole(r.role),
                 r.seq,
                 r.parent_seq,
                 r.level,
                 r.txid,
                 r.raw,
-                r.status,
+                TxStatus(r.status),
                 r.confirmed_height,
                 r.confirmed_block,
             )
@@ -182,7 +184,7 @@ def add_tx(engine: Engine, block_id: int, tx: NewTx) -> None:
                 level=tx.level,
                 txid=tx.txid,
                 raw=tx.raw,
-                status="planned",
+                status=TxStatus.PLANNED,
             )
         )
 
@@ -212,14 +214,15 @@ def delete_tx(engine: Engine, row_id: int) -> None:
     """Drop a CPFP child that can never confirm (its fee coin is gone); a new one replaces it."""
     with write_connection(engine) as conn, conn.begin():
         conn.execute(
-            delete(SettlementTx).where(SettlementTx.id == row_id, SettlementTx.role == "cpfp")
+            delete(SettlementTx).where(
+                SettlementTx.id == row_id, SettlementTx.role == TxRole.CPFP)
         )
 
 
 def set_tx_status(
     engine: Engine,
     row_id: int,
-    status: str,
+    status: TxStatus,
     *,
     height: int | None = None,
     block_hash: bytes | None = None,
@@ -232,7 +235,9 @@ def set_tx_status(
         )
 
 
-def set_phase(engine: Engine, block_id: int, phase: str, *, paid_height: int | None = None) -> None:
+def set_phase(
+    engine: Engine, block_id: int, phase: SettlementPhase, *, paid_height: int | None = None
+) -> None:
     with write_connection(engine) as conn, conn.begin():
         conn.execute(
             update(Settlement)
@@ -250,18 +255,18 @@ def forget_broadcasts(engine: Engine, block_id: int) -> None:
     with write_connection(engine) as conn, conn.begin():
         conn.execute(
             delete(SettlementTx).where(
-                SettlementTx.block_id == block_id, SettlementTx.role == "cpfp"
+                SettlementTx.block_id == block_id, SettlementTx.role == TxRole.CPFP
             )
         )
         conn.execute(
             update(SettlementTx)
             .where(SettlementTx.block_id == block_id)
-            .values(status="planned", confirmed_height=None, confirmed_block=None)
+            .values(status=TxStatus.PLANNED, confirmed_height=None, confirmed_block=None)
         )
         conn.execute(
             update(Settlement)
             .where(Settlement.block_id == block_id)
-            .values(phase="rolled-back", paid_height=None)
+            .values(phase=SettlementPhase.ROLLED_BACK, paid_height=None)
         )
 
 
@@ -275,13 +280,9 @@ def revive_block(engine: Engine, block_id: int) -> list[int]:
     Returns the ids of the new ledger lines.
     """
     with write_connection(engine) as conn, conn.begin():
-        q = select(Block.status).where(Block.id == block_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()  # two runners must not both revive (and credit) it
-        current = conn.execute(q).scalar()
-        if current is None:
-            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
-        if current != "orphaned":
+        # locked: two runners must not both revive (and credit) it
+        current = locked_block_status(conn, block_id)
+        if current != BlockStatus.ORPHANED:
             raise ValidationError(
                 f"block {block_id} is {current}, not orphaned", code="invalid-block-transition"
             )
@@ -294,11 +295,11 @@ def revive_block(engine: Engine, block_id: int) -> list[int]:
             .group_by(LedgerEntry.miner_id)
             .order_by(LedgerEntry.miner_id)
         ).all()
-        conn.execute(update(Block).where(Block.id == block_id).values(status="found"))
+        conn.execute(update(Block).where(Block.id == block_id).values(status=BlockStatus.FOUND))
         conn.execute(
             update(Settlement)
             .where(Settlement.block_id == block_id)
-            .values(phase="waiting", paid_height=None)
+            .values(phase=SettlementPhase.WAITING, paid_height=None)
         )
         lines = [LedgerCredit(int(m), int(s), RETURN_REASON) for m, s in original if int(s) != 0]
         return insert_ledger_lines(conn, lines, block_id)

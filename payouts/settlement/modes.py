@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.model import Distribution
@@ -34,10 +34,8 @@ from payouts.settlement.musig2.output import (
     Musig2Params,
     build_musig2_output,
 )
+from payouts.states import MODE_NAMES, ModeName
 from payouts.tx.txout import TxOut
-
-ModeName = Literal["coinbase", "ctv", "musig2"]
-MODE_NAMES: tuple[ModeName, ...] = ("coinbase", "ctv", "musig2")
 
 
 @dataclass(frozen=True, slots=True)

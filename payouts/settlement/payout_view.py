@@ -1,7 +1,8 @@
 """Where each miner's payout of a block lands, and a CTV payee's unilateral exit path.
 
 Read-only views over the store's settlement rows (:mod:`payouts.settlement.lifecycle_store`)
-for the API's payout history and exit-path endpoints; nothing here talks to the node.
+for the payout history and exit-path read models (:mod:`payouts.views`); nothing here talks to
+the node.
 
 - **coinbase** mode: the payee's output in the coinbase itself. The settlement row keeps the
   coinbase txid (``funding_txid``) and the index of the first payout output in it
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.fitting import FittedDistribution
 from payouts.settlement.lifecycle_store import SettlementRow, TxRow
+from payouts.states import BlockStatus, TxRole, TxStatus
 from payouts.store.ledger import BlockRecord
 from payouts.tx.transaction import OutPoint, Tx
 
@@ -37,7 +39,7 @@ class Landing:
     txid: bytes
     vout: int
     amount: int
-    status: str
+    status: TxStatus | BlockStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +78,16 @@ def _payee_scripts(fitted: FittedDistribution) -> list[bytes]:
     return [p.script for p in fitted.distribution.payouts]
 
 
+def coinbase_amounts(fitted: FittedDistribution, revenue: int) -> dict[str, int]:
+    """account → what a block of ``revenue`` found on ``fitted`` pays it in coinbase mode
+    (0 for a payee pruned as dust: the ledger owes it instead). The amounts depend only on the
+    distribution and the revenue (sv2-spec PR #203 §4)."""
+    amounts = compute_outputs(fitted.distribution, revenue).payee_amounts
+    return dict(zip(fitted.accounts, amounts, strict=True))
+
+
 def _fanout(rows: Sequence[TxRow]) -> list[tuple[TxRow, Tx]]:
-    tree = sorted((r for r in rows if r.role == "fanout"), key=lambda r: r.seq)
+    tree = sorted((r for r in rows if r.role == TxRole.FANOUT), key=lambda r: r.seq)
     return [(r, Tx.parse(r.raw)) for r in tree]
 
 
@@ -109,7 +119,7 @@ def landings(
         txs = [
             (r, Tx.parse(r.raw))
             for r in rows
-            if r.role in ("cooperative", "fallback") and r.status != "planned"
+            if r.role in (TxRole.COOPERATIVE, TxRole.FALLBACK) and r.status != TxStatus.PLANNED
         ]
     out = {}
     for account, hit in zip(accounts, _match_scripts(_payee_scripts(fitted), txs), strict=True):
@@ -153,4 +163,4 @@ def exit_path(
     )
 
 
-__all__ = ["ExitPath", "Landing", "exit_path", "landings"]
+__all__ = ["ExitPath", "Landing", "coinbase_amounts", "exit_path", "landings"]

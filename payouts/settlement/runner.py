@@ -90,6 +90,7 @@ from payouts.settlement.musig2.spend import (
     open_signing_session,
     sign_fallback_spend,
 )
+from payouts.states import BlockStatus, SettlementPhase, TxRole
 from payouts.store._common import write_connection
 from payouts.store.ledger import BlockRecord, get_block, list_blocks
 from payouts.store.settlement_models import Settlement
@@ -103,16 +104,18 @@ event_log = logging.getLogger("payouts.settlement.events")
 
 #: Labels of the "settlements by state" gauge: the block statuses, with ``broadcasting`` for a
 #: mature block whose payout txs are out but not all confirmed.
-SETTLEMENT_STATES = ("found", "confirmed", "mature", "broadcasting", "paid", "orphaned")
+SETTLEMENT_STATES: tuple[str, ...] = (
+    BlockStatus.FOUND, BlockStatus.CONFIRMED, BlockStatus.MATURE, SettlementPhase.BROADCASTING,
+    BlockStatus.PAID, BlockStatus.ORPHANED)
 
 
 class SettlementActionError(PayoutsError):
-    """An operator action that cannot be done now (HTTP ``status``, 409 unless said)."""
+    """An operator action that cannot be done now (HTTP ``status``, 409 unless said); its
+    keyword arguments are its :attr:`~payouts.errors.PayoutsError.context`."""
 
-    def __init__(self, message: str, *, code: str, status: int = 409, **extra: int | str) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, code: str, status: int = 409, **context: int | str) -> None:
+        super().__init__(message, code=code, **context)
         self.status = status
-        self.extra = extra
 
 
 class SettledPool(Protocol):
@@ -158,8 +161,10 @@ def fallback_signer_from_settings(settings: Settings) -> FallbackSigner | None:
 def settlement_states(engine: Engine) -> dict[str, int]:
     """Blocks per :data:`SETTLEMENT_STATES` label (every label present, 0 when none)."""
     phases = {b: s.phase for b, s in load_settlements(engine).items()}
-    counts = Counter(
-        "broadcasting" if b.status == "mature" and phases.get(b.id) == "broadcasting" else b.status
+    counts: Counter[str] = Counter(
+        SettlementPhase.BROADCASTING
+        if b.status == BlockStatus.MATURE and phases.get(b.id) == SettlementPhase.BROADCASTING
+        else b.status
         for b in list_blocks(engine)
     )
     return {state: counts.get(state, 0) for state in SETTLEMENT_STATES}
@@ -272,7 +277,7 @@ class SettlementRunner:
         self._mismatched.add(block.id)
         log.error(
             "block %d (%s) not tracked for %s settlement: its coinbase lacks %s",
-            block.id, block.block_hash[::-1].hex(), self.mode.name, what,
+            block.id, display_hex(block.block_hash), self.mode.name, what,
         )
         return False
 
@@ -292,6 +297,11 @@ class SettlementRunner:
             if s.funding_txid == funding.txid and s.funding_vout == funding.n:
                 self.sessions[session_id(block_id)] = session
         return session
+
+    def signing_session_id(self, block_id: int) -> str | None:
+        """The id under which the API serves the block's open MuSig2 signing session (None
+        when it has none)."""
+        return None if self.lifecycle.session(block_id) is None else session_id(block_id)
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -335,8 +345,8 @@ class SettlementRunner:
 
     async def _node_behind(self) -> bool:
         """True when the node has never seen the newest block this store saw confirmed."""
-        seen = [b for b in list_blocks(self.engine) if b.status in ("confirmed", "mature",
-                                                                      "paid")]
+        seen = [b for b in list_blocks(self.engine) if b.status in (
+            BlockStatus.CONFIRMED, BlockStatus.MATURE, BlockStatus.PAID)]
         if not seen:
             return False
         newest = max(seen, key=lambda b: b.height)
@@ -348,7 +358,7 @@ class SettlementRunner:
             log.warning(
                 "the node does not know block %s (height %d) that this store saw confirmed: "
                 "another chain, or a node still syncing; settlements wait",
-                newest.block_hash[::-1].hex(), newest.height,
+                display_hex(newest.block_hash), newest.height,
             )
         return True
 
@@ -361,7 +371,8 @@ class SettlementRunner:
         ]
         for block_id in missing:
             block = get_block(self.engine, block_id)
-            if block is None or block.status == "orphaned" or block.distribution_id is None:
+            if (block is None or block.status == BlockStatus.ORPHANED
+                    or block.distribution_id is None):
                 continue
             if await self.node.block_hash(block.height) != block.block_hash:
                 continue
@@ -419,7 +430,7 @@ class SettlementRunner:
             raise SettlementActionError(
                 f"block {block_id} settles in {s.mode} mode, not {mode}",
                 code=f"not-{mode}-settlement")
-        if block.status == "orphaned":
+        if block.status == BlockStatus.ORPHANED:
             raise SettlementActionError(
                 f"block {block_id} left the active chain", code="block-orphaned")
         return block
@@ -487,7 +498,7 @@ class SettlementRunner:
             raise SettlementActionError("no fallback signer is configured on this server",
                                         code="fallback-unavailable")
         rows = load_txs(self.engine, block_id)
-        if any(r.role == "cooperative" for r in rows):
+        if any(r.role == TxRole.COOPERATIVE for r in rows):
             raise SettlementActionError(
                 f"block {block_id}'s cooperative spend is signed; a fallback would conflict",
                 code="signing-complete")

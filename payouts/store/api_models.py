@@ -17,7 +17,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from payouts.store.models import ACCOUNT_MAX, Base, BigIntPK, UTCDateTime, _now_column
+from payouts.accounting.shares import ACCOUNT_MAX
+from payouts.store.models import Base, BigIntPK, UTCDateTime, _now_column
 
 TOKEN_NAME_MAX = 64
 SCOPES_MAX = 256

@@ -22,10 +22,12 @@ from sqlalchemy import BigInteger, Connection, Engine, cast, func, insert, selec
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
-from payouts.store._common import MAX_MONEY, id_list, is_int, raw_cursor, write_connection
+from payouts.states import BLOCK_STATUS_ORDER, BlockStatus
+from payouts.store._common import id_list, is_int, raw_cursor, write_connection
 from payouts.store.accounting_state import insert_event
 from payouts.store.models import BLOCK_STATUSES, REASON_MAX, Block, Distribution, LedgerEntry, Miner
 from payouts.tx.hashes import display_hex
+from payouts.tx.txout import MAX_MONEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class BlockRecord:
     block_hash: bytes
     distribution_id: int | None
     revenue: int
-    status: str
+    status: BlockStatus
     created_at: datetime
 
 
@@ -289,8 +291,9 @@ def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None
     return None if row is None else (int(row[0]), bytes(row[1]), int(row[2]))
 
 
-def export_ledger(engine: Engine) -> list[dict[str, Any]]:
-    """The whole ledger in id order as JSON-able dicts (audit export).
+def export_ledger(engine: Engine, miner_id: int | None = None) -> list[dict[str, Any]]:
+    """The whole ledger in id order as JSON-able dicts (audit export); only ``miner_id``'s
+    lines when given.
 
     Keys: ``id, miner_id, account, block_id, block_hash`` (hex or null), ``amount, reason,
     created_at`` (ISO 8601 UTC).
@@ -310,6 +313,8 @@ def export_ledger(engine: Engine) -> list[dict[str, Any]]:
         .outerjoin(Block, Block.id == LedgerEntry.block_id)
         .order_by(LedgerEntry.id)
     )
+    if miner_id is not None:
+        q = q.where(LedgerEntry.miner_id == miner_id)
     with engine.connect() as conn:
         return [
             {
@@ -328,9 +333,8 @@ def export_ledger(engine: Engine) -> list[dict[str, Any]]:
 
 # -- blocks ----------------------------------------------------------------------------------
 
-# Forward-only lifecycle; "orphaned" is reached only through orphan_block (it must reverse
-# the block's ledger lines in the same transaction).
-_NEXT_STATUS = {"found": 0, "confirmed": 1, "mature": 2, "paid": 3}
+# Forward-only lifecycle (BLOCK_STATUS_ORDER); "orphaned" is reached only through orphan_block
+# (it must reverse the block's ledger lines in the same transaction).
 
 
 def record_block(
@@ -340,7 +344,7 @@ def record_block(
     block_hash: bytes,
     revenue: int,
     distribution_id: int | None = None,
-    status: str = "found",
+    status: BlockStatus = BlockStatus.FOUND,
     credits: Sequence[LedgerCredit] = (),
     allow_overdraft: bool = False,
 ) -> BlockRecord:
@@ -379,8 +383,9 @@ def record_block_and_round(
         raise ValidationError(f"height must be a non-negative int, got {height!r}")
     if not is_int(revenue) or not 0 <= revenue <= MAX_MONEY:
         raise ValidationError(f"revenue must be an int in 0..MAX_MONEY, got {revenue!r}")
-    if status not in _NEXT_STATUS:
-        raise ValidationError(f"a new block's status must be one of {list(_NEXT_STATUS)}")
+    if status not in BLOCK_STATUS_ORDER:
+        raise ValidationError(
+            f"a new block's status must be one of {[str(s) for s in BLOCK_STATUS_ORDER]}")
     _validate_credits(credits)
     with write_connection(engine) as conn, conn.begin():
         if conn.execute(select(Block.id).where(Block.block_hash == block_hash)).first():
@@ -415,26 +420,17 @@ def record_block_and_round(
         event_id = None
         if round_after_share_id is not None:
             event_id = insert_event(conn, "round", round_after_share_id, block_id=row.id)
-    block = BlockRecord(
-        row.id,
-        row.height,
-        row.block_hash,
-        row.distribution_id,
-        row.revenue,
-        row.status,
-        row.created_at,
-    )
-    return block, event_id
+    return _block_record(row), event_id
+
+
+def _block_record(r: Any) -> BlockRecord:
+    return BlockRecord(r.id, r.height, r.block_hash, r.distribution_id, r.revenue,
+                       BlockStatus(r.status), r.created_at)
 
 
 def _block_rows(conn: Connection, where: Any) -> list[BlockRecord]:
     rows = conn.execute(select(*Block.__table__.c).where(where).order_by(Block.id)).all()
-    return [
-        BlockRecord(
-            r.id, r.height, r.block_hash, r.distribution_id, r.revenue, r.status, r.created_at
-        )
-        for r in rows
-    ]
+    return [_block_record(r) for r in rows]
 
 
 def get_block(engine: Engine, block_id: int) -> BlockRecord | None:
@@ -450,33 +446,43 @@ def get_block_by_hash(engine: Engine, block_hash: bytes) -> BlockRecord | None:
 
 
 def list_blocks(engine: Engine, status: str | None = None) -> list[BlockRecord]:
-    """Blocks in id order, optionally only those with ``status``."""
+    """Blocks in id order, optionally only those with ``status`` (``invalid-input`` for a name
+    that is no :class:`~payouts.states.BlockStatus`)."""
     if status is not None and status not in BLOCK_STATUSES:
-        raise ValidationError(f"unknown block status {status!r}")
+        raise ValidationError(f"status must be one of {[str(s) for s in BLOCK_STATUSES]}")
     with engine.connect() as conn:
         return _block_rows(conn, Block.status == status if status else Block.id.isnot(None))
 
 
-def set_block_status(engine: Engine, block_id: int, status: str) -> BlockRecord:
+def locked_block_status(conn: Connection, block_id: int) -> BlockStatus:
+    """The status of block ``block_id`` inside the caller's write transaction, its row locked
+    on PostgreSQL (SQLite's write lock is taken at BEGIN), so a status change decided from it
+    cannot race another; ``unknown-block`` if there is no such block."""
+    q = select(Block.status).where(Block.id == block_id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    current = conn.execute(q).scalar()
+    if current is None:
+        raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
+    return BlockStatus(current)
+
+
+def set_block_status(engine: Engine, block_id: int, status: BlockStatus) -> BlockRecord:
     """Advance a block along found → confirmed → mature → paid (never backwards).
 
     ``"orphaned"`` is delegated to :func:`orphan_block` so the ledger is reversed with it.
     """
-    if status == "orphaned":
+    if status == BlockStatus.ORPHANED:
         orphan_block(engine, block_id)
         block = get_block(engine, block_id)
         assert block is not None
         return block
-    if status not in _NEXT_STATUS:
+    if status not in BLOCK_STATUS_ORDER:
         raise ValidationError(f"unknown block status {status!r}")
     with write_connection(engine) as conn, conn.begin():
-        q = select(Block.status).where(Block.id == block_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        current = conn.execute(q).scalar()
-        if current is None:
-            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
-        if current == "orphaned" or _NEXT_STATUS[status] <= _NEXT_STATUS[current]:
+        current = locked_block_status(conn, block_id)
+        if (current == BlockStatus.ORPHANED
+                or BLOCK_STATUS_ORDER[status] <= BLOCK_STATUS_ORDER[current]):
             raise ValidationError(
                 f"block {block_id} cannot go from {current} to {status}",
                 code="invalid-block-transition",
@@ -485,7 +491,11 @@ def set_block_status(engine: Engine, block_id: int, status: str) -> BlockRecord:
         return _block_rows(conn, Block.id == block_id)[0]
 
 
-def orphan_block(engine: Engine, block_id: int, reason: str = "reorg") -> list[int]:
+#: Reason of the reversal lines :func:`orphan_block` writes for a reorg.
+REORG_REASON = "reorg"
+
+
+def orphan_block(engine: Engine, block_id: int, reason: str = REORG_REASON) -> list[int]:
     """Mark a block orphaned and reverse every ledger line tied to it, atomically.
 
     After this the block's ledger lines sum to zero per miner, so balances are exactly what they
@@ -496,13 +506,7 @@ def orphan_block(engine: Engine, block_id: int, reason: str = "reorg") -> list[i
     if not 1 <= len(reason) <= REASON_MAX:
         raise ValidationError(f"reason must be 1..{REASON_MAX} characters")
     with write_connection(engine) as conn, conn.begin():
-        q = select(Block.status).where(Block.id == block_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        current = conn.execute(q).scalar()
-        if current is None:
-            raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
-        if current == "orphaned":
+        if locked_block_status(conn, block_id) == BlockStatus.ORPHANED:
             raise ValidationError(
                 f"block {block_id} is already orphaned", code="invalid-block-transition"
             )
@@ -513,5 +517,6 @@ def orphan_block(engine: Engine, block_id: int, reason: str = "reorg") -> list[i
             .order_by(LedgerEntry.miner_id)
         ).all()
         reversals = [LedgerCredit(int(m), -int(s), reason) for m, s in net if int(s) != 0]
-        conn.execute(update(Block).where(Block.id == block_id).values(status="orphaned"))
+        conn.execute(
+            update(Block).where(Block.id == block_id).values(status=BlockStatus.ORPHANED))
         return _append(conn, reversals, block_id, allow_overdraft=True)

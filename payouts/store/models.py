@@ -28,6 +28,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from payouts.accounting.shares import ACCOUNT_MAX, JOB_ID_MAX, KEY_MAX, WORKER_MAX
+from payouts.states import BlockStatus, sql_in
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -41,11 +44,9 @@ NAMING_CONVENTION = {
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 # Lengths the store enforces before writing (PostgreSQL would reject longer values mid-batch,
-# SQLite would silently keep them); repositories validate against these.
-ACCOUNT_MAX = 64
-SHARE_KEY_MAX = 64
-WORKER_MAX = 128
-JOB_ID_MAX = 64
+# SQLite would silently keep them); repositories validate against these. A share's field limits
+# are the share validator's (payouts.accounting.validate checks them).
+SHARE_KEY_MAX = KEY_MAX
 REASON_MAX = 64
 
 # Share keys are opaque idempotency tokens: compare them bytewise. On PostgreSQL the database
@@ -55,7 +56,7 @@ ShareKeyType = String(SHARE_KEY_MAX).with_variant(
     String(SHARE_KEY_MAX, collation="C"), "postgresql"
 )
 
-BLOCK_STATUSES = ("found", "confirmed", "mature", "paid", "orphaned")
+BLOCK_STATUSES: tuple[BlockStatus, ...] = tuple(BlockStatus)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -160,9 +161,7 @@ class Block(Base):
     created_at: Mapped[datetime] = _now_column()
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('found', 'confirmed', 'mature', 'paid', 'orphaned')", name="status_valid"
-        ),
+        CheckConstraint(sql_in("status", BlockStatus), name="status_valid"),
         CheckConstraint("revenue >= 0", name="revenue_nonnegative"),
     )
 

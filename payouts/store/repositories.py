@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from payouts.accounting.shares import ACCOUNT_MAX
 from payouts.errors import DuplicateKeyError, ValidationError
 from payouts.store._common import is_int, write_connection
 from payouts.store.ledger import (
@@ -38,17 +39,12 @@ from payouts.store.ledger import (
     record_block,
     set_block_status,
 )
-from payouts.store.models import (
-    ACCOUNT_MAX,
-    Distribution,
-    Miner,
-)
+from payouts.store.models import Distribution, Miner
 from payouts.store.shares import (
     count_shares,
     iter_share_chunks,
     iter_shares,
     persist_shares,
-    validate_batch,
 )
 
 __all__ = [
@@ -79,7 +75,6 @@ __all__ = [
     "register_miner",
     "save_distribution",
     "set_block_status",
-    "validate_batch",
 ]
 
 MAX_SCRIPT = 10_000  # consensus limit on a script's size

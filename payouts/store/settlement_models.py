@@ -25,12 +25,13 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from payouts.states import MODE_NAMES, SettlementPhase, TxRole, TxStatus, sql_in
 from payouts.store.models import Base, BigIntPK, _now_column
 
-SETTLEMENT_MODES = ("coinbase", "ctv", "musig2")
-SETTLEMENT_PHASES = ("waiting", "broadcasting", "paid", "rolled-back")
-TX_ROLES = ("fanout", "cpfp", "cooperative", "fallback")
-TX_STATUSES = ("planned", "broadcast", "confirmed")
+SETTLEMENT_MODES = MODE_NAMES
+SETTLEMENT_PHASES: tuple[SettlementPhase, ...] = tuple(SettlementPhase)
+TX_ROLES: tuple[TxRole, ...] = tuple(TxRole)
+TX_STATUSES: tuple[TxStatus, ...] = tuple(TxStatus)
 
 
 class Settlement(Base):
@@ -57,10 +58,8 @@ class Settlement(Base):
     created_at: Mapped[datetime] = _now_column()
 
     __table_args__ = (
-        CheckConstraint("mode IN ('coinbase', 'ctv', 'musig2')", name="mode_valid"),
-        CheckConstraint(
-            "phase IN ('waiting', 'broadcasting', 'paid', 'rolled-back')", name="phase_valid"
-        ),
+        CheckConstraint(sql_in("mode", MODE_NAMES), name="mode_valid"),
+        CheckConstraint(sql_in("phase", SettlementPhase), name="phase_valid"),
     )
 
 
@@ -84,8 +83,8 @@ class SettlementTx(Base):
     created_at: Mapped[datetime] = _now_column()
 
     __table_args__ = (
-        CheckConstraint("role IN ('fanout', 'cpfp', 'cooperative', 'fallback')", name="role_valid"),
-        CheckConstraint("status IN ('planned', 'broadcast', 'confirmed')", name="status_valid"),
+        CheckConstraint(sql_in("role", TxRole), name="role_valid"),
+        CheckConstraint(sql_in("status", TxStatus), name="status_valid"),
         Index("ix_settlement_txs_block_id_role_seq", "block_id", "role", "seq", unique=True),
     )
 

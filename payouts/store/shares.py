@@ -1,7 +1,8 @@
 """Durable, idempotent share ingest and the start-up replay of the share log.
 
 Implements ARCHITECTURE invariants 5 and 6 for shares: a batch is validated whole before anything
-is written (a bad batch writes nothing), :func:`persist_shares` returns only after COMMIT
+is written, by the one share validator :func:`payouts.accounting.validate.validate_batch` (a bad
+batch writes nothing), :func:`persist_shares` returns only after COMMIT
 (acknowledged = durable), and re-sending rows whose ``share_key`` is already stored inserts
 nothing. The returned index tells the caller which rows were new, so only those reach the
 in-memory share log.
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,13 +41,8 @@ from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
 
 from payouts.accounting.shares import ShareBatch
-from payouts.accounting.validate import validate_batch as validate_shares
-from payouts.errors import (
-    UnknownMinerError,
-    ValidationError,
-)
+from payouts.accounting.validate import unknown_miner_error, validate_batch
 from payouts.store.engine import SQLITE_BEGIN_OPTION
-from payouts.store.models import JOB_ID_MAX, SHARE_KEY_MAX, WORKER_MAX
 
 Index = npt.NDArray[np.intp]
 I64 = npt.NDArray[np.int64]
@@ -81,85 +77,12 @@ _EMPTY: Index = np.zeros(0, dtype=np.intp)
 _NO_IDS: I64 = np.zeros(0, dtype=np.int64)
 
 
-def _int_column(name: str, values: Any, n: int) -> I64:
-    arr = np.asarray(values)
-    if arr.shape != (n,):
-        raise ValidationError(f"column {name} has shape {arr.shape}, expected ({n},)")
-    if arr.dtype.kind == "u":
-        if n and int(arr.max()) > np.iinfo(np.int64).max:
-            raise ValidationError(f"column {name} has a value above the int64 range")
-    elif arr.dtype.kind != "i":
-        # Money and difficulties are integers; a float column is a caller bug, not a rounding.
-        raise ValidationError(f"column {name} must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
-
-
-def _first(values: Sequence[Any], bad: Callable[[Any], bool]) -> int:
-    """Index of the first value for which ``bad`` holds (only called once a check has failed)."""
-    return next(i for i, v in enumerate(values) if bad(v))
-
-
-def _join_str(values: Sequence[Any]) -> str | None:
-    """All values joined, or ``None`` if one is not a ``str``: a single C-level pass, where an
-    ``isinstance`` loop costs ~1 ms per 10,000 values and column."""
-    try:
-        return "".join(values)
-    except TypeError:
-        return None
-
-
-def _str_column(
-    name: str, values: Sequence[str], n: int, max_len: int, keys: Sequence[str]
-) -> None:
-    if len(values) != n:
-        raise ValidationError(f"column {name} has {len(values)} values, expected {n}")
-    joined = _join_str(values)
-    if joined is None:
-        i = _first(values, lambda v: not isinstance(v, str))
-        raise ValidationError(f"share {keys[i]!r}: {name} must be a string, got {values[i]!r}")
-    if n and max(map(len, values)) > max_len:
-        i = _first(values, lambda v: len(v) > max_len)
-        raise ValidationError(f"share {keys[i]!r}: {name} is longer than {max_len} characters")
-    # PostgreSQL text cannot hold NUL; the joined string is one C-level scan.
-    if "\x00" in joined:
-        i = _first(values, lambda v: "\x00" in v)
-        raise ValidationError(f"share {keys[i]!r}: {name} contains a NUL character")
-
-
-def validate_batch(batch: ShareBatch) -> tuple[I64, I64, I64, I64]:
-    """Check everything that needs no database; return the int columns as int64 arrays.
-
-    Raises :class:`ValidationError` (or a subclass) naming the first offending share.
-    """
-    keys = batch.key
-    n = len(keys)
-    if _join_str(keys) is None or (n and min(map(len, keys)) == 0):
-        i = _first(keys, lambda k: not isinstance(k, str) or not k)
-        raise ValidationError(f"share #{i}: key must be a non-empty string, got {keys[i]!r}")
-    _str_column("key", keys, n, SHARE_KEY_MAX, keys)
-    _str_column("worker", batch.worker, n, WORKER_MAX, keys)
-    _str_column("job_id", batch.job_id, n, JOB_ID_MAX, keys)
-    miner_id = _int_column("miner_id", batch.miner_id, n)
-    difficulty = _int_column("difficulty", batch.difficulty, n)
-    revenue = _int_column("revenue", batch.revenue, n)
-    time_ms = _int_column("time_ms", batch.time_ms, n)
-
-    # The numeric rules (difficulty range, revenue range, time, duplicate keys) are the
-    # accountant's: one validator, so the store never accepts a share the log would refuse.
-    validate_shares(
-        ShareBatch(keys, miner_id, batch.worker, difficulty, batch.job_id, revenue, time_ms)
-    )
-    return miner_id, difficulty, revenue, time_ms
-
-
-def _check_miners(found: set[int], wanted: I64, keys: Sequence[str], miner_id: I64) -> None:
+def _check_miners(found: set[int], wanted: I64, batch: ShareBatch) -> None:
+    """Rule 7 of :mod:`payouts.accounting.validate`, against the ``miners`` rows read inside
+    the inserting transaction; the error names the first row of ``batch`` that is refused."""
     missing = sorted(set(wanted.tolist()) - found)
     if missing:
-        first = int(np.flatnonzero(miner_id == missing[0])[0])
-        more = f" (and {len(missing) - 1} more unknown ids)" if len(missing) > 1 else ""
-        raise UnknownMinerError(
-            f"share {keys[first]!r}: miner_id {missing[0]} is not a registered miner{more}"
-        )
+        raise unknown_miner_error(batch.miner_id, batch.key, missing)
 
 
 def persist_shares(engine: Engine, batch: ShareBatch) -> Index:
@@ -172,42 +95,35 @@ def persist_shares_with_ids(engine: Engine, batch: ShareBatch) -> tuple[Index, I
     the ids the store gave them (ascending, in the same order).
 
     Rows whose ``share_key`` is already stored are skipped, so re-sending a batch returns an empty
-    index. The whole batch is validated first and nothing is written if any row is bad:
-    unknown ``miner_id`` → :class:`UnknownMinerError`, difficulty ≤ 0 →
-    :class:`InvalidDifficultyError`, a key twice in the batch → :class:`DuplicateKeyError`,
-    negative revenue or time, over-long or non-string fields → :class:`ValidationError`.
-    New rows get ids in batch order. Returns after COMMIT.
+    index. The whole batch is checked first by :func:`payouts.accounting.validate.validate_batch`
+    (the miners against the ``miners`` rows, inside the inserting transaction) and nothing is
+    written if any row is bad: unknown ``miner_id`` → :class:`~payouts.errors.UnknownMinerError`,
+    difficulty ≤ 0 → :class:`~payouts.errors.InvalidDifficultyError`, a key twice in the batch →
+    :class:`~payouts.errors.DuplicateKeyError`, negative revenue or time, over-long or
+    non-string fields → :class:`~payouts.errors.ValidationError`; those a row causes name it
+    (:class:`~payouts.errors.ShareRowError`). New rows get ids in batch order. Returns after
+    COMMIT.
     """
-    miner_id, difficulty, revenue, time_ms = validate_batch(batch)
-    if len(batch) == 0:
+    clean = validate_batch(batch)
+    if len(clean) == 0:
         return _EMPTY, _NO_IDS
-    unique_miners = np.unique(miner_id)
+    unique_miners = np.unique(clean.miner_id)
     if engine.dialect.name == "postgresql":
-        return _persist_postgresql(
-            engine, batch, unique_miners, miner_id, difficulty, revenue, time_ms
-        )
+        return _persist_postgresql(engine, clean, unique_miners)
     if engine.dialect.name == "sqlite":
-        return _persist_sqlite(engine, batch, unique_miners, miner_id, difficulty, revenue, time_ms)
+        return _persist_sqlite(engine, clean, unique_miners)
     raise NotImplementedError(f"persist_shares does not support {engine.dialect.name}")
 
 
 def _persist_postgresql(
-    engine: Engine,
-    batch: ShareBatch,
-    unique_miners: I64,
-    miner_id: I64,
-    difficulty: I64,
-    revenue: I64,
-    time_ms: I64,
+    engine: Engine, clean: ShareBatch, unique_miners: I64
 ) -> tuple[Index, I64]:
-    """Optimistic COPY of the whole batch; the ON CONFLICT path only if a key already exists.
+    """Optimistic COPY of the whole (validated) batch; the ON CONFLICT path only if a key
+    already exists.
 
     A failed COPY rolls back completely (its transaction is discarded), so falling back cannot
     write a row twice; the ids it reserved are simply never used (ids only need batch order).
     """
-    clean = ShareBatch(
-        batch.key, miner_id, batch.worker, difficulty, batch.job_id, revenue, time_ms
-    )
     try:
         return _copy_all_new(engine, clean, unique_miners)
     except pg_errors.UniqueViolation as exc:
@@ -216,12 +132,14 @@ def _persist_postgresql(
     return _insert_only_new(engine, clean)
 
 
-def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64) -> I64:
+def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64,
+                 whole: ShareBatch | None = None) -> I64:
     """Check the miners, reserve one id per row, and COPY the batch (binary) into ``table`` with
     the rows in ``share_key`` order; return the ids, ascending in batch order.
 
-    ``batch`` holds validated int64 columns. Python orders ``str`` by code point, which is UTF-8
-    byte order, i.e. the order of the ``COLLATE "C"`` unique index.
+    ``batch`` holds validated int64 columns; it is part of ``whole`` (default: itself), the
+    batch an unknown miner's row is reported against. Python orders ``str`` by code point,
+    which is UTF-8 byte order, i.e. the order of the ``COLLATE "C"`` unique index.
     """
     keys = batch.key
     n = len(keys)
@@ -238,7 +156,7 @@ def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64) ->
             c[at].tolist() for c in (batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms)
         )
         found, reserved = cur.fetchone()
-    _check_miners(set(found), unique_miners, keys, batch.miner_id)
+    _check_miners(set(found), unique_miners, batch if whole is None else whole)
     # nextval() ran row by row in one backend, so these ascend; sorting again costs nothing.
     ids = np.sort(np.array(reserved, dtype=np.int64))
     with cur.copy(f"COPY {table} (id, {_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -289,7 +207,7 @@ def _insert_only_new(engine: Engine, batch: ShareBatch) -> tuple[Index, I64]:
             rest = batch.take(unseen)
             if not fairy.info.get(_STAGE_FLAG):
                 cur.execute(_STAGE_DDL)
-            ids = _copy_sorted(cur, _STAGE, rest, np.unique(rest.miner_id))
+            ids = _copy_sorted(cur, _STAGE, rest, np.unique(rest.miner_id), whole=batch)
             # Key order again (same lock order as the COPY path: no deadlock between writers).
             cur.execute(
                 f"INSERT INTO shares (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM {_STAGE} "
@@ -303,15 +221,7 @@ def _insert_only_new(engine: Engine, batch: ShareBatch) -> tuple[Index, I64]:
     return unseen[np.searchsorted(ids, new_ids)].astype(np.intp), new_ids
 
 
-def _persist_sqlite(
-    engine: Engine,
-    batch: ShareBatch,
-    unique_miners: I64,
-    miner_id: I64,
-    difficulty: I64,
-    revenue: I64,
-    time_ms: I64,
-) -> tuple[Index, I64]:
+def _persist_sqlite(engine: Engine, batch: ShareBatch, unique_miners: I64) -> tuple[Index, I64]:
     """Key read then plain INSERT, under the write lock taken at BEGIN.
 
     With 1M shares stored, a 10k batch costs (measured, benchmarks/bench_store.py) ~15% in the
@@ -333,7 +243,7 @@ def _persist_sqlite(
                     "SELECT id FROM miners WHERE id IN (SELECT value FROM json_each(?))",
                     (json.dumps(unique_miners.tolist()),),
                 )
-                _check_miners({r[0] for r in cur.fetchall()}, unique_miners, keys, miner_id)
+                _check_miners({r[0] for r in cur.fetchall()}, unique_miners, batch)
                 cur.execute(
                     "SELECT share_key FROM shares "
                     "WHERE share_key IN (SELECT value FROM json_each(?))",
@@ -351,12 +261,12 @@ def _persist_sqlite(
                     return _EMPTY, _NO_IDS
                 rows: Iterator[tuple[Any, ...]] = zip(
                     keys,
-                    miner_id.tolist(),
+                    batch.miner_id.tolist(),
                     batch.worker,
-                    difficulty.tolist(),
+                    batch.difficulty.tolist(),
                     batch.job_id,
-                    revenue.tolist(),
-                    time_ms.tolist(),
+                    batch.revenue.tolist(),
+                    batch.time_ms.tolist(),
                     strict=True,
                 )
                 if existing:

@@ -15,7 +15,7 @@ class SessionError(PayoutsError):
     code = "musig2-session-error"
 
     def __init__(self, message: str, *, signer_index: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, signer_index=signer_index)
         self.signer_index = signer_index
 
 
