@@ -353,6 +353,9 @@ def test_refuses_without_ctv_active() -> None:
         {"version": 1},
         {"version": 4},
         {"anchor": False},  # no anchor and no fee: nothing could ever get it relayed
+        {"version": 2},  # a 0-fee tx below the min relay feerate must be TRUC (v3)
+        {"fee_rate": 100_001},
+        {"arity": 0x10000},
         {"sequence": 1 << 32},
     ],
 )
@@ -366,7 +369,8 @@ def test_nonstandard_trees_are_refused() -> None:
     with pytest.raises(CtvNonStandardError, match="TRUC"):
         build_ctv_fanout(make_dist(300), T, CtvParams(arity=400, version=3, fee_rate=1))
     with pytest.raises(CtvNonStandardError, match="min relay"):
-        build_ctv_fanout(make_dist(10), T, CtvParams(version=2))
+        # automatic version: a 0-fee tx over 10,000 vB would have to be v2, which cannot relay
+        build_ctv_fanout(make_dist(300), T, CtvParams(arity=400))
     with pytest.raises(CtvNonStandardError, match="tx-size-small"):
         tiny = Distribution(1, PoolPayout(b"\x6a", 1))  # one 10-byte OP_RETURN output
         build_ctv_fanout(tiny, 1000, CtvParams(anchor=False, fee_rate=1))
