@@ -221,6 +221,7 @@ class CtvFanout:
     pool: CtvExit
     payees: tuple[CtvExit, ...]  # kept payees, in distribution order
     payout: PayoutResult  # final amounts: pool absorbed F0 − F1; distributable = T' − cost
+    reserved: int  # F0: the cost of the unpruned leaves' tree, taken from T' before the split
     arity: int | None  # None: flat
     version: int
     form: Form
@@ -416,6 +417,7 @@ def build_ctv_fanout(
         pool=exits[0],
         payees=tuple(exits[1:]),
         payout=payout,
+        reserved=f0,
         arity=arity,
         version=version,
         form=p.form,

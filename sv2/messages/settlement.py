@@ -200,12 +200,13 @@ def _musig2_problem(m: SetSettlementMode) -> tuple[str, str] | None:
     keys = m.musig2_committee
     if not keys:
         return ERR_MUSIG2_EMPTY_COMMITTEE, "mode musig2 with no committee key"
+    aggregate: Exception | None = None
     try:
-        musig2.key_agg(list(keys))
+        musig2.key_agg(list(keys))  # parses every key first, naming the first bad one
     except musig2.InvalidContributionError as exc:
         return ERR_MUSIG2_COMMITTEE_KEY, f"committee key {exc.signer} is not a curve point"
     except (musig2.MuSig2Error, SecpError) as exc:  # pragma: no cover - a discrete-log break
-        return ERR_MUSIG2_COMMITTEE, f"the committee does not aggregate: {exc}"
+        aggregate = exc
     for i in range(1, len(keys)):
         if keys[i - 1] >= keys[i]:
             return (
@@ -213,6 +214,8 @@ def _musig2_problem(m: SetSettlementMode) -> tuple[str, str] | None:
                 f"committee keys {i - 1} and {i} are not strictly ascending (BIP-327 KeySort, "
                 "no duplicates)",
             )
+    if aggregate is not None:  # pragma: no cover
+        return ERR_MUSIG2_COMMITTEE, f"the committee does not aggregate: {aggregate}"
     try:
         parse_xonly(m.musig2_fallback_key)
     except SchnorrError:

@@ -258,6 +258,7 @@ class PayoutSplit:
     payout: PayoutResult
     fee: int
     vsize: int
+    reserved: int = 0  # F0: the fee of the tx with every payee, taken before the split
 
 
 def _relay_dust(dist: Distribution) -> Distribution:
@@ -316,7 +317,7 @@ def payout_split(
     payout = replace(r, outputs=outputs, pool_amount=pool.value, distributable=value - f1)
     if sum(o.value for o in outputs) + f1 != value:  # pragma: no cover - conservation
         raise AssertionError("payout split does not conserve the output value")
-    return PayoutSplit(outputs, payout, f1, tx1.vsize)
+    return PayoutSplit(outputs, payout, f1, tx1.vsize, f0)
 
 
 # -- the output -------------------------------------------------------------------------------
