@@ -2,7 +2,8 @@
 
 A fan-out spends one CTV-locked output into ``n`` leaf outputs (the pool payout, then the
 payees, in the wire order of sv2-spec PR #203). With arity ``k`` the leaves are packed
-**left-first into full subtrees** (the rule docs/ctv.md states for other implementations):
+**left-first into full subtrees** (docs/extensions/0x4003-settlement-modes.md §5.3, the rule
+other implementations follow):
 
     group(items):
         if len(items) <= k: one tx whose outputs are the items
@@ -10,8 +11,10 @@ payees, in the wire order of sv2-spec PR #203). With arity ``k`` the leaves are 
         split items into consecutive chunks of cap; a chunk of one item is that item's output
         directly, a longer chunk is a child tx (spent through a CTV output) built by group()
 
-Flat (``k = None``) is one tx with every leaf. Nodes are numbered in broadcast order: level by
-level from the root, left to right, so every parent precedes its children.
+Flat (``k = None``) is one tx with every leaf; without a given arity, :func:`choose_arity`
+takes flat when the flat tx's exact vsize fits, else a :data:`DEFAULT_ARITY`-ary tree (§5.4).
+Nodes are numbered in broadcast order: level by level from the root, left to right, so every
+parent precedes its children.
 
 Every tx has exactly one input that executes ``<hash> OP_CHECKTEMPLATEVERIFY``: bare (empty
 scriptSig, no witness: 41 bytes) or a tapscript leaf under the BIP-341 NUMS key (the same 41
