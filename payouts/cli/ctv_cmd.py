@@ -87,14 +87,28 @@ def hash_cmd(
     typer.echo(standard_template_hash(tx, input_index).hex())
 
 
+# The distribution file and revenue of the offline calculators (payouts ctv tree, payouts
+# musig2 output): one definition, so both read the same input the same way.
+DISTRIBUTION_FILE = typer.Argument(
+    ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
+)
+REVENUE = typer.Option(
+    ..., "--revenue", "-T", help="Template revenue T in satoshis (coinbase_tx_value_remaining)."
+)
+FUNDING = typer.Option(
+    "",
+    "--funding",
+    help=(
+        "Coinbase TXID:VOUT of the settlement output, once known (default 00..00:0); CTV does "
+        "not commit to it, so only txids change."
+    ),
+)
+
+
 @app.command("tree", help=TREE_HELP)
 def tree_cmd(
-    file: Path = typer.Argument(
-        ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
-    ),
-    revenue: int = typer.Option(
-        ..., "--revenue", "-T", help="Template revenue T in satoshis (coinbase_tx_value_remaining)."
-    ),
+    file: Path = DISTRIBUTION_FILE,
+    revenue: int = REVENUE,
     arity: int = typer.Option(
         0,
         "--arity",
@@ -142,11 +156,7 @@ def tree_cmd(
             "when --sequence is not 0xffffffff."
         ),
     ),
-    funding: str = typer.Option(
-        "",
-        "--funding",
-        help="Coinbase TXID:VOUT of the commitment output, once known (default 00..00:0).",
-    ),
+    funding: str = FUNDING,
 ) -> None:
     dist = load_distribution(file)
     params = CtvParams(

@@ -9,7 +9,13 @@ from typing import Any
 
 import typer
 
-from payouts.cli.ctv_cmd import load_distribution, parse_outpoint
+from payouts.cli.ctv_cmd import (
+    DISTRIBUTION_FILE,
+    FUNDING,
+    REVENUE,
+    load_distribution,
+    parse_outpoint,
+)
 from payouts.crypto.musig2 import key_sort
 from payouts.crypto.taproot import TapLeaf
 from payouts.errors import ValidationError
@@ -48,12 +54,8 @@ OUTPUT_HELP = (
 
 @app.command("output", help=OUTPUT_HELP)
 def output_cmd(
-    file: Path = typer.Argument(
-        ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
-    ),
-    revenue: int = typer.Option(
-        ..., "--revenue", "-T", help="Template revenue T in satoshis (coinbase_tx_value_remaining)."
-    ),
+    file: Path = DISTRIBUTION_FILE,
+    revenue: int = REVENUE,
     committee: list[str] = typer.Option(
         ...,
         "--committee",
@@ -79,11 +81,7 @@ def output_cmd(
         "--ctv-leaf/--no-ctv-leaf",
         help="Add the CTV exit leaf committing to the payout tx (only where CTV is enforced).",
     ),
-    funding: str = typer.Option(
-        "",
-        "--funding",
-        help="Coinbase TXID:VOUT of this output, once known (default 00..00:0): the payout txid.",
-    ),
+    funding: str = FUNDING,
 ) -> None:
     dist = load_distribution(file)
     keys = tuple(_hex(k, "--committee") for k in committee)

@@ -55,7 +55,7 @@ from payouts.settlement.relay_policy import (
     TRUC_MAX_VSIZE,
     TRUC_VERSION,
     WITNESS_SCALE_FACTOR,
-    first_sigop_dense,
+    refuse_sigop_dense,
     relay_dust,
 )
 from payouts.tx.ctv import standard_template_hash
@@ -349,12 +349,7 @@ def build_ctv_fanout(
     dist = relay_dust(distribution)
     fixed = sum(a.amount for a in dist.additional_outputs)
     scripts0 = [dist.pool_payout.script, *(x.script for x in dist.payouts)]
-    dense = first_sigop_dense(scripts0)
-    if dense is not None:
-        raise CtvNonStandardError(
-            f"leaf script {scripts0[dense].hex()} has more than one sigop cost unit per 25 WU "
-            "of its output: Core's sigop-adjusted size or sigop limit could bind"
-        )
+    refuse_sigop_dense(scripts0, CtvNonStandardError)
     sizes0 = [output_size(s) for s in scripts0]
     f0 = _tree_cost(sizes0, _arity(p, sizes0), p)
     if revenue - fixed - f0 <= 0:

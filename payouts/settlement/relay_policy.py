@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from payouts.distribution.model import Distribution
+from payouts.errors import ValidationError
 from payouts.tx.output_scripts import dust_limit, output_costs, output_size, sigop_cost
 
 MAX_STANDARD_TX_WEIGHT = 400_000  # Core policy/policy.h
@@ -71,6 +72,19 @@ def first_sigop_dense(scripts: Sequence[bytes]) -> int | None:
     return int(dense[0]) if len(dense) else None
 
 
+def refuse_sigop_dense(scripts: Sequence[bytes], error: type[ValidationError]) -> None:
+    """Raise ``error`` naming the first sigop-dense script of ``scripts`` (spec §4.3: one sigop
+    cost unit per 25 WU of output at most, so Core's sigop-adjusted size and its sigop limit
+    never bind and ``fee = rate × vsize`` is the feerate Core sees)."""
+    dense = first_sigop_dense(scripts)
+    if dense is not None:
+        raise error(
+            f"script {scripts[dense].hex()} has more than one sigop cost unit per "
+            f"{SIGOP_DENSITY} WU of its output: Core's sigop-adjusted size or sigop limit "
+            "could bind"
+        )
+
+
 __all__ = [
     "DEFAULT_BYTES_PER_SIGOP",
     "MAX_STANDARD_TX_SIGOPS_COST",
@@ -81,6 +95,7 @@ __all__ = [
     "TRUC_VERSION",
     "WITNESS_SCALE_FACTOR",
     "first_sigop_dense",
+    "refuse_sigop_dense",
     "relay_dust",
     "sigop_dense",
 ]

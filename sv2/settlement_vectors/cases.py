@@ -77,7 +77,8 @@ class ModeCase:
     mode: SettlementMode
 
 
-def _msg(distribution_id: int, mode: int, **kw: object) -> SetSettlementMode:
+def message(distribution_id: int, mode: int, **kw: object) -> SetSettlementMode:
+    """A SetSettlementMode with every field 0/empty but ``mode`` and ``kw`` (unchecked)."""
     fields: dict[str, object] = {
         "ctv_arity": 0,
         "ctv_output_form": 0,
@@ -99,7 +100,7 @@ def _msg(distribution_id: int, mode: int, **kw: object) -> SetSettlementMode:
 def _ctv_msg(**kw: object) -> SetSettlementMode:
     base: dict[str, object] = {"ctv_anchor": True, "ctv_sequence": 0xFFFFFFFF}
     base.update(kw)
-    return _msg(9, 1, **base)
+    return message(9, 1, **base)
 
 
 def _musig_msg(**kw: object) -> SetSettlementMode:
@@ -110,7 +111,7 @@ def _musig_msg(**kw: object) -> SetSettlementMode:
         "musig2_fee_rate": 2,
     }
     base.update(kw)
-    return _msg(10, 2, **base)
+    return message(10, 2, **base)
 
 
 NOT_A_POINT = b"\x02" + b"\x11" * 32  # x = 0x11…11 has no y on secp256k1
@@ -119,7 +120,7 @@ NOT_A_POINT = b"\x02" + b"\x11" * 32  # x = 0x11…11 has no y on secp256k1
 def frame_cases() -> list[FrameCase]:
     two = committee(1, 2)
     return [
-        FrameCase("coinbase", "mode coinbase for distribution 7", _msg(7, 0)),
+        FrameCase("coinbase", "mode coinbase for distribution 7", message(7, 0)),
         FrameCase(
             "ctv",
             "mode ctv for distribution 9: arity 4, taproot form, anchor, 2 sat/vB, automatic "
@@ -153,76 +154,48 @@ def frame_cases() -> list[FrameCase]:
             "coinbase-ignores-other-fields",
             "mode coinbase whose ctv and musig2 fields are not zero: the receiver MUST ignore "
             "them (a sender MUST NOT send this)",
-            _msg(7, 0, ctv_arity=1, ctv_output_form=9, musig2_committee=(NOT_A_POINT,)),
+            message(7, 0, ctv_arity=1, ctv_output_form=9, musig2_committee=(NOT_A_POINT,)),
         ),
-        FrameCase(
-            "channel-msg", "the coinbase example with the channel_msg bit set", _msg(7, 0), True,
-            ERR_CHANNEL_MSG,
-        ),
-        FrameCase("mode-3", "mode 3 is not defined", _msg(7, 3), error=ERR_UNKNOWN_MODE),
-        FrameCase(
-            "ctv-form-2", "ctv_output_form 2", _ctv_msg(ctv_output_form=2), error=ERR_CTV_FORM
-        ),
-        FrameCase("ctv-arity-1", "ctv_arity 1", _ctv_msg(ctv_arity=1), error=ERR_CTV_ARITY),
-        FrameCase(
-            "ctv-version-1", "ctv_tx_version 1", _ctv_msg(ctv_tx_version=1),
-            error=ERR_CTV_TX_VERSION,
-        ),
-        FrameCase(
-            "ctv-version-7", "ctv_tx_version 7", _ctv_msg(ctv_tx_version=7),
-            error=ERR_CTV_TX_VERSION,
-        ),
-        FrameCase(
-            "ctv-version-2-fee-0", "ctv_tx_version 2 with ctv_fee_rate 0",
-            _ctv_msg(ctv_tx_version=2), error=ERR_CTV_TX_VERSION,
-        ),
-        FrameCase(
-            "ctv-fee-rate-100001", "ctv_fee_rate 100,001", _ctv_msg(ctv_fee_rate=100_001),
-            error=ERR_CTV_FEE_RATE,
-        ),
-        FrameCase(
-            "ctv-no-anchor-fee-0", "ctv_anchor 0 with ctv_fee_rate 0",
-            _ctv_msg(ctv_anchor=False), error=ERR_CTV_ANCHOR,
-        ),
-        FrameCase(
-            "musig2-no-committee", "mode musig2 with an empty committee",
-            _musig_msg(musig2_committee=()), error=ERR_MUSIG2_EMPTY_COMMITTEE,
-        ),
-        FrameCase(
-            "musig2-key-not-a-point", "committee key 02 11…11 (no curve point has that x)",
-            _musig_msg(musig2_committee=(NOT_A_POINT,)), error=ERR_MUSIG2_COMMITTEE_KEY,
-        ),
-        FrameCase(
-            "musig2-key-prefix-04", "committee key with prefix 04 (not a compressed key)",
-            _musig_msg(musig2_committee=(b"\x04" + two[0][1:],)), error=ERR_MUSIG2_COMMITTEE_KEY,
-        ),
-        FrameCase(
-            "musig2-unsorted", "committee keys not in KeySort order",
-            _musig_msg(musig2_committee=two[::-1]), error=ERR_MUSIG2_COMMITTEE_ORDER,
-        ),
-        FrameCase(
-            "musig2-duplicate", "the same committee key twice",
-            _musig_msg(musig2_committee=(two[0], two[0])), error=ERR_MUSIG2_COMMITTEE_ORDER,
-        ),
-        FrameCase(
-            "musig2-fallback-key", "fallback key ff…ff (not below the field size)",
-            _musig_msg(musig2_fallback_key=b"\xff" * 32), error=ERR_MUSIG2_FALLBACK_KEY,
-        ),
-        FrameCase(
-            "musig2-timelock-100", "fallback timelock 100 (not after coinbase maturity)",
-            _musig_msg(musig2_fallback_timelock=100), error=ERR_MUSIG2_TIMELOCK,
-        ),
-        FrameCase(
-            "musig2-timelock-65536", "fallback timelock 65,536 (beyond BIP-68's 16 bits)",
-            _musig_msg(musig2_fallback_timelock=65_536), error=ERR_MUSIG2_TIMELOCK,
-        ),
-        FrameCase(
-            "musig2-fee-rate-0", "musig2_fee_rate 0", _musig_msg(musig2_fee_rate=0),
-            error=ERR_MUSIG2_FEE_RATE,
-        ),
-        FrameCase(
-            "musig2-fee-rate-100001", "musig2_fee_rate 100,001",
-            _musig_msg(musig2_fee_rate=100_001), error=ERR_MUSIG2_FEE_RATE,
+        FrameCase("channel-msg", "the coinbase example with the channel_msg bit set",
+                  message(7, 0), True, ERR_CHANNEL_MSG),
+        *(
+            FrameCase(name, description, msg, error=code)
+            for name, description, msg, code in (
+                ("mode-3", "mode 3 is not defined", message(7, 3), ERR_UNKNOWN_MODE),
+                ("ctv-form-2", "ctv_output_form 2", _ctv_msg(ctv_output_form=2), ERR_CTV_FORM),
+                ("ctv-arity-1", "ctv_arity 1", _ctv_msg(ctv_arity=1), ERR_CTV_ARITY),
+                ("ctv-version-1", "ctv_tx_version 1", _ctv_msg(ctv_tx_version=1),
+                 ERR_CTV_TX_VERSION),
+                ("ctv-version-7", "ctv_tx_version 7", _ctv_msg(ctv_tx_version=7),
+                 ERR_CTV_TX_VERSION),
+                ("ctv-version-2-fee-0", "ctv_tx_version 2 with ctv_fee_rate 0",
+                 _ctv_msg(ctv_tx_version=2), ERR_CTV_TX_VERSION),
+                ("ctv-fee-rate-100001", "ctv_fee_rate 100,001", _ctv_msg(ctv_fee_rate=100_001),
+                 ERR_CTV_FEE_RATE),
+                ("ctv-no-anchor-fee-0", "ctv_anchor 0 with ctv_fee_rate 0",
+                 _ctv_msg(ctv_anchor=False), ERR_CTV_ANCHOR),
+                ("musig2-no-committee", "mode musig2 with an empty committee",
+                 _musig_msg(musig2_committee=()), ERR_MUSIG2_EMPTY_COMMITTEE),
+                ("musig2-key-not-a-point", "committee key 02 11…11 (no curve point has that x)",
+                 _musig_msg(musig2_committee=(NOT_A_POINT,)), ERR_MUSIG2_COMMITTEE_KEY),
+                ("musig2-key-prefix-04", "committee key with prefix 04 (not a compressed key)",
+                 _musig_msg(musig2_committee=(b"\x04" + two[0][1:],)),
+                 ERR_MUSIG2_COMMITTEE_KEY),
+                ("musig2-unsorted", "committee keys not in KeySort order",
+                 _musig_msg(musig2_committee=two[::-1]), ERR_MUSIG2_COMMITTEE_ORDER),
+                ("musig2-duplicate", "the same committee key twice",
+                 _musig_msg(musig2_committee=(two[0], two[0])), ERR_MUSIG2_COMMITTEE_ORDER),
+                ("musig2-fallback-key", "fallback key ff…ff (not below the field size)",
+                 _musig_msg(musig2_fallback_key=b"\xff" * 32), ERR_MUSIG2_FALLBACK_KEY),
+                ("musig2-timelock-100", "fallback timelock 100 (not after coinbase maturity)",
+                 _musig_msg(musig2_fallback_timelock=100), ERR_MUSIG2_TIMELOCK),
+                ("musig2-timelock-65536", "fallback timelock 65,536 (beyond BIP-68's 16 bits)",
+                 _musig_msg(musig2_fallback_timelock=65_536), ERR_MUSIG2_TIMELOCK),
+                ("musig2-fee-rate-0", "musig2_fee_rate 0", _musig_msg(musig2_fee_rate=0),
+                 ERR_MUSIG2_FEE_RATE),
+                ("musig2-fee-rate-100001", "musig2_fee_rate 100,001",
+                 _musig_msg(musig2_fee_rate=100_001), ERR_MUSIG2_FEE_RATE),
+            )
         ),
     ]
 
@@ -336,5 +309,6 @@ __all__ = [
     "committee",
     "ctv_cases",
     "frame_cases",
+    "message",
     "musig2_cases",
 ]

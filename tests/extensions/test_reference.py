@@ -15,7 +15,7 @@ from payouts.errors import ValidationError
 from sv2.domain_messages import mode_from_message
 from sv2.messages import SetSettlementMode
 from sv2.settlement_vectors.build import ctv_result, musig2_result
-from sv2.settlement_vectors.cases import committee
+from sv2.settlement_vectors.cases import committee, message
 from sv2.settlement_vectors.keys import bare_multisig, p2pkh, p2sh, p2tr, p2wpkh, xonly
 from tests.extensions.reference import ctv_outputs, musig2_outputs
 from tests.extensions.vectors import cases, distribution, mode_fields
@@ -90,46 +90,33 @@ REVENUES = st.one_of(
 @st.composite
 def ctv_fields(draw: st.DrawFn) -> dict[str, Any]:
     fee = draw(st.sampled_from([0, 0, 1, 2, 7, 25]))
-    version = draw(st.sampled_from([0, 3] if fee == 0 else [0, 2, 3]))
-    return {
-        "distribution_id": 5,
-        "mode": 1,
-        "ctv_arity": draw(st.one_of(st.sampled_from([0, 0, 2, 3, 4, 16, 0xFFFF]),
-                                    st.integers(2, 70))),
-        "ctv_output_form": draw(st.sampled_from([0, 1])),
-        "ctv_anchor": True if fee == 0 else draw(st.booleans()),
-        "ctv_fee_rate": fee,
-        "ctv_tx_version": version,
-        "ctv_sequence": draw(st.sampled_from([0xFFFFFFFF, 0xFFFFFFFE, 0, 10])),
-        "ctv_locktime": draw(st.sampled_from([0, 100, 800_000])),
-        "musig2_committee": [],
-        "musig2_fallback_timelock": 0,
-        "musig2_fallback_key": "00" * 32,
-        "musig2_fee_rate": 0,
-        "musig2_ctv_leaf": False,
-    }
+    return message(
+        5,
+        1,
+        ctv_arity=draw(st.one_of(st.sampled_from([0, 0, 2, 3, 4, 16, 0xFFFF]),
+                                 st.integers(2, 70))),
+        ctv_output_form=draw(st.sampled_from([0, 1])),
+        ctv_anchor=True if fee == 0 else draw(st.booleans()),
+        ctv_fee_rate=fee,
+        ctv_tx_version=draw(st.sampled_from([0, 3] if fee == 0 else [0, 2, 3])),
+        ctv_sequence=draw(st.sampled_from([0xFFFFFFFF, 0xFFFFFFFE, 0, 10])),
+        ctv_locktime=draw(st.sampled_from([0, 100, 800_000])),
+    ).fields_to_json()
 
 
 @st.composite
 def musig2_fields(draw: st.DrawFn) -> dict[str, Any]:
     secrets = draw(st.sets(st.integers(1, 12), min_size=1, max_size=5))
-    return {
-        "distribution_id": 5,
-        "mode": 2,
-        "ctv_arity": 0,
-        "ctv_output_form": 0,
-        "ctv_anchor": False,
-        "ctv_fee_rate": 0,
-        "ctv_tx_version": 0,
-        "ctv_sequence": 0,
-        "ctv_locktime": 0,
-        "musig2_committee": [k.hex() for k in committee(*secrets)],
-        "musig2_fallback_timelock": draw(st.sampled_from([101, 127, 128, 244, 32_767,
-                                                          32_768, 65_535])),
-        "musig2_fallback_key": xonly(draw(st.integers(20, 30))).hex(),
-        "musig2_fee_rate": draw(st.sampled_from([1, 2, 5, 40])),
-        "musig2_ctv_leaf": draw(st.booleans()),
-    }
+    return message(
+        5,
+        2,
+        musig2_committee=committee(*secrets),
+        musig2_fallback_timelock=draw(st.sampled_from([101, 127, 128, 244, 32_767, 32_768,
+                                                       65_535])),
+        musig2_fallback_key=xonly(draw(st.integers(20, 30))),
+        musig2_fee_rate=draw(st.sampled_from([1, 2, 5, 40])),
+        musig2_ctv_leaf=draw(st.booleans()),
+    ).fields_to_json()
 
 
 RANDOM = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import sv2.messages.settlement as E
 from payouts.cli import app
 from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PoolPayout
 from payouts.errors import ValidationError
@@ -20,22 +21,7 @@ from sv2.domain_messages import coinbase_output_constraints, mode_from_message, 
 from sv2.errors import DecodeError, EncodeError
 from sv2.framing import Frame
 from sv2.messages import SetSettlementMode, decode_frame, message_from_json
-from sv2.messages.settlement import (
-    ERR_CHANNEL_MSG,
-    ERR_CTV_ANCHOR,
-    ERR_CTV_ARITY,
-    ERR_CTV_FEE_RATE,
-    ERR_CTV_FORM,
-    ERR_CTV_TX_VERSION,
-    ERR_MUSIG2_COMMITTEE_KEY,
-    ERR_MUSIG2_COMMITTEE_ORDER,
-    ERR_MUSIG2_EMPTY_COMMITTEE,
-    ERR_MUSIG2_FALLBACK_KEY,
-    ERR_MUSIG2_FEE_RATE,
-    ERR_MUSIG2_TIMELOCK,
-    ERR_UNKNOWN_MODE,
-    SettlementModeError,
-)
+from sv2.messages.settlement import SettlementModeError
 from sv2.settlement_vectors.cases import committee
 from sv2.settlement_vectors.keys import p2pkh, p2tr, p2wpkh, xonly
 
@@ -55,27 +41,27 @@ def _frame(msg: SetSettlementMode, channel_msg: bool = False) -> bytes:
 @pytest.mark.parametrize(
     ("msg", "code"),
     [
-        (replace(COINBASE, mode=3), ERR_UNKNOWN_MODE),
-        (replace(COINBASE, mode=255), ERR_UNKNOWN_MODE),
-        (replace(CTV, ctv_output_form=2), ERR_CTV_FORM),
-        (replace(CTV, ctv_arity=1), ERR_CTV_ARITY),
-        (replace(CTV, ctv_tx_version=1), ERR_CTV_TX_VERSION),
-        (replace(CTV, ctv_tx_version=4), ERR_CTV_TX_VERSION),
-        (replace(CTV, ctv_tx_version=7), ERR_CTV_TX_VERSION),
-        (replace(CTV, ctv_tx_version=2), ERR_CTV_TX_VERSION),  # v2 at fee rate 0
-        (replace(CTV, ctv_fee_rate=100_001), ERR_CTV_FEE_RATE),
-        (replace(CTV, ctv_anchor=False), ERR_CTV_ANCHOR),  # no anchor at fee rate 0
-        (replace(MUSIG2, musig2_committee=()), ERR_MUSIG2_EMPTY_COMMITTEE),
-        (replace(MUSIG2, musig2_committee=(b"\x02" + b"\x11" * 32,)), ERR_MUSIG2_COMMITTEE_KEY),
-        (replace(MUSIG2, musig2_committee=(b"\x05" + xonly(1),)), ERR_MUSIG2_COMMITTEE_KEY),
-        (replace(MUSIG2, musig2_committee=committee(1, 2)[::-1]), ERR_MUSIG2_COMMITTEE_ORDER),
-        (replace(MUSIG2, musig2_committee=committee(1) * 2), ERR_MUSIG2_COMMITTEE_ORDER),
-        (replace(MUSIG2, musig2_fallback_key=b"\xff" * 32), ERR_MUSIG2_FALLBACK_KEY),
-        (replace(MUSIG2, musig2_fallback_key=bytes(32)), ERR_MUSIG2_FALLBACK_KEY),
-        (replace(MUSIG2, musig2_fallback_timelock=100), ERR_MUSIG2_TIMELOCK),
-        (replace(MUSIG2, musig2_fallback_timelock=0x10000), ERR_MUSIG2_TIMELOCK),
-        (replace(MUSIG2, musig2_fee_rate=0), ERR_MUSIG2_FEE_RATE),
-        (replace(MUSIG2, musig2_fee_rate=100_001), ERR_MUSIG2_FEE_RATE),
+        (replace(COINBASE, mode=3), E.ERR_UNKNOWN_MODE),
+        (replace(COINBASE, mode=255), E.ERR_UNKNOWN_MODE),
+        (replace(CTV, ctv_output_form=2), E.ERR_CTV_FORM),
+        (replace(CTV, ctv_arity=1), E.ERR_CTV_ARITY),
+        (replace(CTV, ctv_tx_version=1), E.ERR_CTV_TX_VERSION),
+        (replace(CTV, ctv_tx_version=4), E.ERR_CTV_TX_VERSION),
+        (replace(CTV, ctv_tx_version=7), E.ERR_CTV_TX_VERSION),
+        (replace(CTV, ctv_tx_version=2), E.ERR_CTV_TX_VERSION),  # v2 at fee rate 0
+        (replace(CTV, ctv_fee_rate=100_001), E.ERR_CTV_FEE_RATE),
+        (replace(CTV, ctv_anchor=False), E.ERR_CTV_ANCHOR),  # no anchor at fee rate 0
+        (replace(MUSIG2, musig2_committee=()), E.ERR_MUSIG2_EMPTY_COMMITTEE),
+        (replace(MUSIG2, musig2_committee=(b"\x02" + b"\x11" * 32,)), E.ERR_MUSIG2_COMMITTEE_KEY),
+        (replace(MUSIG2, musig2_committee=(b"\x05" + xonly(1),)), E.ERR_MUSIG2_COMMITTEE_KEY),
+        (replace(MUSIG2, musig2_committee=committee(1, 2)[::-1]), E.ERR_MUSIG2_COMMITTEE_ORDER),
+        (replace(MUSIG2, musig2_committee=committee(1) * 2), E.ERR_MUSIG2_COMMITTEE_ORDER),
+        (replace(MUSIG2, musig2_fallback_key=b"\xff" * 32), E.ERR_MUSIG2_FALLBACK_KEY),
+        (replace(MUSIG2, musig2_fallback_key=bytes(32)), E.ERR_MUSIG2_FALLBACK_KEY),
+        (replace(MUSIG2, musig2_fallback_timelock=100), E.ERR_MUSIG2_TIMELOCK),
+        (replace(MUSIG2, musig2_fallback_timelock=0x10000), E.ERR_MUSIG2_TIMELOCK),
+        (replace(MUSIG2, musig2_fee_rate=0), E.ERR_MUSIG2_FEE_RATE),
+        (replace(MUSIG2, musig2_fee_rate=100_001), E.ERR_MUSIG2_FEE_RATE),
     ],
 )
 def test_forbidden_messages_are_refused_with_their_code(msg: SetSettlementMode, code: str) -> None:
@@ -121,10 +107,10 @@ def test_valid_edges_are_accepted() -> None:
 def test_channel_msg_bit_is_refused_on_decode_and_never_encoded() -> None:
     with pytest.raises(SettlementModeError) as e:
         decode_frame(_frame(COINBASE, channel_msg=True))
-    assert e.value.code == ERR_CHANNEL_MSG
+    assert e.value.code == E.ERR_CHANNEL_MSG
     with pytest.raises(EncodeError) as e2:
         COINBASE.encode_frame(channel_msg=True)
-    assert e2.value.code == ERR_CHANNEL_MSG
+    assert e2.value.code == E.ERR_CHANNEL_MSG
     assert COINBASE.encode_frame(channel_msg=False) == COINBASE.encode_frame()
     assert COINBASE.encode_frame()[:6].hex() == "034000470000"  # 6-byte header, bit clear
     msg, bit = message_from_json({**COINBASE.to_json(), "channel_msg": True})
@@ -136,18 +122,18 @@ def test_cli_refuses_the_channel_bit_both_ways() -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["sv2", "decode", _frame(COINBASE, channel_msg=True).hex()])
     assert res.exit_code != 0 and isinstance(res.exception, ValidationError)
-    assert res.exception.code == ERR_CHANNEL_MSG
+    assert res.exception.code == E.ERR_CHANNEL_MSG
     doc = json.dumps({**COINBASE.to_json(), "channel_msg": True})
     res = runner.invoke(app, ["sv2", "encode", doc])
     assert res.exit_code != 0 and isinstance(res.exception, ValidationError)
-    assert res.exception.code == ERR_CHANNEL_MSG
+    assert res.exception.code == E.ERR_CHANNEL_MSG
 
 
 def test_mode_to_message_refuses_a_mode_no_client_may_accept() -> None:
     bad = SettlementMode("musig2", musig2=Musig2Mode(committee(1, 2)[::-1], 144, xonly(3)))
     with pytest.raises(EncodeError) as e:
         mode_to_message(bad, 1)
-    assert e.value.code == ERR_MUSIG2_COMMITTEE_ORDER
+    assert e.value.code == E.ERR_MUSIG2_COMMITTEE_ORDER
     with pytest.raises(EncodeError):
         mode_to_message(SettlementMode("musig2", musig2=Musig2Mode(committee(1), 144, xonly(3),
                                                                     fee_rate=0)), 1)

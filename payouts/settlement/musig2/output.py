@@ -42,7 +42,7 @@ from payouts.errors import ValidationError
 from payouts.settlement.musig2.session import DEFAULT_MAX_SIGNERS
 from payouts.settlement.relay_policy import (
     MAX_STANDARD_TX_WEIGHT,
-    first_sigop_dense,
+    refuse_sigop_dense,
     relay_dust,
 )
 from payouts.tx.ctv import ctv_tapleaf, standard_template_hash
@@ -437,12 +437,7 @@ def build_musig2_output(
     elif not 1 <= len(committee) <= params.max_signers:
         raise Musig2ParamsError(f"committee size must be 1..{params.max_signers}")
     scripts = [distribution.pool_payout.script, *(x.script for x in distribution.payouts)]
-    dense = first_sigop_dense(scripts)
-    if dense is not None:
-        raise Musig2NonStandardError(
-            f"script {scripts[dense].hex()} has more than one sigop cost unit per 25 WU of its "
-            "output: Core's sigop-adjusted size or sigop limit could bind on the payout tx"
-        )
+    refuse_sigop_dense(scripts, Musig2NonStandardError)
     fixed = sum(a.amount for a in distribution.additional_outputs)
     value = revenue - fixed
     if value <= 0:
