@@ -14,6 +14,7 @@ from payouts.cli import (  # the API: payouts serve, payouts tokens
     demo_cmd,
     distribution_cmd,
     jdc_cmd,
+    musig2_cmd,
     serve_cmd,
     sv2_cmd,
     tokens_cmd,
@@ -37,6 +38,7 @@ app.add_typer(ctv_cmd.app, name="ctv")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(distribution_cmd.app, name="distribution")
 app.add_typer(jdc_cmd.app, name="jdc")
+app.add_typer(musig2_cmd.app, name="musig2")
 app.add_typer(sv2_cmd.app, name="sv2")
 app.command("demo")(demo_cmd.demo)
 app.add_typer(tokens_cmd.app, name="tokens")

@@ -10,11 +10,14 @@ from typing import Any
 import typer
 
 from payouts.distribution.jsonio import distribution_from_json
+from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.ctv import DEFAULT_ARITY, CtvExit, CtvFanout, CtvParams, build_ctv_fanout
+from payouts.settlement.modes import SettlementMode
 from payouts.tx.ctv import standard_template_hash
 from payouts.tx.hashes import from_display_hex
 from payouts.tx.transaction import OutPoint, Tx
+from sv2.domain_messages import mode_to_message
 
 app = typer.Typer(
     help=(
@@ -41,8 +44,10 @@ TREE_HELP = (
     "Output: coinbase_outputs (the CTV commitment output, then the additional outputs), txs in "
     "broadcast order (parents first) with txid, hex, vsize and level, the pool payout and each "
     "kept payee with its amount and exit path (the txids from the root down to the tx paying "
-    "it, and the vout there), and total_vbytes of the tree.\n\n"
-    "Amounts are the PR #203 math applied to T minus the tree's fees and anchors (docs/ctv.md). "
+    "it, and the vout there), total_vbytes of the tree, and the SetSettlementMode frame "
+    "(extension 0x4003) announcing these parameters for the file's distribution_id.\n\n"
+    "Amounts are the PR #203 math applied to T minus the cost of the unpruned leaves' tree "
+    "(docs/extensions/0x4003-settlement-modes.md §5). "
     "CTV does not commit to outpoints, so txids assume --funding (a placeholder until the block "
     "is found) while every template hash is final.\n\n"
     "This is an offline calculator and does not check CTV activation. Settling on a chain "
@@ -82,21 +87,35 @@ def hash_cmd(
     typer.echo(standard_template_hash(tx, input_index).hex())
 
 
+# The distribution file and revenue of the offline calculators (payouts ctv tree, payouts
+# musig2 output): one definition, so both read the same input the same way.
+DISTRIBUTION_FILE = typer.Argument(
+    ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
+)
+REVENUE = typer.Option(
+    ..., "--revenue", "-T", help="Template revenue T in satoshis (coinbase_tx_value_remaining)."
+)
+FUNDING = typer.Option(
+    "",
+    "--funding",
+    help=(
+        "Coinbase TXID:VOUT of the settlement output, once known (default 00..00:0); CTV does "
+        "not commit to it, so only txids change."
+    ),
+)
+
+
 @app.command("tree", help=TREE_HELP)
 def tree_cmd(
-    file: Path = typer.Argument(
-        ..., help="Distribution JSON ('-' for stdin): pool_payout, payouts, additional_outputs."
-    ),
-    revenue: int = typer.Option(
-        ..., "--revenue", "-T", help="Template revenue T in satoshis (coinbase_tx_value_remaining)."
-    ),
+    file: Path = DISTRIBUTION_FILE,
+    revenue: int = REVENUE,
     arity: int = typer.Option(
         0,
         "--arity",
         "-k",
         help=(
-            "Outputs per tree tx. 0: flat while the flat tx stays standard (10,000 vB as a "
-            f"TRUC tx, 400,000 WU otherwise), a {DEFAULT_ARITY}-ary tree beyond."
+            "Outputs per tree tx. 0: flat when the flat tx's real size fits (10,000 vB when it "
+            f"must be TRUC, 400,000 WU otherwise), a {DEFAULT_ARITY}-ary tree beyond."
         ),
     ),
     form: FormChoice = typer.Option(
@@ -121,28 +140,64 @@ def tree_cmd(
     version: int = typer.Option(
         0, "--tx-version", help="nVersion of the tree txs: 2 or 3; 0 picks 3 (TRUC) if it fits."
     ),
-    funding: str = typer.Option(
-        "",
-        "--funding",
-        help="Coinbase TXID:VOUT of the commitment output, once known (default 00..00:0).",
+    sequence: str = typer.Option(
+        "0xffffffff",
+        "--sequence",
+        help=(
+            "nSequence of every tree tx's input (decimal or 0x hex; committed by CTV). BIP-68 "
+            "applies when bit 31 is clear: each level then waits that relative lock."
+        ),
     ),
+    locktime: str = typer.Option(
+        "0",
+        "--locktime",
+        help=(
+            "nLockTime of every tree tx (decimal or 0x hex; committed by CTV). Enforced only "
+            "when --sequence is not 0xffffffff."
+        ),
+    ),
+    funding: str = FUNDING,
 ) -> None:
-    text = typer.get_text_stream("stdin").read() if str(file) == "-" else _read(file)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"{file} is not valid JSON: {exc}", code="invalid-json") from None
+    dist = load_distribution(file)
     params = CtvParams(
         arity=arity or None,
         form=form.value,
         anchor=anchor,
         fee_rate=fee_rate,
         version=version or None,
+        sequence=_uint32(sequence, "--sequence"),
+        locktime=_uint32(locktime, "--locktime"),
     )
-    fanout = build_ctv_fanout(
-        distribution_from_json(doc), revenue, params, funding=_outpoint(funding)
+    fanout = build_ctv_fanout(dist, revenue, params, funding=parse_outpoint(funding))
+    doc = fanout_to_json(fanout)
+    doc["set_settlement_mode"] = (
+        mode_to_message(SettlementMode("ctv", params), dist.distribution_id).encode_frame().hex()
     )
-    typer.echo(json.dumps(fanout_to_json(fanout), indent=2))
+    typer.echo(json.dumps(doc, indent=2))
+
+
+def _uint32(text: str, what: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValidationError(
+            f"{what} must be an integer (decimal or 0x hex), got {text!r}",
+            code="ctv-invalid-params",
+        ) from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValidationError(f"{what} {value} is not a uint32", code="ctv-invalid-params")
+    return value
+
+
+def load_distribution(file: Path) -> Distribution:
+    """The distribution JSON ``payouts distribution amounts`` reads, from ``file`` ('-': stdin);
+    errors ``bad-file``, ``invalid-json`` or the distribution's own."""
+    text = typer.get_text_stream("stdin").read() if str(file) == "-" else _read(file)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{file} is not valid JSON: {exc}", code="invalid-json") from None
+    return distribution_from_json(doc)
 
 
 def fanout_to_json(f: CtvFanout) -> dict[str, Any]:
@@ -165,6 +220,8 @@ def fanout_to_json(f: CtvFanout) -> dict[str, Any]:
         "tx_version": f.version,
         "fee_rate": f.fee_rate,
         "anchor_value": f.anchor_value,
+        "sequence": f.txs[0].tx.inputs[0].sequence,
+        "locktime": f.txs[0].tx.locktime,
         "funding": f"{f.funding.txid[::-1].hex()}:{f.funding.n}",
         "coinbase_outputs": [
             {"script": o.script.hex(), "amount": o.value} for o in f.coinbase_outputs
@@ -185,12 +242,14 @@ def fanout_to_json(f: CtvFanout) -> dict[str, Any]:
         "pruned": list(f.payout.pruned),
         "fees": f.fees,
         "anchors": f.anchors_total,
+        "reserved": f.reserved,
         "depth": f.depth,
         "total_vbytes": f.total_vbytes,
     }
 
 
-def _outpoint(text: str) -> OutPoint | None:
+def parse_outpoint(text: str) -> OutPoint | None:
+    """``--funding TXID:VOUT`` (display-order txid); empty: None (the placeholder)."""
     if not text:
         return None
     txid, sep, vout = text.partition(":")

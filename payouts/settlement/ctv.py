@@ -41,12 +41,22 @@ from payouts.settlement.ctv_commit import (
     commitment_witness,
 )
 from payouts.settlement.ctv_shape import (
+    DEFAULT_ARITY,
     TAPROOT_SPEND_WITNESS_WU,
     Shape,
     build_shape,
-    max_node_vsize_bound,
+    choose_arity,
     shape_overhead,
     shape_vsizes,
+)
+from payouts.settlement.relay_policy import (
+    MAX_STANDARD_TX_WEIGHT,
+    MIN_STANDARD_TX_NONWITNESS_SIZE,
+    TRUC_MAX_VSIZE,
+    TRUC_VERSION,
+    WITNESS_SCALE_FACTOR,
+    refuse_sigop_dense,
+    relay_dust,
 )
 from payouts.tx.ctv import standard_template_hash
 from payouts.tx.output_scripts import dust_limit, output_size
@@ -56,8 +66,13 @@ from payouts.tx.txout import TxOut
 __all__ = [
     "DEFAULT_ARITY",
     "FORMS",
+    "MAX_ARITY",
+    "MAX_FEE_RATE",
     "NUMS_H",
+    "P2A_DUST",
     "P2A_SCRIPT",
+    "TRUC_MAX_VSIZE",
+    "TRUC_VERSION",
     "CtvExit",
     "CtvFanout",
     "CtvNonStandardError",
@@ -76,16 +91,10 @@ __all__ = [
 
 P2A_SCRIPT = bytes.fromhex("51024e73")  # pay-to-anchor, standard since Core 28
 P2A_DUST = dust_limit(P2A_SCRIPT)  # (13 + 67) × 3 = 240 sat: GetDustThreshold at 3 sat/vB
-TRUC_VERSION = 3  # BIP-431; Core policy/truc_policy.h
-TRUC_MAX_VSIZE = 10_000  # Core TRUC_MAX_VSIZE
-MAX_STANDARD_TX_WEIGHT = 400_000  # Core policy/policy.h
-MIN_STANDARD_TX_NONWITNESS_SIZE = 65  # Core policy/policy.h (64-byte txs confuse SPV proofs)
-WITNESS_SCALE_FACTOR = 4
-# Chosen from benchmarks/bench_ctv.py (docs/ctv.md): the full unroll costs ~1.17× a flat
-# fan-out's bytes (k=64: 1.04×), while a lone payee's forced exit is half of k=64's (3.2 vs
-# 6.8 kvB at N = 100,000) and within 1.6× of the smallest (k=4, which costs 1.83× to unroll).
-DEFAULT_ARITY = 16
-MAX_ARITY = 5_000  # far beyond any standard tx; only bounds the work of a mistaken input
+# The wire's U16: any k ≥ the leaf count is one flat tx, and no standard tx has more than
+# 400,000 WU / (4 × 9 WU) < 11,112 outputs, so every meaningful arity fits.
+MAX_ARITY = 0xFFFF
+MAX_FEE_RATE = 100_000  # sat/vB; only bounds a mistaken input
 PLACEHOLDER_FUNDING = OutPoint(bytes(32), 0)
 
 
@@ -116,10 +125,11 @@ class CtvParams:
     """How to shape and price the fan-out. All of it is committed to, so both JD sides must use
     the same values (they travel with the settlement-mode extension).
 
-    ``arity``: None or 0 = flat while the flat tx stays standard (TRUC 10,000 vB when it must be
-    v3, else 400,000 WU), a :data:`DEFAULT_ARITY`-ary tree beyond; k ≥ 2 = a k-ary tree.
+    ``arity``: None or 0 = flat when the flat tx's real vsize is at most :attr:`max_vsize`, a
+    :data:`DEFAULT_ARITY`-ary tree beyond; k ≥ 2 = a k-ary tree (k ≥ the leaf count: flat).
     ``fee_rate``: sat/vB every tx pays itself (0 = all fees come from anchor CPFP).
-    ``version``: None = 3 (TRUC) when every tx can be ≤ 10,000 vB, else 2.
+    ``version``: None = 3 (TRUC) when every tx of the final tree is at most 10,000 vB, else 2.
+    The spec: docs/extensions/0x4003-settlement-modes.md §5.
     """
 
     arity: int | None = None
@@ -137,7 +147,7 @@ class CtvParams:
             raise CtvParamsError(f"form must be 'bare' or 'taproot', got {self.form!r}")
         if isinstance(self.fee_rate, bool) or not isinstance(self.fee_rate, int):
             raise CtvParamsError("fee_rate is an integer number of sat/vB")
-        if not 0 <= self.fee_rate <= 100_000:
+        if not 0 <= self.fee_rate <= MAX_FEE_RATE:
             raise CtvParamsError(f"fee_rate {self.fee_rate} sat/vB is out of range")
         if self.version is not None and self.version not in (2, TRUC_VERSION):
             raise CtvParamsError(
@@ -150,6 +160,19 @@ class CtvParams:
                 "a fan-out without an anchor needs a pre-committed fee rate: with neither, no "
                 "one can get its txs relayed or fee-bumped"
             )
+        if self.version == 2 and self.fee_rate == 0:
+            raise CtvParamsError(
+                "a 0-fee fan-out must be TRUC (v3): Core relays no other tx below the min relay "
+                "feerate, so version 2 needs a fee rate"
+            )
+
+    @property
+    def max_vsize(self) -> int:
+        """The largest vsize a fan-out tx may have: 10,000 vB (TRUC) when it must be v3 (a
+        0-fee tx, or version 3 asked for), else 100,000 vB (MAX_STANDARD_TX_WEIGHT)."""
+        if self.fee_rate == 0 or self.version == TRUC_VERSION:
+            return TRUC_MAX_VSIZE
+        return MAX_STANDARD_TX_WEIGHT // WITNESS_SCALE_FACTOR
 
     @property
     def anchor_value(self) -> int | None:
@@ -198,6 +221,7 @@ class CtvFanout:
     pool: CtvExit
     payees: tuple[CtvExit, ...]  # kept payees, in distribution order
     payout: PayoutResult  # final amounts: pool absorbed F0 − F1; distributable = T' − cost
+    reserved: int  # F0: the cost of the unpruned leaves' tree, taken from T' before the split
     arity: int | None  # None: flat
     version: int
     form: Form
@@ -248,45 +272,15 @@ class CtvFanout:
 # -- building ---------------------------------------------------------------------------------
 
 
-def _resolve_shape(params: CtvParams, n_leaves: int, max_leaf: int) -> tuple[int | None, int]:
-    """(arity or None for flat, nVersion), decided on bounds valid for any pruned subset."""
-    taproot = params.form == "taproot"
-
-    def bound(arity: int | None) -> int:
-        return max_node_vsize_bound(
-            n_leaves, arity, max_leaf, anchor=params.anchor, taproot=taproot
-        )
-
-    def version_for(vsize: int) -> int:
-        if params.version is not None:
-            return params.version
-        return TRUC_VERSION if vsize <= TRUC_MAX_VSIZE else 2
-
-    def problem(vsize: int, version: int) -> str | None:
-        if vsize * WITNESS_SCALE_FACTOR > MAX_STANDARD_TX_WEIGHT:
-            return f"a tx of up to {vsize} vB exceeds MAX_STANDARD_TX_WEIGHT (400,000 WU)"
-        if version == TRUC_VERSION and vsize > TRUC_MAX_VSIZE:
-            return f"a v3 (TRUC) tx of up to {vsize} vB exceeds TRUC_MAX_VSIZE (10,000 vB)"
-        if version != TRUC_VERSION and params.fee_rate == 0:
-            return (
-                f"a 0-fee v{version} tx of up to {vsize} vB is not relayable: only TRUC (v3) txs "
-                "may be below the min relay feerate, and v3 caps a tx at 10,000 vB; use a tree "
-                "(smaller arity) or a fee rate"
-            )
-        return None
-
-    arity = params.arity or None
-    if arity is None:
-        flat = bound(None)
-        if problem(flat, version_for(flat)) is not None:
-            arity = DEFAULT_ARITY if n_leaves > DEFAULT_ARITY else None
-    vsize = bound(arity)
-    version = version_for(vsize)
-    why = problem(vsize, version)
-    if why is not None:
-        shape = "flat fan-out" if arity is None else f"{arity}-ary tree"
-        raise CtvNonStandardError(f"{shape} for {n_leaves} outputs: {why}")
-    return arity, version
+def _arity(p: CtvParams, leaf_sizes: list[int]) -> int | None:
+    """The tree arity for these leaves (None: flat), decided on their real sizes (spec §5.4)."""
+    return choose_arity(
+        leaf_sizes,
+        p.arity or None,
+        max_vsize=p.max_vsize,
+        anchor=p.anchor,
+        taproot=p.form == "taproot",
+    )
 
 
 def _tree_cost(leaf_sizes: list[int], arity: int | None, params: CtvParams) -> int:
@@ -297,27 +291,32 @@ def _tree_cost(leaf_sizes: list[int], arity: int | None, params: CtvParams) -> i
     return params.fee_rate * (sum(leaf_sizes) + overhead) + (params.anchor_value or 0) * n_txs
 
 
-def _policy_dust(dist: Distribution) -> Distribution:
-    """Raise each payee's dust limit to Core's relay dust threshold for its script: fan-out
-    outputs are relayed (unlike coinbase outputs), and a sub-dust one would make its tx
-    non-standard (only the 0-value anchor may be dust).
-
-    ``GetDustThreshold`` depends only on the script's length, its first byte (OP_RETURN,
-    witness version) and second byte (witness push length), so it is computed once per such
-    triple: 100,000 payees cost a dict lookup each."""
-    cache: dict[tuple[int, bytes], int] = {}
-    payees = []
-    changed = False
-    for p in dist.payouts:
-        key = (len(p.script), p.script[:2])
-        d = cache.get(key)
-        if d is None:
-            d = cache[key] = dust_limit(p.script)
-        if p.dust_limit < d:
-            p = replace(p, dust_limit=d)
-            changed = True
-        payees.append(p)
-    return replace(dist, payouts=tuple(payees)) if changed else dist
+def _version(p: CtvParams, shape: Shape, vsizes: list[int]) -> int:
+    """nVersion of every tx of the final tree, and the relay policy checks on its real sizes
+    (spec §5.6): the version asked for, or 3 when every tx is at most 10,000 vB, else 2."""
+    largest = max(vsizes)
+    version = p.version or (TRUC_VERSION if largest <= TRUC_MAX_VSIZE else 2)
+    why = None
+    if largest * WITNESS_SCALE_FACTOR > MAX_STANDARD_TX_WEIGHT:
+        why = f"a tx of {largest} vB exceeds MAX_STANDARD_TX_WEIGHT (400,000 WU)"
+    elif version == TRUC_VERSION and largest > TRUC_MAX_VSIZE:
+        why = f"a v3 (TRUC) tx of {largest} vB exceeds TRUC_MAX_VSIZE (10,000 vB)"
+    elif version != TRUC_VERSION and p.fee_rate == 0:
+        why = (
+            f"a 0-fee tx of {largest} vB is not relayable: only TRUC (v3) txs may be below the "
+            "min relay feerate, and v3 caps a tx at 10,000 vB; use a smaller arity or a fee rate"
+        )
+    else:
+        witness_vb = TAPROOT_SPEND_WITNESS_WU // WITNESS_SCALE_FACTOR if p.form == "taproot" else 0
+        if min(vsizes) - witness_vb < MIN_STANDARD_TX_NONWITNESS_SIZE:
+            why = (
+                f"a tx would be {min(vsizes) - witness_vb} bytes without witness; Core rejects "
+                f"txs under {MIN_STANDARD_TX_NONWITNESS_SIZE} (tx-size-small)"
+            )
+    if why is not None:
+        what = "flat fan-out" if shape.arity is None else f"{shape.arity}-ary tree"
+        raise CtvNonStandardError(f"{what} for {shape.n_leaves} outputs: {why}")
+    return version
 
 
 def build_ctv_fanout(
@@ -333,24 +332,26 @@ def build_ctv_fanout(
     :func:`ctv_settlement`. ``funding`` is the coinbase outpoint of the commitment output,
     usually unknown until the block is found (its txid moves with the extranonce; CTV does not
     commit to outpoints): the default is the placeholder ``00…00:0`` and :meth:`CtvFanout.bind`
-    fills it in later. The amount rule, in full (docs/ctv.md):
+    fills it in later. The rule, in full (docs/extensions/0x4003-settlement-modes.md §5):
 
-    1. leaves L0 = pool payout + every payee (none pruned); shape S0 = tree(|L0|);
-       F0 = fee_rate × Σ vsize(S0) + anchor_value × |S0|.
-    2. R = compute_outputs(D', T − F0), D' = D with each payee's dust limit raised to at least
-       Core's relay dust threshold of its script (PR #203 math: floor, prune, pool absorbs).
-    3. leaves L1 = R's pool payout + kept payees; S1 = tree(|L1|); F1 likewise (F1 ≤ F0).
-    4. the pool payout gets R.pool + (F0 − F1); the fan-out pays exactly F1.
-    Values then go bottom-up: a CTV output = Σ the outputs of the tx it funds + that tx's fee,
-    and template hashes go bottom-up too (BIP-119 StandardTemplateHash, input index 0).
+    1. every leaf script (pool payout and payees) passes the sigop-density rule;
+    2. leaves L0 = pool payout + every payee (none pruned); arity A0 decided on L0's real
+       sizes; F0 = fee_rate × Σ vsize(tree(L0, A0)) + anchor_value × its tx count;
+    3. R = compute_outputs(D', T − F0), D' = D with each payee's dust limit raised to at least
+       Core's relay dust threshold of its script (PR #203 math: floor, prune, pool absorbs);
+    4. leaves L1 = R's pool payout + kept payees; arity A1 decided on L1's real sizes; F1 the
+       same cost of tree(L1, A1) (F1 ≤ F0); the pool payout gets R.pool + (F0 − F1);
+    5. nVersion and every relay-policy check on the real txs of tree(L1, A1);
+    6. values bottom-up (a CTV output = Σ the outputs of the tx it funds + that tx's fee) and
+       BIP-119 StandardTemplateHash (input index 0) bottom-up; prevouts top-down.
     """
     p = params or CtvParams()
-    dist = _policy_dust(distribution)
+    dist = relay_dust(distribution)
     fixed = sum(a.amount for a in dist.additional_outputs)
     scripts0 = [dist.pool_payout.script, *(x.script for x in dist.payouts)]
+    refuse_sigop_dense(scripts0, CtvNonStandardError)
     sizes0 = [output_size(s) for s in scripts0]
-    arity, version = _resolve_shape(p, len(sizes0), max(sizes0))
-    f0 = _tree_cost(sizes0, arity, p)
+    f0 = _tree_cost(sizes0, _arity(p, sizes0), p)
     if revenue - fixed - f0 <= 0:
         raise CtvRevenueTooSmallError(
             f"revenue {revenue} sat less {fixed} sat of additional outputs cannot pay the "
@@ -361,8 +362,9 @@ def build_ctv_fanout(
     kept = [i for i in range(len(dist.payouts)) if i not in pruned]
     leaves = list(result.outputs[: 1 + len(kept)])
     sizes1 = [sizes0[0], *(sizes0[1 + i] for i in kept)]
+    arity = _arity(p, sizes1)
     f1 = _tree_cost(sizes1, arity, p)
-    if f1 > f0:  # pragma: no cover - the shape's overhead is non-decreasing in its leaf count
+    if f1 > f0:  # pragma: no cover - fewer leaves never cost more (spec §5.5, tested)
         raise AssertionError(f"tree cost rose after pruning ({f0} -> {f1})")
     pool = TxOut(result.pool_amount + f0 - f1, dist.pool_payout.script)
     leaves[0] = pool
@@ -378,7 +380,9 @@ def build_ctv_fanout(
         distributable=revenue - fixed - f1,
     )
     shape = build_shape(len(leaves), arity)
-    nodes = _commit(shape, leaves, sizes1, p, version)
+    vsizes = shape_vsizes(shape, sizes1, anchor=p.anchor, taproot=p.form == "taproot")
+    version = _version(p, shape, vsizes)
+    nodes = _commit(shape, leaves, vsizes, p, version)
     if sum(n.fee for n in nodes) + (p.anchor_value or 0) * len(nodes) != f1:  # pragma: no cover
         raise AssertionError("per-tx sizes disagree with the shape's cost")
     coinbase = (TxOut(nodes[0].value, nodes[0].script), *result.outputs[1 + len(kept) :])
@@ -408,6 +412,7 @@ def build_ctv_fanout(
         pool=exits[0],
         payees=tuple(exits[1:]),
         payout=payout,
+        reserved=f0,
         arity=arity,
         version=version,
         form=p.form,
@@ -427,17 +432,9 @@ class _Committed:
 
 
 def _commit(
-    shape: Shape, leaves: list[TxOut], sizes: list[int], p: CtvParams, version: int
+    shape: Shape, leaves: list[TxOut], vsizes: list[int], p: CtvParams, version: int
 ) -> list[_Committed]:
     """Values and BIP-119 hashes, bottom-up: a node's outputs embed its children's hashes."""
-    taproot = p.form == "taproot"
-    vsizes = shape_vsizes(shape, sizes, anchor=p.anchor, taproot=taproot)
-    witness_vb = TAPROOT_SPEND_WITNESS_WU // WITNESS_SCALE_FACTOR if taproot else 0
-    if min(vsizes) - witness_vb < MIN_STANDARD_TX_NONWITNESS_SIZE:
-        raise CtvNonStandardError(
-            f"a fan-out tx would be {min(vsizes) - witness_vb} bytes without witness; Core "
-            f"rejects txs under {MIN_STANDARD_TX_NONWITNESS_SIZE} (tx-size-small)"
-        )
     # Both forms are 34-byte scripts of one type, so one threshold covers every commitment.
     commit_dust = dust_limit(commitment_script(bytes(32), p.form))
     anchor = () if p.anchor_value is None else (TxOut(p.anchor_value, P2A_SCRIPT),)

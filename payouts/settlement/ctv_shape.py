@@ -2,7 +2,8 @@
 
 A fan-out spends one CTV-locked output into ``n`` leaf outputs (the pool payout, then the
 payees, in the wire order of sv2-spec PR #203). With arity ``k`` the leaves are packed
-**left-first into full subtrees** (the rule docs/ctv.md states for other implementations):
+**left-first into full subtrees** (docs/extensions/0x4003-settlement-modes.md §5.3, the rule
+other implementations follow):
 
     group(items):
         if len(items) <= k: one tx whose outputs are the items
@@ -10,8 +11,10 @@ payees, in the wire order of sv2-spec PR #203). With arity ``k`` the leaves are 
         split items into consecutive chunks of cap; a chunk of one item is that item's output
         directly, a longer chunk is a child tx (spent through a CTV output) built by group()
 
-Flat (``k = None``) is one tx with every leaf. Nodes are numbered in broadcast order: level by
-level from the root, left to right, so every parent precedes its children.
+Flat (``k = None``) is one tx with every leaf; without a given arity, :func:`choose_arity`
+takes flat when the flat tx's exact vsize fits, else a :data:`DEFAULT_ARITY`-ary tree (§5.4).
+Nodes are numbered in broadcast order: level by level from the root, left to right, so every
+parent precedes its children.
 
 Every tx has exactly one input that executes ``<hash> OP_CHECKTEMPLATEVERIFY``: bare (empty
 scriptSig, no witness: 41 bytes) or a tapscript leaf under the BIP-341 NUMS key (the same 41
@@ -35,6 +38,10 @@ ANCHOR_OUTPUT_BYTES = 13  # 8 + 1 + 4 (P2A: OP_1 <0x4e73>)
 # Taproot script-path spend: marker+flag 2 + stack count 1 + (1 + 34 leaf) + (1 + 33 control).
 TAPROOT_SPEND_WITNESS_WU = 2 + 1 + 35 + 34
 WITNESS_SCALE_FACTOR = 4
+# Chosen from benchmarks/bench_ctv.py (docs/ctv.md §7): the full unroll costs ~1.17× a flat
+# fan-out's bytes (k=64: 1.04×), while a lone payee's forced exit is half of k=64's (3.2 vs
+# 6.8 kvB at N = 100,000) and within 1.6× of the smallest (k=4, which costs 1.83× to unroll).
+DEFAULT_ARITY = 16
 assert TAPROOT_SPEND_WITNESS_WU % WITNESS_SCALE_FACTOR == 0  # no vsize rounding anywhere
 
 
@@ -171,19 +178,20 @@ def shape_vsizes(
     return [node_vsize(n, leaf_sizes, anchor=anchor, taproot=taproot) for n in shape.nodes]
 
 
-def max_node_vsize_bound(
-    n_leaves: int, arity: int | None, max_leaf_size: int, *, anchor: bool, taproot: bool
-) -> int:
-    """An upper bound on every tx's vsize for *any* subset of at most ``n_leaves`` leaves of
-    at most ``max_leaf_size`` bytes: what the standardness decision is made on, so pruning
-    dust payees after the decision can never push a tx over a policy limit."""
-    width = n_leaves if arity is None else min(arity, n_leaves)
-    per_out = max(max_leaf_size, COMMITMENT_OUTPUT_BYTES)
-    n_out = width + (1 if anchor else 0)
-    base = (
-        TX_FIXED_BYTES
-        + compact_size_len(n_out)
-        + width * per_out
-        + (ANCHOR_OUTPUT_BYTES if anchor else 0)
-    )
-    return base + (TAPROOT_SPEND_WITNESS_WU // WITNESS_SCALE_FACTOR if taproot else 0)
+def flat_vsize(leaf_sizes: Sequence[int], *, anchor: bool, taproot: bool) -> int:
+    """Exact vsize of the flat fan-out: one tx paying every leaf (then the anchor)."""
+    return _node_overhead(len(leaf_sizes), 0, anchor, taproot) + sum(leaf_sizes)
+
+
+def choose_arity(
+    leaf_sizes: Sequence[int], arity: int | None, *, max_vsize: int, anchor: bool, taproot: bool
+) -> int | None:
+    """The tree arity for these leaves (None: flat). A given ``arity`` is used as is; without
+    one (the wire's ``ctv_arity`` 0) the fan-out is flat when the flat tx's real vsize is at
+    most ``max_vsize``, else a :data:`DEFAULT_ARITY`-ary tree (for at most that many leaves
+    the same single tx, reported as flat)."""
+    if arity is not None:
+        return arity
+    if flat_vsize(leaf_sizes, anchor=anchor, taproot=taproot) <= max_vsize:
+        return None
+    return DEFAULT_ARITY if len(leaf_sizes) > DEFAULT_ARITY else None

@@ -91,6 +91,12 @@ class Message:
             tlvs = decode_tlvs(payload, r.pos)
         return cls(**values, tlvs=tlvs)
 
+    @classmethod
+    def check_frame(cls, frame: Frame) -> None:
+        """Refuse a frame whose header this message's spec forbids, before its payload is
+        decoded. The default refuses nothing: the core messages keep the PR #196 leniency on
+        ``channel_msg`` (:func:`decode_message`); an extension may be strict about its own."""
+
     def to_frame(self, *, channel_msg: bool | None = None) -> Frame:
         """Wrap in a frame. ``channel_msg`` overrides the spec's bit (only to reproduce peers
         that still send pre-PR #196 bits)."""
@@ -189,8 +195,9 @@ def decode_message(frame: Frame, *, allow_tlvs: bool = True) -> Message:
     """Decode a frame's payload into its registered message.
 
     The frame's ``channel_msg`` bit is not checked against the spec: PR #196 (2026-05) fixed
-    several bits and older peers still send the old ones, so we are lenient on receive.
+    several bits and older peers still send the old ones, so we are lenient on receive, except
+    for a message whose :meth:`Message.check_frame` refuses it (extension 0x4003's).
     """
-    return message_class(frame.extension_type, frame.msg_type).decode(
-        frame.payload, allow_tlvs=allow_tlvs
-    )
+    cls = message_class(frame.extension_type, frame.msg_type)
+    cls.check_frame(frame)
+    return cls.decode(frame.payload, allow_tlvs=allow_tlvs)

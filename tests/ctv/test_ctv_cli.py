@@ -16,6 +16,7 @@ from payouts.cli import main
 from payouts.distribution.jsonio import distribution_from_json
 from payouts.settlement.ctv import CtvParams, build_ctv_fanout
 from payouts.tx.transaction import Tx
+from sv2.messages import SetSettlementMode, decode_frame
 
 DOC = {
     "distribution_id": 7,
@@ -159,3 +160,40 @@ def test_tree_help_mentions_activation(run: Callable[..., Result]) -> None:
     proc = run("tree", "--help")
     assert proc.returncode == 0
     assert "CTV" in proc.stdout and "active" in proc.stdout
+
+
+def test_tree_sequence_and_locktime(tmp_path: Path, run: Callable[..., Result]) -> None:
+    """--sequence/--locktime are the message's ctv_sequence/ctv_locktime: committed by CTV,
+    so they are in every tx and change every template hash."""
+    f = tmp_path / "dist.json"
+    f.write_text(json.dumps(DOC))
+    base = run("tree", str(f), "-T", "5000000", "--arity", "2")
+    proc = run(
+        "tree", str(f), "-T", "5000000", "--arity", "2", "--sequence", "0xfffffffe",
+        "--locktime", "800000",
+    )
+    assert base.returncode == 0 and proc.returncode == 0, proc.stderr
+    out, plain = json.loads(proc.stdout), json.loads(base.stdout)
+    assert (out["sequence"], out["locktime"]) == (0xFFFFFFFE, 800_000)
+    assert (plain["sequence"], plain["locktime"]) == (0xFFFFFFFF, 0)
+    fan = build_ctv_fanout(
+        distribution_from_json(DOC),
+        5_000_000,
+        CtvParams(arity=2, sequence=0xFFFFFFFE, locktime=800_000),
+    )
+    assert [t["hex"] for t in out["txs"]] == [t.tx.serialize().hex() for t in fan.txs]
+    for t in out["txs"]:
+        tx = Tx.parse(bytes.fromhex(t["hex"]))
+        assert tx.inputs[0].sequence == 0xFFFFFFFE and tx.locktime == 800_000
+    assert {t["template_hash"] for t in out["txs"]}.isdisjoint(
+        t["template_hash"] for t in plain["txs"]
+    )
+    # the SetSettlementMode frame announcing these parameters (0x4003) carries them
+    frame, msg = decode_frame(bytes.fromhex(out["set_settlement_mode"]))
+    assert isinstance(msg, SetSettlementMode) and frame.extension_type == 0x4003
+    assert (msg.distribution_id, msg.mode, msg.ctv_arity) == (7, 1, 2)
+    assert (msg.ctv_sequence, msg.ctv_locktime) == (0xFFFFFFFE, 800_000)
+    assert run("tree", str(f), "-T", "5000000", "--sequence", "10").returncode == 0
+    for bad in (("--sequence", "0x100000000"), ("--locktime", "-1"), ("--sequence", "ten")):
+        proc = run("tree", str(f), "-T", "5000000", *bad)
+        assert proc.returncode == 2 and "ctv-invalid-params" in proc.stderr, (bad, proc.stderr)

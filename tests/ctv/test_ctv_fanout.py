@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from payouts.distribution.amounts import compute_outputs
@@ -26,7 +26,7 @@ from payouts.settlement.ctv import (
     commitment_matches,
     ctv_settlement,
 )
-from payouts.settlement.ctv_shape import build_shape, shape_overhead, shape_vsizes
+from payouts.settlement.ctv_shape import build_shape, choose_arity, shape_overhead, shape_vsizes
 from payouts.tx.ctv import parse_ctv_script, standard_template_hash
 from payouts.tx.output_scripts import dust_limit, output_size
 from payouts.tx.transaction import OutPoint, Tx, TxIn
@@ -353,6 +353,9 @@ def test_refuses_without_ctv_active() -> None:
         {"version": 1},
         {"version": 4},
         {"anchor": False},  # no anchor and no fee: nothing could ever get it relayed
+        {"version": 2},  # a 0-fee tx below the min relay feerate must be TRUC (v3)
+        {"fee_rate": 100_001},
+        {"arity": 0x10000},
         {"sequence": 1 << 32},
     ],
 )
@@ -366,7 +369,8 @@ def test_nonstandard_trees_are_refused() -> None:
     with pytest.raises(CtvNonStandardError, match="TRUC"):
         build_ctv_fanout(make_dist(300), T, CtvParams(arity=400, version=3, fee_rate=1))
     with pytest.raises(CtvNonStandardError, match="min relay"):
-        build_ctv_fanout(make_dist(10), T, CtvParams(version=2))
+        # automatic version: a 0-fee tx over 10,000 vB would have to be v2, which cannot relay
+        build_ctv_fanout(make_dist(300), T, CtvParams(arity=400))
     with pytest.raises(CtvNonStandardError, match="tx-size-small"):
         tiny = Distribution(1, PoolPayout(b"\x6a", 1))  # one 10-byte OP_RETURN output
         build_ctv_fanout(tiny, 1000, CtvParams(anchor=False, fee_rate=1))
@@ -408,3 +412,36 @@ def test_golden_example_from_docs() -> None:
     assert flat.txs[0].tx.txid_hex == (
         "b2ec0fc13692afdde2b9848ca99580860bfca5e9b57912dfac85cc011eab38d5"
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.one_of(st.integers(1, 420), st.integers(230, 330)),
+    kinds=st.lists(st.sampled_from([43, 31, 32, 34]), min_size=420, max_size=420),
+    step=st.integers(2, 60),
+    fee_rate=st.sampled_from([1, 2, 9]),
+    version=st.sampled_from([3, None]),
+    anchor=st.booleans(),
+    form=st.sampled_from(FORMS),
+)
+def test_pruning_never_raises_the_cost_even_when_the_arity_changes(
+    n: int, kinds: list[int], step: int, fee_rate: int, version: int | None, anchor: bool,
+    form: str,
+) -> None:
+    """Spec §5.5 step 4: F1 ≤ F0 when each leaf set gets its own automatic arity: a 16-ary tree
+    over L0 may become one flat tx over L1 (brute force: every tx's size from the real
+    shape). Payees at multiples of ``step`` are pruned; the pool payout (leaf 0) never is."""
+    p = CtvParams(fee_rate=fee_rate, version=version, anchor=anchor, form=form)  # type: ignore[arg-type]
+    taproot = form == "taproot"
+
+    def cost(leaves: list[int]) -> tuple[int, int | None]:
+        arity = choose_arity(leaves, None, max_vsize=p.max_vsize, anchor=anchor, taproot=taproot)
+        shape = build_shape(len(leaves), arity)
+        vsizes = shape_vsizes(shape, leaves, anchor=anchor, taproot=taproot)
+        return fee_rate * sum(vsizes) + (p.anchor_value or 0) * len(vsizes), arity
+
+    sizes = kinds[:n]
+    kept = [s for i, s in enumerate(sizes) if i == 0 or i % step]
+    (f0, a0), (f1, a1) = cost(sizes), cost(kept)
+    event(f"arity {a0} -> {a1}")
+    assert f1 <= f0, (a0, a1)

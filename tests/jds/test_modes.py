@@ -60,11 +60,14 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
         "00"
         "00000000" + "00" * 32 + "00000000" + "00"
     )
+    # Committee and fallback keys are real curve points (the decoder refuses anything else,
+    # 0x4003 §3.3): the keys of the example secrets 1, 2 (KeySort order) and 3.
+    g1 = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+    g2 = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5"
+    x3 = "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9"
     mu2 = SettlementMode(
         "musig2",
-        musig2=Musig2Mode(
-            (b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32), 144, b"\x44" * 32, 2, False
-        ),
+        musig2=Musig2Mode((bytes.fromhex(g1), bytes.fromhex(g2)), 144, bytes.fromhex(x3), 2),
     )
     assert mode_to_message(mu2, 10).encode_frame().hex() == (
         "034000890000"
@@ -78,7 +81,7 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
         "00000000"
         "00000000"
         "02"
-        "02" + "11" * 32 + "03" + "22" * 32 + "90000000" + "44" * 32 + "02000000" + "00"
+        "" + g1 + g2 + "90000000" + x3 + "02000000" + "00"
     )
     m = mode_to_message(CTV, 9)
     assert (m.mode, m.ctv_arity, m.ctv_output_form, m.ctv_anchor, m.ctv_fee_rate) == (
@@ -90,9 +93,8 @@ def test_set_settlement_mode_bytes_and_round_trip() -> None:
     )
     assert decode_frame(m.encode_frame())[1] == m
     assert mode_from_message(m) == CTV
-    mu = SettlementMode(
-        "musig2", musig2=Musig2Mode((b"\x02" + bytes(32),) * 2, 144, b"\x05" * 32)
-    )
+    keys = (bytes.fromhex(g1), bytes.fromhex(g2))
+    mu = SettlementMode("musig2", musig2=Musig2Mode(keys, 144, bytes.fromhex(x3)))
     mm = mode_to_message(mu, 10)
     assert len(mm.encode()) == 8 + 1 + 2 + 1 + 1 + 4 * 4 + 1 + 2 * 33 + 4 + 32 + 4 + 1
     assert mode_from_message(mm) == mu

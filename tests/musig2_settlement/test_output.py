@@ -321,3 +321,57 @@ def test_payout_tx_over_standard_weight_is_refused() -> None:
     big = replace(d, payouts=d.payouts + many)
     with pytest.raises(Musig2NonStandardError):
         build_musig2_output(big, T, w.registered, params(), ctv_active=False)
+
+
+def _payout_base_size(n_p2tr: int, n_p2wpkh: int) -> int:
+    """Non-witness bytes of the payout tx with a P2WPKH pool payout and these payees (more
+    than 252 outputs: a 3-byte output count)."""
+    return 4 + 1 + 41 + 3 + 31 + 43 * n_p2tr + 31 * n_p2wpkh + 4
+
+
+def _sized_distribution(base_size: int) -> Distribution:
+    """Payees (P2TR, then P2WPKH, all kept at T) making the payout tx exactly ``base_size``
+    bytes without witness."""
+    for n_wpkh in range(43):
+        rest = base_size - _payout_base_size(0, n_wpkh)
+        if rest % 43 == 0:
+            n_tr = rest // 43
+            break
+    payees = [Payee(b"\x51\x20" + i.to_bytes(32, "big"), 1, 0) for i in range(1, n_tr + 1)]
+    payees += [Payee(b"\x00\x14" + i.to_bytes(20, "big"), 1, 0) for i in range(1, n_wpkh + 1)]
+    assert _payout_base_size(n_tr, n_wpkh) == base_size
+    return Distribution(1, PoolPayout(POOL_SCRIPT, 1), tuple(payees))
+
+
+def test_standard_weight_is_checked_on_the_real_spends() -> None:
+    """Spec §6.6: the key-path payout tx fits 400,000 WU (4 × 99,980 + 68), but its fallback
+    spend (+142 WU of witness, +174 with the CTV leaf's longer control block) does not, nor its
+    CTV exit (+104 WU): refused. 30 bytes less and every spend fits."""
+    w = World(n_keyed=2, n_plain=0)
+    committee = Committee.from_pubkeys(m.key_sort(list(w.registered.values())))
+    tight = _sized_distribution(99_980)
+    ok = _sized_distribution(99_950)
+    for ctv in (False, True):
+        with pytest.raises(Musig2NonStandardError) as e:
+            build_musig2_output(tight, T, committee, params(), ctv_active=ctv)
+        assert ("CTV exit" if ctv else "fallback spend") in e.value.message
+        out = build_musig2_output(ok, T, committee, params(), ctv_active=ctv)
+        assert out.split.vsize == 99_950 + 17  # the key path's 68 WU of witness: no rounding
+        assert build_fallback_spend(out, FUNDING).tx.with_input_witness(
+            0, (bytes(64), out.fallback_leaf.script, out.control_block(out.fallback_leaf))
+        ).weight <= 400_000
+        if ctv:
+            assert ctv_exit_spend(out, FUNDING).weight <= 400_000
+
+
+def test_sigop_dense_scripts_are_refused() -> None:
+    """Spec §4.3: bare multisig carries 80 sigop-cost units in 46 bytes; P2PKH passes."""
+    w = World(n_keyed=2, n_plain=0)
+    d = w.distribution
+    multisig = b"\x51\x21" + m.individual_pubkey(bytes(31) + b"\x01") + b"\x51\xae"
+    dense = replace(d, payouts=(*d.payouts, Payee(multisig, 10, 546)))
+    with pytest.raises(Musig2NonStandardError):
+        build_musig2_output(dense, T, w.registered, params(), ctv_active=False)
+    p2pkh = bytes.fromhex("76a914" + "11" * 20 + "88ac")
+    fine = replace(d, payouts=(*d.payouts, Payee(p2pkh, 10, 546)))
+    assert build_musig2_output(fine, T, w.registered, params(), ctv_active=False).split.fee > 0

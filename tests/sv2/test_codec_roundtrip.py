@@ -11,8 +11,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from payouts.crypto.musig2 import individual_pubkey
+from payouts.crypto.schnorr import xonly_pubkey
 from sv2.framing import Frame, FrameDecoder
-from sv2.messages import REGISTRY, DistributionIdTlv, Message, UserIdentityTlv, decode_frame
+from sv2.messages import (
+    REGISTRY,
+    DistributionIdTlv,
+    Message,
+    SetSettlementMode,
+    UserIdentityTlv,
+    decode_frame,
+)
 from sv2.tlv import Tlv, TlvItem
 from sv2.types import (
     B0_16M,
@@ -84,9 +93,60 @@ tlv_items: st.SearchStrategy[TlvItem] = st.one_of(
 )
 
 
+# Valid curve points for SetSettlementMode, whose decoder refuses keys that are not (0x4003
+# §3.3): compressed keys and x-only keys of the small secrets 1..8 (examples, not keys to use).
+_KEYS33 = sorted(individual_pubkey(i.to_bytes(32, "big")) for i in range(1, 9))
+_XONLY = [xonly_pubkey(i.to_bytes(32, "big")) for i in range(1, 9)]
+
+
+def _valid_mode_fields() -> st.SearchStrategy[dict[str, Any]]:
+    """Fields of a SetSettlementMode its decoder accepts: the mode's own fields obey §3.3, the
+    other mode's fields are anything (a receiver MUST ignore them)."""
+    fields = {name: value_strategy(t) for name, t in SetSettlementMode.FIELDS}
+
+    def ctv(d: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {
+                **{k: st.just(v) for k, v in d.items()},
+                "mode": st.just(1),
+                "ctv_output_form": st.sampled_from([0, 1]),
+                "ctv_arity": st.sampled_from([0, 2, 3, 16, 0xFFFF]) | st.integers(2, 0xFFFF),
+                "ctv_fee_rate": st.sampled_from([0, 1, 100_000]) | st.integers(0, 100_000),
+                "ctv_tx_version": st.sampled_from([0, 2, 3]),
+            }
+        ).map(lambda f: {**f, **({"ctv_anchor": True} if f["ctv_fee_rate"] == 0 else {})}).map(
+            lambda f: {**f, **({"ctv_tx_version": 3} if f["ctv_fee_rate"] == 0
+                               and f["ctv_tx_version"] == 2 else {})}
+        )
+
+    def musig(d: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {
+                **{k: st.just(v) for k, v in d.items()},
+                "mode": st.just(2),
+                "musig2_committee": st.sets(st.sampled_from(_KEYS33), min_size=1).map(
+                    lambda keys: tuple(sorted(keys))
+                ),
+                "musig2_fallback_key": st.sampled_from(_XONLY),
+                "musig2_fallback_timelock": st.sampled_from([101, 0xFFFF]) | st.integers(
+                    101, 0xFFFF
+                ),
+                "musig2_fee_rate": st.sampled_from([1, 100_000]) | st.integers(1, 100_000),
+            }
+        )
+
+    base = st.fixed_dictionaries(fields)
+    return st.one_of(
+        base.map(lambda d: {**d, "mode": 0}), base.flatmap(ctv), base.flatmap(musig)
+    )
+
+
 def message_strategy(cls: type[Message]) -> st.SearchStrategy[Message]:
+    tlvs = st.lists(tlv_items, max_size=3).map(tuple)
+    if cls is SetSettlementMode:
+        return st.builds(lambda f, t: SetSettlementMode(**f, tlvs=t), _valid_mode_fields(), tlvs)
     fields = {name: value_strategy(t) for name, t in cls.FIELDS}
-    return st.builds(cls, **fields, tlvs=st.lists(tlv_items, max_size=3).map(tuple))
+    return st.builds(cls, **fields, tlvs=tlvs)
 
 
 any_message: st.SearchStrategy[Message] = st.sampled_from(MESSAGE_CLASSES).flatmap(message_strategy)

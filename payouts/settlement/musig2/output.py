@@ -40,6 +40,11 @@ from payouts.distribution.amounts import PayoutResult, compute_outputs
 from payouts.distribution.model import Distribution
 from payouts.errors import ValidationError
 from payouts.settlement.musig2.session import DEFAULT_MAX_SIGNERS
+from payouts.settlement.relay_policy import (
+    MAX_STANDARD_TX_WEIGHT,
+    refuse_sigop_dense,
+    relay_dust,
+)
 from payouts.tx.ctv import ctv_tapleaf, standard_template_hash
 from payouts.tx.output_scripts import dust_limit
 from payouts.tx.script import OP_CHECKSEQUENCEVERIFY, OP_CHECKSIG, OP_DROP, push_data, push_int
@@ -77,7 +82,6 @@ MIN_FALLBACK_DELAY = COINBASE_MATURITY + 1
 MAX_FALLBACK_DELAY = 0xFFFF  # BIP-68: the block count is the low 16 bits of nSequence
 # Maturity plus one day of blocks for the signing session (and its retries) before the fallback.
 DEFAULT_FALLBACK_DELAY = COINBASE_MATURITY + 144
-MAX_STANDARD_TX_WEIGHT = 400_000  # Core policy/policy.h: ~2,300 P2TR payees in one payout tx
 MAX_FEE_RATE = 100_000  # sat/vB; only bounds a mistaken input
 PAYOUT_VERSION = 2  # BIP-68 relative locks need nVersion ≥ 2 (the fallback spend uses one)
 # The cooperative/CTV spend has no relative lock; CTV commits to nSequence, so it is fixed here.
@@ -254,16 +258,14 @@ class PayoutSplit:
     payout: PayoutResult
     fee: int
     vsize: int
+    reserved: int = 0  # F0: the fee of the tx with every payee, taken before the split
 
 
 def _relay_dust(dist: Distribution) -> Distribution:
-    """The payout tx is relayed, unlike a coinbase: raise each payee's dust limit to Core's
-    ``GetDustThreshold`` for its script, and drop the additional outputs (paid in the
-    coinbase). Same rule as the ``ctv`` mode."""
-    payees = tuple(
-        replace(p, dust_limit=max(p.dust_limit, dust_limit(p.script))) for p in dist.payouts
-    )
-    return replace(dist, payouts=payees, additional_outputs=())
+    """The payout tx is relayed, unlike a coinbase: each payee's dust limit raised to Core's
+    ``GetDustThreshold`` for its script (same rule as the ``ctv`` mode), and the additional
+    outputs dropped (they are paid in the coinbase)."""
+    return replace(relay_dust(dist), additional_outputs=())
 
 
 def _spend_tx(
@@ -315,7 +317,7 @@ def payout_split(
     payout = replace(r, outputs=outputs, pool_amount=pool.value, distributable=value - f1)
     if sum(o.value for o in outputs) + f1 != value:  # pragma: no cover - conservation
         raise AssertionError("payout split does not conserve the output value")
-    return PayoutSplit(outputs, payout, f1, tx1.vsize)
+    return PayoutSplit(outputs, payout, f1, tx1.vsize, f0)
 
 
 # -- the output -------------------------------------------------------------------------------
@@ -368,6 +370,47 @@ class Musig2Output:
         return _spend_tx(self.payout_tx.outputs, witness, PAYOUT_SEQUENCE, funding)
 
 
+def _check_spends_standard(
+    distribution: Distribution,
+    value: int,
+    params: Musig2Params,
+    split: PayoutSplit,
+    internal_key: bytes,
+    tree: TapTree,
+    ctv_leaf: TapLeaf | None,
+    fallback_leaf: TapLeaf,
+) -> None:
+    """Refuse (:class:`Musig2NonStandardError`) an output one of whose spends would weigh
+    more than MAX_STANDARD_TX_WEIGHT, on their real bytes (spec §6.5): the payout tx with its
+    heaviest committed witness (the CTV exit's leaf and control block, else the 64-byte key
+    path) and the fallback spend (priced for its own witness and nSequence, so it may prune
+    more payees: its outputs are a subset of the payout tx's). The payout tx is one flat tx;
+    beyond ~2,300 P2TR payees a pool should use the ``ctv`` mode's k-ary tree."""
+
+    def refuse(what: str, weight: int) -> None:
+        raise Musig2NonStandardError(
+            f"{what} of {weight} WU exceeds MAX_STANDARD_TX_WEIGHT ({MAX_STANDARD_TX_WEIGHT} WU)"
+        )
+
+    exit_witness = (
+        KEYPATH_WITNESS
+        if ctv_leaf is None
+        else (ctv_leaf.script, control_block(internal_key, tree, ctv_leaf))
+    )
+    tx = _spend_tx(split.outputs, exit_witness, PAYOUT_SEQUENCE, PLACEHOLDER_FUNDING)
+    if tx.weight > MAX_STANDARD_TX_WEIGHT:
+        refuse("the payout tx" if ctv_leaf is None else "the payout tx's CTV exit", tx.weight)
+    n = params.fallback_delay
+    fb_witness = (bytes(64), fallback_leaf.script, control_block(internal_key, tree, fallback_leaf))
+    bound = _spend_tx(split.outputs, fb_witness, n, PLACEHOLDER_FUNDING)
+    if bound.weight <= MAX_STANDARD_TX_WEIGHT:
+        return  # the fallback pays a subset of these outputs with this witness
+    fb = payout_split(distribution, value, params.fee_rate, witness=fb_witness, sequence=n)
+    fb_tx = _spend_tx(fb.outputs, fb_witness, n, PLACEHOLDER_FUNDING)
+    if fb_tx.weight > MAX_STANDARD_TX_WEIGHT:
+        refuse("the fallback spend", fb_tx.weight)
+
+
 def build_musig2_output(
     distribution: Distribution,
     revenue: int,
@@ -393,6 +436,8 @@ def build_musig2_output(
         committee = choose_committee(distribution, committee, params.max_signers)
     elif not 1 <= len(committee) <= params.max_signers:
         raise Musig2ParamsError(f"committee size must be 1..{params.max_signers}")
+    scripts = [distribution.pool_payout.script, *(x.script for x in distribution.payouts)]
+    refuse_sigop_dense(scripts, Musig2NonStandardError)
     fixed = sum(a.amount for a in distribution.additional_outputs)
     value = revenue - fixed
     if value <= 0:
@@ -400,12 +445,6 @@ def build_musig2_output(
             f"revenue {revenue} sat leaves nothing after {fixed} sat of additional outputs"
         )
     split = payout_split(distribution, value, params.fee_rate)
-    if split.vsize * 4 > MAX_STANDARD_TX_WEIGHT:
-        # The payout tx is one flat tx (it is also the CTV exit); beyond this a pool should use
-        # the ``ctv`` mode's k-ary tree or a smaller distribution.
-        raise Musig2NonStandardError(
-            f"payout tx of {split.vsize} vB exceeds MAX_STANDARD_TX_WEIGHT (400,000 WU)"
-        )
     payout_tx = _spend_tx(split.outputs, (), PAYOUT_SEQUENCE, PLACEHOLDER_FUNDING)
     fallback_leaf = TapLeaf(fallback_script(params.fallback_delay, params.fallback_key))
     ctv_leaf: TapLeaf | None = None
@@ -417,6 +456,9 @@ def build_musig2_output(
     root = taptree_root(tree)
     assert root is not None
     internal = musig2.key_agg(list(committee.pubkeys)).xonly_pubkey
+    _check_spends_standard(
+        distribution, value, params, split, internal, tree, ctv_leaf, fallback_leaf
+    )
     output_key, parity = tweak_pubkey(internal, root)
     coinbase_outputs = (
         TxOut(value, p2tr_script(output_key)),

@@ -1,0 +1,154 @@
+"""``payouts musig2``: the ``musig2`` settlement output of a distribution (an offline
+calculator: no node, no key registry, no signing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from payouts.cli.ctv_cmd import (
+    DISTRIBUTION_FILE,
+    FUNDING,
+    REVENUE,
+    load_distribution,
+    parse_outpoint,
+)
+from payouts.crypto.musig2 import key_sort
+from payouts.crypto.taproot import TapLeaf
+from payouts.errors import ValidationError
+from payouts.settlement.modes import Musig2Mode, SettlementMode
+from payouts.settlement.musig2.output import (
+    DEFAULT_FALLBACK_DELAY,
+    PLACEHOLDER_FUNDING,
+    Musig2Output,
+    Musig2ParamsError,
+)
+from payouts.tx.transaction import OutPoint
+from sv2.domain_messages import coinbase_output_constraints, mode_to_message
+
+app = typer.Typer(
+    help=(
+        "MuSig2 settlement: the coinbase output whose key path is a BIP-327 committee key "
+        "(offline calculator; no node is contacted)."
+    ),
+    no_args_is_help=True,
+)
+
+OUTPUT_HELP = (
+    "Print, as JSON, the musig2 settlement output of a distribution for revenue T.\n\n"
+    "Output: the committee (BIP-327 KeySort order) and its aggregate internal key, the script "
+    "leaves (the timelocked fallback and, with --ctv-leaf, the CTV exit with the template hash "
+    "it commits to) with their leaf hashes and control blocks, the merkle root, the output key "
+    "and scriptPubKey, the coinbase outputs (this output worth T minus the additional outputs, "
+    "then the additional outputs), the unsigned payout tx (hex, txid, vsize with a 64-byte "
+    "key-path witness, fee) with the pool payout and each kept payee, the SetSettlementMode "
+    "frame (extension 0x4003) for the file's distribution_id, and the CoinbaseOutputConstraints "
+    "a JD client sends for it.\n\n"
+    "The rules: docs/extensions/0x4003-settlement-modes.md §6. The CTV leaf is anyone-can-spend "
+    "where BIP-119 is not enforced: announce --ctv-leaf only on a chain that enforces it."
+)
+
+
+@app.command("output", help=OUTPUT_HELP)
+def output_cmd(
+    file: Path = DISTRIBUTION_FILE,
+    revenue: int = REVENUE,
+    committee: list[str] = typer.Option(
+        ...,
+        "--committee",
+        "-c",
+        help=(
+            "A committee member's 33-byte compressed public key in hex; repeat it for each, in "
+            "BIP-327 KeySort order (ascending bytes), as SetSettlementMode carries them."
+        ),
+    ),
+    fallback_key: str = typer.Option(
+        ..., "--fallback-key", help="x-only (32-byte) public key of the fallback leaf, in hex."
+    ),
+    fallback_timelock: int = typer.Option(
+        DEFAULT_FALLBACK_DELAY,
+        "--fallback-timelock",
+        help="Relative lock of the fallback leaf in blocks (BIP-68), 101..65535.",
+    ),
+    fee_rate: int = typer.Option(
+        1, "--fee-rate", "-r", help="sat/vB the payout tx pays (1..100,000; it has no anchor)."
+    ),
+    ctv_leaf: bool = typer.Option(
+        False,
+        "--ctv-leaf/--no-ctv-leaf",
+        help="Add the CTV exit leaf committing to the payout tx (only where CTV is enforced).",
+    ),
+    funding: str = FUNDING,
+) -> None:
+    dist = load_distribution(file)
+    keys = tuple(_hex(k, "--committee") for k in committee)
+    mode = Musig2Mode(
+        keys, fallback_timelock, _hex(fallback_key, "--fallback-key"), fee_rate, ctv_leaf
+    )
+    if list(keys) != key_sort(list(keys)):
+        raise Musig2ParamsError(
+            "give --committee in BIP-327 KeySort order (the aggregation order): "
+            + " ".join(k.hex() for k in key_sort(list(keys)))
+        )
+    # The wire message first: its §3.3 checks (curve points, order, ranges) name the field.
+    frame = mode_to_message(SettlementMode("musig2", musig2=mode), dist.distribution_id)
+    out = mode.build(dist, revenue)
+    doc = output_to_json(out, parse_outpoint(funding) or PLACEHOLDER_FUNDING)
+    doc["set_settlement_mode"] = frame.encode_frame().hex()
+    c = coinbase_output_constraints(dist, SettlementMode("musig2", musig2=mode))
+    doc["coinbase_output_constraints"] = c.fields_to_json()
+    typer.echo(json.dumps(doc, indent=2))
+
+
+def output_to_json(out: Musig2Output, funding: OutPoint) -> dict[str, Any]:
+    """The JSON form printed by ``payouts musig2 output`` (amounts in satoshis)."""
+
+    def leaf(x: TapLeaf) -> dict[str, Any]:
+        return {
+            "script": x.script.hex(),
+            "leaf_hash": x.hash.hex(),
+            "control_block": out.control_block(x).hex(),
+        }
+
+    tx = out.payout_tx_for(funding)
+    pruned = set(out.split.payout.pruned)
+    kept = [i for i in range(len(out.distribution.payouts)) if i not in pruned]
+    return {
+        "settlement": "musig2",
+        "committee": [k.hex() for k in out.committee.pubkeys],
+        "internal_key": out.internal_key.hex(),
+        "fallback_leaf": leaf(out.fallback_leaf),
+        "ctv_leaf": None
+        if out.ctv_leaf is None
+        else {**leaf(out.ctv_leaf), "template_hash": (out.template_hash or b"").hex()},
+        "merkle_root": out.merkle_root.hex(),
+        "output_key": out.output_key.hex(),
+        "output_parity": out.output_parity,
+        "script_pubkey": out.script_pubkey.hex(),
+        "coinbase_outputs": [
+            {"script": o.script.hex(), "amount": o.value} for o in out.coinbase_outputs
+        ],
+        "payout_tx": {
+            "funding": f"{funding.txid[::-1].hex()}:{funding.n}",
+            "txid": tx.txid_hex,
+            "hex": tx.serialize().hex(),
+            "vsize": out.split.vsize,
+            "fee": out.split.fee,
+        },
+        "pool": {"script": tx.outputs[0].script.hex(), "amount": tx.outputs[0].value},
+        "payees": [
+            {"index": i, "script": o.script.hex(), "amount": o.value, "vout": vout}
+            for vout, (i, o) in enumerate(zip(kept, tx.outputs[1:], strict=True), start=1)
+        ],
+        "pruned": list(out.split.payout.pruned),
+    }
+
+
+def _hex(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ValidationError(f"{what} is not valid hex: {text!r}", code="invalid-hex") from None
