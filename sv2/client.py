@@ -251,6 +251,8 @@ class ClientSession:
                 log.warning(
                     "%s: malformed %#04x ignored: %s", self.LOG_PREFIX, it.frame.msg_type, it.error
                 )
+                for out in self._malformed(it):
+                    await self._on_output(out)
                 continue
             if isinstance(it, HandshakeComplete):
                 continue
@@ -265,6 +267,11 @@ class ClientSession:
     def _receive(self, msg: Message) -> Sequence[object]:
         """The role's sans-I/O session's outputs for ``msg``."""
         raise NotImplementedError
+
+    def _malformed(self, item: MalformedMessage) -> Sequence[object]:
+        """What the role's session makes of a frame that did not decode (default: nothing;
+        it was counted and logged)."""
+        return ()
 
     async def _on_output(self, out: object) -> None:
         """Act on one session output: a :class:`~sv2.session.Reply` resolves its request, a

@@ -161,6 +161,12 @@ def mode_from_message(msg: SetSettlementMode) -> SettlementMode:
 
 def coinbase_output_constraints(d: Distribution, mode: SettlementMode) -> CoinbaseOutputConstraints:
     """The CoinbaseOutputConstraints a JD client sends for ``d`` settled in ``mode`` (spec §4):
+    :func:`output_constraints_for` of the mode's name."""
+    return output_constraints_for(d, mode.name)
+
+
+def output_constraints_for(d: Distribution, mode_name: str) -> CoinbaseOutputConstraints:
+    """The CoinbaseOutputConstraints for ``d`` settled in the mode named ``mode_name`` (spec §4):
 
     - ``coinbase``: PR #203 §5, every output the distribution can put in the coinbase (pool
       payout, every payee, since pruning depends on T, and the additional outputs);
@@ -171,7 +177,7 @@ def coinbase_output_constraints(d: Distribution, mode: SettlementMode) -> Coinba
     and sigops Σ of legacy sigops × 4, both as SRI's ``coinbase_output_constraints.rs``. A JD
     client adds its own 0-value outputs to both."""
     extra = [a.script for a in d.additional_outputs]
-    if mode.name == "coinbase":
+    if mode_name == "coinbase":
         scripts = [d.pool_payout.script, *(p.script for p in d.payouts), *extra]
         size = 0
     else:
@@ -192,4 +198,5 @@ __all__ = [
     "distribution_message",
     "mode_from_message",
     "mode_to_message",
+    "output_constraints_for",
 ]

@@ -49,7 +49,7 @@ from payouts.settlement.modes import (
 )
 from payouts.tx.txout import TxOut
 from sv2.client import ClientSession, Progress
-from sv2.connection import JD_FRAME_LIMITS
+from sv2.connection import JD_FRAME_LIMITS, MalformedMessage
 from sv2.jdc.constraints import OutputConstraints
 from sv2.jdc.errors import (
     DeclarationRejected,
@@ -214,7 +214,10 @@ class JobDeclarationClient(ClientSession):
         if EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
             d = await self.wait_for_distribution(timeout=self.distribution_timeout)
             c = self.constraints
-            assert c is not None
+            if c is None:
+                self._say(f"distribution {d.distribution_id}: {len(d.payouts)} payees; no usable "
+                          "settlement mode: declarations for it fall back")
+                return
             self._say(
                 f"distribution {d.distribution_id} ({self.mode_for(d.distribution_id).name}): "
                 f"{len(d.payouts)} payees; CoinbaseOutputConstraints size="
@@ -240,6 +243,9 @@ class JobDeclarationClient(ClientSession):
 
     def _receive(self, msg: Message) -> Sequence[object]:
         return self.session.receive(msg)
+
+    def _malformed(self, item: MalformedMessage) -> Sequence[object]:
+        return self.session.malformed(item)
 
     async def _on_output(self, out: object) -> None:
         if isinstance(out, ConstraintsChanged):
@@ -270,10 +276,10 @@ class JobDeclarationClient(ClientSession):
             except TimeoutError:
                 d = payouts.newer_than(after)
                 if d is not None:
-                    # The mode never came: the distribution settles as plain coinbase.
-                    log.warning(
-                        "JDC: no SetSettlementMode for %d; assuming coinbase", d.distribution_id
-                    )
+                    # The mode never came: no coinbase is built on a guess; a declaration
+                    # for it falls back (no-settlement-mode).
+                    log.warning("JDC: no SetSettlementMode for %d: declarations for it fall "
+                                "back", d.distribution_id)
                     return d
                 raise JdcTimeout(
                     "no SetPayoutDistribution"
@@ -335,10 +341,13 @@ class JobDeclarationClient(ClientSession):
                     template, dist, token_outputs=alloc.coinbase_tx_outputs
                 )
                 reply = await self._declare_once(template, alloc.mining_job_token, coinbase)
-            except (JdcTimeout, CtvNotActiveError, ValidationError) as exc:
+            except JdcConnectionLost:
+                raise
+            except (JdcError, CtvNotActiveError, ValidationError) as exc:
                 # CtvNotActiveError: the pool settles in a mode this miner's chain cannot
                 # enforce, so no such coinbase is built or declared; ValidationError: this
-                # client cannot build a coinbase for the pool's rule (budget, mode, T).
+                # client cannot build a coinbase for the pool's rule (budget, mode, T, F >= T);
+                # JdcError: a timeout, or no usable settlement mode for the distribution.
                 raise await self._give_up(
                     exc.code, exc.message, template, coinbase, attempts
                 ) from None

@@ -13,9 +13,10 @@ computes both fields from it:
   P2WPKH/P2TR 0), as SRI's ``total_sigop_cost()`` of a dummy coinbase.
 
 With a settlement mode (extension 0x4003) the coinbase carries the mode's outputs instead
-(``ctv``: one commitment output + additional outputs; ``musig2``: one P2TR output + additional);
-the constraint must cover whichever the client may end up building, so :func:`constraints_for`
-takes the maximum of both footprints.
+(``ctv``: one commitment output + additional outputs; ``musig2``: one P2TR output + additional),
+and the constraints are that footprint alone (docs/extensions/0x4003-settlement-modes.md §4): a
+client waits for the mode before it sends them. The numbers come from
+:func:`sv2.domain_messages.output_constraints_for`, the one place both JD sides read.
 """
 
 from __future__ import annotations
@@ -27,14 +28,12 @@ from typing import Any
 from payouts.distribution.model import Distribution
 from payouts.tx.output_scripts import sigop_cost
 from payouts.tx.txout import TxOut
+from sv2.domain_messages import SETTLEMENT_OUTPUT_SIZE, output_constraints_for
 from sv2.messages.template_distribution import CoinbaseOutputConstraints
 
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFFFFFF
 
-# A bare CTV output (``<32-byte hash> OP_CTV``, 34-byte script) and a P2TR output (34-byte
-# script) are both 8 + 1 + 34 bytes: the mode's single settlement output.
-SETTLEMENT_OUTPUT_SIZE = 8 + 1 + 34
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,21 +85,14 @@ def distribution_outputs_footprint(d: Distribution) -> tuple[int, int, int]:
 
 
 def constraints_for(d: Distribution, mode: str | None = None) -> OutputConstraints:
-    """CoinbaseOutputConstraints implied by ``d`` (PR #203: computed from the distribution).
-
-    ``mode`` (``"ctv"``/``"musig2"``, extension 0x4003) adds the mode's footprint: one 43-byte
-    settlement output with sigop cost 0 (bare CTV and P2TR have no legacy CHECKSIG) plus the
-    additional outputs; the larger of the two footprints is announced so that either coinbase
-    fits the TP's reservation.
-    """
-    size, sigops, n = distribution_outputs_footprint(d)
-    if mode in ("ctv", "musig2"):
-        extra_size, extra_sigops, extra_n = _footprint(a.script for a in d.additional_outputs)
-        m_size = SETTLEMENT_OUTPUT_SIZE + extra_size
-        if m_size > size:
-            size, n = m_size, 1 + extra_n
-        sigops = max(sigops, extra_sigops)
-    return OutputConstraints(size, sigops, d.distribution_id, n)
+    """CoinbaseOutputConstraints for ``d`` settled in the mode named ``mode`` (None or
+    ``"coinbase"``: PR #203's, every output the distribution can add; ``"ctv"``/``"musig2"``:
+    the one settlement output plus the additional outputs)."""
+    name = mode or "coinbase"
+    msg = output_constraints_for(d, name)
+    n = (1 + len(d.payouts) if name == "coinbase" else 1) + len(d.additional_outputs)
+    return OutputConstraints(msg.coinbase_output_max_additional_size,
+                             msg.coinbase_output_max_additional_sigops, d.distribution_id, n)
 
 
 __all__ = [

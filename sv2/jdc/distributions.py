@@ -28,6 +28,12 @@ class PayoutState:
         self.distribution: Distribution | None = None
         self.previous_distribution: Distribution | None = None
         self.modes: dict[int, SettlementMode] = {}
+        # Distributions whose SetSettlementMode was refused (docs/extensions §6): never
+        # declared against; a declaration for one falls back with the refusal's code.
+        self.refused: dict[int, tuple[str, str]] = {}
+        # With 0x4003 negotiated no distribution settles in a mode that was not announced:
+        # set by the session once the extensions are known.
+        self.modes_negotiated = False
         self.constraints: OutputConstraints | None = None
         self._stats = stats
 
@@ -53,24 +59,48 @@ class PayoutState:
         return True
 
     def on_mode(self, msg: SetSettlementMode) -> bool:
-        """Take a pushed settlement mode; whether the state changed."""
+        """Take a pushed settlement mode; whether the state changed. A mode for anything but
+        the latest distribution is ignored (the server sends it right after its
+        distribution); a refused one marks that distribution unusable."""
+        latest = self.distribution
+        if latest is None or msg.distribution_id != latest.distribution_id:
+            self._count("mode-not-latest")
+            log.warning("JDC: SetSettlementMode for %d ignored: the latest distribution is %s",
+                        msg.distribution_id, latest.distribution_id if latest else "none")
+            return False
         try:
             mode = mode_from_message(msg)
         except ValidationError as exc:
-            self._count("invalid-mode")
-            log.warning("JDC: invalid SetSettlementMode %d: %s", msg.distribution_id, exc)
-            return False
+            return self.refuse_mode(msg.distribution_id, exc.code, exc.message)
+        self.refused.pop(msg.distribution_id, None)
         self.modes[msg.distribution_id] = mode
         keep = {x.distribution_id for x in (self.distribution, self.previous_distribution) if x}
         for k in [k for k in self.modes if k not in keep and k != msg.distribution_id]:
             del self.modes[k]
         return True
 
+    def refuse_mode(self, distribution_id: int | None, code: str, reason: str) -> bool:
+        """A SetSettlementMode the codec or :func:`~sv2.domain_messages.mode_from_message`
+        refused (``distribution_id`` None: a frame too malformed to name one: the latest)."""
+        d = self.distribution if distribution_id is None else None
+        target = d.distribution_id if d is not None else distribution_id
+        self._count("invalid-mode")
+        log.warning("JDC: SetSettlementMode for %s refused (%s: %s): that distribution is not "
+                    "used", target, code, reason)
+        if target is None:
+            return False
+        self.modes.pop(target, None)
+        self.refused[target] = (code, reason)
+        return True
+
     def update_constraints(self) -> OutputConstraints | None:
         """Recompute the constraints of the latest distribution in its mode; the new ones if
-        they changed, else ``None``."""
+        they changed, else ``None``. With 0x4003 they wait for the mode (the footprint of a
+        ctv or musig2 coinbase is not the distribution's)."""
         d = self.distribution
         if d is None:
+            return None
+        if self.modes_negotiated and d.distribution_id not in self.modes:
             return None
         c = constraints_for(d, self.mode_for(d.distribution_id).name)
         if c == self.constraints:
@@ -79,8 +109,20 @@ class PayoutState:
         return c
 
     def mode_for(self, distribution_id: int) -> SettlementMode:
-        """The settlement mode announced for a distribution (``coinbase`` without 0x4003)."""
-        return self.modes.get(distribution_id) or SettlementMode("coinbase")
+        """The settlement mode announced for a distribution: ``coinbase`` without 0x4003;
+        with it, the announced one, else :class:`JdcError` (``invalid-settlement-mode`` code
+        of the refusal, or ``no-settlement-mode``): no coinbase is built on a guess."""
+        mode = self.modes.get(distribution_id)
+        if mode is not None:
+            return mode
+        if not self.modes_negotiated:
+            return SettlementMode("coinbase")
+        if distribution_id in self.refused:
+            code, reason = self.refused[distribution_id]
+            raise JdcError(f"the settlement mode of distribution {distribution_id} was refused: "
+                           f"{reason}", code=code)
+        raise JdcError(f"no SetSettlementMode for distribution {distribution_id}",
+                       code="no-settlement-mode")
 
     def constraints_message(self) -> CoinbaseOutputConstraints:
         """CoinbaseOutputConstraints for the Template Provider. Refused before the first
@@ -104,7 +146,8 @@ class PayoutState:
         """:meth:`newer_than`, once its settlement mode has arrived too (with 0x4003 the
         server sends it right after the distribution)."""
         d = self.newer_than(after)
-        if d is not None and modes_negotiated and d.distribution_id not in self.modes:
+        if d is not None and modes_negotiated and d.distribution_id not in self.modes and (
+                d.distribution_id not in self.refused):
             return None
         return d
 

@@ -33,6 +33,7 @@ from payouts.distribution.fitting import Budget
 from payouts.distribution.model import Distribution
 from payouts.settlement.modes import ExpectedOutputs, SettlementMode, check_ctv_for
 from payouts.tx.txout import TxOut
+from sv2.connection import MalformedMessage
 from sv2.jdc.constraints import OutputConstraints
 from sv2.jdc.distributions import PayoutState
 from sv2.jdc.errors import JdcError, SetupRejected
@@ -216,6 +217,7 @@ class JdcSession:
                 # Set here, not when the reply is read: the server's SetPayoutDistribution
                 # follows in the same read (PR #203 §3.1) and must find it negotiated.
                 self.negotiated = frozenset(msg.supported_extensions)
+                self.payouts.modes_negotiated = EXT_SETTLEMENT_MODES in self.negotiated
             return [Reply("ext", msg.request_id, msg)]
         if isinstance(msg, SetPayoutDistribution):
             if EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated:
@@ -238,6 +240,18 @@ class JdcSession:
             return [Reply("payout-outputs", msg.request_id, msg)]
         self._count(f"ignored:{msg.NAME}")
         log.info("JDC: %s ignored", msg.NAME)
+        return []
+
+    def malformed(self, item: MalformedMessage) -> list[Output]:
+        """A frame of a known type that did not decode. A refused SetSettlementMode (the codec
+        checks docs/extensions §6) makes the latest distribution unusable: declarations for it
+        fall back with the codec's code instead of guessing a mode."""
+        f = item.frame
+        if (f.extension_type & 0x7FFF, f.msg_type) == (
+                SetSettlementMode.EXTENSION_TYPE, SetSettlementMode.MSG_TYPE) and (
+                EXT_SETTLEMENT_MODES in self.negotiated):
+            return self._payouts_changed(
+                self.payouts.refuse_mode(None, item.error.code, item.error.reason))
         return []
 
     def _payouts_changed(self, changed: bool) -> list[Output]:

@@ -45,6 +45,7 @@ from sv2.connection import (
 )
 from sv2.declared_job import DeclaredJob, FoundBlock
 from sv2.distribution_book import DistributionBook, Published
+from sv2.domain_messages import mode_to_message
 from sv2.jds.declaring import BoundOutputs
 from sv2.jds.session import JdsSession, JdsShared
 from sv2.jds.settings import RotatingIdentity, server_arguments
@@ -260,12 +261,15 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         ``settlement=True`` after a found block: no grace window for earlier distributions
         (PR #203 §10). A mode that needs CTV on a node without it raises
         :class:`~payouts.settlement.ctv.CtvNotActiveError` and publishes nothing (before
-        :meth:`start`, which asks the node, :meth:`start` refuses instead)."""
+        :meth:`start`, which asks the node, :meth:`start` refuses instead); so does a mode the
+        0x4003 message cannot carry (docs/extensions §6: its named error), checked by encoding
+        it before anything changes."""
         fitted = distribution if isinstance(distribution, FittedDistribution) else None
         d = fitted.distribution if fitted is not None else distribution
         assert isinstance(d, Distribution)
         m = mode or self.default_mode
         self._check_ctv(m)
+        mode_to_message(m, d.distribution_id)  # raises for a mode no client may accept
         self.book.publish(Published(d, fitted, m, self.clock(), settlement))
         for c in list(self._peers.values()):
             try:

@@ -78,22 +78,56 @@ def test_pushed_distribution_and_mode_update_the_constraints() -> None:
     with pytest.raises(JdcError) as info:
         s.payouts.constraints_message()
     assert info.value.code == "no-distribution"
-    s = negotiated()
+    # Without 0x4003 the distribution settles in its coinbase: PR #203's constraints at once.
+    s = negotiated((0x0003,))
     c = constraints_for(DIST)
     assert s.receive(distribution_message(DIST)) == [ConstraintsChanged(c), STATE_CHANGED]
     assert s.payouts.distribution == DIST and s.payouts.constraints_message() == c.message()
-    # With 0x4003 the distribution is ready once its mode came.
+    assert s.payouts.mode_for(1).name == "coinbase"
+    # With 0x4003 the constraints, and the distribution, wait for its mode (docs/extensions
+    # §4: a ctv or musig2 coinbase carries one settlement output, not the payees).
+    s = negotiated()
+    assert s.receive(distribution_message(DIST)) == [STATE_CHANGED]
     assert s.payouts.ready(None, modes_negotiated=True) is None
+    assert s.payouts.constraints is None
+    with pytest.raises(JdcError) as info:
+        s.payouts.mode_for(1)  # nothing is built on a guessed mode
+    assert info.value.code == "no-settlement-mode"
     ctv = SettlementMode("ctv", CtvParams(arity=4))
-    # The ctv footprint (one output) is below the payees': the constraints stay, only the
-    # state changed.
-    assert constraints_for(DIST, "ctv") == c
-    assert s.receive(mode_to_message(ctv, 1)) == [STATE_CHANGED]
+    ctv_c = constraints_for(DIST, "ctv")
+    assert ctv_c.max_additional_size == 43 and ctv_c.max_additional_size < c.max_additional_size
+    assert s.receive(mode_to_message(ctv, 1)) == [ConstraintsChanged(ctv_c), STATE_CHANGED]
     assert s.payouts.ready(None, modes_negotiated=True) == DIST
-    assert s.payouts.mode_for(1) == ctv and s.payouts.mode_for(2).name == "coinbase"
-    # Ids only increase (PR #203 §3.1): a replay changes nothing.
+    assert s.payouts.mode_for(1) == ctv
+    # A mode for another distribution than the latest is ignored; ids only increase (PR #203
+    # §3.1): a replayed distribution changes nothing.
+    assert s.receive(mode_to_message(SettlementMode(), 2)) == []
+    assert s.stats["mode-not-latest"] == 1
     assert s.receive(distribution_message(DIST)) == []
     assert s.stats["distribution-not-newer"] == 1
+
+
+def test_a_refused_settlement_mode_makes_its_distribution_unusable() -> None:
+    """docs/extensions §6: a SetSettlementMode the decoder refuses (here: the frame's
+    channel_msg bit set) arrives as a malformed frame; the latest distribution is then never
+    declared against: building its coinbase raises with the codec's code (the fallback)."""
+    from sv2.connection import MalformedMessage
+    from sv2.errors import DecodeError
+    from sv2.framing import Frame
+
+    s = negotiated()
+    s.receive(distribution_message(DIST))
+    frame = mode_to_message(SettlementMode(), 1).encode_frame()
+    bad = Frame.decode(bytes([frame[0], frame[1] | 0x80]) + frame[2:])
+    out = s.malformed(MalformedMessage(bad, DecodeError("channel_msg set")))
+    assert out == [STATE_CHANGED] and s.payouts.refused[1][0] == "sv2-decode-error"
+    assert s.payouts.ready(None, modes_negotiated=True) == DIST  # decided: no waiting for it
+    with pytest.raises(JdcError) as info:
+        s.payouts.mode_for(1)
+    assert info.value.code == "sv2-decode-error" and s.payouts.constraints is None
+    # A later valid mode for the same distribution makes it usable again.
+    assert s.receive(mode_to_message(SettlementMode(), 1))[-1] == STATE_CHANGED
+    assert s.payouts.mode_for(1).name == "coinbase" and 1 not in s.payouts.refused
 
 
 def test_missing_transactions_answered_from_the_declaration() -> None:

@@ -62,11 +62,15 @@ def test_constraints_sum_output_sizes_and_sigops() -> None:
         4,
     )
     assert c.reserved_weight() == 1168 + 4 * 139
-    # ctv/musig2: one 43-byte output + additional; the larger footprint is announced.
+    # ctv/musig2 (docs/extensions/0x4003 §4): the one 43-byte settlement output plus the
+    # additional outputs, whatever the payees' footprint (the client waits for the mode).
     small = Distribution(1, PoolPayout(p2wpkh(0), 1))
     assert constraints_for(small).max_additional_size == 31
     assert constraints_for(small, "ctv").max_additional_size == 43
-    assert constraints_for(d, "ctv").max_additional_size == 139
+    for mode in ("ctv", "musig2"):
+        assert constraints_for(d, mode).max_additional_size == 43 + 31
+        assert (constraints_for(d, mode).max_additional_sigops, constraints_for(d, mode).outputs
+                ) == (0, 2)
 
 
 @pytest.mark.parametrize(

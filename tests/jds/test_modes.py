@@ -18,6 +18,7 @@ from payouts.settlement.ctv import CtvNotActiveError, CtvParams, build_ctv_fanou
 from payouts.settlement.modes import Musig2Mode, SettlementMode
 from payouts.tx.hashes import sha256
 from sv2.domain_messages import distribution_from_message, mode_from_message, mode_to_message
+from sv2.errors import EncodeError
 from sv2.jds import JobDeclarationServer
 from sv2.messages import (
     DeclareMiningJobError,
@@ -297,6 +298,15 @@ def test_publish_of_a_mode_needing_ctv_is_refused_and_changes_nothing() -> None:
                     with pytest.raises(CtvNotActiveError):
                         srv.publish(make_distribution(2), mode=mode)
                     assert srv.book.current is before
+                # A mode the 0x4003 message cannot carry (committee not in KeySort order, docs/
+                # extensions §6) is refused before anything changes, with its named error.
+                m = _musig2_mode(False).musig2
+                assert m is not None
+                unsorted = SettlementMode("musig2", musig2=Musig2Mode(
+                    m.committee[::-1], m.fallback_timelock, m.fallback_key, 1, False))
+                with pytest.raises(EncodeError, match="not strictly ascending"):
+                    srv.publish(make_distribution(2), mode=unsorted)
+                assert srv.book.current is before
                 plain = _musig2_mode(False)
                 srv.publish(make_distribution(2), mode=plain)
                 # The refused publishes pushed nothing: the next push is distribution 2's.

@@ -56,8 +56,8 @@ def test_coinbase_output_constraints_bytes() -> None:
     assert frame.hex() == "000070060000" + "6c000000" + "0400"
     msg = decode_message(Frame(0, 0x70, frame[6:]))
     assert msg == CoinbaseOutputConstraints(108, 4)
-    # ctv mode announces the larger footprint: still the 108 bytes here.
-    assert constraints_for(d, "ctv").message() == CoinbaseOutputConstraints(108, 4)
+    # ctv mode (docs/extensions/0x4003 §4): the one 43-byte settlement output, no sigops.
+    assert constraints_for(d, "ctv").message() == CoinbaseOutputConstraints(43, 0)
     big = make_distribution(1, payees=4)
     size = sum(8 + 1 + len(s) for s in [big.pool_payout.script, *(p.script for p in big.payouts)])
     assert constraints_for(big).message().encode_frame()[6:10] == size.to_bytes(4, "little")
