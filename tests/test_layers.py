@@ -5,6 +5,10 @@ module's imports are read with ``ast`` -- at the top, inside functions, under
 - No SV2 role package imports another: the JD server (``sv2.jds``), the JD client
   (``sv2.jdc``), the Template Distribution client and provider (``sv2.tdp``) and the pool's
   Mining Protocol server (``sv2.mining``) share only what sits below them in ``sv2``.
+- The payout domain stands alone: no module of ``payouts`` imports ``sv2`` or ``api``, except
+  the layer on top, the ``payouts`` CLI (``payouts.cli``) and the composition root of
+  ``payouts serve`` (``payouts.served``), which alone wire the domain, the protocol and the API
+  together.
 """
 
 from __future__ import annotations
@@ -76,6 +80,39 @@ def role_violations(package: str) -> list[str]:
             if other is not None and other != package:
                 out.append(f"{module} -> {name}")
     return out
+
+
+TOP_LAYER = ("payouts.cli", "payouts.served", "payouts.__main__")
+
+
+def domain_violations() -> list[str]:
+    """``module -> imported`` for every import of ``sv2`` or ``api`` by a domain module."""
+    out = []
+    for module, path in modules_under("payouts"):
+        if any(within(module, top) for top in TOP_LAYER):
+            continue
+        names = imported_modules(
+            path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py"
+        )
+        out += [f"{module} -> {n}" for n in sorted(names)
+                if within(n, "sv2") or within(n, "api")]
+    return out
+
+
+def test_the_payout_domain_imports_neither_sv2_nor_api() -> None:
+    domain = [m for m, _ in modules_under("payouts")
+              if not any(within(m, top) for top in TOP_LAYER)]
+    # the packages ARCHITECTURE.md names, all read
+    for pkg in ("accounting", "distribution", "settlement", "tx", "crypto", "store", "node"):
+        assert any(within(m, f"payouts.{pkg}") for m in domain), pkg
+    assert domain_violations() == []
+
+
+def test_the_domain_check_would_see_a_violation(tmp_path: Path) -> None:
+    """The check is not vacuous: an import of sv2 in a domain-shaped source is reported."""
+    names = imported_modules("def f():\n    from sv2.jds import server\n",
+                             "payouts.settlement.runner")
+    assert any(within(n, "sv2") for n in names)
 
 
 @pytest.mark.parametrize(
