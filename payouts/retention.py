@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,70 +134,67 @@ def _by_day(rows: Sequence[Any], day_of: Any) -> dict[str, list[Any]]:
     return out
 
 
-_SHARE_COLUMNS = ("id", "share_key", "miner_id", "account", "worker", "difficulty", "job_id",
-                  "revenue", "time_ms")
+def _archive_rows(engine: Engine, root: Path, report: PruneReport, *, kind: str,
+                  query: Callable[[int], Any], id_column: Any, day_of: Callable[[Any], str],
+                  header: Sequence[str], row: Callable[[Any], Sequence[Any]]) -> int:
+    """Page through ``query(last_id)`` (ordered by id, at most :data:`CHUNK` rows), write each
+    page to ``root/kind/<day>/ids-<first>-<last>.csv.gz`` per day, then delete it; the rows
+    seen (in a dry run: counted only)."""
+    last = seen = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(query(last)).all()
+        if not rows:
+            return seen
+        last = int(rows[-1].id)
+        seen += len(rows)
+        if report.dry_run:
+            continue
+        for day, group in _by_day(rows, day_of).items():
+            path = root / kind / day / f"ids-{group[0].id}-{group[-1].id}.csv.gz"
+            _write(path, header, [row(r) for r in group])
+            report.files.append(path)
+        with engine.begin() as conn:
+            conn.execute(delete(id_column.table).where(id_column.in_([int(r.id) for r in rows])))
 
 
 def _prune_shares(engine: Engine, root: Path, report: PruneReport, cutoff_ms: int) -> None:
-    last = 0
-    while True:
-        q = (select(Share.id, Share.share_key, Share.miner_id, Miner.account, Share.worker,
-                    Share.difficulty, Share.job_id, Share.revenue, Share.time_ms)
-             .join(Miner, Miner.id == Share.miner_id, isouter=True)
-             .where(Share.id > last, Share.id < report.reach_share_id,
-                    Share.time_ms < cutoff_ms)
-             .order_by(Share.id).limit(CHUNK))
-        with engine.connect() as conn:
-            rows = conn.execute(q).all()
-        if not rows:
-            return
-        last = int(rows[-1].id)
-        report.shares += len(rows)
-        if report.dry_run:
-            continue
-        for day, group in _by_day(rows, lambda r: _day(int(r.time_ms))).items():
-            path = root / "shares" / day / f"ids-{group[0].id}-{group[-1].id}.csv.gz"
-            _write(path, _SHARE_COLUMNS, [tuple(r) for r in group])
-            report.files.append(path)
-        ids = [int(r.id) for r in rows]
-        with engine.begin() as conn:
-            conn.execute(delete(Share).where(Share.id.in_(ids)))
+    def query(last: int) -> Any:
+        return (select(Share.id, Share.share_key, Share.miner_id, Miner.account, Share.worker,
+                       Share.difficulty, Share.job_id, Share.revenue, Share.time_ms)
+                .join(Miner, Miner.id == Share.miner_id, isouter=True)
+                .where(Share.id > last, Share.id < report.reach_share_id,
+                       Share.time_ms < cutoff_ms)
+                .order_by(Share.id).limit(CHUNK))
 
-
-_LEDGER_COLUMNS = ("id", "miner_id", "account", "block_id", "block_hash", "amount", "reason",
-                   "created_at")
+    report.shares = _archive_rows(
+        engine, root, report, kind="shares", query=query, id_column=Share.id,
+        day_of=lambda r: _day(int(r.time_ms)), row=tuple,
+        header=("id", "share_key", "miner_id", "account", "worker", "difficulty", "job_id",
+                "revenue", "time_ms"))
 
 
 def _prune_ledger(engine: Engine, root: Path, report: PruneReport, cutoff: datetime) -> None:
     settled = or_(LedgerEntry.block_id.is_(None),
                   Block.status.in_((BlockStatus.PAID, BlockStatus.ORPHANED)))
-    last = 0
-    while True:
-        q = (select(LedgerEntry.id, LedgerEntry.miner_id, Miner.account, LedgerEntry.block_id,
-                    Block.block_hash, LedgerEntry.amount, LedgerEntry.reason,
-                    LedgerEntry.created_at)
-             .join(Miner, Miner.id == LedgerEntry.miner_id)
-             .join(Block, Block.id == LedgerEntry.block_id, isouter=True)
-             .where(LedgerEntry.id > last, LedgerEntry.created_at < cutoff, settled)
-             .order_by(LedgerEntry.id).limit(CHUNK))
-        with engine.connect() as conn:
-            rows = conn.execute(q).all()
-        if not rows:
-            return
-        last = int(rows[-1].id)
-        report.ledger_lines += len(rows)
-        if report.dry_run:
-            continue
-        for day, group in _by_day(rows, lambda r: r.created_at.date().isoformat()).items():
-            path = root / "ledger" / day / f"ids-{group[0].id}-{group[-1].id}.csv.gz"
-            _write(path, _LEDGER_COLUMNS, [
-                (r.id, r.miner_id, r.account, r.block_id,
-                 None if r.block_hash is None else display_hex(bytes(r.block_hash)),
-                 r.amount, r.reason, r.created_at.isoformat()) for r in group])
-            report.files.append(path)
-        ids = [int(r.id) for r in rows]
-        with engine.begin() as conn:
-            conn.execute(delete(LedgerEntry).where(LedgerEntry.id.in_(ids)))
+
+    def query(last: int) -> Any:
+        return (select(LedgerEntry.id, LedgerEntry.miner_id, Miner.account,
+                       LedgerEntry.block_id, Block.block_hash, LedgerEntry.amount,
+                       LedgerEntry.reason, LedgerEntry.created_at)
+                .join(Miner, Miner.id == LedgerEntry.miner_id)
+                .join(Block, Block.id == LedgerEntry.block_id, isouter=True)
+                .where(LedgerEntry.id > last, LedgerEntry.created_at < cutoff, settled)
+                .order_by(LedgerEntry.id).limit(CHUNK))
+
+    report.ledger_lines = _archive_rows(
+        engine, root, report, kind="ledger", query=query, id_column=LedgerEntry.id,
+        day_of=lambda r: r.created_at.date().isoformat(),
+        row=lambda r: (r.id, r.miner_id, r.account, r.block_id,
+                       None if r.block_hash is None else display_hex(bytes(r.block_hash)),
+                       r.amount, r.reason, r.created_at.isoformat()),
+        header=("id", "miner_id", "account", "block_id", "block_hash", "amount", "reason",
+                "created_at"))
 
 
 def _prune_distributions(engine: Engine, root: Path, report: PruneReport,
