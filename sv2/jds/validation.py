@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from payouts.errors import ValidationError
+from payouts.errors import UnsatisfiableDistributionError, ValidationError
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER
 from payouts.tx.compact import compact_size_len, read_compact_size
 from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_TXS, MAX_BLOCK_WEIGHT
@@ -340,6 +340,10 @@ def validate_declaration(
     # 8. outputs: expected ones first, byte for byte; then only 0-value outputs
     try:
         expected = tuple(rule.expected(revenue))
+    except UnsatisfiableDistributionError as exc:
+        # PR #203 (2026-09): F >= T; the client should have fallen back. Its own code, so a
+        # client can tell "this template cannot pay that distribution" from "you cheated".
+        raise JobRejected(exc.code, f"{rule.description}: {exc.message}") from None
     except ValidationError as exc:
         raise JobRejected(rule.code, f"{rule.description}: {exc.message}") from None
     n = len(expected)

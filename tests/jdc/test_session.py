@@ -276,3 +276,23 @@ def test_client_and_server_sessions_declare_and_find_a_block_without_a_socket() 
         [found] = r.shared.found_blocks
         assert r.chain.tip_hash == sol.block_hash == found.block_hash
         assert found.job.payout_outputs == cb.payout_outputs == verdict.job.payout_outputs
+
+
+def test_a_distribution_the_template_cannot_satisfy_is_not_declared() -> None:
+    """PR #203 (2026-09): F >= T: the client builds no coinbase (its declare_job turns this
+    into the fallback event with the same code)."""
+    from payouts.distribution.model import AdditionalOutput, Distribution
+    from payouts.errors import UnsatisfiableDistributionError
+    from tests.jds.helpers import p2wpkh
+
+    with rig() as r:
+        node = KernelTestNode(r.chain)
+        t = template(r, node)
+        unsat = Distribution(1, DIST.pool_payout, DIST.payouts,
+                             (AdditionalOutput(p2wpkh(60), t.revenue),))
+        s = negotiated()
+        s.receive(distribution_message(unsat))
+        s.receive(mode_to_message(SettlementMode(), 1))
+        with pytest.raises(UnsatisfiableDistributionError) as info:
+            s.build_coinbase(t)
+        assert info.value.code == "unsatisfiable-distribution"

@@ -347,3 +347,27 @@ def test_sessions_share_the_server_state_but_not_their_tokens() -> None:
         msg: m.DeclareMiningJob = decl.message(token)
         [err] = run_step(other.receive(msg), r.answer)
         assert isinstance(err, m.DeclareMiningJobError) and err.error_code == E.INVALID_TOKEN
+
+
+def test_a_distribution_the_template_cannot_satisfy_is_its_own_error() -> None:
+    """PR #203 (revision of 2026-09): additional outputs summing to T or more make the
+    distribution unsatisfiable for that template (the JD client falls back): a declaration
+    that arrives anyway is refused with unsatisfiable-distribution, not a tampering code."""
+    from payouts.distribution.model import AdditionalOutput, Distribution
+    from tests.jds.helpers import p2wpkh
+
+    with KernelChain() as probe:
+        from tests.jds.helpers import setup_chain
+
+        setup_chain(probe)
+        t = probe.subsidy(probe.tip_height + 1)
+    base = make_distribution()
+    unsat = Distribution(1, base.pool_payout, base.payouts, (AdditionalOutput(p2wpkh(50), t),))
+    with rig(unsat) as r:
+        r.set_up()
+        decl = build_declaration(unsat, r.chain, payout_outputs=[TxOut(0, POOL_SCRIPT),
+                                                                 TxOut(t, p2wpkh(50))])
+        err = r.one(decl.message(r.token()), m.DeclareMiningJobError)
+        assert err.error_code == "unsatisfiable-distribution", err
+        assert b"F >= T" in err.error_details
+        assert r.session.latest_job is None
