@@ -79,6 +79,7 @@ class ServedPool:
         self.jds: JobDeclarationServer | None = None
         self._snapshots: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
+        self._ledger: asyncio.Task[None] | None = None
         self._remove_metrics: Callable[[], None] | None = None
         self._rate_limit = rate_limit
         self._app: FastAPI | None = None
@@ -146,6 +147,22 @@ class ServedPool:
         self._snapshots = loop.create_task(self._snapshot_loop(), name="snapshots")
         if self.settings.retention.enabled:
             self._pruning = loop.create_task(self._retention_loop(), name="retention")
+        self._ledger = loop.create_task(self._backlog_loop(), name="ledger-backlog")
+
+    async def _backlog_loop(self) -> None:
+        """Write out the ledger backlog (a large block's credits) a chunk at a time, each its
+        own short transaction, so share ingest never waits long for the database's writer."""
+        from payouts.store.ledger import materialize_backlog
+
+        while True:
+            try:
+                n = await asyncio.to_thread(materialize_backlog, self.service.engine)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("writing out the ledger backlog failed; retrying")
+                n = 0
+            await asyncio.sleep(0 if n else 0.5)
 
     async def _retention_loop(self) -> None:
         """Prune what [retention] says is old, every ``interval_sec`` (docs/retention.md)."""
@@ -217,16 +234,14 @@ class ServedPool:
         self._stopped = True
         await self.runner.stop()
         await self.chain.stop()
-        if self._pruning is not None:
-            self._pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruning
-            self._pruning = None
-        if self._snapshots is not None:
-            self._snapshots.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snapshots
-            self._snapshots = None
+        started_snapshots = self._snapshots is not None
+        for task in (self._ledger, self._pruning, self._snapshots):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ledger = self._pruning = self._snapshots = None
+        if started_snapshots:
             try:
                 await asyncio.to_thread(self.service.window.take_snapshot)
             except Exception:

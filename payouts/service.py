@@ -19,41 +19,46 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import Engine
 
 from payouts import views
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import AccountShareBatch, ShareBatch
 from payouts.accounting.validate import check_keys, int64_column, resolve_accounts
-from payouts.distribution.columns import store_field
+from payouts.distribution.columns import raw_field
 from payouts.distribution.fitting import (
     Budget,
-    Candidate,
     CandidateColumns,
-    DroppedColumns,
     FittedDistribution,
-    IntColumn,
     fit_distribution,
 )
-from payouts.distribution.jsonio import distribution_from_json
-from payouts.distribution.model import Distribution, Payee, PayeeColumns, PoolPayout
+from payouts.distribution.model import Distribution, PoolPayout
 from payouts.distribution.settle import (
     BlockSettlement,
+    SettlementEntries,
     dropped_columns,
-    fitted_column,
-    int_column,
     settle_block,
 )
-from payouts.errors import ConfigError, PayoutsError, UnknownMinerError, ValidationError
+from payouts.distribution.stored import fitted_from_json, fitted_to_json
+from payouts.errors import (
+    ConfigError,
+    DuplicateKeyError,
+    PayoutsError,
+    UnknownMinerError,
+    ValidationError,
+)
+from payouts.miner_registry import MinerRegistry
 from payouts.settings import DistributionSettings, PoolSettings, Settings
 from payouts.store import repositories as repo
 from payouts.store.engine import make_engine
 from payouts.store.ledger import (
     BlockRecord,
+    DeferredLines,
     LedgerCredit,
     export_ledger,
+    get_block_by_hash,
     ledger_balances,
+    ledger_version,
     list_blocks,
     miner_balance,
     record_block_and_round,
@@ -88,102 +93,23 @@ class IngestResult:
         return self.received - self.accepted
 
 
-def fitted_to_json(f: FittedDistribution) -> dict[str, Any]:
-    """Everything needed to settle a block found on this distribution, even after a restart.
-
-    Read from the columns (issue #2): the same document as building it payee by payee
-    (``distribution_to_json`` plus the ledger fields), big ints as strings since JSON readers
-    lose them."""
-    dist = f.distribution
-    cols = dist.columns()
-    pool = dist.pool_payout
-    d_accounts, d_scripts, d_weights, d_owed = dropped_columns(f)
-    return {
-        "distribution_id": dist.distribution_id,
-        "pool_payout": {"script": pool.script.hex(), "weight": str(pool.weight)},
-        "payouts": [
-            {"script": s, "weight": w, "dust_limit": d}
-            for s, w, d in zip(map(bytes.hex, cols.scripts), map(str, cols.weights.tolist()),
-                               cols.dust_limits.tolist(), strict=True)
-        ],
-        "additional_outputs": [
-            {"script": a.script.hex(), "amount": a.amount} for a in dist.additional_outputs
-        ],
-        "accounts": list(f.accounts),
-        "earned": list(map(str, fitted_column(f, "earned").tolist())),
-        "owed": fitted_column(f, "owed").tolist(),
-        "fee_weight": str(f.fee_weight),
-        "dropped": [
-            {"account": a, "script": s, "weight": w, "owed": o}
-            for a, s, w, o in zip(d_accounts, map(bytes.hex, d_scripts),
-                                  map(str, d_weights.tolist()), d_owed.tolist(), strict=True)
-        ],
-    }
+RECENT_DISTRIBUTIONS = 8  # published distributions kept in memory (a block names a recent one)
+LEDGER_INLINE_MAX = 2_000  # a block's "dropped" credits beyond this go through the backlog
 
 
-def _fitted_from_objects(body: dict[str, Any]) -> FittedDistribution:
-    """:func:`fitted_from_json` payee by payee: the reference, and the path for documents the
-    column reader does not take (it then raises the error this one gives, or agrees)."""
-    doc = dict(body)
-    doc["pool_payout"] = dict(body["pool_payout"], weight=int(body["pool_payout"]["weight"]))
-    doc["payouts"] = [dict(p, weight=int(p["weight"])) for p in body["payouts"]]
-    dist = distribution_from_json(doc)
-    payees = tuple(
-        Payee(p.script, p.weight, p.dust_limit, account)
-        for p, account in zip(dist.payouts, body["accounts"], strict=True)
-    )
-    dist = Distribution(dist.distribution_id, dist.pool_payout, payees, dist.additional_outputs)
-    return FittedDistribution(
-        distribution=dist,
-        earned=tuple(int(e) for e in body["earned"]),
-        owed=tuple(int(o) for o in body["owed"]),
-        dropped=tuple(
-            Candidate(d["account"], bytes.fromhex(d["script"]), int(d["weight"]), int(d["owed"]))
-            for d in body["dropped"]
-        ),
-        fee_weight=int(body["fee_weight"]),
-    )
-
-
-def _fitted_from_columns(body: dict[str, Any]) -> FittedDistribution:
-    """:func:`fitted_from_json` into columns: no Payee or Candidate object per row. Raises
-    (anything) on a document it does not take exactly as the per-object reader would."""
-    payouts = body["payouts"]
-    accounts = body["accounts"]
-    if (type(payouts) is not list or type(accounts) is not list
-            or len(accounts) != len(payouts)
-            or any(type(p) is not dict or type(p.get("dust_limit")) is not int for p in payouts)):
-        raise ValueError("not a plain stored document")
-    scripts = [bytes.fromhex(p["script"]) for p in payouts]
-    weights = np.array([int(p["weight"]) for p in payouts], dtype=np.uint64)
-    dusts = np.array([p["dust_limit"] for p in payouts], dtype=np.int64)
-    # the pool payout, id and additional outputs, checked by the per-object reader
-    head = dict(body, payouts=[])
-    head["pool_payout"] = dict(body["pool_payout"], weight=int(body["pool_payout"]["weight"]))
-    shell = distribution_from_json(head)
-    dist = Distribution.from_columns(
-        shell.distribution_id, shell.pool_payout,
-        PayeeColumns(scripts, weights, dusts, accounts), shell.additional_outputs)
-    raw_dropped = body["dropped"]
-    d_accounts = [d["account"] for d in raw_dropped]
-    d_scripts = [bytes.fromhex(d["script"]) for d in raw_dropped]
-    d_weights = np.array([int(d["weight"]) for d in raw_dropped], dtype=np.int64)
-    d_owed = np.array([int(d["owed"]) for d in raw_dropped], dtype=np.int64)
-    fitted = FittedDistribution(dist, (), (), (), int(body["fee_weight"]))
-    store_field(fitted, "earned", IntColumn(int_column([int(e) for e in body["earned"]])))
-    store_field(fitted, "owed", IntColumn(int_column([int(o) for o in body["owed"]])))
-    store_field(fitted, "dropped", DroppedColumns(
-        CandidateColumns(d_accounts, d_scripts, d_weights.tolist(), d_owed.tolist()),
-        d_weights, d_owed, np.arange(len(raw_dropped), dtype=np.intp)))
-    return fitted
-
-
-def fitted_from_json(body: dict[str, Any]) -> FittedDistribution:
-    """The distribution :func:`fitted_to_json` stored, equal to reading it payee by payee."""
-    try:
-        return _fitted_from_columns(body)
-    except Exception:  # whatever the column reader refused, the per-object one explains
-        return _fitted_from_objects(body)
+def _ledger_lines(settlement: BlockSettlement, ids: Mapping[str, int]
+                  ) -> tuple[list[LedgerCredit], DeferredLines | None]:
+    """A block's ledger lines: written with the block, except a large set of "dropped"
+    credits (every miner that had no room in the coinbase: up to the whole pool), which the
+    block stores in the ledger backlog (payouts.store.ledger_backlog) and which are written
+    out in small transactions afterwards, counted in every balance at once."""
+    raw = raw_field(settlement, "entries")
+    if not isinstance(raw, SettlementEntries) or len(raw.dropped_accounts) <= LEDGER_INLINE_MAX:
+        return [LedgerCredit(ids[e.account], e.amount, e.reason)
+                for e in settlement.entries], None
+    inline = [LedgerCredit(ids[e.account], e.amount, e.reason) for e in raw.explicit]
+    return inline, DeferredLines("dropped", list(map(ids.__getitem__, raw.dropped_accounts)),
+                                 list(raw.dropped_amounts))
 
 
 class PoolService:
@@ -204,6 +130,15 @@ class PoolService:
         # settles against: each must not interleave with itself. Neither blocks share ingest.
         self._publish_lock = threading.Lock()
         self._block_lock = threading.Lock()
+        self.miners = MinerRegistry(self.engine)
+        # What every miner is owed, as of ledger_state.version _owed_version (reloaded when
+        # the version moved: a reorg's reversal, another process; this service's own blocks
+        # are applied in place).
+        self._owed: dict[int, int] = {}
+        self._owed_version: int | None = None
+        self._owed_lock = threading.Lock()
+        self._fitted: dict[int, FittedDistribution] = {}
+        self._fitted_lock = threading.Lock()
         self._settings_lock = threading.Lock()
         # account -> miner id, for batches naming miners by account: ids never change and
         # miners are never deleted, so a hit never goes stale.
@@ -276,27 +211,54 @@ class PoolService:
             return address_to_script(pool.payout_address, self.settings.network)
         raise ConfigError("set [pool] payout_address or payout_script to publish distributions")
 
+    def balances(self) -> dict[int, int]:
+        """``{miner_id: owed}`` for every miner the ledger ever credited (do not mutate): one
+        small query when nothing changed since the last read."""
+        return self._balances_at()[0]
+
+    def _balances_at(self) -> tuple[dict[int, int], int]:
+        with self._owed_lock:
+            v = ledger_version(self.engine)
+            if v != self._owed_version:
+                self._owed, self._owed_version = ledger_balances(self.engine), v
+            return self._owed, v
+
+    def _owed_moved(self, before: int | None, lines: list[LedgerCredit],
+                    deferred: DeferredLines | None) -> None:
+        """This service's block moved the ledger by ``lines`` (+ ``deferred``): apply them in
+        place when nothing else moved it since ``before``, else reload at the next read."""
+        with self._owed_lock:
+            if before is None or self._owed_version != before:
+                self._owed_version = None
+                return
+            if ledger_version(self.engine) != before + 1:
+                self._owed_version = None
+                return
+            owed = dict(self._owed)
+            for c in lines:
+                owed[c.miner_id] = owed.get(c.miner_id, 0) + c.amount
+            if deferred is not None:
+                for m, a in zip(deferred.miner_ids, deferred.amounts, strict=True):
+                    owed[m] = owed.get(m, 0) + a
+            self._owed, self._owed_version = owed, before + 1
+
     def candidates(self) -> CandidateColumns:
         """The window's miners (id order), then the miners owed a balance with no weight in
         the window: as columns, no object per miner (issue #2)."""
         with self.window.lock:
             weights = self.accountant.weights()
         ids = weights.miner_ids.tolist()
-        miners = repo.get_miners(self.engine, ids)
-        balances = ledger_balances(self.engine)
-        records = list(map(miners.__getitem__, ids))
+        balances = self.balances()
         owed = list(map(balances.get, ids, repeat(0)))
         # Miners with an owed balance but no weight in this window are still candidates.
         in_window = set(ids)
-        owed_only = [i for i, b in balances.items() if b > 0 and i not in in_window]
-        extra = list(repo.get_miners(self.engine, owed_only).values())
-        records += extra
-        owed += [balances[m.id] for m in extra]
+        extra = sorted(i for i, b in balances.items() if b > 0 and i not in in_window)
+        accounts, scripts = self.miners.accounts_and_scripts([*ids, *extra])
         return CandidateColumns(
-            [m.account for m in records],
-            [m.payout_script for m in records],
+            accounts,
+            scripts,
             [*weights.weights, *repeat(0, len(extra))],
-            owed,
+            owed + [balances[i] for i in extra],
         )
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution:
@@ -324,14 +286,27 @@ class PoolService:
             else:
                 pool_only = Distribution(next_id, PoolPayout(self.pool_script(), 1))
                 fitted = FittedDistribution(pool_only, (), (), (), 0)
-            repo.save_distribution(self.engine, next_id, fitted_to_json(fitted))
+            repo.save_distribution(self.engine, next_id, fitted_to_json(fitted), trusted=True)
+            self._remember(fitted)
         return fitted
 
     def latest_distribution(self) -> FittedDistribution | None:
         last = repo.last_distribution_id(self.engine)
         return None if last is None else self.distribution(last)
 
+    def _remember(self, fitted: FittedDistribution) -> None:
+        with self._fitted_lock:
+            self._fitted[fitted.distribution.distribution_id] = fitted
+            while len(self._fitted) > RECENT_DISTRIBUTIONS:
+                self._fitted.pop(min(self._fitted))
+
     def distribution(self, distribution_id: int) -> FittedDistribution:
+        """A stored distribution (the recently published ones from memory: a block found on
+        one does not re-read and re-parse a 100k-payee document)."""
+        with self._fitted_lock:
+            hit = self._fitted.get(distribution_id)
+        if hit is not None:
+            return hit
         record = repo.load_distribution(self.engine, distribution_id)
         if record is None:
             raise ValidationError(f"distribution {distribution_id} does not exist",
@@ -347,29 +322,35 @@ class PoolService:
         root hands the result to the settlement runner)."""
         fitted = self.distribution(distribution_id)
         with self._block_lock:
-            accounts = [*fitted.accounts, *(c.account for c in fitted.dropped)]
-            ids = repo.miner_ids(self.engine, accounts)
-            balances = ledger_balances(self.engine, list(ids.values()))
-            by_account = {a: balances.get(i, 0) for a, i in ids.items()}
+            if get_block_by_hash(self.engine, block_hash) is not None:
+                # Refused before the round closes in memory (a refused write would cost a
+                # rebuild of the window from the store).
+                raise DuplicateKeyError(f"block {display_hex(block_hash)} is already recorded")
+            accounts = [*fitted.accounts, *dropped_columns(fitted)[0]]
+            ids = self.miners.ids(accounts)
+            balances, before = self._balances_at()
+            # Only the payees' balances matter: only a payee can be repaid (settle_block).
+            by_account = {a: balances.get(ids[a], 0) for a in fitted.accounts if a in ids}
             settlement = settle_block(fitted, revenue, ref=display_hex(block_hash),
                                       balances=by_account)
-            credits = [LedgerCredit(ids[e.account], e.amount, e.reason) for e in settlement.entries]
+            credits, deferred = _ledger_lines(settlement, ids)
 
             def write(after_share_id: int) -> tuple[BlockRecord, int]:
                 block, event_id = record_block_and_round(
                     self.engine, height=height, block_hash=block_hash, revenue=revenue,
                     distribution_id=distribution_id, credits=credits,
-                    round_after_share_id=after_share_id)
+                    round_after_share_id=after_share_id, deferred=deferred)
                 assert event_id is not None
                 return block, event_id
 
             # The round closes in memory at the newest share, then the block, its ledger
             # lines and the round event commit together; ingest goes on meanwhile.
             block = self.window.close_round(write)
+            self._owed_moved(before, credits, deferred)
         return RecordedBlock(block, fitted, settlement)
 
     def owed(self) -> dict[str, int]:
-        balances = ledger_balances(self.engine)
+        balances = self.balances()
         miners = repo.get_miners(self.engine, balances)
         return {miners[i].account: b for i, b in balances.items() if b}
 

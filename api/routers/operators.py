@@ -37,7 +37,8 @@ from api.schemas import (
     WindowOut,
 )
 from payouts.accounting.shares import AccountShareBatch
-from payouts.service import PoolService, fitted_to_json
+from payouts.distribution.stored import fitted_to_json
+from payouts.service import PoolService
 
 router = APIRouter(prefix="/v1", tags=["operators"])
 _AUTH = problem_responses(401, 403)

@@ -118,22 +118,35 @@ defer_fields(FittedDistribution, "earned", "owed", "dropped")
 class DroppedColumns(Deferred[Candidate]):
     """The dropped candidates (rows ``rows`` of the scaled candidate columns, in rank order)."""
 
-    __slots__ = ("_columns", "_owed", "_weights", "rows")
+    __slots__ = ("_columns", "_owed", "_picked", "_weights", "rows")
 
     def __init__(self, columns: CandidateColumns, weights: I64, owed: I64,
                  rows: npt.NDArray[np.intp]) -> None:
         super().__init__()
         self._columns, self._weights, self._owed, self.rows = columns, weights, owed, rows
+        self._picked: tuple[list[str], list[bytes], I64, I64] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def columns(self) -> tuple[list[str], list[bytes], I64, I64]:
-        """(accounts, scripts, weights, owed) of the dropped rows, for column readers."""
-        rows = self.rows.tolist()
-        accounts, scripts = self._columns.accounts, self._columns.scripts
-        return ([accounts[i] for i in rows], [scripts[i] for i in rows],
-                self._weights[self.rows], self._owed[self.rows])
+        """(accounts, scripts, weights, owed) of the dropped rows, for column readers (made
+        once: a block's settlement reads them several times, up to the whole pool)."""
+        if self._picked is None:
+            rows = self.rows
+            accounts, scripts = self._columns.accounts, self._columns.scripts
+            if len(rows) == len(accounts) and (len(rows) == 0 or (
+                    rows[0] == 0 and bool((np.diff(rows) == 1).all()))):
+                picked_a, picked_s = list(accounts), list(scripts)  # every row, in order
+            else:
+                take = operator.itemgetter(*rows.tolist()) if len(rows) > 1 else None
+                if take is not None:
+                    picked_a, picked_s = list(take(accounts)), list(take(scripts))
+                else:
+                    picked_a = [accounts[int(r)] for r in rows]
+                    picked_s = [scripts[int(r)] for r in rows]
+            self._picked = (picked_a, picked_s, self._weights[rows], self._owed[rows])
+        return self._picked
 
     def _make(self) -> tuple[Candidate, ...]:
         accounts, scripts, weights, owed = self.columns()

@@ -22,7 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from payouts.distribution.amounts import OutputColumns, PayoutResult, compute_outputs
-from payouts.distribution.columns import floor_mul_div, raw_field
+from payouts.distribution.columns import (
+    Deferred,
+    defer_fields,
+    floor_mul_div,
+    raw_field,
+    store_field,
+)
 from payouts.distribution.fitting import DroppedColumns, FittedDistribution, IntColumn
 from payouts.distribution.ledger import LedgerEntry
 
@@ -79,6 +85,27 @@ def _payee_amounts(result: PayoutResult) -> npt.NDArray[Any]:
     return int_column(result.payee_amounts)
 
 
+class SettlementEntries(Deferred[LedgerEntry]):
+    """A block's ledger entries: the few explicit ones (repaid, pruned), then one "dropped"
+    credit per miner that had no room in the coinbase, kept as columns (up to the whole pool:
+    the store writes them without making an object per miner)."""
+
+    __slots__ = ("dropped_accounts", "dropped_amounts", "explicit", "ref")
+
+    def __init__(self, explicit: tuple[LedgerEntry, ...], dropped_accounts: Sequence[str],
+                 dropped_amounts: Sequence[int], ref: str) -> None:
+        super().__init__()
+        self.explicit = explicit
+        self.dropped_accounts = dropped_accounts
+        self.dropped_amounts = dropped_amounts
+        self.ref = ref
+
+    def _make(self) -> tuple[LedgerEntry, ...]:
+        ref = self.ref
+        return (*self.explicit, *(LedgerEntry(a, s, "dropped", ref) for a, s in zip(
+            self.dropped_accounts, self.dropped_amounts, strict=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class BlockSettlement:
     result: PayoutResult
@@ -98,6 +125,9 @@ class BlockSettlement:
     @property
     def repaid(self) -> int:
         return -sum(e.amount for e in self.entries if e.amount < 0)
+
+
+defer_fields(BlockSettlement, "entries")
 
 
 def settle_block(
@@ -142,17 +172,25 @@ def settle_block(
         else:
             entries.append(LedgerEntry(keys[i], share_l[i], "pruned", ref))
     d_accounts, _, d_weights, _ = dropped_columns(fitted)
-    d_share = _shares(d_weights, t_prime, total_weight).tolist()
+    d_shares = _shares(d_weights, t_prime, total_weight)
+    d_share = d_shares.tolist()
     fair.update(zip(d_accounts, d_share, strict=True))
     paid.update(zip(d_accounts, repeat(0)))
-    entries.extend(LedgerEntry(a, s, "dropped", ref)
-                   for a, s in zip(d_accounts, d_share, strict=True) if s)
-    net_credit = sum(e.amount for e in entries)
-    return BlockSettlement(
+    nonzero = np.flatnonzero(d_shares != 0).tolist() if len(d_share) else []
+    if len(nonzero) == len(d_share):
+        kept_accounts, kept_amounts = d_accounts, d_share
+    else:
+        kept_accounts = [d_accounts[i] for i in nonzero]
+        kept_amounts = [d_share[i] for i in nonzero]
+    net_credit = sum(e.amount for e in entries) + sum(kept_amounts)
+    settlement = BlockSettlement(
         result=result,
         paid=paid,
         fair=fair,
-        entries=tuple(entries),
+        entries=(),
         pool_keeps=result.pool_amount - net_credit,
         bonus=bonus,
     )
+    store_field(settlement, "entries",
+                SettlementEntries(tuple(entries), kept_accounts, kept_amounts, ref))
+    return settlement

@@ -20,9 +20,11 @@ from payouts.store._common import write_connection
 from payouts.store.ledger import (
     REORG_REASON,
     LedgerCredit,
+    bump_ledger_version,
     insert_ledger_lines,
     locked_block_status,
 )
+from payouts.store.ledger_backlog import set_cancelled
 from payouts.store.models import Block, LedgerEntry
 from payouts.store.settlement_models import Settlement, SettlementTx
 
@@ -302,6 +304,8 @@ def revive_block(engine: Engine, block_id: int) -> list[int]:
             .values(phase=SettlementPhase.WAITING, paid_height=None)
         )
         lines = [LedgerCredit(int(m), int(s), RETURN_REASON) for m, s in original if int(s) != 0]
+        set_cancelled(conn, block_id, False)  # the lines it had not written out come after all
+        bump_ledger_version(conn)
         return insert_ledger_lines(conn, lines, block_id)
 
 

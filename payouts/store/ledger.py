@@ -18,14 +18,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, cast, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, Engine, cast, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
 from payouts.states import BLOCK_STATUS_ORDER, BlockStatus
 from payouts.store._common import id_list, is_int, raw_cursor, write_connection
 from payouts.store.accounting_state import insert_event
-from payouts.store.models import BLOCK_STATUSES, REASON_MAX, Block, Distribution, LedgerEntry, Miner
+from payouts.store.ledger_backlog import insert_backlog, pending_deltas, pending_rows, set_cancelled
+from payouts.store.models import (
+    BLOCK_STATUSES,
+    REASON_MAX,
+    Block,
+    Distribution,
+    LedgerBacklog,
+    LedgerEntry,
+    LedgerState,
+    Miner,
+)
 from payouts.tx.hashes import display_hex
 from payouts.tx.txout import MAX_MONEY
 
@@ -48,6 +58,24 @@ class LedgerCredit:
     miner_id: int
     amount: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredLines:
+    """Positive ledger lines of one ``reason`` a block records through the backlog."""
+
+    reason: str
+    miner_ids: list[int]
+    amounts: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.miner_ids) != len(self.amounts):
+            raise ValidationError("deferred lines: one amount per miner")
+        if any(not is_int(a) or not 0 < a <= MAX_MONEY for a in self.amounts):
+            raise ValidationError("deferred lines are credits: each a positive int within "
+                                  "MAX_MONEY")
+        if not 1 <= len(self.reason) <= REASON_MAX:
+            raise ValidationError(f"reason must be 1..{REASON_MAX} characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +105,9 @@ def _validate_credits(credits: Sequence[LedgerCredit]) -> None:
 
 
 def _balances(conn: Connection, ids: Sequence[int] | None) -> dict[int, int]:
-    """``{miner_id: owed}`` from ``miner_balances`` (nonzero and zero balances alike), for
-    ``ids`` or every miner with a balance row; one bind parameter whatever ``len(ids)``."""
+    """``{miner_id: owed}``: ``miner_balances`` plus the lines the backlog still holds
+    (:mod:`payouts.store.ledger_backlog`), for ``ids`` or every miner with a balance; one bind
+    parameter whatever ``len(ids)``."""
     cur = raw_cursor(conn)
     try:
         if ids is None:
@@ -87,7 +116,41 @@ def _balances(conn: Connection, ids: Sequence[int] | None) -> dict[int, int]:
             sql, param = id_list(conn, ids)
             cur.execute(f"SELECT miner_id, owed FROM miner_balances WHERE miner_id {sql}",
                         (param,))
-        return {int(m): int(o) for m, o in cur.fetchall()}
+        out = {int(m): int(o) for m, o in cur.fetchall()}
+    finally:
+        cur.close()
+    pending = pending_deltas(conn)
+    if pending:
+        wanted = pending if ids is None else {i: pending[i] for i in ids if i in pending}
+        for m, d in wanted.items():
+            out[m] = out.get(m, 0) + d
+    return out
+
+
+def bump_ledger_version(conn: Connection) -> int:
+    """Move ``ledger_state.version`` (the caller's transaction changes balances); the new one."""
+    conn.execute(update(LedgerState).where(LedgerState.id == 1)
+                 .values(version=LedgerState.version + 1))
+    return int(conn.execute(select(LedgerState.version).where(LedgerState.id == 1)).scalar_one())
+
+
+def ledger_version(conn_or_engine: Connection | Engine) -> int:
+    """The current ``ledger_state.version``."""
+    q = select(LedgerState.version).where(LedgerState.id == 1)
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+    return int(conn_or_engine.execute(q).scalar_one())
+
+
+def _count_known(conn: Connection, ids: Sequence[int]) -> int:
+    """How many of the distinct ``ids`` are registered miners (no row comes back: a 100k-miner
+    block checks its lines in one small answer)."""
+    sql, param = id_list(conn, ids)
+    cur = raw_cursor(conn)
+    try:
+        cur.execute(f"SELECT COUNT(*) FROM miners WHERE id {sql}", (param,))
+        return int(cur.fetchone()[0])
     finally:
         cur.close()
 
@@ -210,7 +273,10 @@ def append_ledger_entries(
             conn.execute(select(Block.id).where(Block.id == block_id)).first() is None
         ):
             raise ValidationError(f"block {block_id} does not exist", code="unknown-block")
-        return _append(conn, credits, block_id, allow_overdraft)
+        ids = _append(conn, credits, block_id, allow_overdraft)
+        if ids:
+            bump_ledger_version(conn)
+        return ids
 
 
 def ledger_balances(engine: Engine, miner_ids: Iterable[int] | None = None) -> dict[int, int]:
@@ -227,7 +293,8 @@ def ledger_balance(engine: Engine, miner_id: int) -> int:
 
 
 _BALANCE_SQL = (
-    "SELECT m.id, m.payout_script, COALESCE(b.owed, 0) FROM miners m "
+    "SELECT m.id, m.payout_script, COALESCE(b.owed, 0), "
+    "(SELECT COUNT(*) FROM ledger_backlog k WHERE k.cancelled = {false}) FROM miners m "
     "LEFT JOIN miner_balances b ON b.miner_id = m.id WHERE m.account = {param}"
 )
 
@@ -269,8 +336,8 @@ def _hot_connection(engine: Engine) -> Any:
 def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None:
     """``(miner_id, payout_script, owed)`` for ``account`` in one query (the API's hot read);
     None for an unknown account."""
-    param = "%s" if engine.dialect.name == "postgresql" else "?"
-    sql = _BALANCE_SQL.format(param=param)
+    pg = engine.dialect.name == "postgresql"
+    sql = _BALANCE_SQL.format(param="%s" if pg else "?", false="false" if pg else "0")
     for attempt in (0, 1):
         conn = _hot_connection(engine)
         try:
@@ -288,7 +355,13 @@ def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None
                 conn.close()
             if attempt:
                 raise
-    return None if row is None else (int(row[0]), bytes(row[1]), int(row[2]))
+    if row is None:
+        return None
+    owed = int(row[2])
+    if row[3]:  # a block's lines are still being written out: add what the backlog holds
+        with engine.connect() as c:
+            owed += pending_deltas(c).get(int(row[0]), 0)
+    return int(row[0]), bytes(row[1]), owed
 
 
 def export_ledger(engine: Engine, miner_id: int | None = None) -> list[dict[str, Any]]:
@@ -372,11 +445,14 @@ def record_block_and_round(
     round_after_share_id: int | None,
     status: str = "found",
     allow_overdraft: bool = False,
+    deferred: DeferredLines | None = None,
 ) -> tuple[BlockRecord, int | None]:
     """:func:`record_block`, plus the accounting ``round`` event placed after share
     ``round_after_share_id`` (None: no event) in the same transaction: a crash can leave
     neither a block whose round the window never closed nor a closed round with no block.
-    Returns the block and the event's id."""
+    ``deferred``: positive lines (one reason) stored in the backlog in this transaction and
+    written out by :func:`materialize_backlog` (balances count them at once). Returns the block
+    and the event's id."""
     if not isinstance(block_hash, bytes) or len(block_hash) != 32:
         raise ValidationError("block_hash must be 32 bytes")
     if not is_int(height) or height < 0:
@@ -417,6 +493,14 @@ def record_block_and_round(
             raise DuplicateKeyError(
                 f"block {display_hex(block_hash)} is already recorded") from None
         _append(conn, credits, row.id, allow_overdraft, returning=False)
+        if deferred is not None and deferred.miner_ids:
+            wanted = sorted(set(deferred.miner_ids))
+            if _count_known(conn, wanted) != len(wanted):  # rare: name the first unknown
+                unknown = set(wanted) - _known_miners(conn, wanted)
+                raise UnknownMinerError(f"miner_id {min(unknown)} is not a registered miner")
+            insert_backlog(conn, row.id, deferred.reason, deferred.miner_ids, deferred.amounts)
+        if credits or (deferred is not None and deferred.miner_ids):
+            bump_ledger_version(conn)
         event_id = None
         if round_after_share_id is not None:
             event_id = insert_event(conn, "round", round_after_share_id, block_id=row.id)
@@ -519,4 +603,45 @@ def orphan_block(engine: Engine, block_id: int, reason: str = REORG_REASON) -> l
         reversals = [LedgerCredit(int(m), -int(s), reason) for m, s in net if int(s) != 0]
         conn.execute(
             update(Block).where(Block.id == block_id).values(status=BlockStatus.ORPHANED))
+        set_cancelled(conn, block_id, True)  # its unwritten lines never come
+        bump_ledger_version(conn)
         return _append(conn, reversals, block_id, allow_overdraft=True)
+
+
+def materialize_backlog(engine: Engine, max_lines: int = 5_000) -> int:
+    """Write out up to ``max_lines`` backlog lines of the oldest block still owed them: the
+    lines, their balance moves and the new progress in ONE short transaction (exactly once,
+    whatever crashes). Returns how many were written (0: nothing left)."""
+    if max_lines < 1:
+        raise ValueError("max_lines must be >= 1")
+    with write_connection(engine) as conn, conn.begin():
+        q = (select(LedgerBacklog.block_id, LedgerBacklog.reason, LedgerBacklog.done,
+                    LedgerBacklog.total)
+             .where(LedgerBacklog.cancelled.is_(False))
+             .order_by(LedgerBacklog.block_id).limit(1))
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)  # two writers never take the same chunk
+        head = conn.execute(q).first()
+        if head is None:
+            return 0
+        rows = {r.block_id: r for r in pending_rows(conn)}
+        row = rows[head.block_id]
+        a = int(head.done)
+        b = min(a + max_lines, int(head.total))
+        ids, amounts = row.miner_ids[a:b].tolist(), row.amounts[a:b].tolist()
+        _insert_lines(conn, [LedgerCredit(m, x, head.reason) for m, x in zip(
+            ids, amounts, strict=True)], head.block_id, returning=False)
+        if b == int(head.total):
+            conn.execute(delete(LedgerBacklog).where(LedgerBacklog.block_id == head.block_id))
+        else:
+            conn.execute(update(LedgerBacklog).where(LedgerBacklog.block_id == head.block_id)
+                         .values(done=b))
+        return b - a
+
+
+def drain_backlog(engine: Engine) -> int:
+    """Write out the whole backlog now (tests, the CLI); how many lines."""
+    n = total = 0
+    while (n := materialize_backlog(engine, 50_000)):
+        total += n
+    return total

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -186,3 +187,44 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_miner_id", "miner_id"),
         Index("ix_ledger_entries_block_id", "block_id"),
     )
+
+
+class LedgerBacklog(Base):
+    """Ledger lines of a recorded block not written out yet (issue #11: a block credits up to
+    every miner of the pool, ~100k lines; they are written in small transactions after the
+    block's own, so neither the block nor share ingest waits for them).
+
+    ``miner_ids`` / ``amounts`` are little-endian int64 arrays of ``total`` lines with one
+    ``reason``; lines ``[0, done)`` are already in ``ledger_entries`` and ``miner_balances``.
+    Balances read the rest from here, so a balance is never short of a recorded block. A
+    ``cancelled`` row (its block left the chain) credits nothing more; a block that returns
+    un-cancels it."""
+
+    __tablename__ = "ledger_backlog"
+
+    block_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("blocks.id"), primary_key=True, autoincrement=False
+    )
+    reason: Mapped[str] = mapped_column(String(REASON_MAX))
+    total: Mapped[int] = mapped_column(BigInteger)
+    done: Mapped[int] = mapped_column(BigInteger)
+    cancelled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    miner_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    amounts: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now_column()
+
+    __table_args__ = (CheckConstraint("0 <= done AND done <= total", name="done_in_range"),)
+
+
+class LedgerState(Base):
+    """One row: ``version`` moves in every transaction that changes what any miner is owed
+    (a block's lines, a reversal, a return, a manual line), and not when the backlog's lines
+    are written out (that changes no balance). Whoever keeps balances in memory reloads them
+    when it moved."""
+
+    __tablename__ = "ledger_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)

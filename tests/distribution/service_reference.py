@@ -14,7 +14,8 @@ from payouts.distribution.jsonio import distribution_to_json
 from payouts.distribution.ledger import LedgerEntry
 from payouts.distribution.model import Distribution, PoolPayout
 from payouts.distribution.settle import BlockSettlement
-from payouts.service import PoolService, _fitted_from_objects
+from payouts.distribution.stored import _fitted_from_objects
+from payouts.service import PoolService
 from payouts.store import repositories as repo
 from payouts.store.ledger import ledger_balances
 
@@ -25,10 +26,14 @@ def old_fitted_to_json(f: FittedDistribution) -> dict[str, Any]:
     body["earned"] = [str(e) for e in f.earned]
     body["owed"] = list(f.owed)
     body["fee_weight"] = str(f.fee_weight)
-    body["dropped"] = [
-        {"account": c.account, "script": c.script.hex(), "weight": str(c.weight), "owed": c.owed}
-        for c in f.dropped
-    ]
+    # The stored document's dropped candidates are columns (issue #11), built here object by
+    # object from the Candidate tuple.
+    body["dropped"] = {
+        "account": [c.account for c in f.dropped],
+        "script": [c.script.hex() for c in f.dropped],
+        "weight": [str(c.weight) for c in f.dropped],
+        "owed": [c.owed for c in f.dropped],
+    }
     for p in body["payouts"]:
         p["weight"] = str(p["weight"])
     body["pool_payout"]["weight"] = str(body["pool_payout"]["weight"])

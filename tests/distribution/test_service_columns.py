@@ -25,8 +25,8 @@ from payouts.distribution.fitting import (
 )
 from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.distribution.settle import BlockSettlement, settle_block
+from payouts.distribution.stored import fitted_from_json, fitted_to_json
 from payouts.errors import PayoutsError
-from payouts.service import fitted_from_json, fitted_to_json
 from tests.distribution.service_reference import (
     old_fitted_from_json,
     old_fitted_to_json,
@@ -176,8 +176,10 @@ _DELETE = object()
     (("accounts",), ["only-one"]),
     (("pool_payout", "weight"), "0"),
     (("distribution_id",), -1),
-    (("dropped", 0, "weight"), str(2**70)),
-    (("dropped", 0, "owed"), "y"),
+    (("dropped", "weight", 0), str(2**70)),
+    (("dropped", "owed", 0), "y"),
+    (("dropped", "account"), []),
+    (("dropped", "script"), _DELETE),
     (("earned",), ["1", str(2**80)]),
 ])
 def test_a_corrupt_document_fails_or_loads_exactly_as_before(
@@ -192,3 +194,16 @@ def test_a_corrupt_document_fails_or_loads_exactly_as_before(
         assert str(got.value) == str(e)
         return
     assert_same_fitted(fitted_from_json(body), want)
+
+
+def test_documents_stored_with_a_list_of_dropped_objects_are_still_read() -> None:
+    """The form stored before the dropped candidates became columns (issue #11)."""
+    new = _good_body()
+    cols = new["dropped"]
+    old = dict(new, dropped=[{"account": a, "script": s, "weight": w, "owed": o}
+                             for a, s, w, o in zip(cols["account"], cols["script"],
+                                                   cols["weight"], cols["owed"], strict=True)])
+    assert len(old["dropped"]) > 0
+    assert _dump(fitted_to_json(fitted_from_json(old))) == _dump(new)
+    assert_same_fitted(fitted_from_json(old), fitted_from_json(new))
+    assert_same_fitted(fitted_from_json(old), old_fitted_from_json(old))

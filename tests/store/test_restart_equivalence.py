@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import Engine, update
 
 from payouts.accounting.accountant import Accountant
-from payouts.service import PoolService, fitted_to_json
+from payouts.distribution.stored import fitted_to_json
+from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.store.accounting_models import AccountingSnapshot
 from payouts.store.accounting_state import load_events, load_latest_snapshot
