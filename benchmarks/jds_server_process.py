@@ -4,6 +4,9 @@ interpreter.
 
     python -m benchmarks.jds_server_process [--mempool N] [--handshake-timeout S] ...
 
+(every ``JdsLimits`` timeout and connection limit has its option; a per-address limit of 0 is
+none).
+
 The node is a :class:`~payouts.node.kernel.KernelNode` (libbitcoinkernel, regtest) with 100 +
 ``--mempool`` blocks mined to ``P2WSH(OP_TRUE)`` and ``--mempool`` transactions spending the
 first (mature) coinbases,
@@ -12,7 +15,8 @@ process prints one JSON line: ``host``, ``port``, ``pid``, ``authority_key`` (x-
 ``mempool`` (``[raw tx hex, fee]`` in template order). Then it answers stdin, one JSON line per
 command:
 
-- ``stats``: ``connections`` (``JobDeclarationServer.connections``), ``fds`` (open file
+- ``stats``: ``connections`` (``JobDeclarationServer.connections``), ``pending`` (those not
+  set up yet), ``fds`` (open file
   descriptors of this process), ``rss_kib`` (``VmRSS``), ``tasks`` (live asyncio tasks),
   ``tokens``, ``tip`` (height, hash hex, bits, time), the server's ``stats`` counters and
   ``mempool`` (the node's current template, as at start);
@@ -103,9 +107,14 @@ async def serve(args: argparse.Namespace) -> None:
             supported_extensions=(0x0003, 0x4002, 0x4003),
             limits=JdsLimits(
                 handshake_timeout=args.handshake_timeout,
+                setup_timeout=args.setup_timeout,
                 idle_timeout=args.idle_timeout,
                 max_frame_size=args.max_frame_size,
                 max_connections=args.max_connections,
+                max_pending=args.max_pending,
+                max_connections_per_address=args.max_connections_per_address or None,
+                max_pending_per_address=args.max_pending_per_address or None,
+                connects_per_address_per_sec=args.connects_per_address_per_sec or None,
             ),
         )
         await srv.start()
@@ -137,6 +146,7 @@ async def server_stats(srv: JobDeclarationServer, node: Node) -> dict[str, Any]:
     template = await node.block_template()
     return {
         "connections": srv.connections,
+        "pending": srv.pending_connections,
         "fds": len(os.listdir("/proc/self/fd")),
         "rss_kib": rss_kib(),
         "tasks": len(asyncio.all_tasks()),
@@ -213,6 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-timeout", type=float, default=d.idle_timeout)
     ap.add_argument("--max-frame-size", type=int, default=d.max_frame_size)
     ap.add_argument("--max-connections", type=int, default=d.max_connections)
+    ap.add_argument("--setup-timeout", type=float, default=d.setup_timeout)
+    ap.add_argument("--max-pending", type=int, default=d.max_pending)
+    # 0: no per-address limit (every client of a benchmark comes from 127.0.0.1)
+    ap.add_argument(
+        "--max-connections-per-address", type=int, default=d.max_connections_per_address or 0
+    )
+    ap.add_argument("--max-pending-per-address", type=int, default=d.max_pending_per_address or 0)
+    ap.add_argument(
+        "--connects-per-address-per-sec", type=float, default=d.connects_per_address_per_sec or 0
+    )
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     raise_fd_limit()
