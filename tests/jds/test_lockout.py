@@ -183,9 +183,9 @@ def test_idle_timeout_counts_from_the_last_complete_message(
     async def main() -> None:
         async with serving(limits) as srv:
             loop = asyncio.get_running_loop()
-            trickler = await set_up_client(srv)
             active = await set_up_client(srv)
-            t0 = loop.time()
+            trickler = await set_up_client(srv)
+            t0 = loop.time()  # just after the trickler's last complete message
             n = 0
             while not trickler.reader.at_eof() and loop.time() - t0 < 5:
                 trickler.writer.write(b"\x00")
