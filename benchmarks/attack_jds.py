@@ -158,17 +158,9 @@ async def flood(
 
 async def _flood_command(args: argparse.Namespace) -> int:
     ready = asyncio.Event()
+    options = ("connections", "source", "trickle", "duration", "reconnect")
     job = asyncio.ensure_future(
-        flood(
-            args.host,
-            args.port,
-            connections=args.connections,
-            source=args.source,
-            trickle=args.trickle,
-            duration=args.duration,
-            reconnect=args.reconnect,
-            ready=ready,
-        )
+        flood(args.host, args.port, ready=ready, **{k: getattr(args, k) for k in options})
     )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(ready.wait()), args.duration)
@@ -313,6 +305,7 @@ async def phase(
     h = srv.hello
     host, port, key = h["host"], h["port"], bytes.fromhex(h["authority_key"])
     limits = JdsLimits()
+    before = (await srv.stats())["stats"]
     attacker = await Flood.start(
         host, port, connections=args.connections, trickle=args.trickle, duration=duration,
         reconnect=reconnect,
@@ -341,7 +334,11 @@ async def phase(
     while end["connections"] and time.monotonic() < deadline_s:
         await asyncio.sleep(0.2)
         end = await srv.stats()
-    counters = {k: v for k, v in sorted(end["stats"].items()) if k.startswith(("evicted", "ref"))}
+    counters = {
+        k: v - before.get(k, 0)
+        for k, v in sorted(end["stats"].items())
+        if k.startswith(("evicted", "refused")) and v > before.get(k, 0)
+    }
     print(
         f"phase {name}: {args.connections} attack connections from {ATTACKER} "
         f"({'reopened as soon as closed' if reconnect else 'opened once'}; 64 random bytes, "
@@ -349,13 +346,15 @@ async def phase(
         f"{opened_s:.1f} s"
     )
     print(
-        f"  attacker: {result['opened']:,} connections opened, {result['closed']:,} closed by "
-        f"the server, {result['refused']:,} refused; lifetime median "
+        f"  attacker: {result['opened']:,} connections opened, {result['closed']:,} of them "
+        f"closed by the server before the phase ended, {result['refused']:,} connects failed; "
+        f"lifetime median "
         f"{result['median_lifetime']:.2f} s, max {result['max_lifetime']:.2f} s"
     )
     print(
         f"  server: at most {peak['connections']} connections ({peak['pending']} pending) at a "
         f"probe; after: {end['connections']} connections, RSS {end['rss_kib'] / 1024:.1f} MiB; "
+        "in this phase: "
         + ", ".join(f"{k} {v:,}" for k, v in counters.items())
     )
     failures = []

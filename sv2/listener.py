@@ -13,12 +13,17 @@ eviction of the busiest address's oldest pending connection), and it must be set
 the idle timeout counts from the last *complete* message, so a peer trickling single bytes of
 a frame it never finishes cannot keep its slot either.
 
-The Job Declaration Server (:mod:`sv2.jds.server`) and the Template Provider
-(:mod:`sv2.tdp.server`) both subclass :class:`NoiseListener`. A subclass supplies what differs
-between them: the peer object with its sans-I/O session (:meth:`NoiseListener._new_peer`), what
-to do with the items a connection decoded (:meth:`NoiseListener._handle_items`: feed them to the
-session, act on its outputs with :meth:`NoiseListener._output`), extra close reasons
-(:meth:`NoiseListener._close_reason`) and clean-up (:meth:`NoiseListener._peer_closed`).
+Sockets are accepted by :mod:`sv2.acceptor`, which hands each one over before asyncio builds
+anything for it: a connection refused for want of a slot costs an ``accept`` and a ``close``.
+
+The Job Declaration Server (:mod:`sv2.jds.server`), the Template Provider
+(:mod:`sv2.tdp.server`) and any other SV2 server subclass :class:`NoiseListener`. A subclass
+supplies what differs between them: the peer object with its sans-I/O session
+(:meth:`NoiseListener._new_peer`), what to do with the items a connection decoded
+(:meth:`NoiseListener._handle_items`: feed them to the session, act on its outputs with
+:meth:`NoiseListener._output`), extra close reasons (:meth:`NoiseListener._close_reason`),
+clean-up (:meth:`NoiseListener._peer_closed`) and, optionally, whether its session accepted
+``SetupConnection`` (:meth:`NoiseListener._is_set_up`).
 
 Anything a peer does wrong ends *its* connection: no exception escapes a connection task. Each
 close is logged with its reason, on the subclass's logger:

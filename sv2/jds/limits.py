@@ -34,17 +34,25 @@ class JdsLimits(ListenerLimits):
 
     @classmethod
     def from_settings(cls, jds: JdsSettings) -> JdsLimits:
-        """``[jds]``'s timeouts and connection limits; the rest as above."""
-        return cls(
-            handshake_timeout=jds.handshake_timeout_sec,
-            setup_timeout=jds.setup_timeout_sec,
-            idle_timeout=jds.idle_timeout_sec,
-            max_connections=jds.max_connections,
-            max_pending=jds.max_pending,
-            max_connections_per_address=jds.max_connections_per_address or None,
-            max_pending_per_address=jds.max_pending_per_address,
-            connects_per_address_per_sec=jds.connects_per_address_per_sec or None,
-        )
+        """``[jds]``'s timeouts and connection limits (:data:`FROM_SETTINGS`); the rest as
+        above."""
+        values = {name: getattr(jds, key) for name, key in FROM_SETTINGS.items()}
+        for name in ZERO_IS_NO_LIMIT:
+            values[name] = values[name] or None
+        return cls(**values)
 
 
-__all__ = ["JdsLimits"]
+# JdsLimits field -> [jds] key
+FROM_SETTINGS = {
+    "handshake_timeout": "handshake_timeout_sec",
+    "setup_timeout": "setup_timeout_sec",
+    "idle_timeout": "idle_timeout_sec",
+    "max_connections": "max_connections",
+    "max_pending": "max_pending",
+    "max_connections_per_address": "max_connections_per_address",
+    "max_pending_per_address": "max_pending_per_address",
+    "connects_per_address_per_sec": "connects_per_address_per_sec",
+}
+ZERO_IS_NO_LIMIT = ("max_connections_per_address", "connects_per_address_per_sec")
+
+__all__ = ["FROM_SETTINGS", "ZERO_IS_NO_LIMIT", "JdsLimits"]

@@ -10,25 +10,15 @@ import pytest
 from payouts.errors import ConfigError
 from payouts.settings import JdsSettings, Settings
 from sv2.jds import JdsLimits
+from sv2.jds.limits import FROM_SETTINGS
 from sv2.jds.settings import server_arguments
 from tests.jds.helpers import IDENTITY
-
-MAPPED = {
-    "handshake_timeout": "handshake_timeout_sec",
-    "setup_timeout": "setup_timeout_sec",
-    "idle_timeout": "idle_timeout_sec",
-    "max_connections": "max_connections",
-    "max_pending": "max_pending",
-    "max_connections_per_address": "max_connections_per_address",
-    "max_pending_per_address": "max_pending_per_address",
-    "connects_per_address_per_sec": "connects_per_address_per_sec",
-}
 
 
 def test_settings_defaults_are_the_servers() -> None:
     assert JdsLimits.from_settings(JdsSettings()) == JdsLimits()
-    names = {f.name for f in fields(JdsLimits)}
-    assert set(MAPPED) <= names
+    assert set(FROM_SETTINGS) <= {f.name for f in fields(JdsLimits)}
+    assert set(FROM_SETTINGS.values()) <= set(JdsSettings.model_fields)
 
 
 def test_settings_reach_the_server() -> None:
