@@ -7,6 +7,7 @@ kernel backend gives the same answer, the test says so (reason-string parity).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
@@ -289,6 +290,34 @@ def test_harness_always_stops_the_node(bitcoind_path: Path) -> None:
     assert proc is not None and datadir is not None
     assert proc.poll() is not None  # stopped despite the exception
     assert not datadir.exists() and rt.proc is None
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (Linux: its socket inodes in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+        if m:
+            inodes.add(m.group(1))
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # state LISTEN
+                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_harness_binds_only_the_ports_it_chose(bitcoind_path: Path) -> None:
+    """Listening (to link nodes), a node binds its RPC and P2P ports and nothing else: not
+    regtest's 18444, and not the Tor onion target on the P2P port + 1 that Core 28 (Bitcoin
+    Inquisition 28.x) binds by default even with -listenonion=0."""
+    for extra in ((), ("-listen=1",)):
+        with RegtestNode(bitcoind_path, extra_args=extra) as rt:
+            assert rt.proc is not None
+            want = {rt.rpc_port, rt.p2p_port} if extra else {rt.rpc_port}
+            assert listening_ports(rt.proc.pid) == want
 
 
 def test_harness_start_failure_reports_the_log(bitcoind_path: Path) -> None:
