@@ -4,6 +4,9 @@ interpreter.
 
     python -m benchmarks.jds_server_process [--mempool N] [--handshake-timeout S] ...
 
+(every ``JdsLimits`` timeout and connection limit has its option; a per-address limit of 0 is
+none).
+
 The node is a :class:`~payouts.node.kernel.KernelNode` (libbitcoinkernel, regtest) with 100 +
 ``--mempool`` blocks mined to ``P2WSH(OP_TRUE)`` and ``--mempool`` transactions spending the
 first (mature) coinbases,
@@ -12,7 +15,8 @@ process prints one JSON line: ``host``, ``port``, ``pid``, ``authority_key`` (x-
 ``mempool`` (``[raw tx hex, fee]`` in template order). Then it answers stdin, one JSON line per
 command:
 
-- ``stats``: ``connections`` (``JobDeclarationServer.connections``), ``fds`` (open file
+- ``stats``: ``connections`` (``JobDeclarationServer.connections``), ``pending`` (those not
+  set up yet), ``fds`` (open file
   descriptors of this process), ``rss_kib`` (``VmRSS``), ``tasks`` (live asyncio tasks),
   ``tokens``, ``tip`` (height, hash hex, bits, time), the server's ``stats`` counters and
   ``mempool`` (the node's current template, as at start);
@@ -45,6 +49,18 @@ AUTHORITY_SK = bytes.fromhex("22" * 32)
 OP_TRUE_WSH = b"\x00\x20" + hashlib.sha256(b"\x51").digest()
 POOL_SCRIPT = b"\x00\x14" + hashlib.sha256(b"pool").digest()[:20]
 COINBASE_MATURITY = 100
+# The JdsLimits fields this process takes as options (--setup-timeout ...), with their defaults.
+LIMIT_OPTIONS: dict[str, Any] = {
+    name: getattr(JdsLimits(), name)
+    for name in (
+        "handshake_timeout", "setup_timeout", "idle_timeout", "max_frame_size",
+        "max_connections", "max_pending", "max_connections_per_address",
+        "max_pending_per_address", "connects_per_address_per_sec",
+    )
+}  # fmt: skip
+# 0 turns these off: every client of a benchmark comes from 127.0.0.1.
+PER_ADDRESS = ("max_connections_per_address", "max_pending_per_address",
+               "connects_per_address_per_sec")  # fmt: skip
 
 
 def distribution(payees: int) -> Distribution:
@@ -91,6 +107,13 @@ async def _fill_mempool(node: KernelNode, n: int) -> list[tuple[Tx, int]]:
     return [(t.tx, t.fee) for t in template.transactions]
 
 
+def limits_from(args: argparse.Namespace) -> JdsLimits:
+    values = {name: getattr(args, name) for name in LIMIT_OPTIONS}
+    for name in PER_ADDRESS:
+        values[name] = values[name] or None
+    return JdsLimits(**values)
+
+
 async def serve(args: argparse.Namespace) -> None:
     identity = ServerIdentity.signed_by(AUTHORITY_SK, validity_s=86_400)
     with KernelNode() as node:
@@ -101,12 +124,7 @@ async def serve(args: argparse.Namespace) -> None:
             distribution_source=distribution(args.payees),
             port=args.port,
             supported_extensions=(0x0003, 0x4002, 0x4003),
-            limits=JdsLimits(
-                handshake_timeout=args.handshake_timeout,
-                idle_timeout=args.idle_timeout,
-                max_frame_size=args.max_frame_size,
-                max_connections=args.max_connections,
-            ),
+            limits=limits_from(args),
         )
         await srv.start()
         host, port = srv.address
@@ -137,6 +155,7 @@ async def server_stats(srv: JobDeclarationServer, node: Node) -> dict[str, Any]:
     template = await node.block_template()
     return {
         "connections": srv.connections,
+        "pending": srv.pending_connections,
         "fds": len(os.listdir("/proc/self/fd")),
         "rss_kib": rss_kib(),
         "tasks": len(asyncio.all_tasks()),
@@ -208,11 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--mempool", type=int, default=20)
     ap.add_argument("--payees", type=int, default=20)
-    d = JdsLimits()  # defaults: the server's own
-    ap.add_argument("--handshake-timeout", type=float, default=d.handshake_timeout)
-    ap.add_argument("--idle-timeout", type=float, default=d.idle_timeout)
-    ap.add_argument("--max-frame-size", type=int, default=d.max_frame_size)
-    ap.add_argument("--max-connections", type=int, default=d.max_connections)
+    for name, default in LIMIT_OPTIONS.items():  # the server's defaults; 0: no limit
+        kind = float if default is None else type(default)
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default or 0)
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     raise_fd_limit()

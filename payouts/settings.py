@@ -111,6 +111,35 @@ class JdsSettings(_Section):
     supported_extensions: list[int] = Field(default_factory=lambda: [0x0003, 0x4003, 0x4002])
     required_extensions: list[int] = Field(default_factory=list)
     token_lifetime_sec: int = Field(600, ge=1)
+    # Connection limits (sv2.jds.limits.JdsLimits; docs/jds.md "Connection limits").
+    handshake_timeout_sec: float = Field(
+        5.0, gt=0, le=600, description="from accept until Noise act 1 (64 bytes) has arrived"
+    )
+    setup_timeout_sec: float = Field(
+        10.0, gt=0, le=600,
+        description="from accept until SetupConnection is accepted, handshake included; bytes "
+        "the peer sends do not extend it",
+    )
+    idle_timeout_sec: float = Field(
+        300.0, gt=0, le=86_400,
+        description="close a connection this long after its last complete message",
+    )
+    max_connections: int = Field(1_000, ge=1, description="set-up connections")
+    max_pending: int = Field(
+        256, ge=1,
+        description="connections still in handshake or setup, in slots apart from the set-up ones",
+    )
+    max_connections_per_address: int = Field(
+        64, ge=0, description="connections from one IPv4 address or IPv6 /64; 0 = no limit"
+    )
+    max_pending_per_address: int = Field(
+        8, ge=1, description="connections in handshake or setup from one IPv4 address or IPv6 /64"
+    )
+    connects_per_address_per_sec: float = Field(
+        20.0, ge=0, le=1_000_000,
+        description="new connections a second from one IPv4 address or IPv6 /64 (bursts of "
+        "twice as many); beyond it they are refused before any handshake work; 0 = no limit",
+    )
 
 
 def _hex_bytes(value: str, size: int, what: str) -> bytes:

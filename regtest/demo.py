@@ -31,15 +31,19 @@ from payouts.accounting.shares import ShareBatch
 from payouts.crypto import musig2 as mu
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.distribution.fitting import FittedDistribution
+from payouts.distribution.model import Distribution
 from payouts.node.interface import Node
 from payouts.service import PoolService
 from payouts.settings import Settings
-from payouts.settlement.ctv import CtvParams
+from payouts.settlement.ctv import P2A_SCRIPT, CtvFanout, CtvParams, ctv_settlement
+from payouts.settlement.ctv_commit import commitment_script
 from payouts.settlement.modes import Musig2Mode, SettlementMode
 from payouts.settlement.musig2.output import choose_committee
 from payouts.settlement.musig2.session import SessionState
 from payouts.settlement.musig2.spend import cooperative_spend, open_signing_session
 from payouts.tx.address import script_to_address
+from payouts.tx.block import Block
+from payouts.tx.ctv import standard_template_hash
 from payouts.tx.hashes import display_hex, hash160, sha256
 from payouts.tx.output_scripts import classify
 from payouts.tx.transaction import OutPoint, Tx
@@ -342,20 +346,87 @@ class Demo:
     async def ctv_unroll(
         self, found: FoundBlock, fitted: FittedDistribution, mode: SettlementMode
     ) -> dict[bytes, tuple[int, int]]:
-        from payouts.settlement.ctv import ctv_settlement
-
+        """Broadcast the fan-out level by level, one block per level, and check the result on
+        the node: every tx in its level's block, every inner output spent by exactly its
+        committed child (:func:`check_ctv_spends`), every payee's leaf unspent with its exact
+        amount (:func:`check_ctv_exits`)."""
         active = await self.node.deployment_active("checktemplateverify")
         fan = ctv_settlement(fitted.distribution, found.revenue, mode.ctv, ctv_active=active)
+        assert found.coinbase.outputs[0] == fan.commitment_output, "coinbase commitment differs"
         bound = fan.bind(OutPoint(found.coinbase.txid, 0))
-        landed: dict[bytes, tuple[int, int]] = {}
         for level in sorted({t.level for t in bound.txs}):
-            for t in (x for x in bound.txs if x.level == level):
-                await self.node.send_raw_transaction(t.tx.serialize())
-            await self.node.generate_to_script(1, BURN)
-        for t in bound.txs:
-            landed.update(await self.check_outputs(t.tx.txid, t.tx.outputs))
-        self.say(f"CTV fan-out: {len(bound.txs)} txs confirmed level by level")
+            sent = [t.tx for t in bound.txs if t.level == level]
+            for tx in sent:
+                await self.node.send_raw_transaction(tx.serialize())
+            [block_hash] = await self.node.generate_to_script(1, BURN)
+            raw = await self.node.get_block(block_hash)
+            assert raw is not None, f"block {display_hex(block_hash)} is missing"
+            mined = {tx.txid for tx in Block.parse(raw).txs}
+            for tx in sent:
+                assert tx.txid in mined, f"fan-out tx {tx.txid_hex} not mined at level {level}"
+        await check_ctv_spends(self.node, bound)
+        landed = await check_ctv_exits(self.node, bound, fitted.distribution)
+        self.say(
+            f"CTV fan-out: {len(bound.txs)} txs in {bound.depth} levels confirmed; every inner "
+            f"output spent by its committed child, {len(bound.exits)} leaves unspent"
+        )
         return landed
+
+
+async def check_ctv_spends(node: Node, fan: CtvFanout) -> None:
+    """Each fan-out tx spends exactly the output committing to it (BIP-119): the output
+    carries its template hash and value, the tx still hashes to that template, its only
+    input is that outpoint, and the node no longer has the outpoint unspent. The tx was
+    mined (:meth:`Demo.ctv_unroll`) and its txid commits to its input, so on chain that output
+    was spent by this tx and no other. Every other output is a leaf or the anchor."""
+    accounted = {(e.path[-1], e.vout) for e in fan.exits}
+    for i, t in enumerate(fan.txs):
+        if t.parent is None:
+            spent, committed = fan.funding, fan.commitment_output
+        else:
+            parent = fan.txs[t.parent].tx
+            spent = OutPoint(parent.txid, t.parent_vout)
+            committed = parent.outputs[t.parent_vout]
+            accounted.add((t.parent, t.parent_vout))
+        name = f"fan-out tx {i} ({t.tx.txid_hex})"
+        assert committed == TxOut(t.value, commitment_script(t.template_hash, fan.form)), (
+            f"{name}: its parent's output does not commit to it"
+        )
+        assert standard_template_hash(t.tx, 0) == t.template_hash, f"{name}: not its template"
+        prevouts = [txin.prevout for txin in t.tx.inputs]
+        assert prevouts == [spent], f"{name}: spends another output"
+        utxo = await node.get_utxo(spent.txid, spent.n)
+        assert utxo is None, f"{name}: the output committing to it is still unspent"
+    anchor = None if fan.anchor_value is None else TxOut(fan.anchor_value, P2A_SCRIPT)
+    for i, t in enumerate(fan.txs):
+        for vout, out in enumerate(t.tx.outputs):
+            if (i, vout) not in accounted:
+                assert out == anchor, f"output {vout} of fan-out tx {i} is unaccounted for"
+    paid = sum(e.output.value for e in fan.exits) + fan.tree_cost
+    assert paid == fan.commitment_output.value, "the tree does not conserve the commitment"
+
+
+async def check_ctv_exits(
+    node: Node, fan: CtvFanout, dist: Distribution
+) -> dict[bytes, tuple[int, int]]:
+    """Each payee's (and the pool's) leaf is in the node's UTXO set with exactly the amount
+    (:attr:`CtvFanout.payout`) and script the distribution gives it."""
+    payouts = fan.payout
+    landed: dict[bytes, tuple[int, int]] = {}
+    for e in fan.exits:
+        tx = fan.txs[e.path[-1]].tx
+        if e.payee is None:
+            want = TxOut(payouts.pool_amount, dist.pool_payout.script)
+        else:
+            want = TxOut(payouts.payee_amounts[e.payee], dist.payouts[e.payee].script)
+        assert tx.outputs[e.vout] == e.output == want, f"leaf {e} is not the payout {want}"
+        utxo = await node.get_utxo(tx.txid, e.vout)
+        assert utxo is not None, f"output {e.vout} of {tx.txid_hex} is missing"
+        assert (utxo.value, utxo.script) == (want.value, want.script), (
+            f"output {e.vout} of {tx.txid_hex} differs"
+        )
+        landed.setdefault(want.script, (e.vout, want.value))
+    return landed
 
 
 def short(text: str, head: int = 10, tail: int = 6) -> str:

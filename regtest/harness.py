@@ -2,7 +2,16 @@
 
 ``RegtestNode`` is a context manager: a temp datadir, free loopback ports, random RPC
 credentials, ``-regtest`` with DNS seeds/fixed seeds/onion off so it never dials out, and a wait
-until RPC answers. Leaving the ``with`` block (normally, on a test failure, or on
+until RPC answers.
+
+Every port the process could open is chosen here, never left to a default: the RPC port, and a
+P2P port at least two away from it (:func:`free_ports`). ``-listen=0`` keeps P2P closed; when
+``extra_args`` turn listening on (e.g. to link two nodes), the P2P port is bound explicitly with
+``-bind``: never regtest's shared 18444, and no Tor onion target on the P2P port + 1, which
+Core 28 (and Bitcoin Inquisition 28.x) binds by default whenever it listens, even with
+``-listenonion=0`` (a node whose RPC port was that port failed with "Unable to bind"). Core
+refuses ``-bind`` together with ``-listen=0``, hence only then. Later Core versions take the same
+arguments. Leaving the ``with`` block (normally, on a test failure, or on
 KeyboardInterrupt) always stops the process: SIGTERM, wait, then SIGKILL, and removes the
 datadir (kept, with its ``debug.log`` path printed, when ``keep_datadir`` is set).
 
@@ -53,6 +62,27 @@ def free_port() -> int:
         return port
 
 
+def free_ports() -> tuple[int, int]:
+    """Free (RPC, P2P) ports at least two apart: never one the other's onion target (+1)."""
+    rpc = free_port()
+    while abs((p2p := free_port()) - rpc) <= 1:
+        pass
+    return rpc, p2p
+
+
+def listens(extra_args: tuple[str, ...]) -> bool:
+    """Whether ``-listen=0`` (:data:`BASE_ARGS`) is overridden: bitcoind takes the last
+    ``-listen``/``-nolisten`` on its command line."""
+    on = False
+    for arg in extra_args:
+        name, _, value = arg.partition("=")
+        if name == "-listen":
+            on = value not in ("0", "false")
+        elif name == "-nolisten":
+            on = value in ("0", "false")
+    return on
+
+
 class RegtestError(RuntimeError):
     """bitcoind did not start (the message carries the tail of its debug.log)."""
 
@@ -74,6 +104,7 @@ class RegtestNode:
         self.keep_datadir = keep_datadir
         self.datadir: Path | None = None
         self.rpc_port = 0
+        self.p2p_port = 0  # bound only if extra_args turn -listen on (e.g. to link two nodes)
         self.rpc_user = "payouts"
         self.rpc_password = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -106,11 +137,14 @@ class RegtestNode:
 
     def start(self) -> None:
         self.datadir = Path(tempfile.mkdtemp(prefix="payouts-regtest-"))
-        self.rpc_port = free_port()
+        self.rpc_port, self.p2p_port = free_ports()
+        bind = (f"-bind=127.0.0.1:{self.p2p_port}",) if listens(self.extra_args) else ()
         args = [
             str(self.bitcoind),
             f"-datadir={self.datadir}",
             f"-rpcport={self.rpc_port}",
+            f"-port={self.p2p_port}",
+            *bind,
             "-rpcbind=127.0.0.1",
             "-rpcallowip=127.0.0.1",
             f"-rpcuser={self.rpc_user}",
@@ -193,4 +227,4 @@ class RegtestNode:
         )
 
 
-__all__ = ["RegtestError", "RegtestNode", "free_port"]
+__all__ = ["RegtestError", "RegtestNode", "free_port", "free_ports", "listens"]

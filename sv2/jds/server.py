@@ -38,46 +38,27 @@ from payouts.settlement.modes import (
 )
 from payouts.tx.coinbase import HALVING_INTERVAL_MAINNET, HALVING_INTERVAL_REGTEST
 from sv2.connection import (
-    DEFAULT_MAX_BUFFERED,
-    DEFAULT_MAX_FRAME_SIZE,
-    JD_FRAME_LIMITS,
     Sv2Connection,
 )
 from sv2.declared_job import DeclaredJob, FoundBlock
 from sv2.distribution_book import DistributionBook, Published
 from sv2.domain_messages import mode_to_message
 from sv2.jds.declaring import BoundOutputs
+from sv2.jds.limits import JdsLimits
 from sv2.jds.session import JdsSession, JdsShared
 from sv2.jds.settings import RotatingIdentity, server_arguments
 from sv2.jds.state import TxStore
 from sv2.jds.steps import NeedMempoolTxs, NeedTemplate, NeedTip, NodeRequest, Output, Step, resume
 from sv2.jds.tokens import TokenBook
-from sv2.listener import ListenerLimits, NoiseListener, Peer
+from sv2.listener import NoiseListener, Peer
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
-from sv2.noise_transport import FrameLimits
 from sv2.session import Disconnect
 
 log = logging.getLogger(__name__)
 
 IMPLEMENTED_EXTENSIONS = (EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS, EXT_SETTLEMENT_MODES)
-
-
-@dataclass(frozen=True, slots=True)
-class JdsLimits(ListenerLimits):
-    """Per-connection limits and timeouts (seconds), and the server's own."""
-
-    handshake_timeout: float = 10.0
-    idle_timeout: float | None = 300.0
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    max_buffered: int = DEFAULT_MAX_BUFFERED
-    max_write_buffer: int | None = 8 << 20  # a peer that does not read loses its connection
-    max_connections: int = 1_000
-    # ProvideMissingTransactions.Success alone may carry a whole block (BLOCK_TXS_FRAME_SIZE).
-    frame_limits: FrameLimits = field(default_factory=lambda: JD_FRAME_LIMITS)
-    grace_period: float = 10.0  # PR #203 §7.2 grace window for the previous distribution
-    template_refresh: float = 5.0  # re-read the node's template this often, in the background
 
 
 OnBlock = Callable[[FoundBlock], Awaitable[None] | None]
@@ -220,7 +201,7 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         CTV (``ctv``, or ``musig2`` with the CTV leaf) and the node does not report
         ``checktemplateverify`` active: there a CTV output is anyone-can-spend (ARCHITECTURE
         invariant 4). Bitcoin Core and the kernel node report it inactive."""
-        if self._server is not None:
+        if self.listening:
             raise RuntimeError("already started")
         self.shared.halving = (
             HALVING_INTERVAL_REGTEST
@@ -333,6 +314,9 @@ class JobDeclarationServer(NoiseListener[_Connection]):
 
     def _peer_closed(self, c: _Connection) -> None:
         c.session.closed()
+
+    def _is_set_up(self, c: _Connection, items: list[Any]) -> bool:
+        return c.session.setup and not c.closing
 
     async def _handle_items(self, c: _Connection, items: list[Any]) -> None:
         for it in items:

@@ -13,6 +13,7 @@ from payouts.errors import ConfigError
 from payouts.settings import Settings
 from payouts.settlement.modes import SettlementMode, mode_from_settings
 from sv2.authority import decode_authority_secret_key
+from sv2.jds.limits import JdsLimits
 from sv2.noise import ServerIdentity
 
 
@@ -55,7 +56,8 @@ def server_arguments(
     """The :class:`~sv2.jds.server.JobDeclarationServer` constructor arguments ``[jds]``
     implies: listen address, extensions (those of ``implemented`` only), token lifetime, the
     settlement mode (default :func:`~payouts.settlement.modes.mode_from_settings`) and, without
-    an ``identity``, one signed by ``jds.authority_secret_key`` with the key to re-sign it."""
+    an ``identity``, one signed by ``jds.authority_secret_key`` with the key to re-sign it;
+    the timeouts and connection limits (:meth:`JdsLimits.from_settings`)."""
     jds = settings.jds
     sk = None
     if identity is None:
@@ -76,6 +78,7 @@ def server_arguments(
         "mode": mode if mode is not None else mode_from_settings(settings),
         "authority_secret_key": sk,
         "cert_validity": jds.cert_validity_sec,
+        "limits": JdsLimits.from_settings(jds),
     }
 
 

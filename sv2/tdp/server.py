@@ -188,6 +188,9 @@ class TemplateProvider(NoiseListener[_Client]):
     def _close_reason(self, exc: Exception) -> str | None:
         return f"node error: {exc.reason}" if isinstance(exc, NodeError) else None
 
+    def _is_set_up(self, c: _Client, items: list[Any]) -> bool:
+        return c.session.setup and not c.closing
+
     async def _handle_items(self, c: _Client, items: list[Any]) -> None:
         for it in items:
             if isinstance(it, MalformedMessage):

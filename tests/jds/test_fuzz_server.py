@@ -36,9 +36,16 @@ def test_live_server_survives_fuzzed_frames() -> None:
                 node.add_mempool(fee_tx(chain, h, 1_000 + h))
             dist = make_distribution()
             idle = 2.0
-            srv = await start_server(
-                node, dist, limits=JdsLimits(handshake_timeout=1.0, idle_timeout=idle)
+            # No per-address limits: every fuzz connection comes from 127.0.0.1, and the garbage
+            # ones would evict valid sessions mid-handshake (tests/jds/test_lockout.py).
+            limits = JdsLimits(
+                handshake_timeout=1.0,
+                idle_timeout=idle,
+                max_connections_per_address=None,
+                max_pending_per_address=None,
+                connects_per_address_per_sec=None,
             )
+            srv = await start_server(node, dist, limits=limits)
             try:
 
                 async def stats() -> dict[str, object]:

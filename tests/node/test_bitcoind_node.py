@@ -7,6 +7,8 @@ kernel backend gives the same answer, the test says so (reason-string parity).
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
@@ -217,14 +219,30 @@ async def prev_of(node: Node, height: int) -> tuple[OutPoint, TxOut]:
     return OutPoint(cb.txid, 0), cb.outputs[0]
 
 
-def test_package_with_zero_fee_parent(regtest: RegtestNode) -> None:
+def core_major(regtest: RegtestNode) -> int:
+    """The major version in the node's subversion ("/Satoshi:28.1.0(inquisition)/" -> 28)."""
+    m = re.search(r"Satoshi:(\d+)\.", regtest.version)
+    assert m is not None, regtest.version
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("version", [3, 2])
+def test_package_with_zero_fee_parent(regtest: RegtestNode, version: int) -> None:
+    if version != 3 and core_major(regtest) < 31:
+        pytest.skip(
+            f"{regtest.version}: before Core 31 (bitcoin/bitcoin#33892) only a TRUC (v3) parent "
+            "may be below the min relay fee in a package"
+        )
+
     async def body(node: BitcoindNode) -> None:
         await ensure_height(node, 105)
-        op, out = await coinbase_prev(node, 3)
-        parent = spend([(op, out)], [TxOut(out.value, P2TR)])  # pays no fee: the child does
+        op, out = await coinbase_prev(node, 3 + (version == 2))  # a fresh coin per case
+        # The parent pays no fee: the child does.
+        parent = spend([(op, out)], [TxOut(out.value, P2TR)], version=version)
         child = spend(
             [(OutPoint(parent.txid, 0), parent.outputs[0])],
             [TxOut(parent.outputs[0].value - 50_000, OTHER)],
+            version=version,
         )
         with pytest.raises(NodeError, match="fee"):  # alone, the parent is below min relay fee
             await node.send_raw_transaction(parent.serialize())
@@ -266,11 +284,40 @@ def test_harness_always_stops_the_node(bitcoind_path: Path) -> None:
     with pytest.raises(RuntimeError, match="test body failed"), rt:
         proc, datadir = rt.proc, rt.datadir
         assert proc is not None and datadir is not None and datadir.is_dir()
-        assert rt.call("getblockcount") == 0 and rt.is_inquisition is False
+        assert rt.call("getblockcount") == 0
+        assert rt.is_inquisition is ("(inquisition)" in rt.version)  # only a CTV-enforcing build
         raise RuntimeError("test body failed")
     assert proc is not None and datadir is not None
     assert proc.poll() is not None  # stopped despite the exception
     assert not datadir.exists() and rt.proc is None
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (Linux: its socket inodes in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+        if m:
+            inodes.add(m.group(1))
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # state LISTEN
+                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_harness_binds_only_the_ports_it_chose(bitcoind_path: Path) -> None:
+    """Listening (to link nodes), a node binds its RPC and P2P ports and nothing else: not
+    regtest's 18444, and not the Tor onion target on the P2P port + 1 that Core 28 (Bitcoin
+    Inquisition 28.x) binds by default even with -listenonion=0."""
+    for extra in ((), ("-listen=1",)):
+        with RegtestNode(bitcoind_path, extra_args=extra) as rt:
+            assert rt.proc is not None
+            want = {rt.rpc_port, rt.p2p_port} if extra else {rt.rpc_port}
+            assert listening_ports(rt.proc.pid) == want
 
 
 def test_harness_start_failure_reports_the_log(bitcoind_path: Path) -> None:

@@ -99,3 +99,15 @@ def test_make_node() -> None:
     assert isinstance(b, BitcoindNode) and b.rpc.url == "http://127.0.0.1:38332"
     cookie = make_node(Settings(node=NodeSettings(backend="bitcoind")), cookie_file="/x/.cookie")
     assert isinstance(cookie, BitcoindNode) and cookie.rpc.url.endswith(":18443")
+
+
+def test_harness_ports_are_apart_and_listening_is_read_from_the_arguments() -> None:
+    from regtest.harness import free_ports, listens
+
+    for _ in range(20):
+        rpc, p2p = free_ports()
+        assert abs(rpc - p2p) > 1  # never one the other's onion target (+1)
+    assert not listens(())
+    assert listens(("-listen=1",)) and listens(("-listen",))
+    assert not listens(("-listen=1", "-listen=0"))  # the last one counts, as in bitcoind
+    assert not listens(("-listen=1", "-nolisten")) and listens(("-nolisten=0",))

@@ -60,9 +60,15 @@ pytestmark = pytest.mark.bitcoind
 POOL_FEE_SK = sha256(b"tests/node ctv: the pool's fee wallet")
 THIRD_PARTY_SK = sha256(b"tests/node ctv: somebody else entirely")
 THIEF = p2tr("ctv thief", 0)
-# A CTV failure as Inquisition words it ("Script failed an OP_CHECKTEMPLATEVERIFY operation"),
-# inside Core's "...-script-verify-flag-failed (...)" reject reason.
-CTV_FAILURE = re.compile(r"script-verify-flag-failed.*(template|checktemplateverify)", re.I)
+# A CTV failure as Inquisition words it (ScriptErrorString(SCRIPT_ERR_TEMPLATE_MISMATCH)), inside
+# the reject reason Core's mempool gives a script failure: "non-mandatory-script-verify-flag (…)"
+# or "mandatory-script-verify-flag-failed (…)" up to Core 29 (what v28.1-inq says: the CTV flag
+# is not among the mandatory ones), "mempool-script-verify-flag-failed (…)" or
+# "block-script-verify-flag-failed (…)" from Core 30 on.
+CTV_FAILURE = re.compile(
+    r"\b(?:non-mandatory|mandatory|mempool|block)-script-verify-flag(?:-failed)? "
+    r"\(Script failed an OP_CHECKTEMPLATEVERIFY operation\)"
+)
 
 
 def ctv_active(chain: Chain) -> bool:
