@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from payouts import service as service_module
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
+from payouts.distribution.fitting import FittedDistribution
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.store.engine import make_engine
@@ -161,7 +162,8 @@ ROWS: list[tuple[str, str, float, str, str]] = []  # (measure, backend, value, t
 def report(measure: str, backend: str, value: float, unit: str, target: float,
            baseline: float | None = None) -> None:
     ok = "met" if value <= target else "MISSED"
-    base = "" if baseline is None else f"; baseline {baseline:,.0f} {unit} ({baseline / value:.1f}x)"
+    base = ("" if baseline is None
+            else f"; baseline {baseline:,.0f} {unit} ({baseline / value:.1f}x)")
     print(f"  {measure} [{backend}]: {value:,.0f} {unit} (target <= {target:,.0f} {unit}, "
           f"{ok}){base}", flush=True)
     ROWS.append((measure, backend, value, f"<= {target:g} {unit}", ok))
@@ -245,10 +247,11 @@ def publish_and_record(backend: str, tmp: Path, miners: int, shares: int, ledger
         for i in range(runs):
             t, fitted = ms(lambda: svc.publish_distribution(REVENUE))
             pub.append(t)
-            assert fitted.dropped  # type: ignore[attr-defined]
-            t, _ = ms(lambda i=i: svc.record_block(
-                distribution_id=fitted.distribution.distribution_id,  # type: ignore[attr-defined]
-                revenue=REVENUE, block_hash=uuid.uuid4().bytes * 2, height=1000 + i))
+            assert isinstance(fitted, FittedDistribution) and fitted.dropped
+            did = fitted.distribution.distribution_id
+            t, _ = ms(lambda i=i, did=did: svc.record_block(
+                distribution_id=did, revenue=REVENUE, block_hash=uuid.uuid4().bytes * 2,
+                height=1000 + i))
             rec.append(t)
             while materialize_backlog(svc.engine):
                 pass
@@ -278,9 +281,11 @@ def baseline_publish_and_record(svc: PoolService, runs: int) -> tuple[float, flo
         for i in range(runs):
             t, fitted = ms(lambda: svc.publish_distribution(REVENUE))
             pub.append(t)
-            t, _ = ms(lambda i=i: svc.record_block(
-                distribution_id=fitted.distribution.distribution_id,  # type: ignore[attr-defined]
-                revenue=REVENUE, block_hash=uuid.uuid4().bytes * 2, height=2000 + i))
+            assert isinstance(fitted, FittedDistribution)
+            did = fitted.distribution.distribution_id
+            t, _ = ms(lambda i=i, did=did: svc.record_block(
+                distribution_id=did, revenue=REVENUE, block_hash=uuid.uuid4().bytes * 2,
+                height=2000 + i))
             rec.append(t)
         return statistics.median(pub), statistics.median(rec)
     finally:
