@@ -361,11 +361,14 @@ def peak_memory(backend: str, tmp: Path, shares: int) -> None:
         populate(make_engine(url), 100_000, shares, 0)
         s = settings(data, url, WINDOW)
         PoolService(s).window.take_snapshot()
-        code = ("import resource; from benchmarks.bench_served import settings; "
-                "from payouts.service import PoolService; from pathlib import Path; "
-                f"svc = PoolService(settings(Path({str(data)!r}), {url!r}, {WINDOW})); "
-                "print(svc.accountant.share_count, "
-                "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent at fork, so the
+        # child would report this benchmark's own footprint.
+        code = (f"from benchmarks.bench_served import settings\n"
+                f"from payouts.service import PoolService\n"
+                f"from pathlib import Path\n"
+                f"svc = PoolService(settings(Path({str(data)!r}), {url!r}, {WINDOW}))\n"
+                f"hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+                f"print(svc.accountant.share_count, hwm.split()[1])\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.split()
         report(f"peak RSS restoring {shares:,} stored shares, {int(out[0]):,}-share window",

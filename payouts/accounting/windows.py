@@ -44,6 +44,8 @@ I64 = npt.NDArray[np.int64]
 
 #: first sub-range examined when the TIDES cut moves; doubled each step (bounded work per move)
 _SCAN_FIRST = 4096
+#: rows whose weights are added at once (bounds the transient limb digits)
+_APPLY_ROWS = 1 << 17
 
 
 Difficulty = int | Fraction
@@ -144,10 +146,15 @@ class Window(ABC):
         """Add (or remove) the weights of rows ``[a, b)`` to (or from) the totals."""
         self._acc.ensure(len(self._log.miners))
         for piece in self._log.pieces(a, b):
-            digits = share_digits(piece.difficulty, piece.revenue if self.value_weighting else None)
-            self._acc.add(piece.codes, digits, subtract=subtract)
-            delta = digits_value([int(s) for s in digits.sum(axis=1, dtype=np.int64)])
-            self._total_weight += -delta if subtract else delta
+            # At most _APPLY_ROWS rows at a time: the limb digits of a whole 2^20-row chunk
+            # were ~50 MB of transient memory (a restart's first sync of a 1M-share window).
+            for lo in range(0, len(piece.codes), _APPLY_ROWS):
+                hi = lo + _APPLY_ROWS
+                rev = piece.revenue[lo:hi] if self.value_weighting else None
+                digits = share_digits(piece.difficulty[lo:hi], rev)
+                self._acc.add(piece.codes[lo:hi], digits, subtract=subtract)
+                delta = digits_value([int(s) for s in digits.sum(axis=1, dtype=np.int64)])
+                self._total_weight += -delta if subtract else delta
 
 
 class PplnsWindow(Window):

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from payouts.errors import ConfigError
-from payouts.node.bitcoind import BitcoindNode
 from payouts.node.interface import Node
 from payouts.settings import Settings
 
@@ -49,6 +48,8 @@ def make_node(settings: Settings, *, cookie_file: str | Path | None = None) -> N
         from payouts.node.kernel import KernelNode  # imports pbk only when used
 
         return KernelNode()
+    from payouts.node.bitcoind import BitcoindNode  # httpx only when a node is reached by RPC
+
     url = node.rpc_url or f"http://127.0.0.1:{RPC_PORTS[settings.network]}"
     if node.rpc_user is None and node.rpc_password is None:
         cookie = cookie_file if cookie_file is not None else default_cookie_file(settings.network)

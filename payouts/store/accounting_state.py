@@ -121,14 +121,20 @@ def save_snapshot(engine: Engine, *, version: int, after_share_id: int, after_ev
 
 
 def load_latest_snapshot(engine: Engine) -> SnapshotRecord | None:
-    """The newest snapshot, or None."""
-    q = select(*AccountingSnapshot.__table__.c).order_by(AccountingSnapshot.id.desc()).limit(1)
+    """The newest snapshot, or None. Read through the driver: the body may be tens of MB and
+    every copy of it counts against a restart's memory."""
     with engine.connect() as conn:
-        r = conn.execute(q).first()
+        cur = raw_cursor(conn)
+        try:
+            cur.execute("SELECT id, version, after_share_id, after_event_id, settings_key, "
+                        "checksum, body FROM accounting_snapshots ORDER BY id DESC LIMIT 1")
+            r = cur.fetchone()
+        finally:
+            cur.close()
     if r is None:
         return None
-    return SnapshotRecord(int(r.id), int(r.version), int(r.after_share_id),
-                          int(r.after_event_id), r.settings_key, r.checksum, bytes(r.body))
+    body = r[6] if isinstance(r[6], bytes) else bytes(r[6])
+    return SnapshotRecord(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5], body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
 
 from payouts.accounting.shares import ShareBatch
@@ -124,6 +123,8 @@ def _persist_postgresql(
     A failed COPY rolls back completely (its transaction is discarded), so falling back cannot
     write a row twice; the ids it reserved are simply never used (ids only need batch order).
     """
+    from psycopg import errors as pg_errors  # only PostgreSQL stores need the driver
+
     try:
         return _copy_all_new(engine, clean, unique_miners)
     except pg_errors.UniqueViolation as exc:

@@ -135,3 +135,11 @@ def test_cli_db_upgrade_and_current(empty_url: Callable[[], str], monkeypatch: A
     assert again.exit_code == 0 and "nothing to do" in again.output
     now = runner.invoke(app, ["db", "current"])
     assert now.exit_code == 0 and f"revision {HEAD}, head {HEAD} (up to date)" in now.output
+
+
+def test_the_head_revision_constant_is_alembics() -> None:
+    """payouts.store.migrate.HEAD_REVISION lets a start-up skip Alembic when the database is
+    already at the newest revision: it must be the newest revision shipped."""
+    from payouts.store.migrate import HEAD_REVISION, head_revision
+
+    assert head_revision() == HEAD_REVISION

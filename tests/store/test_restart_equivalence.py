@@ -183,7 +183,7 @@ def test_unusable_snapshot_is_detected_and_rebuilt_from_the_store(
         body[-1] ^= 1
         values = {"body": bytes(body)}
     elif damage == "version":
-        new = snap.body.replace(b'"version": 1', b'"version": 9')
+        new = snap.body.replace(b'"version": 2', b'"version": 9')
         values = {"body": new, "checksum": hashlib.sha256(new).hexdigest()}
     elif damage == "settings":
         new = snap.body.replace(b"tides|k=3", b"tides|k=4")
