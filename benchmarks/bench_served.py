@@ -323,6 +323,7 @@ def ingest_during_block(backend: str, tmp: Path, miners: int, inline: bool) -> N
                 lat.append((time.perf_counter() - t) * 1000)
 
         th = threading.Thread(target=ingest)
+        sys.setswitchinterval(0.001)  # as payouts serve sets it (payouts.served.ServedPool)
         orig = service_module.LEDGER_INLINE_MAX
         if inline:
             service_module.LEDGER_INLINE_MAX = 10**9
@@ -332,8 +333,11 @@ def ingest_during_block(backend: str, tmp: Path, miners: int, inline: bool) -> N
             before = len(lat)
             svc.record_block(distribution_id=fitted.distribution.distribution_id,
                              revenue=REVENUE, block_hash=uuid.uuid4().bytes * 2, height=7)
-            while materialize_backlog(svc.engine):  # as payouts serve's backlog loop
-                time.sleep(0)
+            while True:  # as payouts serve's backlog loop: rest as long as each chunk took
+                t = time.perf_counter()
+                if not materialize_backlog(svc.engine):
+                    break
+                time.sleep(time.perf_counter() - t)
             time.sleep(0.2)
             during = lat[before:]
         finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import BigInteger, Connection, Engine, cast, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -71,7 +72,9 @@ class DeferredLines:
     def __post_init__(self) -> None:
         if len(self.miner_ids) != len(self.amounts):
             raise ValidationError("deferred lines: one amount per miner")
-        if any(not is_int(a) or not 0 < a <= MAX_MONEY for a in self.amounts):
+        ints = set(map(type, self.amounts)) <= {int}  # no float, no bool reaches the ledger
+        a = np.asarray(self.amounts, dtype=np.int64) if ints else None
+        if a is None or (len(a) and not (a.min() > 0 and a.max() <= MAX_MONEY)):
             raise ValidationError("deferred lines are credits: each a positive int within "
                                   "MAX_MONEY")
         if not 1 <= len(self.reason) <= REASON_MAX:
@@ -463,6 +466,14 @@ def record_block_and_round(
         raise ValidationError(
             f"a new block's status must be one of {[str(s) for s in BLOCK_STATUS_ORDER]}")
     _validate_credits(credits)
+    if deferred is not None and deferred.miner_ids:
+        # Checked before the write transaction: miners are never deleted, so what is
+        # registered now still is at commit, and the writer's lock is not held for 100k ids.
+        wanted = sorted(set(deferred.miner_ids))
+        with engine.connect() as conn:
+            if _count_known(conn, wanted) != len(wanted):  # rare: name the first unknown
+                unknown = set(wanted) - _known_miners(conn, wanted)
+                raise UnknownMinerError(f"miner_id {min(unknown)} is not a registered miner")
     with write_connection(engine) as conn, conn.begin():
         if conn.execute(select(Block.id).where(Block.block_hash == block_hash)).first():
             raise DuplicateKeyError(f"block {display_hex(block_hash)} is already recorded")
@@ -494,10 +505,6 @@ def record_block_and_round(
                 f"block {display_hex(block_hash)} is already recorded") from None
         _append(conn, credits, row.id, allow_overdraft, returning=False)
         if deferred is not None and deferred.miner_ids:
-            wanted = sorted(set(deferred.miner_ids))
-            if _count_known(conn, wanted) != len(wanted):  # rare: name the first unknown
-                unknown = set(wanted) - _known_miners(conn, wanted)
-                raise UnknownMinerError(f"miner_id {min(unknown)} is not a registered miner")
             insert_backlog(conn, row.id, deferred.reason, deferred.miner_ids, deferred.amounts)
         if credits or (deferred is not None and deferred.miner_ids):
             bump_ledger_version(conn)
@@ -608,7 +615,12 @@ def orphan_block(engine: Engine, block_id: int, reason: str = REORG_REASON) -> l
         return _append(conn, reversals, block_id, allow_overdraft=True)
 
 
-def materialize_backlog(engine: Engine, max_lines: int = 5_000) -> int:
+BACKLOG_CHUNK = 500
+"""Lines per backlog transaction: a few ms of the writer's lock, so share ingest (SQLite has one
+writer) waits at most that long; paced by its writer at half the writer's time."""
+
+
+def materialize_backlog(engine: Engine, max_lines: int = BACKLOG_CHUNK) -> int:
     """Write out up to ``max_lines`` backlog lines of the oldest block still owed them: the
     lines, their balance moves and the new progress in ONE short transaction (exactly once,
     whatever crashes). Returns how many were written (0: nothing left)."""
