@@ -49,8 +49,8 @@ def test_unreachable_node_at_the_first_start_is_one_clear_error(tmp_path: Path) 
     pool = ServedPool(settings(tmp_path), node=node, rate_limit=None)
 
     async def main() -> None:
-        with pytest.raises(ConfigError, match="node is unreachable .connection refused. and no "
-                                              "network difficulty is known"):
+        with pytest.raises(ConfigError, match=r"node is unreachable \(connection refused\) and "
+                                              r"no network difficulty is known"):
             await pool.start()
         await pool.stop()
 
