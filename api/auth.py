@@ -18,9 +18,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api import store
 from api.deps import ServiceDep
 from api.problems import Problem
+from payouts.service import PoolService
 from payouts.states import Scope
 
-_bearer = HTTPBearer(auto_error=False, description="operator token (payouts tokens create)")
+bearer = HTTPBearer(auto_error=False, description="operator token (payouts tokens create)")
 
 
 def _unauthorized(code: str, detail: str) -> Problem:
@@ -30,28 +31,42 @@ def _unauthorized(code: str, detail: str) -> Problem:
     )
 
 
+def authenticate(service: PoolService, secret: str | None, scope: Scope) -> store.TokenRecord:
+    """The stored token whose secret is ``secret`` if it is valid and allows ``scope``; else
+    the 401/403 problem (also for a token sent another way than the header: the operator
+    page's cookie, docs/dashboards.md)."""
+    if not secret:
+        raise Problem(401, "missing-token", "this endpoint needs an operator bearer token",
+                      headers={"WWW-Authenticate": "Bearer"})
+    token = store.find_token(service.engine, secret)
+    if token is None:
+        raise _unauthorized("invalid-token", "unknown token")
+    if token.revoked:
+        raise _unauthorized("token-revoked", f"token {token.name!r} was revoked")
+    if token.expires_at is not None and token.expires_at <= store.now_utc():
+        raise _unauthorized("token-expired", f"token {token.name!r} expired")
+    if not token.allows(scope):
+        raise Problem(403, "insufficient-scope",
+                      f"token {token.name!r} lacks scope {str(scope)!r}",
+                      required_scope=str(scope))
+    return token
+
+
+def bearer_secret(creds: HTTPAuthorizationCredentials | None) -> str | None:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        return None
+    return creds.credentials
+
+
 def require_scope(scope: Scope) -> Callable[..., store.TokenRecord]:
     """A dependency that authenticates the bearer token and requires ``scope``."""
 
     def dependency(
         request: Request,
         service: ServiceDep,
-        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> store.TokenRecord:
-        if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-            raise Problem(401, "missing-token", "this endpoint needs an operator bearer token",
-                          headers={"WWW-Authenticate": "Bearer"})
-        token = store.find_token(service.engine, creds.credentials)
-        if token is None:
-            raise _unauthorized("invalid-token", "unknown token")
-        if token.revoked:
-            raise _unauthorized("token-revoked", f"token {token.name!r} was revoked")
-        if token.expires_at is not None and token.expires_at <= store.now_utc():
-            raise _unauthorized("token-expired", f"token {token.name!r} expired")
-        if not token.allows(scope):
-            raise Problem(403, "insufficient-scope",
-                          f"token {token.name!r} lacks scope {str(scope)!r}",
-                          required_scope=str(scope))
+        token = authenticate(service, bearer_secret(creds), scope)
         request.state.token_name = token.name
         return token
 
