@@ -103,6 +103,10 @@ def utc(ms_or_dt: Any) -> str:
     return str(ms_or_dt.strftime("%Y-%m-%d %H:%M UTC"))
 
 
+def difficulty(d: Fraction | int | None) -> str:
+    return "–" if d is None else f"{float(d):,.6g}"
+
+
 def short(h: str, n: int = 10) -> str:
     return h if len(h) <= 2 * n + 1 else f"{h[:n]}…{h[-n:]}"
 
@@ -112,6 +116,7 @@ _env = jinja2.Environment(
     trim_blocks=True, lstrip_blocks=True,
 )
 _env.filters.update(sats=sats, btc=btc, hashrate=hashrate, utc=utc, short=short,
+                    difficulty=difficulty,
                     hexid=display_hex)
 _env.globals.update(percent=percent)
 
