@@ -132,7 +132,7 @@ def miner_dashboard(pool: ViewedPool, account: str, *, span_ms: int = CHART_SPAN
     owed = found[2] if found is not None else 0
     since = now_ms - span_ms
     by_worker: dict[str, list[tuple[int, int, int]]] = {}
-    for k in dash.miner_buckets(pool.engine, m.id, since - since % dash.BUCKET_MS):
+    for k in dash.miner_buckets(pool.engine, m.id, since - since % dash.BUCKET_MS, now_ms):
         by_worker.setdefault(k.worker, []).append((k.bucket_ms, k.shares, k.difficulty))
     workers = tuple(WorkerSeries(w, tuple(p)) for w, p in sorted(by_worker.items()))
     paid, indexed = _payouts_indexed(pool, m, limit)

@@ -247,17 +247,7 @@ def _exit_path(service: PoolService, account: str, block_id: int) -> Any:
                       e.message) from None
 
 
-@router.get("/miners/{account}/exit/{block_id}", dependencies=[Depends(rate_limited)])
-def exit_page(account: str, block_id: int, service: ServiceDep) -> Response:
-    """A CTV payout's exit path: the transactions to broadcast, in order, with their state."""
-    try:
-        found = _exit_path(service, account, block_id)
-    except Problem as e:
-        return _error_page(e, account)
-    pending = sum(1 for t in found.path.txs if t.status == "planned")
-    return render("exit.html", f=found, pending=pending)
-
-
+# The download first: the page's {block_id} would match "7.txt" too.
 @router.get("/miners/{account}/exit/{block_id}.txt", dependencies=[Depends(rate_limited)])
 def exit_download(account: str, block_id: int, service: ServiceDep) -> PlainTextResponse:
     """The exit path's raw transactions, one hex line each, root first (for
@@ -267,6 +257,17 @@ def exit_download(account: str, block_id: int, service: ServiceDep) -> PlainText
     name = f"exit-{found.miner.account}-block{block_id}.txt".replace('"', "")
     return PlainTextResponse(body, headers={
         "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/miners/{account}/exit/{block_id}", dependencies=[Depends(rate_limited)])
+def exit_page(account: str, block_id: int, service: ServiceDep) -> Response:
+    """A CTV payout's exit path: the transactions to broadcast, in order, with their state."""
+    try:
+        found = _exit_path(service, account, block_id)
+    except Problem as e:
+        return _error_page(e, account)
+    pending = sum(1 for t in found.path.txs if t.status == "planned")
+    return render("exit.html", f=found, pending=pending)
 
 
 # -- operator -------------------------------------------------------------------------------------

@@ -91,12 +91,14 @@ class Bucket:
     difficulty: int
 
 
-def miner_buckets(engine: Engine, miner_id: int, since_ms: int) -> list[Bucket]:
-    """``miner_id``'s buckets starting at or after ``since_ms``, oldest first (primary key
-    range: at most workers × buckets rows)."""
+def miner_buckets(engine: Engine, miner_id: int, since_ms: int,
+                  until_ms: int = 2**62) -> list[Bucket]:
+    """``miner_id``'s buckets starting in [``since_ms``, ``until_ms``), oldest first (primary
+    key range: at most workers × buckets rows)."""
     q = (select(WorkerHashrate.worker, WorkerHashrate.bucket_ms, WorkerHashrate.shares,
                 WorkerHashrate.difficulty)
-         .where(WorkerHashrate.miner_id == miner_id, WorkerHashrate.bucket_ms >= since_ms)
+         .where(WorkerHashrate.miner_id == miner_id, WorkerHashrate.bucket_ms >= since_ms,
+                WorkerHashrate.bucket_ms < until_ms)
          .order_by(WorkerHashrate.bucket_ms, WorkerHashrate.worker))
     with engine.connect() as conn:
         return [Bucket(*r) for r in conn.execute(q).all()]
