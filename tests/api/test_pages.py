@@ -220,3 +220,38 @@ def test_metrics_node_servers_and_settings(service: PoolService,
     assert http.get("/metrics").status_code == 404
     assert "payouts_window_shares" in TestClient(create_metrics_app(service)).get(
         "/metrics").text
+
+
+def test_the_grafana_dashboard_graphs_only_metrics_the_engine_exports(
+        service: PoolService) -> None:
+    """docs/grafana-dashboard.json: every metric its queries name is one /metrics exports
+    (with the JD and Mining Protocol servers and the node registered) or a documented
+    counter of the Mining Protocol server's own collector."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json")
+                     .read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
+
+    class Server:
+        connections, pending_connections = 0, 0
+        stats: ClassVar[dict[str, int]] = {"declare-accepted": 1}
+
+    removers = [metrics.set_node_source(lambda: NodeStatus(True, "", 1, b"", 1, 1.0)),
+                metrics.add_server("jd", Server()),
+                metrics.add_declaration_source(lambda: {"declare-accepted": 1})]
+    metrics.record_ingest_rejected("invalid-share")
+    try:
+        http = TestClient(create_app(service, rate_limit=None))
+        http.get("/v1/health")
+        text = http.get("/metrics").text
+    finally:
+        for remove in removers:
+            remove()
+    exported = set(re.findall(r"^([a-z0-9_]+?)(?:\{| )", text, re.M))
+    named = {m for e in exprs for m in re.findall(r"\b(payouts_[a-z0-9_]+)", e)}
+    # The Mining Protocol server's shares come with its branch (payouts_mining_shares_total).
+    missing = named - exported - {"payouts_mining_shares_total"}
+    assert not missing, missing
+    assert len(named) >= 15
