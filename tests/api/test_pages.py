@@ -255,3 +255,20 @@ def test_the_grafana_dashboard_graphs_only_metrics_the_engine_exports(
     missing = named - exported - {"payouts_mining_shares_total"}
     assert not missing, missing
     assert len(named) >= 15
+
+
+def test_refused_share_batches_are_counted_by_reason(service: PoolService,
+                                                     token: Callable[..., str]) -> None:
+    http = TestClient(create_app(service, rate_limit=None))
+    name = 'payouts_share_batches_rejected_total{reason="unknown-miner"}'
+
+    def count() -> float:
+        m = re.search(rf"^{re.escape(name)} (\S+)$", http.get("/metrics").text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    before = count()
+    r = http.post("/v1/shares", headers={"Authorization": f"Bearer {token('shares:write')}"},
+                  json={"key": ["k"], "account": ["nobody"], "worker": ["w"],
+                        "difficulty": [1], "job_id": ["j"], "revenue": [1], "time_ms": [1]})
+    assert (r.status_code, r.json()["code"]) == (422, "unknown-miner")
+    assert count() == before + 1
