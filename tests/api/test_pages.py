@@ -272,3 +272,37 @@ def test_refused_share_batches_are_counted_by_reason(service: PoolService,
                         "difficulty": [1], "job_id": ["j"], "revenue": [1], "time_ms": [1]})
     assert (r.status_code, r.json()["code"]) == (422, "unknown-miner")
     assert count() == before + 1
+
+
+def test_musig2_payout_shows_its_signing_session_and_the_operator_its_buttons(
+        service: PoolService, token: Callable[..., str]) -> None:
+    from payouts.settlement.lifecycle_rules import first_mature_tip
+    from tests.api.settle_helpers import fallback_signer, musig2_mode
+    from tests.lifecycle.helpers import mine_to
+
+    with KernelNode() as node:
+        f = find_block(service, node, SettlementMode("musig2", musig2=musig2_mode(4)),
+                       signer=fallback_signer())
+        with TestClient(create_app(service, runner=f.runner, rate_limit=None)) as http:
+            mine_to(node, first_mature_tip(f.height))
+            http.portal.call(f.runner.poll_once)  # type: ignore[union-attr]
+            dashboard_index.catch_up(service)
+            session = http.get(f"/v1/musig2/sessions/block-{f.block_id}").json()
+            page = http.get("/miners/m2").text
+            assert attr(page, "signing", "data-state") == session["state"] == (
+                "collecting-nonces")
+            assert f"nonces missing {len(session['missing_nonces'])}/4" in page
+            assert f'href="/v1/musig2/sessions/block-{f.block_id}"' in page
+            assert attr(page, "payout", "data-txid") == ""  # lands in the spend, once sent
+            http.post("/operator/login", data={"token": token("admin")})
+            op = http.get("/operator").text
+            assert 'data-testid="action-broadcast"' in op
+            assert 'data-testid="action-fallback"' in op
+            # The fallback button runs the runner's action: locked by BIP-68, refused, shown.
+            from api.routers.pages import csrf_token
+
+            admin = http.cookies.get("payouts_operator")
+            assert admin is not None
+            r = http.post(f"/operator/settlements/{f.block_id}/fallback",
+                          data={"csrf": csrf_token(admin)})
+            assert r.status_code == 200 and "fallback-locked" in r.text
