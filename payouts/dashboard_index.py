@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from payouts import dashboards
 from payouts.settlement.lifecycle_store import SettlementRow, load_settlements, load_txs
 from payouts.settlement.payout_view import coinbase_amounts, landings
 from payouts.states import TxStatus
@@ -118,9 +119,10 @@ def index_blocks(pool: ViewedPool, budget_sec: float = 0.5) -> int:
 
 
 def catch_up(pool: ViewedPool) -> None:
-    """Run both steps until nothing is left (tests, benchmarks, a one-off rebuild)."""
+    """Run every step until nothing is left (tests, benchmarks, a one-off rebuild)."""
     while fold_new_shares(pool, budget_sec=60.0) or index_blocks(pool, budget_sec=60.0):
         pass
+    dashboards.refresh_window_stats(pool)
 
 
 async def run(pool: ViewedPool, *, interval: float = 2.0,
@@ -134,6 +136,7 @@ async def run(pool: ViewedPool, *, interval: float = 2.0,
         try:
             work = await asyncio.to_thread(fold_new_shares, pool)
             work += await asyncio.to_thread(index_blocks, pool)
+            await asyncio.to_thread(dashboards.refresh_window_stats, pool)
             if clock() - pruned_at > PRUNE_EVERY_SEC:
                 cutoff = int(clock() * 1000) - HASHRATE_KEEP_MS
                 await asyncio.to_thread(store.prune_buckets, pool.engine,

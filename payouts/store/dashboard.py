@@ -67,9 +67,10 @@ def fold_shares(engine: Engine, chunk: int = FOLD_CHUNK) -> int:
             acc = sums[miner_id, time_ms - time_ms % BUCKET_MS, worker]
             acc[0] += 1
             acc[1] += difficulty
+        # In primary-key order: the b-tree is walked once, not probed at random.
         conn.execute(_FOLD_UPSERT, [
             {"miner_id": m, "bucket_ms": b, "worker": w, "shares": n, "difficulty": d}
-            for (m, b, w), (n, d) in sums.items()
+            for (m, b, w), (n, d) in sorted(sums.items())
         ])
         conn.execute(update(DashboardState).where(DashboardState.id == 1)
                      .values(shares_through=int(rows[-1][0])))

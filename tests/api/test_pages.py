@@ -306,3 +306,28 @@ def test_musig2_payout_shows_its_signing_session_and_the_operator_its_buttons(
             r = http.post(f"/operator/settlements/{f.block_id}/fallback",
                           data={"csrf": csrf_token(admin)})
             assert r.status_code == 200 and "fallback-locked" in r.text
+
+
+def test_the_window_snapshot_equals_the_live_figures_of_every_miner() -> None:
+    """payouts.dashboards.take_window_stats (one bincount pass for all miners, difficulty in
+    21-bit digits) gives exactly what Accountant.miner_stats gives miner by miner, for
+    difficulties up to 2^52 (the validator's bound)."""
+    from payouts.accounting.accountant import Accountant
+    from payouts.dashboards import take_window_stats
+    from payouts.settings import AccountingSettings
+
+    rng = np.random.default_rng(16)
+    acc = Accountant(AccountingSettings(scheme="pplns", pplns_n=3_000),
+                     network_difficulty=10**6)
+    for b in range(3):
+        n = 1_500
+        diff = rng.integers(1, 2**52, n, dtype=np.int64)
+        diff[:10] = 2**52  # the largest allowed
+        acc.ingest(ShareBatch(
+            key=[f"{b}-{i}" for i in range(n)],
+            miner_id=rng.integers(1, 40, n, dtype=np.int64), worker=["w"] * n,
+            difficulty=diff, job_id=["j"] * n, revenue=np.full(n, 10**8, dtype=np.int64),
+            time_ms=rng.integers(0, 10**9, n, dtype=np.int64)))
+    snap = take_window_stats(acc)
+    for miner_id in range(0, 41):
+        assert snap.stats(miner_id) == acc.miner_stats(miner_id), miner_id

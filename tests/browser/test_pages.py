@@ -109,7 +109,7 @@ def test_search_finds_a_miner_by_address_and_by_account(run: serving.Running,
     web.get(f"{run.url}/miners")
     box = web.find("input[name=q]")
     web.type(box, address)
-    web.click(web.find("header form button"))
+    web.click_to_load(web.find("header form button"))
     assert web.url.endswith("/miners/m3")
     assert web.text(web.find("[data-testid=account]")) == "m3"
     web.get(f"{run.url}/miners?q=m4")
@@ -124,10 +124,10 @@ def test_operator_page_behind_a_token_shows_what_the_api_says(run: serving.Runni
     web.get(f"{run.url}/operator")
     assert web.url.endswith("/operator/login")
     web.type(web.find("#token"), "pt_not-a-token")
-    web.click(web.find("#sign-in"))
+    web.click_to_load(web.find("#sign-in"))
     assert "unknown token" in web.text(web.find("[data-testid=error]"))
     web.type(web.find("#token"), run.admin)
-    web.click(web.find("#sign-in"))
+    web.click_to_load(web.find("#sign-in"))
     assert web.url.endswith("/operator")
     (cookie,) = [c for c in web.cookies() if c["name"] == "payouts_operator"]
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
@@ -163,13 +163,13 @@ def test_a_read_token_sees_the_page_but_its_buttons_are_refused(run: serving.Run
                                                                 web: Browser) -> None:
     web.get(f"{run.url}/operator/login")
     web.type(web.find("#token"), run.reader)
-    web.click(web.find("#sign-in"))
+    web.click_to_load(web.find("#sign-in"))
     assert web.url.endswith("/operator")
     # A young block has no action; a form posted by hand with this token is refused.
     r = httpx.post(f"{run.url}/operator/settlements/1/broadcast", data={"csrf": "x"},
                    cookies={"payouts_operator": run.reader}, timeout=10)
     assert r.status_code == 403 and "settlements:write" in r.text
-    web.click(web.find("form[action='/operator/logout'] button"))
+    web.click_to_load(web.find("form[action='/operator/logout'] button"))
     assert web.url.endswith("/operator/login")
     web.get(f"{run.url}/operator")
     assert web.url.endswith("/operator/login")

@@ -85,6 +85,23 @@ class Browser:
     def click(self, element: str) -> None:
         self._call("POST", f"/element/{element}/click", {})
 
+    def click_to_load(self, element: str, timeout: float = 20.0) -> None:
+        """Click what submits a form or follows a link, and wait until the next document has
+        loaded (a click's return does not always wait for the navigation it starts)."""
+        self.script("window.__payoutsOld = true")
+        self.click(element)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.script("return !window.__payoutsOld && "
+                               "document.readyState === 'complete'"):
+                    return
+            except RuntimeError:
+                pass  # the old document went away mid-call
+            if time.monotonic() > deadline:
+                raise RuntimeError("the click did not load a page")
+            time.sleep(0.05)
+
     def script(self, js: str, *args: Any) -> Any:
         return self._call("POST", "/execute/sync", {"script": js, "args": list(args)})
 
