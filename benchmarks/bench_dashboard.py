@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from payouts import dashboard_index
+from payouts import dashboard_index, dashboards
 from payouts.accounting.shares import ShareBatch
 from payouts.service import PoolService
 from payouts.settings import Settings
@@ -130,6 +130,16 @@ def main() -> int:
         folded += n
     fold_rate = folded / (time.perf_counter() - t)
     print(f"  fold: {folded:,} shares at {fold_rate:,.0f} shares/s", flush=True)
+    live = []
+    for m in range(1, 6):
+        t = time.perf_counter()
+        service.accountant.miner_stats(m)
+        live.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    dashboards.take_window_stats(service.accountant)
+    print(f"  window figures: one miner live {statistics.median(live):.1f} ms; the snapshot of "
+          f"every miner (taken when the window moves) {(time.perf_counter() - t) * 1000:.0f} ms",
+          flush=True)
 
     from fastapi.testclient import TestClient
 
