@@ -20,6 +20,7 @@ same two figures read without the index: the per-worker history grouped from ``s
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -149,9 +150,20 @@ def main() -> int:
     payees = list(service.latest_distribution().accounts)  # type: ignore[union-attr]
     heavy = random.Random(1).sample(payees, min(300, len(payees)))
     anyone = [f"m{i}" for i in random.Random(2).sample(range(miners), 300)]
-    client.get(f"/miners/{heavy[0]}")  # warm the templates
+    gc_ms: list[float] = []
+    gc_t = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t[0] = time.perf_counter()
+        elif info.get("generation") == 2:
+            gc_ms.append((time.perf_counter() - gc_t[0]) * 1000)
+
+    gc.callbacks.append(on_gc)
     results = {}
-    for label, accounts in (("payees of every block", heavy), ("random miners", anyone)):
+    for label, accounts in (("first view, payees of every block", heavy),
+                            ("again, payees of every block", heavy),
+                            ("first view, random miners", anyone)):
         times = []
         for a in accounts:
             t = time.perf_counter()
@@ -160,7 +172,11 @@ def main() -> int:
             assert r.status_code == 200, r.text[:300]
         results[label] = times
         print(f"  GET /miners/{{account}}, {label}: p50 {statistics.median(times):.1f} ms, "
-              f"p99 {_p(times, 0.99):.1f} ms, max {max(times):.1f} ms", flush=True)
+              f"p99 {_p(times, 0.99):.1f} ms, max {max(times):.1f} ms "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    gc.callbacks.remove(on_gc)
+    print(f"  full (generation 2) garbage collections during those requests: {len(gc_ms)}"
+          + (f", {max(gc_ms):.0f} ms the longest" if gc_ms else ""), flush=True)
     page = client.get(f"/miners/{heavy[0]}").text
     assert page.count('data-testid="payout"') >= 1, "a payee of the newest block lists it"
 
