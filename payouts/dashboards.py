@@ -131,6 +131,14 @@ def refresh_window_stats(pool: ViewedPool) -> bool:
     return True
 
 
+def window_stats_current(pool: ViewedPool) -> bool:
+    """Whether the snapshot is of the window as it is now."""
+    acc = pool.accountant
+    with _snapshot_lock:
+        snap = _snapshots.get(acc)
+    return snap is not None and snap.version == window_version(acc)
+
+
 def miner_window_stats(pool: ViewedPool, miner_id: int) -> tuple[MinerWindowStats, int | None]:
     """``miner_id``'s window figures and, when they come from a snapshot of a window that has
     moved since, the wall time (ms) they are as of (None: live)."""
@@ -368,5 +376,6 @@ __all__ = [
     "pool_hashrate",
     "refresh_window_stats",
     "take_window_stats",
+    "window_stats_current",
     "window_summary",
 ]

@@ -166,7 +166,9 @@ def stop(run: Running, thread: threading.Thread, server: uvicorn.Server) -> None
 
 
 def wait_indexed(run: Running, timeout: float = 30.0) -> None:
-    """Until the dashboard index holds every block and share (it runs every 2 s)."""
+    """Until the dashboard index holds every block and share and the window snapshot is of
+    the current window (the index task runs every 2 s)."""
+    from payouts.dashboards import window_stats_current
     from payouts.store import dashboard
 
     engine = run.pool.service.engine
@@ -174,7 +176,7 @@ def wait_indexed(run: Running, timeout: float = 30.0) -> None:
         newest = int(conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM shares").scalar_one())
     deadline = time.monotonic() + timeout
     while dashboard.unindexed_block_ids(engine) or dashboard.shares_folded_through(
-            engine) < newest:
+            engine) < newest or not window_stats_current(run.pool.service):
         if time.monotonic() > deadline:
             raise AssertionError("the dashboard index did not catch up")
         time.sleep(0.1)
