@@ -80,6 +80,7 @@ def load_command(name: str) -> Any:
     """The click command of ``payouts NAME`` (its module imported now)."""
     entry = COMMANDS[name]
     obj = getattr(importlib.import_module(entry.module), entry.attr)
+    command: Any
     if isinstance(obj, typer.Typer):
         # a group even with one command (payouts distribution amounts)
         command = typer.main.get_group(_plain(obj))

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("schemathesis")
 
-from benchmarks.fuzz_api import run  # noqa: E402
+from benchmarks.fuzz_api import run
 
 
 @pytest.mark.slow
