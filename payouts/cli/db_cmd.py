@@ -75,7 +75,8 @@ def current(config: Path | None = ConfigOption) -> None:
     url = load_settings(config).effective_database_url
     path = sqlite_path(url)
     if path is not None and not path.exists():
-        typer.echo(f"{_shown(url)}: no database yet (`payouts db upgrade` creates it)")
+        typer.echo(f"{_shown(url)}: revision (empty), head {migrate.HEAD_REVISION} (no "
+                   "database yet: `payouts db upgrade` creates it)")
         raise typer.Exit(1)
     rev = migrate.current_revision(url)
     head = migrate.head_revision()
