@@ -294,7 +294,8 @@ class HealthOut(BaseModel):
         description="ok; degraded: the API and the store answer, the node does not")
     network: str
     node: NodeHealthOut | None = Field(
-        description="what the chain follower last saw (null: this server follows no node)")
+        None, description="present when the node cannot be reached: what the chain follower "
+        "last saw of it (the error, the last tip)")
 
 
 class ConfigOut(BaseModel):

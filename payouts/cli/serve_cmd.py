@@ -14,6 +14,9 @@ from pathlib import Path
 
 import typer
 
+from payouts.errors import ConfigError
+from payouts.settings import Settings
+
 log = logging.getLogger("payouts.serve")
 # Loggers whose messages are already one JSON object each.
 _JSON_LOGGERS = frozenset({"payouts.api.access", "payouts.settlement.events"})
@@ -40,6 +43,38 @@ def _configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic announces each of its plugins at info level on every migration: noise.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _first_start_without_a_node(settings: Settings) -> None:
+    """On a first start (no SQLite database yet) a bitcoind that does not answer is fatal
+    (the window needs the network difficulty): say so in one line, before anything is
+    created. Later starts serve on the known difficulty (payouts.served follows the node)."""
+    from payouts.node.factory import make_node
+    from payouts.node.interface import NodeError
+    from payouts.store.engine import sqlite_path
+
+    path = sqlite_path(settings.effective_database_url)
+    if settings.node.backend != "bitcoind" or path is None or path.exists() \
+            or settings.accounting.pin_difficulty is not None:
+        return
+
+    async def probe() -> str | None:
+        node = make_node(settings)
+        try:
+            await node.tip()
+        except NodeError as e:
+            return e.reason
+        finally:
+            await node.aclose()
+        return None
+
+    reason = asyncio.run(probe())
+    if reason is not None:
+        raise ConfigError(f"the node is unreachable ({reason}): a first start needs its "
+                          "network difficulty; start the node, or check [node] rpc_url and "
+                          "its credentials")
 
 
 def serve(
@@ -77,6 +112,7 @@ def serve(
     bind_host = host or settings.api.host
     bind_port = port or settings.api.port
     check_ports(settings, (bind_host, bind_port))
+    _first_start_without_a_node(settings)
 
     from api.http_server import uvicorn_config
     from payouts.served import ServedPool
