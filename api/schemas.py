@@ -341,6 +341,9 @@ class SessionOut(BaseModel):
     sighash: str
     pubkeys: list[str]
     output_key: str
+    taproot_merkle_root: str | None = Field(
+        None, description="the taproot tweak signers apply to the aggregate key: null none, "
+        "\"\" BIP-86, else the script tree's merkle root (hex)")
     nonce_deadline: float
     sig_deadline: float
     missing_nonces: list[int]

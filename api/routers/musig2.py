@@ -36,21 +36,19 @@ from api.problems import Problem, problem_responses
 from api.ratelimit import rate_limited
 from api.schemas import NonceIn, PartialSigIn, SessionCreate, SessionOut
 from payouts.crypto import schnorr
-from payouts.settlement.musig2.session import SessionState, SigningSession
-from payouts.tx.hashes import tagged_hash
+from payouts.settlement.musig2.session import (
+    NONCE_AUTH_TAG,
+    SessionState,
+    SigningSession,
+    nonce_auth_message,
+)
+
+__all__ = ["NONCE_AUTH_TAG", "nonce_auth_message", "router"]
 
 router = APIRouter(prefix="/v1/musig2/sessions", tags=["musig2"], route_class=AuthFirstRoute)
 SessionIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$",
                                     description="a session id (block-<id> for a settlement)")]
-NONCE_AUTH_TAG = "payouts.dev/musig2-nonce"
 MAX_SESSIONS = 1_000
-
-
-def nonce_auth_message(session_id: str, signer_index: int, pubnonce: bytes) -> bytes:
-    """The 32-byte message a signer signs (BIP-340) to submit its nonce."""
-    return tagged_hash(
-        NONCE_AUTH_TAG, session_id.encode() + signer_index.to_bytes(4, "big") + pubnonce
-    )
 
 
 def _get(sessions: dict[str, SigningSession], session_id: str) -> SigningSession:
@@ -66,6 +64,7 @@ def _out(session_id: str, s: SigningSession) -> SessionOut:
     return SessionOut(
         id=session_id, state=s.state.value, sighash=s.msg.hex(),
         pubkeys=[p.hex() for p in s.pubkeys], output_key=s.output_key.hex(),
+        taproot_merkle_root=None if s.taproot_merkle_root is None else s.taproot_merkle_root.hex(),
         nonce_deadline=s.nonce_deadline, sig_deadline=s.sig_deadline,
         missing_nonces=list(s.missing_nonces), missing_partial_sigs=list(s.missing_partial_sigs),
         aggnonce=s.aggnonce.hex() if s.aggnonce else None, signature=sig,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
-
 from typing import TYPE_CHECKING
 
 from payouts.tx.script import (
