@@ -89,7 +89,7 @@ def test_a_path_the_commitments_do_not_match_is_refused(service: PoolService,
         doc = client.get(f"/v1/miners/m1/payouts/{f.block_id}/exit-path").json()
     assert check_exit_path(doc).notes
     last = len(doc["transactions"]) - 1
-    with pytest.raises(ExitPathError, match="commits to|does not spend"):
+    with pytest.raises(ExitPathError, match=r"commits to|does not spend"):
         check_exit_path(_tampered(doc, last))
     with pytest.raises(ExitPathError, match="coinbase's commitment output"):
         check_exit_path({**doc, "funding_vout": doc["funding_vout"] + 1})
