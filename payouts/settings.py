@@ -505,4 +505,12 @@ def _problems(exc: ValidationError, path: Path | None) -> str:
         else:
             lines.append(f"  {where}: {msg}{_got(key, err.get('input'))}")
     source = f" in {path}" if path and from_file else ""
-    return f"invalid settings{source}:\n" + "\n".join(lines)
+    return problems_text(f"invalid settings{source}", lines)
+
+
+def problems_text(header: str, problems: list[str]) -> str:
+    """One problem: one line (``problem (header)``); several: the header, then one indented
+    line each."""
+    if len(problems) == 1:
+        return f"{problems[0].strip()} ({header})"
+    return f"{header}:\n" + "\n".join(f"  {p.strip()}" for p in problems)

@@ -22,7 +22,7 @@ import socket
 from pathlib import Path
 
 from payouts.errors import ConfigError, PayoutsError
-from payouts.settings import Settings, env_name, load_settings
+from payouts.settings import Settings, env_name, load_settings, problems_text
 
 
 def key(*loc: str) -> str:
@@ -38,7 +38,7 @@ def load_valid_settings(config: Path | None) -> Settings:
     problems = settings_problems(settings)
     if problems:
         where = f" in {config}" if config is not None else ""
-        raise ConfigError(f"invalid settings{where}:\n" + "\n".join(f"  {p}" for p in problems))
+        raise ConfigError(problems_text(f"invalid settings{where}", problems))
     return settings
 
 
@@ -153,7 +153,7 @@ def check_ports(settings: Settings, api: tuple[str, int]) -> None:
         wanted.append((key("jds", "listen"), (host.strip("[]"), int(port))))
     problems = [p for where, address in wanted if (p := _bind_problem(where, address))]
     if problems:
-        raise ConfigError("cannot listen:\n" + "\n".join(f"  {p}" for p in problems))
+        raise ConfigError(problems_text("cannot listen", problems))
 
 
 def _bind_problem(where: str, address: tuple[str, int]) -> str | None:
