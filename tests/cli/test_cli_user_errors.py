@@ -252,3 +252,18 @@ def test_the_settings_reference_is_generated_from_the_model() -> None:
     assert page == render(), "docs/settings.md is stale: payouts config reference > it"
     for key in ("cookie_file", "rpc_url", "authority_secret_key_file", "PAYOUTS_NODE__RPC_USER"):
         assert key in page
+
+
+def test_no_document_offers_a_fixed_secret_to_copy() -> None:
+    """Keys in the docs are made by the reader (payouts keys generate, a wallet): no secret
+    key value, no hard-coded secret bytes, none of the old tutorial's key (0x5a repeated)."""
+    import re
+
+    patterns = [r"authority_secret_key\s*=\s*\"[1-9A-HJ-NP-Za-km-z]{20,}\"",
+                r"fallback_secret_key\s*=\s*\"[0-9a-fA-F]{64}\"", r"gnwngtq",
+                r"['\"]5a['\"]\s*\*\s*32", r"fromhex\(['\"][0-9a-f]{2}['\"]\s*\*\s*32\)",
+                r"seckey\s*=\s*bytes"]
+    for path in [*(ROOT / "docs").rglob("*.md"), ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        for pattern in patterns:
+            assert not re.search(pattern, text), (path.name, pattern)
