@@ -16,6 +16,7 @@ import pytest
 
 from payouts.cli.root import COMMANDS, load_command
 from payouts.settings_reference import render
+from tests.api.test_cli import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "bcrt1q5xs6rgdp5xs6rgdp5xs6rgdp5xs6rgdpa854mc"
@@ -139,12 +140,6 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
                    f'"{POOL}"\n[jds]\nenabled = true\nlisten = "127.0.0.1:{_free_port()}"\n'
                    f'authority_secret_key_file = "authority.key"\n{extra}')
     return cfg
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_config_show_prints_the_public_key_from_a_relative_key_file(tmp_path: Path) -> None:
