@@ -493,15 +493,16 @@ def _problems(exc: ValidationError, path: Path | None) -> str:
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
-        msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = str(err["msg"])
+        own = msg.removeprefix("Value error, ")  # a message that names its key(s) itself
         env = env_name(loc) if loc else None
         if env is not None:
             where = f"{env} (environment)"
         else:
             where = key
             from_file = from_file or bool(loc)
-        if not loc or msg.startswith(f"{key}."):
-            lines.append(f"  {msg}")  # the message names its own key(s)
+        if not loc or own.startswith(f"{key}."):
+            lines.append(f"  {own}")
         else:
             lines.append(f"  {where}: {msg}{_got(key, err.get('input'))}")
     source = f" in {path}" if path and from_file else ""
