@@ -54,6 +54,7 @@ fuzz: install
 	$(BIN)/python -m benchmarks.fuzz_codec --frames 1000000
 	$(BIN)/python -m benchmarks.fuzz_server --frames 1000000
 	$(BIN)/python -m benchmarks.attack_jds --connections 2000
+	$(BIN)/python -m benchmarks.fuzz_api --examples 100
 
 lint: install
 	$(BIN)/ruff check .

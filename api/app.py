@@ -3,7 +3,8 @@
 Layers, outermost first: :class:`AccessLogMiddleware` (one JSON log line and the HTTP metrics
 per request), :class:`BodyLimitMiddleware` (413 problem above ``max_body_bytes``, checked on
 ``Content-Length`` and on the bytes actually received), then the routers under ``/v1``, the
-problem+json exception handlers, and ``/docs`` + ``/openapi.json``. Both middlewares are plain
+problem+json exception handlers, and ``/docs`` + ``/openapi.json`` (:mod:`api.contract`: the
+documented contract, Swagger UI served from the installed package). Both middlewares are plain
 ASGI (no per-request task or body copy), which matters at thousands of requests per second.
 """
 
@@ -18,11 +19,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import metrics, problems
+from api import contract, metrics, problems
 from api.deps import DistributionPublisher
 from api.ratelimit import TokenBucketLimiter
 from api.routers import miners, musig2, operators, pages, settlements, system
 from payouts import __version__
+from payouts.chain_follower import NodeStatus
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.runner import SettlementRunner
@@ -150,6 +152,7 @@ def create_app(
     rate_limit: float | None = DEFAULT_RATE,
     rate_burst: int = DEFAULT_BURST,
     clock: Callable[[], float] = time.time,
+    node_status: Callable[[], NodeStatus] | None = None,
 ) -> FastAPI:
     """Build the API around ``service`` (or a service made from ``settings``).
 
@@ -159,7 +162,8 @@ def create_app(
     :class:`payouts.served.ServedPool`, which also pushes to JD clients).
 
     ``rate_limit=None`` switches per-client limits off (e.g. behind a limiting proxy, or for a
-    load test); ``clock`` is the time source of MuSig2 deadlines (seconds).
+    load test); ``clock`` is the time source of MuSig2 deadlines (seconds); ``node_status``
+    what the chain follower last saw of the node (``/v1/health``; None: no node followed).
     """
     svc = service if isinstance(service, PoolService) else PoolService(service)
     app = FastAPI(
@@ -167,7 +171,7 @@ def create_app(
         version=__version__,
         description="Miner registration (BIP-322), operator control, MuSig2 signing. "
         "Errors are RFC 9457 problem+json. See docs/api.md.",
-        docs_url="/docs",
+        docs_url=None,  # api.contract serves /docs from the installed Swagger UI package
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -181,11 +185,13 @@ def create_app(
     # endpoints as the operator-created ones.
     app.state.musig_sessions = runner.sessions if runner is not None else {}
     app.state.clock = clock
+    app.state.node_status = node_status
     problems.install(app)
     for r in (system.router, miners.router, operators.router, musig2.router, settlements.router,
               pages.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    contract.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
     return app

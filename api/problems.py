@@ -144,8 +144,14 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def _from_validation(request: Request, exc: Exception) -> JSONResponse:
+    """422 ``invalid-request`` with each problem in ``errors`` (and the share batch ``row``);
+    a body that is not JSON at all is 400 ``malformed-body``."""
     assert isinstance(exc, RequestValidationError)
     errors = _jsonable_errors(exc.errors())
+    bad_json = next((e for e in errors if e["type"] == "json_invalid"), None)
+    if bad_json is not None:
+        return problem_response(400, "malformed-body", f"the body is not JSON: {bad_json['msg']}",
+                                instance=request.url.path)
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
     # Columnar share batches: a list index inside a column names the row.
@@ -175,7 +181,10 @@ def _from_http(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _from_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # exc_info from the exception itself: a handler runs outside the ``except`` that caught it,
+    # where log.exception would log "NoneType: None"
+    log.error("unhandled error on %s %s", request.method, request.url.path,
+              exc_info=(type(exc), exc, exc.__traceback__))
     return problem_response(
         500, "internal-error", "internal error; see the server log", instance=request.url.path
     )
@@ -190,24 +199,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _from_unexpected)
 
 
-#: OpenAPI ``responses`` entry for documenting problem+json errors on a route.
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string", "format": "uri"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "code": {"type": "string"},
-    },
-}
-
-
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's problem statuses: each the one ``Problem``
+    component (:mod:`api.contract` fills in the rest of the contract)."""
     return {
         s: {"description": "problem details (RFC 9457)",
-            "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}}
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         for s in statuses
     }

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from api.store import ChallengePurpose
 from payouts.accounting.shares import ACCOUNT_MAX, JOB_ID_MAX, KEY_MAX, WORKER_MAX
@@ -170,11 +170,12 @@ class ShareBatchIn(_In):
     account: list[Account] = Field(max_length=MAX_BATCH)
     worker: list[Annotated[str, StringConstraints(max_length=WORKER_MAX)]] = Field(
         max_length=MAX_BATCH)
-    difficulty: list[Annotated[int, Field(ge=1, lt=2**63)]] = Field(max_length=MAX_BATCH)
+    # StrictInt: a JSON number only (true, "100" and 1.0 are refused, not taken as 1 and 100)
+    difficulty: list[Annotated[StrictInt, Field(ge=1, lt=2**63)]] = Field(max_length=MAX_BATCH)
     job_id: list[Annotated[str, StringConstraints(max_length=JOB_ID_MAX)]] = Field(
         max_length=MAX_BATCH)
-    revenue: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
-    time_ms: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
+    revenue: list[Annotated[StrictInt, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
+    time_ms: list[Annotated[StrictInt, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_BATCH)
 
 
 class IngestOut(BaseModel):
@@ -206,7 +207,95 @@ class WindowOut(BaseModel):
 
 
 class PublishRequest(_In):
-    estimated_revenue: int = Field(gt=0, le=MAX_MONEY)
+    estimated_revenue: StrictInt = Field(gt=0, le=MAX_MONEY)
+
+
+class WeightedScriptOut(BaseModel):
+    script: str = Field(description="scriptPubKey, hex")
+    weight: str = Field(description="decimal string (exact beyond 2^53)")
+
+
+class PayeeOut(WeightedScriptOut):
+    dust_limit: int
+
+
+class AdditionalOutputOut(BaseModel):
+    script: str
+    amount: int = Field(description="satoshis, paid before the weights split the rest")
+
+
+class DroppedOut(BaseModel):
+    """Candidates with no room in the coinbase, as columns (row i across them)."""
+
+    account: list[str]
+    script: list[str]
+    weight: list[str]
+    owed: list[int]
+
+
+class DistributionOut(BaseModel):
+    """A published distribution: what the JD server pushes (PR #203 SetPayoutDistribution:
+    pool_payout, payouts, additional_outputs) plus how it was fitted: each payee's account,
+    what it earned in the window (weight) and was owed (sat), the pool fee's weight, and the
+    candidates dropped (credited to the owed ledger)."""
+
+    distribution_id: int
+    pool_payout: WeightedScriptOut
+    payouts: list[PayeeOut]
+    additional_outputs: list[AdditionalOutputOut]
+    accounts: list[str]
+    earned: list[str]
+    owed: list[int]
+    fee_weight: str
+    dropped: DroppedOut
+
+
+class WirePoolPayout(BaseModel):
+    script: str
+    weight: int
+
+
+class WirePayee(WirePoolPayout):
+    dust_limit: int
+
+
+class WireDistributionOut(BaseModel):
+    """The distribution every JD client receives (sv2-spec PR #203 SetPayoutDistribution, in
+    the JSON form `payouts distribution amounts` reads): weights as JSON integers, no
+    accounts."""
+
+    distribution_id: int
+    pool_payout: WirePoolPayout
+    payouts: list[WirePayee]
+    additional_outputs: list[AdditionalOutputOut]
+
+
+class LedgerLineOut(BaseModel):
+    id: int
+    miner_id: int
+    account: str
+    block_id: int | None
+    block_hash: str | None = Field(description="hex, or null for a line of no block")
+    amount: int = Field(description="satoshis: + credited (owed to the miner), − paid")
+    reason: str
+    created_at: str = Field(description="ISO 8601, UTC")
+
+
+class NodeHealthOut(BaseModel):
+    reachable: bool | None = Field(description="null: not asked yet")
+    error: str | None = Field(description="why the node cannot be reached")
+    tip_height: int | None
+    tip_hash: str | None
+    checked_at: float | None = Field(description="Unix time of the node's last answer")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="ok; degraded: the API and the store answer, the node does not")
+    network: str
+    node: NodeHealthOut | None = Field(
+        None, description="present when the node cannot be reached: what the chain follower "
+        "last saw of it (the error, the last tip)")
 
 
 class ConfigOut(BaseModel):
@@ -252,6 +341,9 @@ class SessionOut(BaseModel):
     sighash: str
     pubkeys: list[str]
     output_key: str
+    taproot_merkle_root: str | None = Field(
+        None, description="the taproot tweak signers apply to the aggregate key: null none, "
+        "\"\" BIP-86, else the script tree's merkle root (hex)")
     nonce_deadline: float
     sig_deadline: float
     missing_nonces: list[int]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
@@ -157,8 +157,12 @@ def create_challenge(
     engine: Engine, purpose: ChallengePurpose, account: str, address: str, ttl: timedelta
 ) -> Challenge:
     nonce = secrets.token_hex(16)
-    expires_at = now_utc() + ttl
+    now = now_utc()
+    expires_at = now + ttl
     with write_connection(engine) as conn, conn.begin():
+        # Expired challenges (used or not) can serve no request: each new one clears them, so
+        # the table holds at most the challenges of the last TTL.
+        conn.execute(delete(RegistrationChallenge).where(RegistrationChallenge.expires_at <= now))
         conn.execute(
             insert(RegistrationChallenge).values(
                 nonce=nonce, purpose=purpose, account=account, address=address,

@@ -97,7 +97,8 @@ class ServedPool:
             from api.app import create_app
 
             self._app = create_app(self.service, runner=self.runner, publisher=self,
-                                   rate_limit=self._rate_limit)
+                                   rate_limit=self._rate_limit,
+                                   node_status=lambda: self.chain.status)
         return self._app
 
     # -- what the pieces ask of each other ----------------------------------------------------

@@ -14,11 +14,12 @@ nothing behind it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import Engine
 
 from payouts import dashboards, views
@@ -29,6 +30,7 @@ from payouts.distribution.columns import raw_field
 from payouts.distribution.fitting import (
     Budget,
     CandidateColumns,
+    DroppedColumns,
     FittedDistribution,
     fit_distribution,
 )
@@ -48,6 +50,7 @@ from payouts.errors import (
     ValidationError,
 )
 from payouts.miner_registry import MinerRegistry
+from payouts.owed_table import OwedTable
 from payouts.settings import DistributionSettings, PoolSettings, Settings
 from payouts.store import repositories as repo
 from payouts.store.engine import make_engine
@@ -97,19 +100,28 @@ RECENT_DISTRIBUTIONS = 8  # published distributions kept in memory (a block name
 LEDGER_INLINE_MAX = 2_000  # a block's "dropped" credits beyond this go through the backlog
 
 
-def _ledger_lines(settlement: BlockSettlement, ids: Mapping[str, int]
+def _ledger_lines(settlement: BlockSettlement, ids: Mapping[str, int],
+                  dropped_ids: Sequence[int] | None
                   ) -> tuple[list[LedgerCredit], DeferredLines | None]:
     """A block's ledger lines: written with the block, except a large set of "dropped"
     credits (every miner that had no room in the coinbase: up to the whole pool), which the
     block stores in the ledger backlog (payouts.store.ledger_backlog) and which are written
-    out in small transactions afterwards, counted in every balance at once."""
+    out in small transactions afterwards, counted in every balance at once. ``ids``: the
+    store's id of every account named (``dropped_ids``, when given, those of the fitted
+    distribution's dropped rows, in order)."""
     raw = raw_field(settlement, "entries")
     if not isinstance(raw, SettlementEntries) or len(raw.dropped_accounts) <= LEDGER_INLINE_MAX:
         return [LedgerCredit(ids[e.account], e.amount, e.reason)
                 for e in settlement.entries], None
     inline = [LedgerCredit(ids[e.account], e.amount, e.reason) for e in raw.explicit]
-    return inline, DeferredLines("dropped", list(map(ids.__getitem__, raw.dropped_accounts)),
-                                 list(raw.dropped_amounts))
+    if dropped_ids is None:
+        deferred_ids = list(map(ids.__getitem__, raw.dropped_accounts))
+    elif raw.dropped_rows is None:
+        deferred_ids = list(dropped_ids)
+    else:
+        deferred_ids = list(map(dropped_ids.__getitem__, raw.dropped_rows))
+    return inline, DeferredLines("dropped", deferred_ids, list(raw.dropped_amounts),
+                                 known_miners=True)
 
 
 class PoolService:
@@ -134,7 +146,7 @@ class PoolService:
         # What every miner is owed, as of ledger_state.version _owed_version (reloaded when
         # the version moved: a reorg's reversal, another process; this service's own blocks
         # are applied in place).
-        self._owed: dict[int, int] = {}
+        self._owed = OwedTable.of({})
         self._owed_version: int | None = None
         self._owed_lock = threading.Lock()
         self._fitted: dict[int, FittedDistribution] = {}
@@ -212,15 +224,16 @@ class PoolService:
         raise ConfigError("set [pool] payout_address or payout_script to publish distributions")
 
     def balances(self) -> dict[int, int]:
-        """``{miner_id: owed}`` for every miner the ledger ever credited (do not mutate): one
-        small query when nothing changed since the last read."""
-        return self._balances_at()[0]
+        """``{miner_id: owed}`` for every miner the ledger ever credited."""
+        return self._balances_at()[0].as_dict()
 
-    def _balances_at(self) -> tuple[dict[int, int], int]:
+    def _balances_at(self) -> tuple[OwedTable, int]:
+        """The balances and the ledger version they are at: one small query when nothing
+        changed since the last read."""
         with self._owed_lock:
             v = ledger_version(self.engine)
             if v != self._owed_version:
-                self._owed, self._owed_version = ledger_balances(self.engine), v
+                self._owed, self._owed_version = OwedTable.of(ledger_balances(self.engine)), v
             return self._owed, v
 
     def _owed_moved(self, before: int | None, lines: list[LedgerCredit],
@@ -234,31 +247,32 @@ class PoolService:
             if ledger_version(self.engine) != before + 1:
                 self._owed_version = None
                 return
-            owed = dict(self._owed)
-            for c in lines:
-                owed[c.miner_id] = owed.get(c.miner_id, 0) + c.amount
+            ids = [c.miner_id for c in lines]
+            amounts = [c.amount for c in lines]
             if deferred is not None:
-                for m, a in zip(deferred.miner_ids, deferred.amounts, strict=True):
-                    owed[m] = owed.get(m, 0) + a
-            self._owed, self._owed_version = owed, before + 1
+                ids += deferred.miner_ids
+                amounts += deferred.amounts
+            self._owed, self._owed_version = self._owed.plus(ids, amounts), before + 1
 
     def candidates(self) -> CandidateColumns:
         """The window's miners (id order), then the miners owed a balance with no weight in
         the window: as columns, no object per miner (issue #2)."""
         with self.window.lock:
             weights = self.accountant.weights()
-        ids = weights.miner_ids.tolist()
-        balances = self.balances()
-        owed = list(map(balances.get, ids, repeat(0)))
+        table = self._balances_at()[0]
+        owed = table.get(weights.miner_ids)
         # Miners with an owed balance but no weight in this window are still candidates.
-        in_window = set(ids)
-        extra = sorted(i for i, b in balances.items() if b > 0 and i not in in_window)
-        accounts, scripts = self.miners.accounts_and_scripts([*ids, *extra])
+        pos_ids, pos_owed = table.positive()
+        outside = ~np.isin(pos_ids, weights.miner_ids)
+        extra, extra_owed = pos_ids[outside], pos_owed[outside]
+        all_ids = np.concatenate([weights.miner_ids, extra]).tolist()
+        accounts, scripts = self.miners.accounts_and_scripts(all_ids)
         return CandidateColumns(
             accounts,
             scripts,
             [*weights.weights, *repeat(0, len(extra))],
-            owed + [balances[i] for i in extra],
+            np.concatenate([owed, extra_owed]).tolist(),
+            miner_ids=all_ids,
         )
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution:
@@ -326,14 +340,25 @@ class PoolService:
                 # Refused before the round closes in memory (a refused write would cost a
                 # rebuild of the window from the store).
                 raise DuplicateKeyError(f"block {display_hex(block_hash)} is already recorded")
-            accounts = [*fitted.accounts, *dropped_columns(fitted)[0]]
-            ids = self.miners.ids(accounts)
-            balances, before = self._balances_at()
+            # The dropped candidates' ids ride with a distribution published here (their
+            # 100k-account lookup was the slowest part of a block); one loaded from the store
+            # looks them up.
+            dropped = raw_field(fitted, "dropped")
+            dropped_ids = dropped.miner_ids() if isinstance(dropped, DroppedColumns) else None
+            if dropped_ids is None:
+                ids = self.miners.ids([*fitted.accounts, *dropped_columns(fitted)[0]])
+            else:
+                ids = self.miners.ids(fitted.accounts)
+                if len(dropped_ids) <= LEDGER_INLINE_MAX:  # named in the inline lines
+                    ids.update(zip(dropped_columns(fitted)[0], dropped_ids, strict=True))
+            table, before = self._balances_at()
             # Only the payees' balances matter: only a payee can be repaid (settle_block).
-            by_account = {a: balances.get(ids[a], 0) for a in fitted.accounts if a in ids}
+            payees = [a for a in fitted.accounts if a in ids]
+            by_account = dict(zip(payees, table.get([ids[a] for a in payees]).tolist(),
+                                  strict=True))
             settlement = settle_block(fitted, revenue, ref=display_hex(block_hash),
                                       balances=by_account)
-            credits, deferred = _ledger_lines(settlement, ids)
+            credits, deferred = _ledger_lines(settlement, ids, dropped_ids)
 
             def write(after_share_id: int) -> tuple[BlockRecord, int]:
                 block, event_id = record_block_and_round(

@@ -44,7 +44,10 @@ class _Section(BaseModel):
 
 
 class AccountingSettings(_Section):
-    scheme: Scheme = "tides"
+    """``[accounting]``: how shares become weights (docs/accounting.md)."""
+
+    scheme: Scheme = Field("tides", description="tides: the last k × network difficulty of "
+                           "work; pplns: the last N shares; prop: every share of the round")
     tides_k: int = Field(8, ge=1, le=1000, description="TIDES window: k × network difficulty")
     pplns_n: int = Field(1_000_000, ge=1, description="PPLNS window: last N shares")
     value_weighting: bool = Field(True, description="weight shares by their template revenue")
@@ -61,6 +64,8 @@ class AccountingSettings(_Section):
 
 
 class PoolSettings(_Section):
+    """``[pool]``: the pool's own output and fee."""
+
     payout_script: str | None = Field(None, description="hex scriptPubKey of the pool payout")
     payout_address: str | None = Field(None, description="address of the pool payout")
     fee_bps: int = Field(200, ge=0, le=10_000, description="pool fee in basis points")
@@ -74,12 +79,17 @@ class PoolSettings(_Section):
 
 
 class DistributionSettings(_Section):
-    mode: ModeName = "coinbase"
+    """``[distribution]``: the settlement mode and the coinbase budgets (docs/distribution.md)."""
+
+    mode: ModeName = Field("coinbase", description="coinbase: one output per miner; ctv: one "
+                           "output committing to a fan-out (needs BIP-119 active); musig2: one "
+                           "output the committee of [settlement.musig2] spends")
     max_outputs_bytes: int = Field(
         6_500, ge=43, le=1_000_000, description="byte budget for payout outputs in the coinbase"
     )
     max_sigops: int = Field(400, ge=0, le=80_000, description="sigop-cost budget for outputs")
-    ctv_fanout_arity: int = Field(16, ge=2, le=1000)
+    ctv_fanout_arity: int = Field(16, ge=2, le=1000, description="outputs per tx of the CTV "
+                                  "fan-out tree when it does not fit one tx")
     ctv_fee_rate: int = Field(
         0, ge=0, le=100_000,
         description="sat/vB every CTV fan-out tx pays from the coinbase value it spends; 0 = "
@@ -96,21 +106,90 @@ class DistributionSettings(_Section):
 
 
 class NodeSettings(_Section):
-    backend: Literal["kernel", "bitcoind"] = "kernel"
-    rpc_url: str | None = None
-    rpc_user: str | None = None
-    rpc_password: str | None = None
+    """``[node]``: the Bitcoin node the engine follows and submits blocks to (docs/regtest.md).
+
+    ``bitcoind`` authenticates with ``rpc_user``/``rpc_password`` when both are set, else with
+    the cookie file bitcoind writes at start (``cookie_file``, default
+    ``~/.bitcoin/<chain>/.cookie``): no password in the settings file."""
+
+    backend: Literal["kernel", "bitcoind"] = Field(
+        "kernel", description="kernel: Bitcoin Core's consensus code in-process, an in-memory "
+        "regtest chain (regtest only); bitcoind: a node over JSON-RPC")
+    rpc_url: str | None = Field(
+        None, description="bitcoind's JSON-RPC URL; default http://127.0.0.1:<the network's "
+        "RPC port> (8332 mainnet, 18332 testnet, 48332 testnet4, 38332 signet, 18443 regtest)")
+    rpc_user: str | None = Field(None, description="RPC user (-rpcuser or -rpcauth); with "
+                                 "rpc_password, instead of the cookie")
+    rpc_password: str | None = Field(None, description="RPC password (with rpc_user)")
+    cookie_file: Path | None = Field(
+        None, description="bitcoind's .cookie file; default ~/.bitcoin/<chain>/.cookie (chain: "
+        "'' mainnet, testnet3, testnet4, signet, regtest); used when rpc_user and rpc_password "
+        "are unset; relative to the settings file's folder")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> NodeSettings:
+        if (self.rpc_user is None) != (self.rpc_password is None):
+            raise ValueError("node.rpc_user and node.rpc_password go together (or leave both "
+                             "unset to use the cookie file)")
+        if self.cookie_file is not None and self.rpc_user is not None:
+            raise ValueError("node.cookie_file and node.rpc_user/rpc_password are two ways to "
+                             "authenticate: set one")
+        return self
 
 
 class JdsSettings(_Section):
-    enabled: bool = False
-    listen: str = "127.0.0.1:34264"
-    authority_public_key: str | None = None
-    authority_secret_key: str | None = None
-    cert_validity_sec: int = Field(3600, ge=10, le=10 * 365 * 86400)
-    supported_extensions: list[int] = Field(default_factory=lambda: [0x0003, 0x4003, 0x4002])
-    required_extensions: list[int] = Field(default_factory=list)
-    token_lifetime_sec: int = Field(600, ge=1)
+    """``[jds]``: the Stratum V2 Job Declaration server (docs/jds.md).
+
+    Its Noise certificate is signed by the pool's authority key: the secret comes from
+    ``authority_secret_key_file`` (``payouts keys generate`` writes one) or, for SRI-style
+    configs and secrets passed in the environment, ``authority_secret_key`` itself."""
+
+    enabled: bool = Field(False, description="run the JD server in payouts serve")
+    listen: str = Field("127.0.0.1:34264", description="host:port the JD server listens on "
+                        "(IPv6 in brackets: [::1]:34264)")
+    authority_secret_key_file: Path | None = Field(
+        None, description="file holding the authority secret key (SRI's base58check form, as "
+        "payouts keys generate writes it); relative to the settings file's folder")
+    authority_secret_key: str | None = Field(
+        None, description="the authority secret key itself (base58check); prefer "
+        "authority_secret_key_file, or PAYOUTS_JDS__AUTHORITY_SECRET_KEY from a secret store")
+    authority_public_key: str | None = Field(
+        None, description="optional: the public key miners pin (sv2-spec §4.7 base58check); "
+        "when set, payouts serve refuses a secret key that is not its own (a wrong key file "
+        "after a rotation)")
+    cert_validity_sec: int = Field(
+        3600, ge=10, le=10 * 365 * 86400, description="how long each Noise certificate the "
+        "server signs is valid; it signs a new one when half has passed (docs/jds.md)")
+    supported_extensions: list[int] = Field(
+        default_factory=lambda: [0x0003, 0x4003, 0x4002],
+        description="extensions announced: 0x0003 payouts (PR #203), 0x4003 settlement modes, "
+        "0x4002 the per-job adapter (PRs #195/#202)")
+    required_extensions: list[int] = Field(
+        default_factory=list, description="extensions a client must support to connect")
+    token_lifetime_sec: int = Field(
+        600, ge=1, description="how long an AllocateMiningJobToken token stays valid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_file(cls, data: Any) -> Any:
+        """The key file's content becomes ``authority_secret_key`` (what the servers read);
+        both given with different keys is an error (two sources of one key)."""
+        if not isinstance(data, dict) or data.get("authority_secret_key_file") is None:
+            return data
+        path = anchor_path(Path(data["authority_secret_key_file"]),
+                           ("jds", "authority_secret_key_file"))
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not ASCII text"
+            where = (env_name(("jds", "authority_secret_key_file"))
+                     or "jds.authority_secret_key_file")
+            raise ValueError(f"{where}: cannot read {path}: {why}") from None
+        inline = data.get("authority_secret_key")
+        if inline is not None and inline != text:
+            raise ValueError("jds.authority_secret_key and jds.authority_secret_key_file are "
+                             "two sources of one key: set one")
+        return {**data, "authority_secret_key_file": path, "authority_secret_key": text}
     # Connection limits (sv2.jds.limits.JdsLimits; docs/jds.md "Connection limits").
     handshake_timeout_sec: float = Field(
         5.0, gt=0, le=600, description="from accept until Noise act 1 (64 bytes) has arrived"
@@ -233,6 +312,8 @@ class Musig2Settings(_Section):
 
 
 class SettlementSettings(_Section):
+    """``[settlement]``: the lifecycle after a block is found (docs/lifecycle.md)."""
+
     poll_interval_sec: float = Field(
         10.0, gt=0, le=3600,
         description="how often `payouts serve` polls the node to advance settlements",
@@ -260,8 +341,34 @@ class RetentionSettings(_Section):
 
 
 class ApiSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
+    """``[api]``: the REST API of payouts serve (docs/api.md)."""
+
+    host: str = Field("127.0.0.1", description="address the API listens on")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the API")
+
+
+def env_name(loc: tuple[str | int, ...]) -> str | None:
+    """The ``PAYOUTS_*`` environment variable that set the setting at ``loc`` (or a table
+    holding it, given as JSON), if one did."""
+    names = {k.upper() for k in os.environ}
+    for n in range(len(loc), 0, -1):
+        name = "PAYOUTS_" + "__".join(str(p) for p in loc[:n]).upper()
+        if name in names:
+            return name
+    return None
+
+
+def anchor_path(path: Path, loc: tuple[str, ...]) -> Path:
+    """A path setting made absolute: ``~`` expanded; a relative path from the settings file is
+    relative to that file's folder (the file works from any working directory), one from the
+    environment or with no file relative to the working directory."""
+    path = path.expanduser()
+    if path.is_absolute():
+        return path
+    config = _config_file.get()
+    if config is not None and env_name(loc) is None:
+        return (config.resolve().parent / path).resolve()
+    return path.resolve()
 
 
 class MetricsSettings(_Section):
@@ -293,11 +400,15 @@ class Settings(BaseSettings):
         env_prefix="PAYOUTS_", env_nested_delimiter="__", extra="forbid"
     )
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="where the SQLite database and the "
+        "archives go; default $XDG_DATA_HOME/payouts (~/.local/share/payouts); relative to the "
+        "settings file's folder")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file payouts.db in data_dir"
     )
-    network: Network = "regtest"
+    network: Network = Field("regtest", description="the chain: addresses, the node's RPC "
+                             "port and cookie folder, what a challenge message names")
     accounting: AccountingSettings = Field(default_factory=AccountingSettings)
     pool: PoolSettings = Field(default_factory=PoolSettings)
     distribution: DistributionSettings = Field(default_factory=DistributionSettings)
@@ -307,6 +418,16 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @model_validator(mode="after")
+    def _paths_from_the_settings_file(self) -> Settings:
+        self.data_dir = anchor_path(self.data_dir, ("data_dir",))
+        if self.node.cookie_file is not None:
+            self.node.cookie_file = anchor_path(self.node.cookie_file, ("node", "cookie_file"))
+        if self.retention.archive_dir is not None:
+            self.retention.archive_dir = anchor_path(self.retention.archive_dir,
+                                                     ("retention", "archive_dir"))
+        return self
 
     @model_validator(mode="after")
     def _no_pinned_difficulty_on_mainnet(self) -> Settings:
@@ -381,11 +502,37 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(root)"
-            lines.append(f"  {where}: {err['msg']}{_got(where, err.get('input'))}")
-        source = f" in {path}" if path else ""
-        raise ConfigError(f"invalid settings{source}:\n" + "\n".join(lines)) from None
+        raise ConfigError(_problems(exc, path)) from None
     finally:
         _config_file.reset(token)
+
+
+def _problems(exc: ValidationError, path: Path | None) -> str:
+    """One line per problem, naming the key, or the environment variable when one set it."""
+    lines = []
+    from_file = False
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        msg = str(err["msg"])
+        own = msg.removeprefix("Value error, ")  # a message that names its key(s) itself
+        env = env_name(loc) if loc else None
+        if env is not None:
+            where = f"{env} (environment)"
+        else:
+            where = key
+            from_file = from_file or bool(loc)
+        if not loc or own.startswith(f"{key}."):
+            lines.append(f"  {own}")
+        else:
+            lines.append(f"  {where}: {msg}{_got(key, err.get('input'))}")
+    source = f" in {path}" if path and from_file else ""
+    return problems_text(f"invalid settings{source}", lines)
+
+
+def problems_text(header: str, problems: list[str]) -> str:
+    """One problem: one line (``problem (header)``); several: the header, then one indented
+    line each."""
+    if len(problems) == 1:
+        return f"{problems[0].strip()} ({header})"
+    return f"{header}:\n" + "\n".join(f"  {p.strip()}" for p in problems)

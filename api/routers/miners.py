@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from api import store
 from api.deps import ServiceDep
@@ -36,6 +37,7 @@ from api.schemas import (
     RegisterRequest,
     RotateRequest,
 )
+from payouts.accounting.shares import ACCOUNT_MAX
 from payouts.crypto import bip322, schnorr
 from payouts.errors import DuplicateKeyError, UnknownMinerError
 from payouts.service import PoolService
@@ -53,6 +55,12 @@ ALLOWED_SCRIPT_TYPES = frozenset(
     {ScriptType.P2WPKH, ScriptType.P2TR, ScriptType.P2WSH, ScriptType.P2SH, ScriptType.P2PKH}
 )
 CHALLENGE_TTL = timedelta(minutes=10)
+# Path parameters are bounded like the values they name: an account as registration allows it
+# (no NUL byte reaches PostgreSQL), a block id within int64 (the store's ids).
+AccountPath = Annotated[str, Path(min_length=1, max_length=ACCOUNT_MAX,
+                                  pattern=r"^[A-Za-z0-9._-]+$",
+                                  description="the miner's account (its Stratum user identity)")]
+BlockIdPath = Annotated[int, Path(ge=1, le=2**62, description="the block's id")]
 MUSIG_PROOF_TAG = "payouts.dev/musig2-key-proof"
 
 
@@ -166,7 +174,7 @@ def register(body: RegisterRequest, service: ServiceDep) -> MinerOut:
 
 @router.post("/{account}/address", response_model=MinerOut,
              responses=problem_responses(403, 404, 409, 422, 429))
-def rotate(account: str, body: RotateRequest, service: ServiceDep) -> MinerOut:
+def rotate(account: AccountPath, body: RotateRequest, service: ServiceDep) -> MinerOut:
     """Change the payout address: signatures by the NEW and by the CURRENT address."""
     network = service.settings.network
     miner = service.miner(account)
@@ -188,13 +196,14 @@ def rotate(account: str, body: RotateRequest, service: ServiceDep) -> MinerOut:
 
 
 @router.get("/{account}", response_model=MinerOut, responses=problem_responses(404, 429))
-def get_miner(account: str, service: ServiceDep) -> MinerOut:
+def get_miner(account: AccountPath, service: ServiceDep) -> MinerOut:
+    """The miner's payout address and script, and its MuSig2 key when it has one."""
     return _miner_out(service.miner(account), service.settings.network)
 
 
 @router.get("/{account}/balance", response_model=BalanceOut,
             responses=problem_responses(404, 429))
-async def balance(account: str, service: ServiceDep) -> BalanceOut:
+async def balance(account: AccountPath, service: ServiceDep) -> BalanceOut:
     """What the owed-balance ledger holds for the miner (satoshis).
 
     The hot read: one indexed query (miner row and ledger sum together) run inline; a thread
@@ -214,7 +223,8 @@ def _entries(ledger: MinerLedger) -> list[LedgerEntryOut]:
 
 @router.get("/{account}/ledger", response_model=MinerLedgerOut,
             responses=problem_responses(404, 429))
-def ledger(account: str, service: ServiceDep) -> MinerLedgerOut:
+def ledger(account: AccountPath, service: ServiceDep) -> MinerLedgerOut:
+    """The miner's owed-balance ledger lines (credits and payments) and their sum."""
     found = service.miner_ledger(account)
     return MinerLedgerOut(account=found.miner.account, owed_sats=found.owed,
                           entries=_entries(found))
@@ -222,7 +232,7 @@ def ledger(account: str, service: ServiceDep) -> MinerLedgerOut:
 
 @router.get("/{account}/shares", response_model=MinerSharesOut,
             responses=problem_responses(404, 429))
-def shares(account: str, service: ServiceDep) -> MinerSharesOut:
+def shares(account: AccountPath, service: ServiceDep) -> MinerSharesOut:
     """The miner's shares in the current window and its hashrate estimate (integers)."""
     found = service.miner_shares(account)
     st = found.stats
@@ -236,7 +246,7 @@ def shares(account: str, service: ServiceDep) -> MinerSharesOut:
 
 @router.get("/{account}/payouts", response_model=PayoutHistoryOut,
             responses=problem_responses(404, 429))
-def payouts(account: str, service: ServiceDep) -> PayoutHistoryOut:
+def payouts(account: AccountPath, service: ServiceDep) -> PayoutHistoryOut:
     """Payout history: the miner's ledger entries and every block whose distribution paid it,
     with ``paid_sats`` and where it landed (``payout_txid``/``payout_vout``): the coinbase
     output (coinbase mode), the fan-out tree's leaf (ctv), the spend tx once broadcast
@@ -254,7 +264,8 @@ def payouts(account: str, service: ServiceDep) -> PayoutHistoryOut:
 
 @router.get("/{account}/payouts/{block_id}/exit-path", response_model=ExitPathOut,
             responses=problem_responses(404, 409, 429))
-def exit_path_of(account: str, block_id: int, service: ServiceDep) -> ExitPathOut:
+def exit_path_of(account: AccountPath, block_id: BlockIdPath,
+                 service: ServiceDep) -> ExitPathOut:
     """CTV payouts: the transactions to broadcast, in order, to claim the miner's output alone
     (each spends the previous one; the first spends the coinbase's BIP-119 commitment output).
     Anyone may broadcast them; no signature is needed. 409 ``not-ctv-settlement`` for a block

@@ -26,29 +26,29 @@ signers: the nonce's ``auth`` check ~50 µs, a nonce ~13 µs, the nonce that com
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
-from api.auth import scope_settlements_write
+from api.auth import AuthFirstRoute, scope_settlements_write
 from api.deps import NowDep, SessionsDep
 from api.problems import Problem, problem_responses
 from api.ratelimit import rate_limited
 from api.schemas import NonceIn, PartialSigIn, SessionCreate, SessionOut
 from payouts.crypto import schnorr
-from payouts.settlement.musig2.session import SessionState, SigningSession
-from payouts.tx.hashes import tagged_hash
+from payouts.settlement.musig2.session import (
+    NONCE_AUTH_TAG,
+    SessionState,
+    SigningSession,
+    nonce_auth_message,
+)
 
-router = APIRouter(prefix="/v1/musig2/sessions", tags=["musig2"])
-NONCE_AUTH_TAG = "payouts.dev/musig2-nonce"
+__all__ = ["NONCE_AUTH_TAG", "nonce_auth_message", "router"]
+
+router = APIRouter(prefix="/v1/musig2/sessions", tags=["musig2"], route_class=AuthFirstRoute)
+SessionIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$",
+                                    description="a session id (block-<id> for a settlement)")]
 MAX_SESSIONS = 1_000
-
-
-def nonce_auth_message(session_id: str, signer_index: int, pubnonce: bytes) -> bytes:
-    """The 32-byte message a signer signs (BIP-340) to submit its nonce."""
-    return tagged_hash(
-        NONCE_AUTH_TAG, session_id.encode() + signer_index.to_bytes(4, "big") + pubnonce
-    )
 
 
 def _get(sessions: dict[str, SigningSession], session_id: str) -> SigningSession:
@@ -64,6 +64,7 @@ def _out(session_id: str, s: SigningSession) -> SessionOut:
     return SessionOut(
         id=session_id, state=s.state.value, sighash=s.msg.hex(),
         pubkeys=[p.hex() for p in s.pubkeys], output_key=s.output_key.hex(),
+        taproot_merkle_root=None if s.taproot_merkle_root is None else s.taproot_merkle_root.hex(),
         nonce_deadline=s.nonce_deadline, sig_deadline=s.sig_deadline,
         missing_nonces=list(s.missing_nonces), missing_partial_sigs=list(s.missing_partial_sigs),
         aggnonce=s.aggnonce.hex() if s.aggnonce else None, signature=sig,
@@ -97,7 +98,8 @@ async def create_session(body: SessionCreate, sessions: SessionsDep, now: NowDep
 
 @router.get("/{session_id}", response_model=SessionOut,
             responses=problem_responses(404, 429), dependencies=[Depends(rate_limited)])
-async def get_session(session_id: str, sessions: SessionsDep, now: NowDep) -> SessionOut:
+async def get_session(session_id: SessionIdPath, sessions: SessionsDep,
+                      now: NowDep) -> SessionOut:
     """State, deadlines, who is missing, the aggregate nonce (round 2 input) and the result."""
     session = _get(sessions, session_id)
     session.tick(now)
@@ -107,7 +109,7 @@ async def get_session(session_id: str, sessions: SessionsDep, now: NowDep) -> Se
 @router.post("/{session_id}/nonces", response_model=SessionOut,
              responses=problem_responses(403, 404, 409, 422, 429),
              dependencies=[Depends(rate_limited)])
-async def post_nonce(session_id: str, body: NonceIn, sessions: SessionsDep,
+async def post_nonce(session_id: SessionIdPath, body: NonceIn, sessions: SessionsDep,
                      now: NowDep) -> SessionOut:
     """Round 1: signer ``signer_index`` submits its 66-byte public nonce (authenticated)."""
     session = _get(sessions, session_id)
@@ -128,7 +130,7 @@ async def post_nonce(session_id: str, body: NonceIn, sessions: SessionsDep,
 @router.post("/{session_id}/partial-signatures", response_model=SessionOut,
              responses=problem_responses(404, 409, 422, 429),
              dependencies=[Depends(rate_limited)])
-async def post_partial_sig(session_id: str, body: PartialSigIn, sessions: SessionsDep,
+async def post_partial_sig(session_id: SessionIdPath, body: PartialSigIn, sessions: SessionsDep,
                            now: NowDep) -> SessionOut:
     """Round 2: a 32-byte partial signature, verified at once (BIP-327 PartialSigVerify)."""
     session = _get(sessions, session_id)

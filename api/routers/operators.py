@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
 from api import metrics
 from api.auth import (
+    AuthFirstRoute,
     scope_admin,
     scope_distributions_write,
     scope_read,
@@ -30,7 +32,9 @@ from api.schemas import (
     BlockOut,
     ConfigOut,
     ConfigPatch,
+    DistributionOut,
     IngestOut,
+    LedgerLineOut,
     PublishRequest,
     ShareBatchIn,
     WindowMinerOut,
@@ -40,8 +44,9 @@ from payouts.accounting.shares import AccountShareBatch
 from payouts.distribution.stored import fitted_to_json
 from payouts.errors import PayoutsError
 from payouts.service import PoolService
+from payouts.states import BlockStatus
 
-router = APIRouter(prefix="/v1", tags=["operators"])
+router = APIRouter(prefix="/v1", tags=["operators"], route_class=AuthFirstRoute)
 _AUTH = problem_responses(401, 403)
 
 
@@ -77,36 +82,47 @@ def window(service: ServiceDep, _: Any = Depends(scope_read)) -> WindowOut:
     )
 
 
-@router.get("/distributions/current", responses={**_AUTH, **problem_responses(404)})
-def current_distribution(service: ServiceDep, _: Any = Depends(scope_read)) -> dict[str, Any]:
-    """The newest published distribution (the JSON the JDS pushes, plus fitting details)."""
+# Distributions are returned as built (no re-validation of 100,000 payees by the response
+# model, which still documents them; tests/api/test_contract.py checks they match it).
+
+
+@router.get("/distributions/current", response_model=DistributionOut,
+            responses={**_AUTH, **problem_responses(404)})
+def current_distribution(service: ServiceDep, _: Any = Depends(scope_read)) -> JSONResponse:
+    """The newest published distribution: what the JD server pushes (PR #203), plus how it
+    was fitted (accounts, earned, owed, dropped). Weights are decimal strings. The public
+    ``GET /v1/distribution`` has the pushed part alone, with integer weights."""
     latest = service.latest_distribution()
     if latest is None:
         raise Problem(404, "no-distribution", "no distribution has been published yet")
-    return fitted_to_json(latest)
+    return JSONResponse(fitted_to_json(latest))
 
 
-@router.post("/distributions", status_code=201,
-             responses={**_AUTH, **problem_responses(422)})
+@router.post("/distributions", status_code=201, response_model=DistributionOut,
+             responses=_AUTH)
 def publish(body: PublishRequest, publisher: PublisherDep,
-            _: Any = Depends(scope_distributions_write)) -> dict[str, Any]:
+            _: Any = Depends(scope_distributions_write)) -> JSONResponse:
     """Fit the current window into a new distribution (strictly increasing id), store it and
     push it to the JD server's clients."""
     fitted = publisher.publish_distribution(body.estimated_revenue)
     metrics.record_distribution()
-    return fitted_to_json(fitted)
+    return JSONResponse(fitted_to_json(fitted), status_code=201)
 
 
-@router.get("/blocks", response_model=list[BlockOut], responses={**_AUTH, **problem_responses(422)})
-def blocks(service: ServiceDep, status: str | None = Query(None, description="filter by state"),
+@router.get("/blocks", response_model=list[BlockOut], responses=_AUTH)
+def blocks(service: ServiceDep,
+           status: str | None = Query(None, max_length=32, description="only blocks in this "
+                                      f"state: {', '.join(BlockStatus)} (else 422 "
+                                      "invalid-input)"),
            _: Any = Depends(scope_read)) -> list[BlockOut]:
+    """Every block recorded for settlement, in id order."""
     return [BlockOut.of(b) for b in service.blocks(status)]
 
 
-@router.get("/ledger", responses=_AUTH)
-def ledger(service: ServiceDep, _: Any = Depends(scope_read)) -> list[dict[str, Any]]:
+@router.get("/ledger", response_model=list[LedgerLineOut], responses=_AUTH)
+def ledger(service: ServiceDep, _: Any = Depends(scope_read)) -> JSONResponse:
     """The whole owed-balance ledger in id order (audit export)."""
-    return service.ledger()
+    return JSONResponse(service.ledger())
 
 
 def _config(service: PoolService) -> ConfigOut:
@@ -120,6 +136,7 @@ def _config(service: PoolService) -> ConfigOut:
 
 @router.get("/config", response_model=ConfigOut, responses=_AUTH)
 def get_config(service: ServiceDep, _: Any = Depends(scope_read)) -> ConfigOut:
+    """The runtime settings (pool fee, settlement mode, budgets)."""
     return _config(service)
 
 

@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from api import metrics
-from api.auth import authenticate
+from api.auth import check_secret
 from api.deps import OptionalRunnerDep, ServiceDep, SessionsDep
 from api.problems import Problem, status_for
 from api.ratelimit import rate_limited
@@ -214,7 +214,8 @@ def miner_page(account: str, request: Request, service: ServiceDep, runner: Opti
     balance, every block that paid it (amount, txid:vout, state), CTV exit paths, MuSig2
     signing sessions."""
     if span not in SPANS:
-        return _error_page(Problem(422, "invalid-span", f"span must be one of {list(SPANS)}"))
+        return render("search.html", status=422, query=account, matches=[],
+                      error=f"span must be one of {list(SPANS)}")
     now = float(request.app.state.clock())
     try:
         dash = service.miner_dashboard(account, now_ms=int(now * 1000), span_ms=SPANS[span])
@@ -281,7 +282,7 @@ def csrf_token(secret: str) -> str:
 
 def _operator_secret(request: Request, service: PoolService, scope: Scope) -> str:
     secret = request.cookies.get(COOKIE)
-    authenticate(service, secret, scope)
+    check_secret(service.engine, secret, scope)
     assert secret is not None
     return secret
 
@@ -301,7 +302,7 @@ def login_form(error: str = "") -> HTMLResponse:
 async def login(request: Request, service: ServiceDep) -> Response:
     token = (await _form(request)).get("token", "").strip()
     try:
-        authenticate(service, token, Scope.READ)
+        check_secret(service.engine, token, Scope.READ)
     except Problem as e:
         return render("login.html", status=e.status, error=f"{e.detail} ({e.code})")
     response = RedirectResponse("/operator", status_code=303)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path
 
-from api.auth import scope_read, scope_settlements_write
+from api.auth import AuthFirstRoute, scope_read, scope_settlements_write
 from api.deps import OptionalRunnerDep, ServiceDep, require_runner
 from api.problems import problem_responses
 from api.schemas import (
@@ -34,7 +34,7 @@ from payouts.settlement.runner import ActionReport, SettlementRunner
 from payouts.tx.hashes import display_hex
 from payouts.views import SettlementView
 
-router = APIRouter(prefix="/v1/settlements", tags=["settlements"])
+router = APIRouter(prefix="/v1/settlements", tags=["settlements"], route_class=AuthFirstRoute)
 _AUTH = problem_responses(401, 403)
 BlockId = Path(ge=1, le=2**62, description="the block's id (GET /v1/blocks)")
 

@@ -21,8 +21,9 @@ from sv2.domain_messages import mode_to_message
 
 app = typer.Typer(
     help=(
-        "BIP-119 CTV: template hashes, and the fan-out tree of the ctv settlement mode "
-        "(offline calculators; no node is contacted)."
+        "BIP-119 CTV: template hashes, the fan-out tree of the ctv settlement mode, and a "
+        "miner's exit path. hash and tree are offline calculators; exit-path asks the pool and "
+        "can broadcast to your own node."
     ),
     no_args_is_help=True,
 )
@@ -271,3 +272,99 @@ def _read(file: Path) -> str:
         raise ValidationError(f"cannot read {file}: {exc.strerror}", code="bad-file") from None
     except UnicodeDecodeError:
         raise ValidationError(f"{file} is not UTF-8 text", code="bad-file") from None
+
+
+EXIT_PATH_HELP = (
+    "Fetch your CTV exit path for a block from the pool, check it, print or broadcast it.\n\n"
+    "The pool's public GET /v1/miners/ACCOUNT/payouts/BLOCK/exit-path lists the fan-out "
+    "transactions from the coinbase's commitment output down to the one paying you. They need "
+    "no signature (BIP-119 commits to each): anyone may broadcast them, parents first. Before "
+    "anything is sent, each is checked offline: it spends its predecessor (the first, the "
+    "coinbase's commitment output), it is the transaction its parent's CTV output commits to, "
+    "and the last pays the amount and script reported (and --address, if given).\n\n"
+    "Without --broadcast the raw transactions are printed, one per line, in order (for "
+    "bitcoin-cli sendrawtransaction). With --broadcast they go to your own node ([node] of "
+    "--config, or --rpc-url with the cookie or a user and password); one already known or "
+    "confirmed is skipped."
+)
+
+
+@app.command("exit-path", help=EXIT_PATH_HELP)
+def exit_path_cmd(
+    account: str = typer.Argument(..., help="Your account (your Stratum user identity)."),
+    block: int = typer.Argument(..., help="The block's id (from /v1/miners/ACCOUNT/payouts)."),
+    pool: str = typer.Option(..., "--pool", help="The pool's API, e.g. http://pool:8080."),
+    address: str = typer.Option("", "--address", help="Check that the exit pays this address."),
+    network: str = typer.Option("regtest", "--network", help="The chain of --address."),
+    broadcast: bool = typer.Option(False, "--broadcast", help="Send the transactions to your "
+                                   "node instead of printing them."),
+    config: Path | None = typer.Option(None, "--config", "-c",
+                                       help="Settings whose [node] is your node."),
+    rpc_url: str = typer.Option("", "--rpc-url", help="Your bitcoind's RPC URL."),
+    cookie_file: Path | None = typer.Option(None, "--cookie-file",
+                                            help="Your bitcoind's .cookie file."),
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from payouts.cli.ctv_exit import check_exit_path
+    from payouts.tx.address import address_to_script
+
+    url = f"{pool.rstrip('/')}/v1/miners/{account}/payouts/{block}/exit-path"
+    try:
+        r = httpx.get(url, timeout=30)
+    except httpx.HTTPError as e:
+        raise ValidationError(f"cannot reach the pool at {pool}: {e}",
+                              code="pool-unreachable") from None
+    if r.status_code != 200:
+        body = r.json() if r.headers.get("content-type", "").endswith("json") else {}
+        raise ValidationError(f"the pool answered {r.status_code} "
+                              f"{body.get('code', '')}: {body.get('detail', r.text[:200])}",
+                              code=str(body.get("code") or "pool-refused"))
+    doc = r.json()
+    script = address_to_script(address, network) if address else None
+    checked = check_exit_path(doc, script)
+    for note in checked.notes:
+        typer.echo(f"# {note}", err=True)
+    typer.echo(f"# {len(checked.txs)} transactions; output {doc['output']['vout']} of "
+               f"{doc['output']['txid']} pays {doc['output']['amount']} sat", err=True)
+    if not broadcast:
+        for tx in checked.txs:
+            typer.echo(tx.serialize().hex())
+        return
+    results = asyncio.run(_broadcast(checked.txs, config, rpc_url, cookie_file))
+    typer.echo(json.dumps(results, indent=2))
+
+
+async def _broadcast(txs: Any, config: Path | None, rpc_url: str,
+                     cookie_file: Path | None) -> list[dict[str, str]]:
+    """Send each tx to the miner's node, parents first; one the node has is skipped."""
+    from payouts.node.factory import make_node
+    from payouts.node.interface import NodeError
+    from payouts.settings import load_settings
+
+    overrides: dict[str, Any] = {"backend": "bitcoind"}
+    if rpc_url:
+        overrides["rpc_url"] = rpc_url
+    if cookie_file is not None:
+        overrides["cookie_file"] = cookie_file
+    settings = load_settings(config)
+    settings.node = settings.node.model_copy(update=overrides)
+    node = make_node(settings)
+    out = []
+    try:
+        for tx in txs:
+            txid = tx.txid_hex
+            try:
+                await node.send_raw_transaction(tx.serialize())
+                out.append({"txid": txid, "result": "accepted"})
+            except NodeError as e:
+                known = any(w in e.reason for w in ("already", "known", "missingorspent"))
+                out.append({"txid": txid, "result": "already-known" if known else "rejected",
+                            "reason": e.reason})
+                if not known:
+                    break
+    finally:
+        await node.aclose()
+    return out

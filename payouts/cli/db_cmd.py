@@ -7,15 +7,18 @@ from pathlib import Path
 import typer
 from sqlalchemy.engine import make_url
 
+from payouts.errors import ValidationError
 from payouts.settings import load_settings
 from payouts.store import migrate
+from payouts.store.engine import sqlite_path
 
 app = typer.Typer(
     help=(
         "The database schema (Alembic migrations shipped with the engine). The database is the "
         "SQLite file payouts.db in the data dir unless database_url / PAYOUTS_DATABASE_URL "
         "names another (e.g. postgresql+psycopg://user@host/db)."
-    )
+    ),
+    no_args_is_help=True,
 )
 
 ConfigOption = typer.Option(None, "--config", "-c", help="TOML settings file.")
@@ -34,9 +37,10 @@ def upgrade(
 ) -> None:
     """Create the schema or bring it up to date; safe to run again (does nothing when current).
 
-    A missing SQLite data directory is created first.
+    A missing SQLite data directory is created first. An unknown --revision changes nothing.
     """
     url = load_settings(config).effective_database_url
+    _known_revision(revision)
     before = migrate.current_revision(url)
     migrate.upgrade(url, revision)
     after = migrate.current_revision(url)
@@ -46,13 +50,34 @@ def upgrade(
         typer.echo(f"{_shown(url)}: upgraded from {before or '(empty)'} to {after}")
 
 
+def _known_revision(revision: str) -> None:
+    """Refuse a revision this engine does not ship before anything is created."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    try:
+        if scripts.get_revision(revision) is None and revision not in ("head", "base"):
+            raise CommandError(revision)
+    except CommandError:
+        known = ", ".join(s.revision for s in reversed(list(scripts.walk_revisions())))
+        raise ValidationError(f"--revision {revision!r} is not a revision of this engine "
+                              f"(known: {known}, or head)", code="unknown-revision") from None
+
+
 @app.command("current")
 def current(config: Path | None = ConfigOption) -> None:
     """Print the database's schema revision and whether it is the newest this engine ships.
 
-    Exits 1 when the database needs `payouts db upgrade`.
+    Exits 1 when the database needs `payouts db upgrade`. Reads only: a SQLite database that
+    does not exist yet is reported, not created.
     """
     url = load_settings(config).effective_database_url
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        typer.echo(f"{_shown(url)}: revision (empty), head {migrate.HEAD_REVISION} (no "
+                   "database yet: `payouts db upgrade` creates it)")
+        raise typer.Exit(1)
     rev = migrate.current_revision(url)
     head = migrate.head_revision()
     state = "up to date" if rev == head else "needs `payouts db upgrade`"

@@ -1,15 +1,13 @@
-"""``payouts distribution``: compute payout amounts from a distribution file."""
+"""``payouts distribution``: compute payout amounts from a distribution file (the command's
+work is :mod:`payouts.cli.amounts`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from payouts.distribution.amounts import compute_outputs
-from payouts.distribution.jsonio import distribution_from_json, outputs_to_json
-from payouts.errors import ValidationError
+from payouts.cli.amounts import print_amounts
 
 app = typer.Typer(help="Payout distributions: weights turned into satoshis.")
 
@@ -29,17 +27,4 @@ def amounts(
     amount[i] = floor(weight[i] * T' / W) with T' = T - sum(additional amounts); amounts below
     a payee's dust limit go to the pool payout. Anyone can check a coinbase by hand with it.
     """
-    text = typer.get_text_stream("stdin").read() if str(file) == "-" else _read(file)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"{file} is not valid JSON: {exc}") from None
-    result = compute_outputs(distribution_from_json(doc), revenue)
-    typer.echo(json.dumps(outputs_to_json(result), indent=2))
-
-
-def _read(file: Path) -> str:
-    try:
-        return file.read_text()
-    except OSError as exc:
-        raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
+    print_amounts(str(file), revenue)

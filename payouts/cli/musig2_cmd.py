@@ -31,8 +31,9 @@ from sv2.domain_messages import coinbase_output_constraints, mode_to_message
 
 app = typer.Typer(
     help=(
-        "MuSig2 settlement: the coinbase output whose key path is a BIP-327 committee key "
-        "(offline calculator; no node is contacted)."
+        "MuSig2 settlement: the committee's output, and signing as a committee member. output "
+        "is an offline calculator of the coinbase output whose key path is the BIP-327 "
+        "committee key; sign takes part in a signing session of the pool's API."
     ),
     no_args_is_help=True,
 )
@@ -152,3 +153,44 @@ def _hex(text: str, what: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise ValidationError(f"{what} is not valid hex: {text!r}", code="invalid-hex") from None
+
+
+SIGN_HELP = (
+    "Sign a MuSig2 session of the pool's API as a committee member (BIP-327).\n\n"
+    "Reads the session (GET /v1/musig2/sessions/SESSION; a mature block's is block-<id>), finds "
+    "your signer index from your key, checks that the committee's key with the session's "
+    "taproot tweak is the output key it announces, posts a fresh nonce signed with your key, "
+    "waits for the other nonces, posts your partial signature and waits for the result. The "
+    "secret key never leaves this machine; the secret nonce is used once and kept in memory "
+    "only. Progress goes to stderr; the session as it ends, as JSON, to stdout. Exit 0 when "
+    "the session is complete, 3 when it failed (the JSON says why and who is blamed)."
+)
+
+
+@app.command("sign", help=SIGN_HELP)
+def sign_cmd(
+    session: str = typer.Argument(..., help="The session id (block-<id> for a mature block)."),
+    pool: str = typer.Option(..., "--pool", help="The pool's API, e.g. http://pool:8080."),
+    key_file: Path = typer.Option(..., "--key-file", help="File holding your 32-byte secret "
+                                  "key in hex (the key whose public key is in the committee)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the others."),
+    poll: float = typer.Option(1.0, "--poll", help="Seconds between two reads of the session."),
+) -> None:
+    import httpx
+
+    from payouts.cli.musig2_signer import sign_session
+
+    try:
+        seckey = bytes.fromhex(key_file.read_text().strip())
+    except (OSError, ValueError) as e:
+        raise ValidationError(f"cannot read a hex secret key from {key_file}: {e}",
+                              code="bad-file") from None
+    if len(seckey) != 32:
+        raise ValidationError(f"{key_file} holds {len(seckey)} bytes, not a 32-byte key",
+                              code="bad-file")
+    with httpx.Client(base_url=pool.rstrip("/"), timeout=30) as client:
+        result = sign_session(client, session, seckey, poll=poll, timeout=timeout,
+                              say=lambda line: typer.echo(line, err=True))
+    typer.echo(json.dumps(result.session, indent=2))
+    if result.session["state"] != "complete":
+        raise typer.Exit(3)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import typer
 
-from payouts.settings import load_settings
+from payouts.errors import ConfigError
+from payouts.settings import Settings
 
 log = logging.getLogger("payouts.serve")
 # Loggers whose messages are already one JSON object each.
@@ -42,6 +43,38 @@ def _configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic announces each of its plugins at info level on every migration: noise.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _first_start_without_a_node(settings: Settings) -> None:
+    """On a first start (no SQLite database yet) a bitcoind that does not answer is fatal
+    (the window needs the network difficulty): say so in one line, before anything is
+    created. Later starts serve on the known difficulty (payouts.served follows the node)."""
+    from payouts.node.factory import make_node
+    from payouts.node.interface import NodeError
+    from payouts.store.engine import sqlite_path
+
+    path = sqlite_path(settings.effective_database_url)
+    if settings.node.backend != "bitcoind" or path is None or path.exists() \
+            or settings.accounting.pin_difficulty is not None:
+        return
+
+    async def probe() -> str | None:
+        node = make_node(settings)
+        try:
+            await node.tip()
+        except NodeError as e:
+            return e.reason
+        finally:
+            await node.aclose()
+        return None
+
+    reason = asyncio.run(probe())
+    if reason is not None:
+        raise ConfigError(f"the node is unreachable ({reason}): a first start needs its "
+                          "network difficulty; start the node, or check [node] rpc_url and "
+                          "its credentials")
 
 
 def serve(
@@ -57,25 +90,37 @@ def serve(
     """Start the API, the settlement lifecycle and, with [jds] enabled = true, the Stratum V2 JD
     server in the same process.
 
-    Logs are JSON lines on stderr. The JD server listens on [jds] listen with Noise (certificate
-    signed by [jds] authority_secret_key), pushes every distribution the pool publishes
-    (POST /v1/distributions) to its clients, and records each block it accepts; the settlement
+    The settings are checked first, as payouts config check does, and the ports it will listen
+    on must be free: any problem stops it with one line per problem (exit 2) before the
+    database is touched.
+
+    Logs are JSON lines on stderr. The JD server listens on [jds] listen with Noise (its
+    certificate signed by the authority key of [jds] authority_secret_key_file, whose public
+    key is logged at start: miners pin it), pushes every distribution the pool publishes
+    (POST /v1/distributions) to its clients, and records each block it accepts. The settlement
     lifecycle tracks every recorded block in [distribution] mode and advances it found ->
     confirmed -> mature -> paid from the node ([node]) every [settlement] poll_interval_sec,
-    logging each event; it resumes from the store after a restart. In musig2 mode the committee
-    and the fallback come from [settlement.musig2] (docs/lifecycle.md) and the committee signs
-    each mature block at /v1/musig2/sessions/block-<id>.
+    logging each event; it resumes from the store after a restart. In musig2 mode the
+    committee and the fallback come from [settlement.musig2] (docs/lifecycle.md) and the
+    committee signs each mature block at /v1/musig2/sessions/block-<id>.
     """
     import uvicorn
 
+    from payouts.cli.preflight import authority_public_key_of, check_ports, load_valid_settings
+
+    settings = load_valid_settings(config)
+    bind_host = host or settings.api.host
+    bind_port = port or settings.api.port
+    check_ports(settings, (bind_host, bind_port))
+    _first_start_without_a_node(settings)
+
+    from api.http_server import uvicorn_config
     from payouts.served import ServedPool
 
     _configure_logging(log_level)
-    settings = load_settings(config)
+    if settings.jds.enabled and settings.jds.authority_secret_key:
+        log.info("authority public key (miners pin it: payouts jdc run --authority-key): %s",
+                 authority_public_key_of(settings.jds.authority_secret_key))
     pool = ServedPool(settings, rate_limit=None) if no_rate_limit else ServedPool(settings)
-    bind_host = host or settings.api.host
-    bind_port = port or settings.api.port
-    server = uvicorn.Server(uvicorn.Config(pool.app, host=bind_host, port=bind_port,
-                                           access_log=False, log_config=None,
-                                           log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(pool.app, bind_host, bind_port, log_level=log_level))
     asyncio.run(pool.run(server))

@@ -18,16 +18,18 @@ Encodings accepted (the vectors' revision of BIP-322, which tags the base64 stri
 * ``"ful" + base64(to_sign)`` — *full*: the whole ``to_sign`` transaction; the signer may set
   nVersion, nLockTime and nSequence (timelocked scripts). It must have exactly one input, spending
   ``to_spend:0``, and exactly one output of 0 sat paying ``OP_RETURN``.
-* no prefix — the original BIP-322 form: base64 of a simple witness, or, for a P2PKH address
-  and 65 decoded bytes, the *legacy* ``signmessage`` format (compact recoverable ECDSA over
-  ``sha256d(varstr("Bitcoin Signed Message:\\n") || varstr(message))``; the recovered key's
-  hash160 must equal the address's).
+* no prefix — the original BIP-322 form: base64 of a simple witness, or, for a P2PKH, P2WPKH
+  or P2SH-P2WPKH address and 65 decoded bytes with a header byte 27..42, a *compact*
+  signature: Bitcoin Core's ``signmessage`` (P2PKH), BIP-137 (Trezor, Sparrow) or Electrum's
+  form (Electrum, Sparrow, Coldcard) for segwit keys, verified by recovering the key and
+  checking it against the address (:mod:`payouts.crypto.compact_message`).
 * ``"pof"`` (proof of funds) is recognised and refused: it proves UTXO ownership, which an
   address registration does not need.
 
 Errors are :class:`Bip322Error` with a stable ``code``: ``bip322-malformed`` (cannot decode) or
 ``bip322-invalid`` (decodes but does not verify), ``bip322-unsupported`` (proof of funds, an
-address whose type cannot carry the chosen format).
+address whose type cannot carry the chosen format). A signature that cannot be decoded is
+answered with the formats that address type accepts (:func:`accepted_formats`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 
+from payouts.crypto import compact_message
 from payouts.errors import ValidationError
 from payouts.tx.address import Network, address_to_script, decode_address
 from payouts.tx.compact import read_compact_size, ser_compact_size
@@ -45,7 +48,6 @@ from payouts.tx.txout import TxOut
 
 TAG = "BIP0322-signed-message"
 OP_RETURN_SCRIPT = b"\x6a"
-LEGACY_MAGIC = b"Bitcoin Signed Message:\n"
 # A witness stack longer than this cannot be a standard spend; bounds parsing work on junk input.
 MAX_SIGNATURE_BYTES = 10_000
 
@@ -152,10 +154,6 @@ def decode_address_script(address: str) -> bytes:
     return decode_address(address)[0]
 
 
-def _is_p2pkh(script: bytes) -> bool:
-    return len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac"
-
-
 def _is_p2sh(script: bytes) -> bool:
     return len(script) == 23 and script[:2] == b"\xa9\x14" and script[22] == 0x87
 
@@ -201,35 +199,41 @@ def verify_full(script: bytes, message: str | bytes, tx: Tx) -> None:
         raise Bip322Error("invalid signature: script verification failed")
 
 
-def legacy_message_hash(message: str | bytes) -> bytes:
-    """``signmessage`` digest: sha256d(varstr(magic) || varstr(message))."""
-    msg = _as_bytes(message)
-    return sha256d(
-        ser_compact_size(len(LEGACY_MAGIC)) + LEGACY_MAGIC + ser_compact_size(len(msg)) + msg
-    )
+#: The ``signmessage`` digest (kept under its old name).
+legacy_message_hash = compact_message.message_hash
 
 
 def verify_legacy(script: bytes, message: str | bytes, sig65: bytes) -> None:
-    """Verify a legacy P2PKH ``signmessage`` signature (65-byte compact, recoverable)."""
-    from coincurve import PublicKey
-
-    if not _is_p2pkh(script):
-        raise Bip322UnsupportedError("legacy signatures are only defined for P2PKH addresses")
-    if len(sig65) != 65:
-        raise Bip322MalformedError("a legacy signature is 65 bytes")
-    header = sig65[0]
-    if not 27 <= header <= 34:
-        raise Bip322MalformedError(f"legacy signature header byte {header} is not 27..34")
-    recid = (header - 27) & 3
-    compressed = header >= 31
+    """Verify a 65-byte compact signature (:func:`compact_message.verify_compact`)."""
+    if len(sig65) != compact_message.SIZE:
+        raise Bip322MalformedError("a compact signature is 65 bytes")
     try:
-        pub = PublicKey.from_signature_and_message(
-            sig65[1:] + bytes((recid,)), legacy_message_hash(message), hasher=None
-        )
-    except Exception:  # coincurve raises a bare Exception when recovery fails
-        raise Bip322Error("invalid signature: no public key recovers from it") from None
-    if hash160(pub.format(compressed=compressed)) != script[3:23]:
-        raise Bip322Error("invalid signature: recovered key does not match the address")
+        compact_message.verify_compact(script, message, sig65)
+    except ValidationError as e:
+        cls = Bip322UnsupportedError if e.code == "bip322-unsupported" else Bip322Error
+        raise cls(e.message) from None
+
+
+def accepted_formats(script: bytes) -> str:
+    """What a signature for an address with ``script`` may be, for error messages."""
+    kind = compact_message.script_kind(script)
+    if kind == "p2pkh":
+        return ("a P2PKH address accepts BIP-322 full ('ful…'), or a 65-byte compact signature "
+                "(Bitcoin Core's signmessage, Electrum: BIP-137 header 27-34)")
+    if kind == "p2wpkh":
+        return ("a P2WPKH address accepts BIP-322 simple ('smp…' or unprefixed) or full "
+                "('ful…'), or a 65-byte compact signature (BIP-137 header 39-42, as Trezor and "
+                "Sparrow's BIP137 format; or Electrum's 31-34, as Electrum, Sparrow and Coldcard)")
+    if kind == "p2sh":
+        return ("a P2SH address accepts BIP-322 simple (P2SH-P2WPKH) or full ('ful…'), or, "
+                "for P2SH-P2WPKH, a 65-byte compact signature (BIP-137 header 35-38, as Trezor "
+                "and Sparrow's BIP137 format; or Electrum's 31-34)")
+    return ("this address type (P2TR, P2WSH) accepts BIP-322 simple ('smp…' or unprefixed) or "
+            "full ('ful…') only: no compact signature format exists for it")
+
+
+def _with_formats(e: Bip322Error, script: bytes) -> Bip322Error:
+    return type(e)(f"{e.message}; {accepted_formats(script)}")
 
 
 def verify(
@@ -254,7 +258,11 @@ def verify(
         raw = _b64(body, "signature")
         if not raw:
             raise Bip322MalformedError("signature too short")
-        verify_simple(script, message, decode_witness(raw))
+        try:
+            stack = decode_witness(raw)
+        except Bip322MalformedError as e:
+            raise _with_formats(e, script) from None
+        verify_simple(script, message, stack)
         return
     if prefix == "ful":
         raw = _b64(body, "signature")
@@ -266,14 +274,18 @@ def verify(
         return
     if prefix == "pof":
         raise Bip322UnsupportedError("proof-of-funds signatures are not accepted here")
-    # No prefix: the original encodings (base64 of a simple witness, or legacy for P2PKH).
+    # No prefix: the original encodings (base64 of a simple witness, or a compact signature).
     raw = _b64(signature, "signature")
     if not raw:
         raise Bip322MalformedError("signature too short")
-    if _is_p2pkh(script) and len(raw) == 65:
+    if compact_message.is_compact(raw) and compact_message.script_kind(script) is not None:
         verify_legacy(script, message, raw)
         return
-    verify_simple(script, message, decode_witness(raw))
+    try:
+        stack = decode_witness(raw)
+    except Bip322MalformedError as e:
+        raise _with_formats(e, script) from None
+    verify_simple(script, message, stack)
 
 
 def is_valid(
@@ -349,12 +361,8 @@ def sign_simple(seckey: bytes, address: str, message: str | bytes,
 
 
 def sign_legacy(seckey: bytes, message: str | bytes, *, compressed: bool = True) -> str:
-    """A legacy ``signmessage`` signature (base64 of 65 bytes) for the key's P2PKH address."""
-    from coincurve import PrivateKey
-
-    rec = PrivateKey(seckey).sign_recoverable(legacy_message_hash(message), hasher=None)
-    header = 27 + rec[64] + (4 if compressed else 0)
-    return base64.b64encode(bytes((header,)) + rec[:64]).decode()
+    """A ``signmessage`` signature (base64 of 65 bytes) for the key's P2PKH address."""
+    return compact_message.sign_compact(seckey, message, header_base=31 if compressed else 27)
 
 
 def wif_to_seckey(wif: str) -> bytes:
@@ -372,6 +380,7 @@ __all__ = [
     "Bip322Error",
     "Bip322MalformedError",
     "Bip322UnsupportedError",
+    "accepted_formats",
     "decode_address_script",
     "decode_witness",
     "encode_witness",

@@ -5,29 +5,31 @@ With T' = T − Σ additional_outputs.amount and W = weight_P + Σ weight[i]:
 goes to the pool payout); ``pay_P = T' − Σ paid``. Output order is fixed: pool payout, payees in
 distribution order without the pruned ones, additional outputs. The floors are exact integer
 arithmetic over the whole payee column (:func:`~payouts.distribution.columns.floor_mul_div`:
-128-bit products in NumPy, Python ints beyond its bounds), as the draft requires.
+128-bit products in NumPy, Python ints beyond its bounds), as the draft requires; a few payees
+held as objects (a distribution read from JSON by the CLI) take Python ints alone, with no
+NumPy loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import compress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from payouts.distribution.columns import (
+from payouts.distribution.deferred import (
     Deferred,
     LazyTuple,
     defer_fields,
-    floor_mul_div,
     raw_field,
     store_field,
 )
-from payouts.distribution.model import AdditionalOutput, Distribution, PayeeColumns
+from payouts.distribution.model import AdditionalOutput, Distribution, Payee, PayeeColumns
 from payouts.errors import UnsatisfiableDistributionError, ValidationError, ZeroRevenueError
 from payouts.tx.txout import MAX_MONEY, TxOut
+
+if TYPE_CHECKING:  # NumPy is loaded for the column path alone
+    import numpy as np
+    import numpy.typing as npt
 
 
 class OutputColumns(Deferred[TxOut]):
@@ -96,6 +98,13 @@ def compute_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
             f"additional outputs ({fixed} sat) reach or exceed the template revenue "
             f"({revenue} sat): F >= T leaves nothing to distribute"
         )
+    payees = distribution.small()
+    if payees is not None:
+        return _small_outputs(distribution, payees, revenue, distributable)
+    import numpy as np
+
+    from payouts.distribution.columns import floor_mul_div
+
     cols = distribution.columns()
     amounts = floor_mul_div(cols.weights, distributable, distribution.total_weight)
     keep = np.asarray(amounts >= cols.dust_limits, dtype=np.bool_)
@@ -114,3 +123,22 @@ def compute_outputs(distribution: Distribution, revenue: int) -> PayoutResult:
         distribution.additional_outputs, revenue))
     store_field(result, "payee_amounts", LazyTuple(lambda: tuple(per_payee.tolist())))
     return result
+
+
+def _small_outputs(distribution: Distribution, payees: tuple[Payee, ...], revenue: int,
+                   distributable: int) -> PayoutResult:
+    """:func:`compute_outputs` for a few payees held as objects, in Python ints: the same
+    floors and the same pruning as the column path (tests/distribution check both agree)."""
+    total = distribution.total_weight
+    amounts = [p.weight * distributable // total for p in payees]
+    kept = [a if a >= p.dust_limit else 0 for a, p in zip(amounts, payees, strict=True)]
+    pool_amount = distributable - sum(kept)
+    outputs = (TxOut(pool_amount, distribution.pool_payout.script),
+               *(TxOut(a, p.script) for a, p in zip(amounts, payees, strict=True)
+                 if a >= p.dust_limit),
+               *(TxOut(a.amount, a.script) for a in distribution.additional_outputs))
+    return PayoutResult(
+        outputs=outputs, pool_amount=pool_amount, payee_amounts=tuple(kept),
+        pruned=tuple(i for i, (a, p) in enumerate(zip(amounts, payees, strict=True))
+                     if a < p.dust_limit),
+        distributable=distributable)

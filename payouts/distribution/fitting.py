@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -64,10 +64,16 @@ class CandidateColumns:
     scripts: Sequence[bytes]
     weights: Sequence[int]  # earned window weights, exact (any size)
     owed: Sequence[int]
+    # The store's miner ids, when the caller knows them (the service does): carried to the
+    # dropped candidates so a block's ledger lines need no account lookup. Not part of the
+    # distribution (compare=False): two fits of the same candidates are equal with or without.
+    miner_ids: Sequence[int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.accounts)
         if not len(self.scripts) == len(self.weights) == len(self.owed) == n:
+            raise ValidationError("candidate columns have different lengths")
+        if self.miner_ids is not None and len(self.miner_ids) != n:
             raise ValidationError("candidate columns have different lengths")
 
     @classmethod
@@ -147,6 +153,14 @@ class DroppedColumns(Deferred[Candidate]):
                     picked_s = [scripts[int(r)] for r in rows]
             self._picked = (picked_a, picked_s, self._weights[rows], self._owed[rows])
         return self._picked
+
+    def miner_ids(self) -> list[int] | None:
+        """The store's ids of the dropped rows, when the candidates carried them."""
+        ids = self._columns.miner_ids
+        if ids is None:
+            return None
+        picked: list[int] = np.asarray(ids, dtype=np.int64)[self.rows].tolist()
+        return picked
 
     def _make(self) -> tuple[Candidate, ...]:
         accounts, scripts, weights, owed = self.columns()

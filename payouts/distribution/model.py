@@ -11,25 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from payouts.distribution.columns import (
-    Deferred,
-    defer_fields,
-    exact_sum,
-    raw_field,
-    store_field,
-    to_u64,
-)
+from payouts.distribution.deferred import Deferred, defer_fields, raw_field, store_field
 from payouts.errors import ValidationError, ZeroWeightError
 from payouts.tx.compact import compact_size_len
 from payouts.tx.txout import MAX_MONEY
 
+if TYPE_CHECKING:  # NumPy is loaded where columns are made: a small distribution needs none
+    import numpy as np
+    import numpy.typing as npt
+
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
+#: Up to this many payees held as objects, amounts are computed with Python ints alone
+#: (payouts.distribution.amounts); beyond, as columns in NumPy. Both give the same integers.
+SMALL_PAYEES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +87,10 @@ class PayeeColumns(Deferred[Payee]):
     @classmethod
     def of(cls, payees: tuple[Payee, ...]) -> PayeeColumns:
         """Columns of validated payee objects (which stay the tuple that readers get)."""
+        import numpy as np
+
+        from payouts.distribution.columns import to_u64
+
         cols = cls(
             [p.script for p in payees],
             to_u64([p.weight for p in payees]),
@@ -156,6 +157,8 @@ class Distribution:
         object.__setattr__(d, "distribution_id", distribution_id)
         object.__setattr__(d, "pool_payout", pool_payout)
         object.__setattr__(d, "additional_outputs", additional_outputs)
+        from payouts.distribution.columns import to_u64
+
         store_field(d, "payouts", payees)
         validate_distribution(d)
         payees.weights = to_u64(payees.weights)
@@ -170,14 +173,27 @@ class Distribution:
         store_field(self, "payouts", cols)
         return cols
 
+    def small(self) -> tuple[Payee, ...] | None:
+        """The payees as objects when they are held as objects and few (no columns built: the
+        amounts take Python ints alone), else ``None``."""
+        raw = raw_field(self, "payouts")
+        return raw if isinstance(raw, tuple) and len(raw) <= SMALL_PAYEES else None
+
     @property
     def total_weight(self) -> int:
+        payees = self.small()
+        if payees is not None:
+            return self.pool_payout.weight + sum(p.weight for p in payees)
+        from payouts.distribution.columns import exact_sum
+
         return self.pool_payout.weight + exact_sum(self.columns().weights)
 
     def max_outputs_size(self) -> int:
         """Bytes of coinbase outputs this distribution can add (every payee paid): what the JD
         client announces as ``coinbase_output_max_additional_size``."""
-        scripts = [self.pool_payout.script, *self.columns().scripts]
+        payees = self.small()
+        scripts = [self.pool_payout.script,
+                   *(self.columns().scripts if payees is None else (p.script for p in payees))]
         scripts += [a.script for a in self.additional_outputs]
         return sum(8 + compact_size_len(len(s)) + len(s) for s in scripts)
 
@@ -196,6 +212,8 @@ def _payee_error(i: int, weight: int, dust_limit: int) -> None:
 
 def _validate_payee_columns(cols: PayeeColumns) -> None:
     """:func:`_payee_error` for the first bad payee, found column-wise."""
+    import numpy as np
+
     w, d = cols.weights, cols.dust_limits
     bad = (w <= 0) | (d < 0) | (d > U32_MAX)
     if w.dtype == object:

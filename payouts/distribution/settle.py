@@ -90,15 +90,18 @@ class SettlementEntries(Deferred[LedgerEntry]):
     credit per miner that had no room in the coinbase, kept as columns (up to the whole pool:
     the store writes them without making an object per miner)."""
 
-    __slots__ = ("dropped_accounts", "dropped_amounts", "explicit", "ref")
+    __slots__ = ("dropped_accounts", "dropped_amounts", "dropped_rows", "explicit", "ref")
 
     def __init__(self, explicit: tuple[LedgerEntry, ...], dropped_accounts: Sequence[str],
-                 dropped_amounts: Sequence[int], ref: str) -> None:
+                 dropped_amounts: Sequence[int], ref: str,
+                 dropped_rows: Sequence[int] | None = None) -> None:
         super().__init__()
         self.explicit = explicit
         self.dropped_accounts = dropped_accounts
         self.dropped_amounts = dropped_amounts
         self.ref = ref
+        # which rows of the fitted distribution's dropped columns these are (None: all)
+        self.dropped_rows = dropped_rows
 
     def _make(self) -> tuple[LedgerEntry, ...]:
         ref = self.ref
@@ -177,11 +180,13 @@ def settle_block(
     fair.update(zip(d_accounts, d_share, strict=True))
     paid.update(zip(d_accounts, repeat(0)))
     nonzero = np.flatnonzero(d_shares != 0).tolist() if len(d_share) else []
+    kept_rows: list[int] | None = None
     if len(nonzero) == len(d_share):
         kept_accounts, kept_amounts = d_accounts, d_share
     else:
         kept_accounts = [d_accounts[i] for i in nonzero]
         kept_amounts = [d_share[i] for i in nonzero]
+        kept_rows = nonzero
     net_credit = sum(e.amount for e in entries) + sum(kept_amounts)
     settlement = BlockSettlement(
         result=result,
@@ -192,5 +197,5 @@ def settle_block(
         bonus=bonus,
     )
     store_field(settlement, "entries",
-                SettlementEntries(tuple(entries), kept_accounts, kept_amounts, ref))
+                SettlementEntries(tuple(entries), kept_accounts, kept_amounts, ref, kept_rows))
     return settlement

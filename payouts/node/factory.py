@@ -4,7 +4,8 @@
 only on regtest, so any other network with it is a configuration error. ``"bitcoind"`` talks
 JSON-RPC to ``node.rpc_url`` (default: localhost on the network's standard RPC port) with
 ``rpc_user``/``rpc_password``, or, when those are unset, the cookie file bitcoind writes in its
-default datadir (``~/.bitcoin/<chain>/.cookie``) unless ``cookie_file`` is given.
+default datadir (``~/.bitcoin/<chain>/.cookie``) unless ``[node] cookie_file`` (or the
+``cookie_file`` argument) names another.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def make_node(settings: Settings, *, cookie_file: str | Path | None = None) -> N
 
     url = node.rpc_url or f"http://127.0.0.1:{RPC_PORTS[settings.network]}"
     if node.rpc_user is None and node.rpc_password is None:
-        cookie = cookie_file if cookie_file is not None else default_cookie_file(settings.network)
+        cookie = cookie_file if cookie_file is not None else (
+            node.cookie_file or default_cookie_file(settings.network))
         return BitcoindNode.from_url(url, cookie_file=cookie, network=settings.network)
     if node.rpc_user is None or node.rpc_password is None:
         raise ConfigError("node.rpc_user and node.rpc_password go together (or use the cookie)")

@@ -59,7 +59,7 @@ from sqlalchemy import Engine, update
 from payouts.distribution.amounts import compute_outputs
 from payouts.distribution.fitting import FittedDistribution
 from payouts.errors import PayoutsError, ValidationError
-from payouts.node.interface import Node
+from payouts.node.interface import Node, NodeError
 from payouts.settings import Settings
 from payouts.settlement.ctv import build_ctv_fanout
 from payouts.settlement.lifecycle import (
@@ -385,16 +385,32 @@ class SettlementRunner:
             if at is not None:
                 _set_coinbase_location(self.engine, block_id, coinbase.txid, at)
 
-    async def run(self) -> None:
-        """Poll until cancelled; a failing step is logged and retried at the next interval."""
+    async def run(self, *, max_backoff: float = 60.0) -> None:
+        """Poll until cancelled; a failing step is logged and retried at the next interval.
+
+        A node that cannot be reached (or refuses a request) is one warning line per distinct
+        reason, not a traceback per poll, and the retry delay doubles up to ``max_backoff``;
+        a line says when a step succeeds again."""
+        delay = self.interval
+        failing: str | None = None
         while True:
             try:
                 await self.poll_once()
             except asyncio.CancelledError:
                 raise
+            except NodeError as e:
+                delay = min(delay * 2, max(max_backoff, self.interval))
+                if e.reason != failing:
+                    log.warning("settlement waits for the node: %s; retrying with back-off up "
+                                "to %.0f s", e.reason, max(max_backoff, self.interval))
+                failing = e.reason
             except Exception:
                 log.exception("settlement step failed; retrying in %.1f s", self.interval)
-            await asyncio.sleep(self.interval)
+            else:
+                if failing is not None:
+                    log.info("settlement resumed: the node answers again")
+                failing, delay = None, self.interval
+            await asyncio.sleep(delay)
 
     def start(self) -> asyncio.Task[None]:
         """Start :meth:`run` as a task of the running loop."""

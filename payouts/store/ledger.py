@@ -68,6 +68,9 @@ class DeferredLines:
     reason: str
     miner_ids: list[int]
     amounts: list[int]
+    # The caller read these ids from the miners table (the service's candidates: the window's
+    # miners, whose shares were checked against it, and the ledger's): no 100k-id re-check.
+    known_miners: bool = False
 
     def __post_init__(self) -> None:
         if len(self.miner_ids) != len(self.amounts):
@@ -466,7 +469,7 @@ def record_block_and_round(
         raise ValidationError(
             f"a new block's status must be one of {[str(s) for s in BLOCK_STATUS_ORDER]}")
     _validate_credits(credits)
-    if deferred is not None and deferred.miner_ids:
+    if deferred is not None and deferred.miner_ids and not deferred.known_miners:
         # Checked before the write transaction: miners are never deleted, so what is
         # registered now still is at commit, and the writer's lock is not held for 100k ids.
         wanted = sorted(set(deferred.miner_ids))

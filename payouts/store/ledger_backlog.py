@@ -55,10 +55,22 @@ class PendingRow:
 
 def insert_backlog(conn: Connection, block_id: int, reason: str, miner_ids: list[int],
                    amounts: list[int]) -> None:
-    """Store a block's deferred lines (the caller's transaction: the block's own)."""
+    """Store a block's deferred lines (the caller's transaction: the block's own). The blobs
+    go through the driver in binary on PostgreSQL (escaping ~1.6 MB as bytea text was a third
+    of a 100k-miner block's recording)."""
+    ids_blob, amounts_blob = encode(miner_ids), encode(amounts)
+    if conn.dialect.name == "postgresql":
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute("INSERT INTO ledger_backlog (block_id, reason, total, done, cancelled, "
+                        "miner_ids, amounts) VALUES (%s, %s, %s, 0, false, %b, %b)",
+                        (block_id, reason, len(miner_ids), ids_blob, amounts_blob))
+        finally:
+            cur.close()
+        return
     conn.execute(insert(LedgerBacklog).values(
         block_id=block_id, reason=reason, total=len(miner_ids), done=0, cancelled=False,
-        miner_ids=encode(miner_ids), amounts=encode(amounts)))
+        miner_ids=ids_blob, amounts=amounts_blob))
 
 
 def set_cancelled(conn: Connection, block_id: int, cancelled: bool) -> None:

@@ -72,6 +72,8 @@ _PREPARE_SQL = (
     "SELECT ARRAY(SELECT id FROM miners WHERE id = ANY(%s)), "
     f"ARRAY(SELECT nextval('{_ID_SEQUENCE}') FROM generate_series(1, %s))"
 )
+# pg_advisory_xact_lock key serializing share inserts on PostgreSQL ('payouts' + 1).
+SHARE_ORDER_LOCK = 0x7061796F75747301
 _EMPTY: Index = np.zeros(0, dtype=np.intp)
 _NO_IDS: I64 = np.zeros(0, dtype=np.int64)
 
@@ -147,6 +149,11 @@ def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64,
     # Pipeline mode: the query goes out now and is answered later, so the server reserves the
     # ids (~1 µs per nextval) while this side sorts the batch.
     with cur.connection.pipeline():
+        # Ids are taken under a transaction-scoped lock that COMMIT releases, so they ascend
+        # in commit order across every process writing shares: whoever reads shares by id
+        # (the leader's window, docs/deployment.md) can never pass over a row that commits
+        # later with a smaller id.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (SHARE_ORDER_LOCK,))
         cur.execute(_PREPARE_SQL, (unique_miners.tolist(), n))
         order = sorted(range(n), key=keys.__getitem__)
         at = np.asarray(order, dtype=np.intp)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from payouts.tx.script import (
     OP_0,
@@ -34,6 +32,10 @@ from payouts.tx.script import (
     OP_PUSHDATA4,
     OP_RETURN,
 )
+
+if TYPE_CHECKING:  # NumPy is loaded by output_costs alone (a CLI reading one script needs none)
+    import numpy as np
+    import numpy.typing as npt
 
 DUST_RELAY_FEE_PER_KVB = 3000
 WITNESS_SCALE_FACTOR = 4
@@ -180,6 +182,8 @@ def output_costs(
     of ``_TEMPLATES`` are recognised on all scripts at once from their lengths and the bytes at
     the fixed offsets of one concatenated buffer; only other scripts take the per-script path.
     """
+    import numpy as np
+
     n = len(scripts)
     lengths = np.fromiter(map(len, scripts), dtype=np.int64, count=n)
     sizes = 8 + np.where(lengths < 0xFD, 1, 3) + lengths

@@ -163,7 +163,9 @@ def test_serve_in_musig2_mode_tracks_opens_the_session_and_pays(
             out = runner.mode.musig2.build(service.distribution(rec.distribution_id).distribution,
                                            rec.revenue)
             assert coinbase.outputs[0] == out.txout
-            s = load_settlements(service.engine)[rec.id]
+            # The block's row commits first, then the runner tracks it in a transaction of
+            # its own (a crash between the two is tracked at start-up): wait for the second.
+            s = await until("the settlement", lambda: load_settlements(service.engine).get(rec.id))
             assert (s.mode, s.funding_script, s.funding_value) == (
                 "musig2", out.txout.script, out.txout.value)
             await until("confirmed", lambda: get_block(service.engine, rec.id).status  # type: ignore[union-attr]

@@ -142,3 +142,57 @@ def test_postgresql_id_conflict_surfaces_and_writes_nothing(engine: Engine, mine
         persist_shares(engine, make_batch(["d", "e"], miner_id=miner))
     assert info.value.diag.constraint_name == "pk_shares"
     assert _stored(engine)[1] == ["a", "b", "c"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_concurrent_writers_commit_in_id_order(engine: Engine, miner: int) -> None:
+    """Issue #15: several processes write shares and one reads them by id (``id > last``).
+    Ids are taken under a lock held to COMMIT, so they ascend in commit order: a reader that
+    follows the newest id it saw never skips a row that commits later with a smaller id."""
+    from payouts.store.engine import make_engine
+
+    url = engine.url.render_as_string(hide_password=False)
+    writers, batches, per = 4, 25, 40
+    done = threading.Event()
+    seen: list[int] = []
+
+    def write(w: int) -> None:
+        eng = make_engine(url)
+        try:
+            for b in range(batches):
+                persist_shares(eng, make_batch([f"w{w}-{b}-{i}" for i in range(per)],
+                                               miner_id=miner))
+        finally:
+            eng.dispose()
+
+    def read() -> None:
+        eng = make_engine(url)
+        last = 0
+        try:
+            while True:
+                finished = done.is_set()
+                with eng.connect() as c:
+                    ids = [r[0] for r in c.exec_driver_sql(
+                        "SELECT id FROM shares WHERE id > %(last)s ORDER BY id",
+                        {"last": last})]
+                seen.extend(ids)
+                if ids:
+                    last = ids[-1]
+                if finished:
+                    return
+        finally:
+            eng.dispose()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    stored, _, _ = _stored(engine)
+    assert len(stored) == writers * batches * per
+    assert seen == stored  # every row seen once, in id order, none passed over

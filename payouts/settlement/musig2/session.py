@@ -76,9 +76,22 @@ from payouts.settlement.musig2.errors import (
     UnknownSignerError,
     WrongStateError,
 )
+from payouts.tx.hashes import tagged_hash
 
 #: Default bound on the committee size: keeps one lazy-signer round cheap to run and to retry.
 DEFAULT_MAX_SIGNERS = 100
+
+
+#: The tag of the message a signer signs (BIP-340) to submit its nonce to a session.
+NONCE_AUTH_TAG = "payouts.dev/musig2-nonce"
+
+
+def nonce_auth_message(session_id: str, signer_index: int, pubnonce: bytes) -> bytes:
+    """The 32-byte message a signer signs (BIP-340) to submit its nonce: without it anyone
+    could take signer ``signer_index``'s slot with junk and get it blamed."""
+    return tagged_hash(
+        NONCE_AUTH_TAG, session_id.encode() + signer_index.to_bytes(4, "big") + pubnonce
+    )
 
 
 class SessionState(enum.StrEnum):
@@ -204,6 +217,8 @@ class SigningSession:
         if taproot_merkle_root is not None and len(taproot_merkle_root) not in (0, 32):
             raise SessionConfigError("taproot_merkle_root must be None, empty or 32 bytes")
         self.internal_keyagg = internal
+        #: what a signer needs to rebuild :attr:`keyagg` (None: untweaked; b"": BIP-86)
+        self.taproot_merkle_root = taproot_merkle_root
         self.keyagg = (
             internal if taproot_merkle_root is None else internal.taproot_tweak(taproot_merkle_root)
         )
