@@ -104,7 +104,9 @@ def utc(ms_or_dt: Any) -> str:
 
 
 def difficulty(d: Fraction | int | None) -> str:
-    return "–" if d is None else f"{float(d):,.6g}"
+    if d is None:
+        return "–"
+    return f"{float(d):,.0f}" if d >= 1 else f"{float(d):.6g}"
 
 
 def short(h: str, n: int = 10) -> str:
