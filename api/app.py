@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import contract, metrics, problems
 from api.deps import DistributionPublisher
 from api.ratelimit import TokenBucketLimiter
-from api.routers import miners, musig2, operators, settlements, system
+from api.routers import miners, musig2, operators, pages, settlements, system
 from payouts import __version__
 from payouts.chain_follower import NodeStatus
 from payouts.service import PoolService
@@ -186,11 +187,24 @@ def create_app(
     app.state.clock = clock
     app.state.node_status = node_status
     problems.install(app)
-    for r in (system.router, miners.router, operators.router, musig2.router, settlements.router):
+    for r in (system.router, miners.router, operators.router, musig2.router, settlements.router,
+              pages.router):
         app.include_router(r)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     contract.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
     return app
 
 
+
+
+def create_metrics_app(service: PoolService) -> FastAPI:
+    """``/metrics`` alone, for ``[metrics] listen`` (its own address, e.g. one only the
+    Prometheus network reaches); the API's own ``/metrics`` then answers 404."""
+    app = FastAPI(title="payouts metrics", docs_url=None, openapi_url=None, redoc_url=None)
+    app.state.service = service
+    app.state.metrics_only = True
+    problems.install(app)
+    app.include_router(system.router)
+    return app

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 
 from api import store
 from api.problems import Problem
@@ -41,10 +42,21 @@ def authenticate(request: Request, scope: Scope) -> store.TokenRecord:
     header = request.headers.get("authorization", "")
     kind, _, secret = header.partition(" ")
     secret = secret.strip()
-    if kind.lower() != "bearer" or not secret:
+    token = check_secret(request.app.state.service.engine,
+                         secret if kind.lower() == "bearer" else "", scope)
+    request.state.token = token
+    request.state.token_name = token.name
+    return token
+
+
+def check_secret(engine: Engine, secret: str | None, scope: Scope) -> store.TokenRecord:
+    """The stored token whose secret is ``secret`` if it is valid and grants ``scope``; else
+    the 401/403 problem. (Also for a token that came another way than the header: the
+    operator page's cookie, docs/dashboards.md.)"""
+    if not secret:
         raise Problem(401, "missing-token", "this endpoint needs an operator bearer token",
                       headers={"WWW-Authenticate": "Bearer"})
-    token = store.find_token(request.app.state.service.engine, secret)
+    token = store.find_token(engine, secret)
     if token is None:
         raise _unauthorized("invalid-token", "unknown token")
     if token.revoked:
@@ -55,8 +67,6 @@ def authenticate(request: Request, scope: Scope) -> store.TokenRecord:
         raise Problem(403, "insufficient-scope",
                       f"token {token.name!r} lacks scope {str(scope)!r}",
                       required_scope=str(scope))
-    request.state.token = token
-    request.state.token_name = token.name
     return token
 
 

@@ -8,7 +8,13 @@ Names: ``payouts_shares_ingested_total``, ``payouts_share_batches_total``,
 ``payouts_distributions_published_total``,
 ``payouts_declarations_total{result,reason}``, ``payouts_settlements{state}``,
 ``payouts_http_requests_total{method,route,status}``,
-``payouts_http_request_duration_seconds{method,route}``.
+``payouts_http_request_duration_seconds{method,route}``; and, from what ``payouts serve``
+registers (:func:`add_server`, :func:`set_node_source`): ``payouts_sv2_connections{role}``,
+``payouts_sv2_handshakes_in_progress{role}``, ``payouts_sv2_events_total{role,event}``,
+``payouts_node_reachable``, ``payouts_node_tip_height``, ``payouts_node_tip_age_seconds``,
+``payouts_node_answer_age_seconds``; from the store at scrape time:
+``payouts_settlement_oldest_age_seconds{state}``, ``payouts_window_miners``,
+``payouts_share_batches_rejected_total{reason}`` (the API's refusals, by problem code).
 
 Declarations are counted by the JD server itself (``JobDeclarationServer.stats``: keys
 ``declare-accepted`` and ``declare-rejected:<code>``); ``payouts serve`` registers that dict
@@ -20,8 +26,11 @@ view of the store (:func:`payouts.settlement.runner.settlement_states`).
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter as _Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,7 +40,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from payouts.service import PoolService
@@ -146,6 +155,167 @@ def render(service: PoolService) -> tuple[bytes, str]:
     acc = service.accountant
     WINDOW_SHARES.set(acc.share_count)
     WINDOW_WEIGHT.set(float(acc.total_weight))
+    WINDOW_MINERS.set(len(acc.weights().miner_ids))
     for state, n in settlement_states(service.engine).items():
         SETTLEMENTS.labels(state).set(n)
+    now = datetime.now(UTC)
+    oldest: dict[str, float] = {}
+    for b in service.blocks():
+        if b.status in _OPEN_STATES:
+            age = (now - b.created_at.replace(tzinfo=b.created_at.tzinfo or UTC)).total_seconds()
+            oldest[b.status] = max(oldest.get(b.status, 0.0), age)
+    for state in _OPEN_STATES:
+        SETTLEMENT_AGE.labels(state).set(oldest.get(state, 0.0))
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# -- what payouts serve registers: SV2 servers, the node (issue #16) ---------------------------
+
+WINDOW_MINERS = Gauge("payouts_window_miners", "Miners with weight in the current window",
+                      registry=REGISTRY)
+_OPEN_STATES = ("found", "confirmed", "mature")
+SETTLEMENT_AGE = Gauge(
+    "payouts_settlement_oldest_age_seconds",
+    "Age of the oldest block still in each unfinished state (0: none), since it was recorded",
+    ["state"], registry=REGISTRY,
+)
+SHARE_BATCHES_REJECTED = Counter(
+    "payouts_share_batches_rejected", "Share batches the API refused, by problem code",
+    ["reason"], registry=REGISTRY,
+)
+
+
+def record_ingest_rejected(reason: str) -> None:
+    SHARE_BATCHES_REJECTED.labels(reason).inc()
+
+
+class ServerLike(Protocol):
+    """What a registered SV2 server shows (:class:`sv2.listener.NoiseListener` has it)."""
+
+    @property
+    def connections(self) -> int: ...
+
+    @property
+    def pending_connections(self) -> int: ...
+
+    @property
+    def stats(self) -> Mapping[str, int]: ...
+
+
+class NodeStatusLike(Protocol):
+    """What the node source gives (:class:`payouts.chain_follower.NodeStatus` is one)."""
+
+    reachable: bool | None
+    error: str
+    tip_height: int | None
+    tip_time: int | None
+    checked_at: float | None
+
+
+class _Sources(Collector):
+    """The live objects ``payouts serve`` registered, read at scrape time (and by the
+    operator page): SV2 servers by role (``jd``, ``mining``), the node's status and the
+    template revenue."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, ServerLike] = {}
+        self.node: Callable[[], NodeStatusLike] | None = None
+        self.revenue: Callable[[], Awaitable[int]] | None = None
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        with self.lock:
+            servers, node = dict(self.servers), self.node
+        conns = GaugeMetricFamily("payouts_sv2_connections",
+                                  "Open SV2 connections (set up and pending)", labels=["role"])
+        pending = GaugeMetricFamily(
+            "payouts_sv2_handshakes_in_progress",
+            "SV2 connections not set up yet (Noise handshake or SetupConnection outstanding)",
+            labels=["role"])
+        events = CounterMetricFamily("payouts_sv2_events",
+                                     "SV2 server counters (stats keys)", labels=["role", "event"])
+        for role, server in sorted(servers.items()):
+            conns.add_metric([role], server.connections)
+            pending.add_metric([role], server.pending_connections)
+            for key, n in sorted(dict(server.stats).items()):
+                events.add_metric([role, key], n)
+        yield conns
+        yield pending
+        yield events
+        if node is None:
+            return
+        st = node()
+        now = time.time()
+        yield GaugeMetricFamily("payouts_node_reachable",
+                                "1 when the node answered the last poll, 0 when not (-1: not "
+                                "asked yet)", value={True: 1, False: 0, None: -1}[st.reachable])
+        if st.tip_height is not None:
+            yield GaugeMetricFamily("payouts_node_tip_height", "Height of the node's tip",
+                                    value=st.tip_height)
+        if st.tip_time is not None:
+            yield GaugeMetricFamily("payouts_node_tip_age_seconds",
+                                    "Seconds since the tip's header time",
+                                    value=max(now - st.tip_time, 0.0))
+        if st.checked_at is not None:
+            yield GaugeMetricFamily("payouts_node_answer_age_seconds",
+                                    "Seconds since the node last answered",
+                                    value=max(now - st.checked_at, 0.0))
+
+
+SOURCES = _Sources()
+REGISTRY.register(SOURCES)
+
+
+def add_server(role: str, server: ServerLike) -> Callable[[], None]:
+    """Show ``server``'s connections, handshakes in progress and counters under ``role``
+    (``jd``, ``mining``) in /metrics and on the operator page. Returns the function that
+    unregisters it (call it when that server stops)."""
+    with SOURCES.lock:
+        SOURCES.servers[role] = server
+
+    def remove() -> None:
+        with SOURCES.lock:
+            if SOURCES.servers.get(role) is server:
+                del SOURCES.servers[role]
+
+    return remove
+
+
+def set_node_source(status: Callable[[], NodeStatusLike],
+                    revenue: Callable[[], Awaitable[int]] | None = None) -> Callable[[], None]:
+    """Show the node's status (``status()``, e.g. the chain follower's) in /metrics and on the
+    operator page, which also prices the distribution at ``await revenue()`` (the template's
+    T). Returns the function that unregisters both."""
+    with SOURCES.lock:
+        SOURCES.node, SOURCES.revenue = status, revenue
+
+    def remove() -> None:
+        with SOURCES.lock:
+            if SOURCES.node is status:
+                SOURCES.node, SOURCES.revenue = None, None
+
+    return remove
+
+
+def servers() -> dict[str, ServerLike]:
+    with SOURCES.lock:
+        return dict(SOURCES.servers)
+
+
+def node_status() -> NodeStatusLike | None:
+    with SOURCES.lock:
+        node = SOURCES.node
+    return None if node is None else node()
+
+
+async def template_revenue() -> int | None:
+    """The node's current template revenue T through the registered source (None: none
+    registered, or the node did not answer)."""
+    with SOURCES.lock:
+        revenue = SOURCES.revenue
+    if revenue is None:
+        return None
+    try:
+        return await revenue()
+    except Exception:  # the page shows the distribution without amounts
+        return None

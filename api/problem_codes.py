@@ -20,6 +20,7 @@ CODES: dict[str, str] = {
     "rate-limited": "too many requests from this client (retry_after seconds, Retry-After)",
     "internal-error": "a bug: the server log has the traceback",
     "store-unreachable": "the database does not answer",
+    "metrics-elsewhere": "/metrics is served on its own address ([metrics] listen)",
     # operator tokens
     "missing-token": "no Authorization: Bearer token",
     "invalid-token": "unknown token",

@@ -82,6 +82,7 @@ class ServedPool:
         self._snapshots: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
         self._ledger: asyncio.Task[None] | None = None
+        self._dashboards: asyncio.Task[None] | None = None
         self._remove_metrics: Callable[[], None] | None = None
         self._rate_limit = rate_limit
         self._app: FastAPI | None = None
@@ -158,6 +159,22 @@ class ServedPool:
         if self.settings.retention.enabled:
             self._pruning = loop.create_task(self._retention_loop(), name="retention")
         self._ledger = loop.create_task(self._backlog_loop(), name="ledger-backlog")
+        self._dashboards = loop.create_task(self._dashboard_index(), name="dashboard-index")
+
+    async def _dashboard_index(self) -> None:
+        """The pages' read index (payouts.dashboard_index), and the node's status for
+        /metrics and the operator page while it runs."""
+        from api import metrics
+        from payouts import dashboard_index
+
+        async def revenue() -> int:
+            return (await self.node.block_template()).coinbase_value
+
+        remove = metrics.set_node_source(lambda: self.chain.status, revenue)
+        try:
+            await dashboard_index.run(self.service)
+        finally:
+            remove()
 
     async def _backlog_loop(self) -> None:
         """Write out the ledger backlog (a large block's credits) a chunk at a time, each its
@@ -232,7 +249,14 @@ class ServedPool:
             self.settings, self.node, fitted, mode=self.mode, on_block=self.record_found_block)
         await jds.start()
         self.jds = jds
-        self._remove_metrics = metrics.add_declaration_source(lambda: jds.stats)
+        remove_declarations = metrics.add_declaration_source(lambda: jds.stats)
+        remove_server = metrics.add_server("jd", jds)
+
+        def remove() -> None:
+            remove_declarations()
+            remove_server()
+
+        self._remove_metrics = remove
         log.info("JD server listening on %s:%d (Noise; extensions %s; distribution %d)",
                  *jds.address, ", ".join(f"{e:#06x}" for e in jds.supported),
                  fitted.distribution.distribution_id)
@@ -247,12 +271,12 @@ class ServedPool:
         await self.runner.stop()
         await self.chain.stop()
         started_snapshots = self._snapshots is not None
-        for task in (self._ledger, self._pruning, self._snapshots):
+        for task in (self._dashboards, self._ledger, self._pruning, self._snapshots):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._ledger = self._pruning = self._snapshots = None
+        self._dashboards = self._ledger = self._pruning = self._snapshots = None
         if started_snapshots:
             try:
                 await asyncio.to_thread(self.service.window.take_snapshot)
@@ -277,18 +301,41 @@ class ServedPool:
         runs; then the noted signal is raised with the default action, as uvicorn meant."""
         noted: list[int] = []
         previous = _note_signals(noted)
+        metrics_task: asyncio.Task[Any] | None = None
+        metrics_server = self._metrics_server(server)
         try:
             await self.start()
             log.info("serving the API on http://%s:%d (network %s, database %s)",
                      server.config.host, server.config.port, self.settings.network,
                      self.settings.effective_database_url.split("@")[-1])
+            if metrics_server is not None:
+                metrics_task = asyncio.get_running_loop().create_task(metrics_server.serve())
+                log.info("serving /metrics on %s ([metrics] listen)", self.settings.metrics.listen)
             await server.serve()
         finally:
+            if metrics_server is not None and metrics_task is not None:
+                metrics_server.should_exit = True
+                await metrics_task
             await self.stop()
             _restore_signals(previous)
         for sig in noted[:1]:
             signal.signal(sig, signal.SIG_DFL)
             signal.raise_signal(sig)
+
+    def _metrics_server(self, api_server: Any) -> Any:
+        """A second uvicorn server for ``[metrics] listen`` (None when unset), configured like
+        the API's (``api_server``)."""
+        listen = self.settings.metrics.listen
+        if listen is None:
+            return None
+        import uvicorn
+
+        from api.app import create_metrics_app
+
+        host, _, port = listen.rpartition(":")
+        return uvicorn.Server(uvicorn.Config(
+            create_metrics_app(self.service), host=host.strip("[]"), port=int(port),
+            access_log=False, log_config=None, log_level=api_server.config.log_level))
 
 
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Engine
 
-from payouts import views
+from payouts import dashboards, views
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import AccountShareBatch, ShareBatch
 from payouts.accounting.validate import check_keys, int64_column, resolve_accounts
@@ -452,3 +452,20 @@ class PoolService:
 
     def settlement(self, block_id: int) -> views.SettlementView:
         return views.settlement(self, block_id)
+
+    # -- dashboards (payouts.dashboards) -------------------------------------------------------
+
+    def miner_dashboard(self, account: str, *, now_ms: int,
+                        span_ms: int = dashboards.CHART_SPAN_MS) -> dashboards.MinerDashboard:
+        return dashboards.miner_dashboard(self, account, now_ms=now_ms, span_ms=span_ms)
+
+    def window_summary(self) -> dashboards.WindowSummary:
+        return dashboards.window_summary(self)
+
+    def distribution_summary(self, revenue: int | None) -> dashboards.DistributionSummary | None:
+        """The newest distribution at ``revenue`` (None before any was published)."""
+        latest = self.latest_distribution()
+        return None if latest is None else dashboards.distribution_summary(self, latest, revenue)
+
+    def pool_hashrate(self, since_ms: int, until_ms: int) -> list[tuple[int, int]]:
+        return dashboards.pool_hashrate(self, since_ms, until_ms)

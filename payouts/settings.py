@@ -371,6 +371,26 @@ def anchor_path(path: Path, loc: tuple[str, ...]) -> Path:
     return path.resolve()
 
 
+class MetricsSettings(_Section):
+    """``[metrics]``: where Prometheus scrapes ``/metrics`` and whether it needs a token
+    (docs/dashboards.md)."""
+
+    listen: str | None = Field(
+        None, description="host:port: serve /metrics there alone (the API's /metrics is then "
+        "404); default: on the API's address")
+    token_required: bool = Field(
+        False, description="/metrics needs an operator bearer token with scope read")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+                raise ValueError(f"listen must be host:port, got {v!r}")
+        return v
+
+
 def _default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "payouts"
 
@@ -395,6 +415,7 @@ class Settings(BaseSettings):
     node: NodeSettings = Field(default_factory=NodeSettings)
     jds: JdsSettings = Field(default_factory=JdsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
 

@@ -42,6 +42,7 @@ from api.schemas import (
 )
 from payouts.accounting.shares import AccountShareBatch
 from payouts.distribution.stored import fitted_to_json
+from payouts.errors import PayoutsError
 from payouts.service import PoolService
 from payouts.states import BlockStatus
 
@@ -53,9 +54,13 @@ _AUTH = problem_responses(401, 403)
 def ingest_shares(body: ShareBatchIn, service: ServiceDep,
                   _: Any = Depends(scope_shares_write)) -> IngestOut:
     """Ingest a columnar share batch (≤ 10,000 rows): durable before the 200, idempotent."""
-    result = service.ingest_accounts(AccountShareBatch(
-        key=body.key, account=body.account, worker=body.worker, difficulty=body.difficulty,
-        job_id=body.job_id, revenue=body.revenue, time_ms=body.time_ms))
+    try:
+        result = service.ingest_accounts(AccountShareBatch(
+            key=body.key, account=body.account, worker=body.worker, difficulty=body.difficulty,
+            job_id=body.job_id, revenue=body.revenue, time_ms=body.time_ms))
+    except PayoutsError as e:
+        metrics.record_ingest_rejected(e.code)
+        raise
     metrics.record_ingest(result.accepted, result.duplicates)
     return IngestOut(received=result.received, accepted=result.accepted,
                      duplicates=result.duplicates)

@@ -7,11 +7,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from api import metrics
+from api.auth import authenticate
 from api.deps import ServiceDep
 from api.problems import Problem, problem_responses
 from api.ratelimit import rate_limited
 from api.schemas import HealthOut, NodeHealthOut, WireDistributionOut
 from payouts.distribution.jsonio import distribution_to_json
+from payouts.states import Scope
 from payouts.tx.hashes import display_hex
 
 router = APIRouter(tags=["system"])
@@ -42,8 +44,15 @@ def health(request: Request, service: ServiceDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus(service: ServiceDep) -> Response:
-    """Prometheus text exposition."""
+def prometheus(request: Request, service: ServiceDep) -> Response:
+    """Prometheus text exposition. ``[metrics] listen`` moves it to its own address (404
+    here); ``[metrics] token_required`` asks for an operator token with scope ``read``."""
+    settings = service.settings.metrics
+    if settings.listen is not None and not getattr(request.app.state, "metrics_only", False):
+        raise Problem(404, "metrics-elsewhere",
+                      f"/metrics is served on {settings.listen} ([metrics] listen)")
+    if settings.token_required:
+        authenticate(request, Scope.READ)
     body, content_type = metrics.render(service)
     return Response(body, media_type=content_type)
 

@@ -6,6 +6,12 @@ and the functions of :mod:`payouts.store.repositories`.
 
 # Every model module registers its tables on models.Base.metadata; importing them here means
 # anything that imports the store (migrations, tests, create_all) sees the whole schema.
-from payouts.store import accounting_models, api_models, models, settlement_models
+from payouts.store import (
+    accounting_models,
+    api_models,
+    dashboard_models,
+    models,
+    settlement_models,
+)
 
-__all__ = ["accounting_models", "api_models", "models", "settlement_models"]
+__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "settlement_models"]

@@ -533,6 +533,12 @@ def get_block(engine: Engine, block_id: int) -> BlockRecord | None:
     return found[0] if found else None
 
 
+def get_blocks(engine: Engine, ids: Sequence[int]) -> dict[int, BlockRecord]:
+    """The blocks ``ids`` that exist, by id."""
+    with engine.connect() as conn:
+        return {b.id: b for b in _block_rows(conn, Block.id.in_(list(ids)))}
+
+
 def get_block_by_hash(engine: Engine, block_hash: bytes) -> BlockRecord | None:
     with engine.connect() as conn:
         found = _block_rows(conn, Block.block_hash == block_hash)

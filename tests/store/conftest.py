@@ -30,6 +30,7 @@ PG_URL = os.environ.get(
 TABLES = (
     "ledger_entries", "blocks", "distributions", "shares", "miners",
     "accounting_events", "accounting_snapshots", "miner_balances",
+    "worker_hashrate", "payee_index", "payee_index_blocks",
 )
 
 
@@ -113,6 +114,7 @@ def engine(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     eng = request.getfixturevalue("pg_migrated")
     with eng.begin() as conn:
         conn.exec_driver_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql("UPDATE dashboard_state SET shares_through = 0")
     yield eng
 
 
