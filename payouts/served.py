@@ -131,6 +131,7 @@ class ServedPool:
         (no distribution: it pays the pool alone, nothing to settle)."""
         if distribution_id is None:
             return None
+        crash_point("found")
         # In a worker thread: at 100k miners settling and writing a block is ~100 ms of work
         # that must not stop the event loop (the API, the JD and Mining Protocol servers).
         recorded = await asyncio.to_thread(
