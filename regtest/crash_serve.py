@@ -365,7 +365,7 @@ class ShareFeeder(threading.Thread):
                     continue
                 if r.status_code == 200:
                     self.acknowledged += keys
-                time.sleep(0.01)
+                time.sleep(0.1)
 
     def stop(self) -> None:
         self.stopping.set()
