@@ -352,10 +352,11 @@ class ShareFeeder(threading.Thread):
                 "Authorization": f"Bearer {self.pool.token}"}) as http:
             while not self.stopping.is_set():
                 keys = [f"{self.tag}-{self.batch}-{j}" for j in range(20)]
+                now_ms = int(time.time() * 1000)  # recent: nothing for [retention] to prune
                 body = {"key": keys, "account": [f"m{j % (COMMITTEE + 2)}" for j in range(20)],
                         "worker": ["w"] * 20, "difficulty": [1000 + j for j in range(20)],
                         "job_id": ["j"] * 20, "revenue": [312_500_000] * 20,
-                        "time_ms": [1_700_000_000_000 + self.batch * 20 + j for j in range(20)]}
+                        "time_ms": [now_ms + j for j in range(20)]}
                 self.batch += 1
                 try:
                     r = http.post("/v1/shares", json=body)
