@@ -256,7 +256,7 @@ port = {self.api_port}
             await asyncio.sleep(0.1)  # the frame leaves before the connection closes
         finally:
             # The server may be gone by now (a crash point right after the push).
-            with contextlib.suppress(JdcConnectionLost, OSError, ConnectionError):
+            with contextlib.suppress(JdcConnectionLost, OSError, ConnectionError, TimeoutError):
                 await jdc.__aexit__(None, None, None)
             await node.aclose()
         return sol.block.hash, template.height
