@@ -55,6 +55,7 @@ fuzz: install
 	$(BIN)/python -m benchmarks.fuzz_server --frames 1000000
 	$(BIN)/python -m benchmarks.attack_jds --connections 2000
 	$(BIN)/python -m benchmarks.fuzz_api --examples 100
+	$(BIN)/python -m benchmarks.crash_serve --kills 5 --rounds 2
 
 lint: install
 	$(BIN)/ruff check .

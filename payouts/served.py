@@ -33,15 +33,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from payouts.chain_follower import ChainFollower
+from payouts.crash_points import crash_point
 from payouts.distribution.fitting import FittedDistribution
 from payouts.errors import ConfigError
 from payouts.node.factory import make_node
 from payouts.node.interface import Node, NodeError
-from payouts.service import PoolService
+from payouts.service import PoolService, RecordedBlock
 from payouts.settings import Settings
 from payouts.settlement.modes import SettlementMode, check_mode_on_node, mode_from_settings
 from payouts.settlement.runner import SettlementRunner
 from payouts.tx.hashes import display_hex
+from payouts.tx.transaction import Tx
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -113,20 +115,39 @@ class ServedPool:
         return fitted
 
     async def record_found_block(self, found: FoundBlock) -> None:
-        """A block the JD server got accepted: record it with its ledger lines, track its
-        settlement, and publish the distribution that follows it."""
-        if found.distribution_id is None:
-            return  # a base-spec job pays the pool alone: nothing to settle
+        """A block the JD server got accepted (or found already in the node's active chain):
+        :meth:`block_found`."""
+        await self.block_found(block_hash=found.block_hash, height=found.height,
+                               distribution_id=found.distribution_id, revenue=found.revenue,
+                               coinbase=found.coinbase)
+
+    async def block_found(self, *, block_hash: bytes, height: int, distribution_id: int | None,
+                          revenue: int, coinbase: Tx | None) -> RecordedBlock | None:
+        """The one entry point of every path that reports a found block (the JD server's
+        PushSolution, the Mining Protocol endpoint's block shares, the start-up recovery):
+        record it with its ledger lines, track its settlement, and publish the distribution
+        that follows it (PR #203 §10). Keyed by block hash: a block reported again is neither
+        settled nor followed twice (its first record is returned). None for a base-spec job
+        (no distribution: it pays the pool alone, nothing to settle)."""
+        if distribution_id is None:
+            return None
+        crash_point("found")
         # In a worker thread: at 100k miners settling and writing a block is ~100 ms of work
         # that must not stop the event loop (the API, the JD and Mining Protocol servers).
         recorded = await asyncio.to_thread(
-            self.service.record_block, distribution_id=found.distribution_id,
-            revenue=found.revenue, block_hash=found.block_hash, height=found.height)
-        self.runner.track(recorded.block, recorded.fitted, found.coinbase)
+            self.service.record_block, distribution_id=distribution_id,
+            revenue=revenue, block_hash=block_hash, height=height)
+        if not recorded.first:
+            log.info("block %s at height %d was already recorded (block %d): reported again, "
+                     "nothing changes", display_hex(block_hash), height, recorded.block.id)
+            return recorded
+        crash_point("recorded")
+        self.runner.track(recorded.block, recorded.fitted, coinbase)
         log.info("block %s at height %d recorded for settlement (distribution %d)",
-                 display_hex(found.block_hash), found.height, found.distribution_id)
+                 display_hex(block_hash), height, distribution_id)
         template = await self.node.block_template()
         self.publish_distribution(template.coinbase_value, settlement=True)
+        return recorded
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -151,6 +172,7 @@ class ServedPool:
                  r.shares, r.events)
         await self.follow_chain()
         await check_mode_on_node(self.mode, self.node, "payouts serve")
+        await self.recover_found_blocks()
         if self.settings.jds.enabled:
             await self.start_jds()
         self.runner.start()
@@ -160,6 +182,55 @@ class ServedPool:
             self._pruning = loop.create_task(self._retention_loop(), name="retention")
         self._ledger = loop.create_task(self._backlog_loop(), name="ledger-backlog")
         self._dashboards = loop.create_task(self._dashboard_index(), name="dashboard-index")
+
+    async def recover_found_blocks(self) -> list[RecordedBlock]:
+        """Start-up recovery of what a crash between two commits can leave (issue #13):
+
+        - blocks the node's active chain holds that pay one of the recent distributions in
+          this pool's mode but were never recorded (the process died after the node accepted
+          the block, before its record committed): recorded now, through :meth:`block_found`
+          (:mod:`payouts.settlement.recovery`);
+        - a recorded block with no settlement row is tracked by the runner's first step
+          (:meth:`~payouts.settlement.runner.SettlementRunner.track_untracked`), before any
+          operator action (the actions track first too);
+        - a block recorded on the newest distribution, whose following distribution was never
+          published (the process died in between): a fresh one is published now, so the
+          JD server does not serve the paid window again (PR #203 §10).
+
+        A node that cannot be reached skips the first (logged); the next start tries again."""
+        from payouts.settlement.recovery import unrecorded_blocks
+
+        done: list[RecordedBlock] = []
+        blocks = await asyncio.to_thread(self.service.blocks)
+        try:
+            missed = await unrecorded_blocks(
+                self.node, self.mode, self.service.recent_distributions(),
+                above_height=max((b.height for b in blocks), default=0),
+                recorded={b.block_hash for b in blocks})
+        except NodeError as e:
+            log.warning("could not look for found blocks left unrecorded (the node: %s)",
+                        e.reason)
+            missed = []
+        for b in missed:
+            log.warning("block %s at height %d pays distribution %d but was never recorded "
+                        "(the process stopped in between): recording it now",
+                        display_hex(b.block_hash), b.height, b.distribution_id)
+            rec = await self.block_found(block_hash=b.block_hash, height=b.height,
+                                         distribution_id=b.distribution_id, revenue=b.revenue,
+                                         coinbase=b.coinbase)
+            if rec is not None:
+                done.append(rec)
+        latest = self.service.latest_distribution()
+        paid = [b.distribution_id for b in await asyncio.to_thread(self.service.blocks)
+                if b.distribution_id is not None and b.status != "orphaned"]
+        if latest is not None and paid and latest.distribution.distribution_id <= max(paid):
+            template = await self.node.block_template()
+            fresh = self.publish_distribution(template.coinbase_value, settlement=True)
+            log.warning("distribution %d was paid by a recorded block but no distribution "
+                        "followed it (the process stopped in between): published %d",
+                        latest.distribution.distribution_id,
+                        fresh.distribution.distribution_id)
+        return done
 
     async def _dashboard_index(self) -> None:
         """The pages' read index (payouts.dashboard_index), and the node's status for

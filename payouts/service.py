@@ -13,6 +13,7 @@ nothing behind it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,11 +80,13 @@ if TYPE_CHECKING:
 class RecordedBlock:
     """A block :meth:`PoolService.record_block` committed: its store row, the distribution it
     was found on, and how its revenue was settled (paid, kept, credited to the owed ledger).
-    The composition root hands ``block`` and ``fitted`` to the settlement runner."""
+    The composition root hands ``block`` and ``fitted`` to the settlement runner. A block
+    reported again (``first`` False) is the first report's record, settled nothing new."""
 
     block: BlockRecord
     fitted: FittedDistribution
-    settlement: BlockSettlement
+    settlement: BlockSettlement | None  # None when the block was already recorded
+    first: bool = True  # False: an earlier report recorded it; ``block`` is that record
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,8 @@ class IngestResult:
     def duplicates(self) -> int:
         return self.received - self.accepted
 
+
+log = logging.getLogger("payouts.service")
 
 RECENT_DISTRIBUTIONS = 8  # published distributions kept in memory (a block names a recent one)
 LEDGER_INLINE_MAX = 2_000  # a block's "dropped" credits beyond this go through the backlog
@@ -308,6 +313,17 @@ class PoolService:
         last = repo.last_distribution_id(self.engine)
         return None if last is None else self.distribution(last)
 
+    def recent_distributions(self, n: int = RECENT_DISTRIBUTIONS) -> list[FittedDistribution]:
+        """The ``n`` newest stored distributions, newest first."""
+        last = repo.last_distribution_id(self.engine) or 0
+        out = []
+        for distribution_id in range(last, max(last - n, 0), -1):
+            try:
+                out.append(self.distribution(distribution_id))
+            except ValidationError:  # ids are not reused; a gap is no distribution
+                continue
+        return out
+
     def _remember(self, fitted: FittedDistribution) -> None:
         with self._fitted_lock:
             self._fitted[fitted.distribution.distribution_id] = fitted
@@ -333,13 +349,20 @@ class PoolService:
                      height: int) -> RecordedBlock:
         """A block was found on ``distribution_id``: settle it and write the ledger lines in the
         same transaction as the block. Tracking its settlement is the caller's (the composition
-        root hands the result to the settlement runner)."""
+        root hands the result to the settlement runner).
+
+        The one entry point for a found block, whichever path reports it (PushSolution, a
+        Mining Protocol share, the node already having it; ARCHITECTURE.md invariant 8): keyed
+        by ``block_hash`` (unique in the store), idempotent. A block already recorded is not
+        settled again: the first record comes back with ``first=False``, also when another
+        process recorded it between our check and our write."""
         fitted = self.distribution(distribution_id)
         with self._block_lock:
-            if get_block_by_hash(self.engine, block_hash) is not None:
-                # Refused before the round closes in memory (a refused write would cost a
+            known = self._known_block(block_hash, distribution_id, revenue)
+            if known is not None:
+                # Answered before the round closes in memory (a refused write would cost a
                 # rebuild of the window from the store).
-                raise DuplicateKeyError(f"block {display_hex(block_hash)} is already recorded")
+                return known
             # The dropped candidates' ids ride with a distribution published here (their
             # 100k-account lookup was the slowest part of a block); one loaded from the store
             # looks them up.
@@ -370,9 +393,32 @@ class PoolService:
 
             # The round closes in memory at the newest share, then the block, its ledger
             # lines and the round event commit together; ingest goes on meanwhile.
-            block = self.window.close_round(write)
+            try:
+                block = self.window.close_round(write)
+            except DuplicateKeyError:
+                # Another process recorded it in between (the unique hash refused ours; the
+                # window was rebuilt from the store, which holds that process's round).
+                known = self._known_block(block_hash, distribution_id, revenue)
+                if known is None:
+                    raise
+                return known
             self._owed_moved(before, credits, deferred)
         return RecordedBlock(block, fitted, settlement)
+
+    def _known_block(self, block_hash: bytes, distribution_id: int,
+                     revenue: int) -> RecordedBlock | None:
+        """The block's first record, when it has one (a second report of the same block)."""
+        block = get_block_by_hash(self.engine, block_hash)
+        if block is None:
+            return None
+        if (block.distribution_id, block.revenue) != (distribution_id, revenue):
+            log.warning("block %s reported again with distribution %s and revenue %d; it was "
+                        "recorded with distribution %s and revenue %d: the first record stands",
+                        display_hex(block_hash), distribution_id, revenue,
+                        block.distribution_id, block.revenue)
+        first = (self.distribution(block.distribution_id)
+                 if block.distribution_id is not None else self.distribution(distribution_id))
+        return RecordedBlock(block, first, None, first=False)
 
     def owed(self) -> dict[str, int]:
         balances = self.balances()

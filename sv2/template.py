@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Protocol
 from payouts.errors import ValidationError
 from payouts.node.interface import BlockTemplate, Node
 from payouts.tx.block import bits_to_target
-from payouts.tx.coinbase import witness_commitment, witness_commitment_output
+from payouts.tx.coinbase import (
+    WITNESS_COMMITMENT_HEADER,
+    WITNESS_RESERVED_VALUE,
+    witness_commitment,
+    witness_commitment_output,
+)
 from payouts.tx.compact import read_compact_size
 from payouts.tx.merkle import merkle_path, root_from_path
 from payouts.tx.script import bip34_height
@@ -68,6 +73,13 @@ class JobTemplate:
     coinbase_sequence: int = SEQUENCE_FINAL
     coinbase_locktime: int = 0
     template_id: int | None = None  # the TP's id, for SubmitSolution
+    # NewTemplate.coinbase_prefix as the TP sent it (§7.2: the scriptSig starts with it); empty
+    # when the template came from a node: the BIP-34 height push alone.
+    coinbase_prefix: bytes = b""
+    # The coinbase witness reserved value the template's witness commitment was computed with
+    # (BIP-141): sv2-tp sends it in RequestTransactionData.Success.excess_data; a node's
+    # getblocktemplate commitment uses zeros (Core's GenerateCoinbaseCommitment).
+    witness_reserved: bytes = WITNESS_RESERVED_VALUE
 
     def __post_init__(self) -> None:
         if len(self.prev_hash) != 32:
@@ -76,6 +88,17 @@ class JobTemplate:
             raise TemplateError(f"template revenue must be positive, got {self.revenue}")
         if self.height < 1:
             raise TemplateError("a template builds a block at height >= 1")
+        if self.coinbase_prefix and not self.coinbase_prefix.startswith(
+                bip34_height(self.height)):
+            raise TemplateError("coinbase_prefix does not start with the BIP-34 height push")
+        if len(self.witness_reserved) != 32:
+            raise TemplateError("the witness reserved value is 32 bytes (BIP-141)")
+
+    @property
+    def script_prefix(self) -> bytes:
+        """What the coinbase scriptSig starts with: the TP's ``coinbase_prefix`` as sent, else
+        the BIP-34 height push."""
+        return self.coinbase_prefix or bip34_height(self.height)
 
     @property
     def wtxids(self) -> tuple[bytes, ...]:
@@ -117,11 +140,20 @@ class JobTemplate:
         new_template: NewTemplate,
         prev_hash: SetNewPrevHash,
         transactions: Sequence[bytes | Tx],
+        excess_data: bytes = b"",
     ) -> JobTemplate:
         """From TDP messages. ``transactions`` is ``RequestTransactionData.Success
         .transaction_list`` (raw) or parsed txs. The block height is read from the BIP-34 push
-        at the start of ``NewTemplate.coinbase_prefix``; the merkle path the TP sent is checked
-        against the transactions (a mismatch means the list belongs to another template).
+        at the start of ``NewTemplate.coinbase_prefix``, which the coinbase scriptSig then
+        starts with exactly as sent (§7.2: it may hold more than the height); the merkle path
+        the TP sent is checked against the transactions (a mismatch means the list belongs to
+        another template).
+
+        ``excess_data`` (``RequestTransactionData.Success``): where sv2-tp carries the 32-byte
+        coinbase witness reserved value (reference/interop.md); empty means zeros. The
+        template's witness commitment is checked against the transactions' wtxids and that
+        value: a coinbase built with any other value would make the block invalid
+        (``bad-witness-merkle-match``).
 
         A future template (``future_template``) needs the SetNewPrevHash that names it; a
         non-future one uses the last SetNewPrevHash received (sv2-spec §7.2)."""
@@ -149,9 +181,17 @@ class JobTemplate:
             coinbase_sequence=new_template.coinbase_tx_input_sequence,
             coinbase_locktime=new_template.coinbase_tx_locktime,
             template_id=new_template.template_id,
+            coinbase_prefix=bytes(new_template.coinbase_prefix),
+            witness_reserved=_witness_reserved(excess_data),
         )
         if tuple(new_template.merkle_path) != tuple(tmpl.merkle_path()):
             raise TemplateError("the transactions do not match NewTemplate.merkle_path")
+        commitment = find_witness_commitment_output(outputs)
+        if commitment is not None and commitment != witness_commitment(
+                tmpl.wtxids, tmpl.witness_reserved):
+            raise TemplateError(
+                "the template's witness commitment does not match its transactions with the "
+                f"witness reserved value {tmpl.witness_reserved.hex()} (excess_data)")
         return tmpl
 
     def new_template(self, template_id: int, *, future: bool) -> NewTemplate:
@@ -163,7 +203,7 @@ class JobTemplate:
             future_template=future,
             version=self.version & 0xFFFFFFFF,
             coinbase_tx_version=self.coinbase_version,
-            coinbase_prefix=bip34_height(self.height),
+            coinbase_prefix=self.script_prefix,
             coinbase_tx_input_sequence=self.coinbase_sequence,
             coinbase_tx_value_remaining=self.revenue,
             coinbase_tx_outputs_count=len(self.outputs),
@@ -209,6 +249,27 @@ class NodeTemplates:
 
     async def submit_solution(self, template: JobTemplate, solution: Solution) -> str | None:
         return await self.node.submit_block(solution.block.serialize())
+
+
+def _witness_reserved(excess_data: bytes) -> bytes:
+    """The coinbase witness reserved value in ``RequestTransactionData.Success.excess_data``
+    (sv2-tp: exactly 32 bytes; empty: zeros, as Core's getblocktemplate)."""
+    data = bytes(excess_data)
+    if not data:
+        return WITNESS_RESERVED_VALUE
+    if len(data) != 32:
+        raise TemplateError(
+            f"RequestTransactionData.Success.excess_data is {len(data)} bytes; a Template "
+            "Provider sends the 32-byte coinbase witness reserved value there")
+    return data
+
+
+def find_witness_commitment_output(outputs: Sequence[TxOut]) -> bytes | None:
+    """The 32-byte commitment of the last BIP-141 commitment output, if any."""
+    for o in reversed(outputs):
+        if len(o.script) >= 38 and o.script[:6] == WITNESS_COMMITMENT_HEADER:
+            return o.script[6:38]
+    return None
 
 
 def read_txouts(raw: bytes, pos: int, count: int) -> tuple[list[TxOut], int]:

@@ -408,7 +408,7 @@ class KernelNode:
                 commitment=witness_commitment([t.wtxid for t in txs]),
             )
             all_txs = (cb, *txs)
-            t = max(self.chain.times[0], *(b.header.time for b in self._known.values())) + 1
+            t = max([self.chain.times[0], *(b.header.time for b in self._known.values())]) + 1
             header = BlockHeader(
                 BLOCK_VERSION, parent, merkle_root([x.txid for x in all_txs]), t, REGTEST_BITS, 0
             )

@@ -18,6 +18,7 @@ from payouts.distribution.fitting import Budget
 from payouts.distribution.model import Distribution
 from payouts.errors import BudgetTooSmallError
 from payouts.tx.coinbase import (
+    WITNESS_RESERVED_VALUE,
     CoinbaseParts,
     build_coinbase_parts,
     coinbase_script_sig_prefix,
@@ -102,10 +103,14 @@ def build_coinbase_settlement(
     version: int = 2,
     locktime: int = 0,
     sequence: int = 0xFFFFFFFF,
+    script_prefix: bytes | None = None,
+    witness_reserved: bytes = WITNESS_RESERVED_VALUE,
 ) -> CoinbaseSettlement:
     """Build the coinbase for ``distribution`` at revenue ``revenue`` (the template's
     ``coinbase_tx_value_remaining``). ``template_outputs`` are the Template Provider's outputs
-    (``NewTemplate.coinbase_tx_outputs``, witness commitment last), carried unchanged."""
+    (``NewTemplate.coinbase_tx_outputs``, witness commitment last), carried unchanged;
+    ``script_prefix`` / ``witness_reserved``: its ``coinbase_prefix`` and witness reserved
+    value (:func:`~payouts.tx.coinbase.build_coinbase_parts`)."""
     payout = compute_outputs(distribution, revenue)
     ours = payout.outputs
     size = sum(o.size for o in ours)
@@ -120,6 +125,7 @@ def build_coinbase_settlement(
     parts = build_coinbase_parts(
         height, [*ours, *others], extranonce_size=extranonce_size, tag=tag,
         commitment=commitment, version=version, locktime=locktime, sequence=sequence,
+        script_prefix=script_prefix, witness_reserved=witness_reserved,
     )
     outputs = (*ours, *others)
     if commitment is not None:

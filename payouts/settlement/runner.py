@@ -451,6 +451,13 @@ class SettlementRunner:
                 f"block {block_id} left the active chain", code="block-orphaned")
         return block
 
+    async def _track_first(self, block_id: int) -> None:
+        """A recorded block with no settlement row yet (the process stopped between the two
+        commits and the poller has not stepped since): track it now, as the poller would."""
+        if block_id not in load_settlements(self.engine):
+            async with self._lock:
+                await self.track_untracked()
+
     def _report(self, block_id: int, events: Sequence[LifecycleEvent],
                 sent: Sequence[SendResult]) -> ActionReport:
         block = get_block(self.engine, block_id)
@@ -482,6 +489,7 @@ class SettlementRunner:
         Refused (409, before any step, so nothing changes) unless the node's active chain holds
         the block with its coinbase spendable in the next block: ``not-in-active-chain``,
         ``not-mature`` (with ``mature_at_tip``)."""
+        await self._track_first(block_id)
         block = self._settled_block(block_id)
         async with self._lock:
             tip = await self._active_tip(block)
@@ -509,6 +517,7 @@ class SettlementRunner:
         committee signed (``signing-complete``), or without a fallback signer
         (``fallback-unavailable``). The session is aborted with no await between the last
         check and the abort, so no signer's call can slip in between."""
+        await self._track_first(block_id)
         block = self._settled_block(block_id, "musig2")
         if self.lifecycle.fallback_signer is None:
             raise SettlementActionError("no fallback signer is configured on this server",

@@ -107,12 +107,22 @@ class CoinbaseParts:
             )
 
 
-def coinbase_script_sig_prefix(height: int, tag: bytes, extranonce_size: int) -> bytes:
-    """The scriptSig bytes before the extranonce: height push, tag push, extranonce push op."""
+def coinbase_script_sig_prefix(height: int, tag: bytes, extranonce_size: int, *,
+                               script_prefix: bytes | None = None) -> bytes:
+    """The scriptSig bytes before the extranonce: height push (or ``script_prefix``, a
+    Template Provider's ``NewTemplate.coinbase_prefix``, placed as sent: sv2-spec §7.2; it
+    must start with the BIP-34 height push), tag push, extranonce push op."""
     if not 0 <= extranonce_size <= 75:
         # A single direct-push opcode keeps the extranonce at a fixed offset; 75 is its max.
         raise CoinbaseError("extranonce_size must be 0..75 bytes")
-    head = bip34_height(height) + (push_data(tag) if tag else b"")
+    start = bip34_height(height)
+    if script_prefix is not None:
+        if not script_prefix.startswith(start):
+            raise CoinbaseError(
+                f"coinbase prefix {script_prefix.hex()} does not start with the BIP-34 height "
+                f"push of height {height} ({start.hex()}; bad-cb-height)")
+        start = script_prefix
+    head = start + (push_data(tag) if tag else b"")
     if extranonce_size:
         head += bytes((extranonce_size,))
     total = len(head) + extranonce_size
@@ -133,18 +143,25 @@ def build_coinbase_parts(
     version: int = 2,
     locktime: int = 0,
     sequence: int = SEQUENCE_FINAL,
+    script_prefix: bytes | None = None,
+    witness_reserved: bytes = WITNESS_RESERVED_VALUE,
 ) -> CoinbaseParts:
     """Build a coinbase paying ``outputs`` at ``height`` with ``extranonce_size`` bytes of
     extranonce space. If ``commitment`` (see :func:`witness_commitment`) is given, the
     commitment output is appended last and the input gets the 32-byte reserved value as its
     witness, making this a segwit coinbase; without it no witness is written (legal only for
-    blocks without witness data)."""
+    blocks without witness data). ``script_prefix``: the scriptSig's start as a Template
+    Provider sent it (:func:`coinbase_script_sig_prefix`); ``witness_reserved``: the 32-byte
+    witness reserved value the ``commitment`` was computed with (BIP-141; sv2-tp sends it in
+    ``RequestTransactionData.Success.excess_data``)."""
+    if len(witness_reserved) != 32:
+        raise CoinbaseError("the witness reserved value is 32 bytes (BIP-141)")
     if not outputs and commitment is None:
         raise CoinbaseError("a coinbase needs at least one output (bad-txns-vout-empty)")
     for i, o in enumerate(outputs):
         if o.value < 0:
             raise CoinbaseError(f"output {i} has a negative value")
-    head = coinbase_script_sig_prefix(height, tag, extranonce_size)
+    head = coinbase_script_sig_prefix(height, tag, extranonce_size, script_prefix=script_prefix)
     outs = list(outputs)
     if commitment is not None:
         outs.append(witness_commitment_output(commitment))
@@ -160,7 +177,7 @@ def build_coinbase_parts(
         return CoinbaseParts(
             stripped_prefix, stripped_suffix, stripped_prefix, stripped_suffix, extranonce_size
         )
-    witness = b"\x01" + ser_compact_size(32) + WITNESS_RESERVED_VALUE
+    witness = b"\x01" + ser_compact_size(32) + witness_reserved
     return CoinbaseParts(
         ver + b"\x00\x01" + body_in,
         tail + witness + lt,

@@ -7,8 +7,9 @@ compare it with what the JDS validated:
 
 - ``mining_job_token``: ``DeclareMiningJob.Success.new_mining_job_token`` (§6.4.5);
 - ``version``, ``prev_hash``, ``nbits``, ``min_ntime``: the template's header fields;
-- ``coinbase_prefix``: the BIP-34 height push that starts the declared scriptSig (at most
-  8 bytes, §5.3.18; the pool appends its extranonce prefix and the channel's extranonce);
+- ``coinbase_prefix``: what starts the declared scriptSig: the template's
+  ``NewTemplate.coinbase_prefix`` as sent (the BIP-34 height push for a node's template), at
+  most 8 bytes (§5.3.18; the pool appends its extranonce prefix and the channel's extranonce);
 - ``coinbase_tx_version`` / ``_input_nSequence`` / ``_locktime``: the declared coinbase's;
 - ``coinbase_tx_outputs``: all declared outputs, with their final values, as a
   CompactSize-prefixed vector (PR #138, PR #144) -- byte-identical to the declaration;
@@ -18,7 +19,7 @@ compare it with what the JDS validated:
 
 from __future__ import annotations
 
-from payouts.tx.script import bip34_height
+from sv2.custom_job import MAX_COINBASE_PREFIX
 from sv2.jdc.jobs import serialize_output_vector
 from sv2.jdc.session import DeclaredJob
 from sv2.messages.mining import SetCustomMiningJob
@@ -50,7 +51,9 @@ def build_set_custom_mining_job(
         min_ntime=t.time if min_ntime is None else min_ntime,
         nbits=t.bits,
         coinbase_tx_version=tx.version & 0xFFFFFFFF,
-        coinbase_prefix=bip34_height(t.height),
+        # The scriptSig's start as declared: the TP's coinbase_prefix (§7.2), at most 8 bytes
+        # here (§5.3.18); any 8 leading bytes still hold the whole height push (<= 4 bytes).
+        coinbase_prefix=t.script_prefix[:MAX_COINBASE_PREFIX],
         coinbase_tx_input_n_sequence=tx.inputs[0].sequence,
         coinbase_tx_outputs=serialize_output_vector(tx.outputs),
         coinbase_tx_locktime=tx.locktime,

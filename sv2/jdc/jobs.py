@@ -11,9 +11,11 @@ JD server validates with*, so both sides produce the same bytes for the same dis
 - per-job adapter (extension 0x4002, sv2-spec PR #202): the outputs the server returned.
 
 Output order (PR #203 §5): payout outputs, then the template's outputs with the BIP-141 witness
-commitment last. The coinbase is always segwit-serialized with the 32-byte reserved value as
-its witness: DeclareMiningJob keeps the BIP-141 fields (sv2-spec §3.7.2), and the JDS reads the
-scriptSig length at offset 43, which assumes the marker and flag.
+commitment last. The coinbase is always segwit-serialized with the template's 32-byte witness
+reserved value as its witness (zeros from a node; sv2-tp's ``excess_data``): DeclareMiningJob
+keeps the BIP-141 fields (sv2-spec §3.7.2), and the JDS reads the scriptSig length at offset 43,
+which assumes the marker and flag. The scriptSig starts with the template's
+``NewTemplate.coinbase_prefix`` as sent (§7.2), the BIP-34 height push for a node's template.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def _assemble(
         version=template.coinbase_version,
         locktime=template.coinbase_locktime,
         sequence=template.coinbase_sequence,
+        script_prefix=template.script_prefix,
+        witness_reserved=template.witness_reserved,
     )
     full = (*outputs, witness_commitment_output(commitment)) if commitment else tuple(outputs)
     return JobCoinbase(parts, tuple(payout_outputs), full, mode, distribution_id)
@@ -107,6 +111,8 @@ def build_job_coinbase(
             version=template.coinbase_version,
             locktime=template.coinbase_locktime,
             sequence=template.coinbase_sequence,
+            script_prefix=template.script_prefix,
+            witness_reserved=template.witness_reserved,
         )
         return JobCoinbase(
             s.parts,

@@ -28,6 +28,7 @@ from payouts.distribution.fitting import FittedDistribution
 from payouts.distribution.model import Distribution
 from payouts.errors import ConfigError
 from payouts.node.interface import ChainTip, Node, NodeError
+from payouts.node.submit import submit_found_block
 from payouts.settings import Settings
 from payouts.settlement.modes import (
     ExpectedOutputs,
@@ -341,7 +342,7 @@ class JobDeclarationServer(NoiseListener[_Connection]):
                 return await self.refresh_template(req.tip)
             if isinstance(req, NeedMempoolTxs):
                 return await self.node.mempool_txs(list(req.wtxids))
-            return await self.node.submit_block(req.raw_block)
+            return await submit_found_block(self.node, req.raw_block, req.block_hash)
         except NodeError as exc:
             return exc
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from payouts.errors import ValidationError
 from payouts.node.interface import ChainTip, NodeError
+from payouts.node.submit import Submitted
 from payouts.settlement.modes import ExpectedOutputs
 from payouts.tx.coinbase import HALVING_INTERVAL_MAINNET, block_subsidy
 from payouts.tx.compact import ser_compact_size
@@ -465,16 +466,21 @@ class JdsSession:
             return []
         raw = block.serialize()
         try:
-            reason: str | None = yield SubmitBlock(raw)
+            submitted: Submitted = yield SubmitBlock(raw, block.block_hash)
         except NodeError as exc:
-            reason = f"node error: {exc.reason}"
-        if reason is not None:
+            submitted = Submitted(f"node error: {exc.reason}")
+        if not submitted.found:
             self._count("blocks-rejected")
             log.warning(
-                "JDS: block %s rejected by the node: %s", display_hex(block.block_hash), reason
+                "JDS: block %s rejected by the node: %s", display_hex(block.block_hash),
+                submitted.reason,
             )
             return []
+        # Found, also when the node already had it ("duplicate": the JD client's Template
+        # Provider propagated it first, §7.7): the pool records it once, by hash.
         self._count("blocks-found")
+        if submitted.already_known:
+            self._count("blocks-already-known")
         found = FoundBlock(block.block_hash, job.height, raw, block.coinbase, job)
         self.shared.found_blocks.append(found)
         return [found]

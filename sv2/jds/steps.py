@@ -39,9 +39,13 @@ class NeedMempoolTxs:
 
 @dataclass(frozen=True, slots=True)
 class SubmitBlock:
-    """Submit a raw block. Answer: ``None`` (accepted) or the node's reject reason."""
+    """Submit a raw block (hash ``block_hash``). Answer: a
+    :class:`~payouts.node.submit.Submitted` (:func:`~payouts.node.submit.submit_found_block`:
+    the node's BIP-22 answer and, when it already had the block, whether its active chain
+    holds it)."""
 
     raw_block: bytes
+    block_hash: bytes
 
 
 NodeRequest = NeedTip | NeedTemplate | NeedMempoolTxs | SubmitBlock

@@ -178,7 +178,8 @@ class TemplateDistributionClient(ClientSession):
                     raise
                 self._count("template-replaced-while-fetching")
                 continue
-            return JobTemplate.from_tdp(nt, snph, txs)
+            return JobTemplate.from_tdp(nt, snph, txs,
+                                        self.session.excess_data(nt.template_id))
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def submit_solution(self, template: JobTemplate, solution: Solution) -> str | None:

@@ -141,7 +141,8 @@ class TpSession:
             return RequestTransactionDataError(msg.template_id, STALE_TEMPLATE_ID)
         return RequestTransactionDataSuccess(
             template_id=msg.template_id,
-            excess_data=b"",
+            # The coinbase witness reserved value, where sv2-tp sends it (interop.md).
+            excess_data=jt.witness_reserved,
             transaction_list=tuple(t.serialize() for t in jt.transactions),
         )
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payouts.node.interface import BlockTemplate, Node, NodeError
+from payouts.node.submit import Submitted, submit_found_block
 from sv2.connection import TDP_FRAME_LIMITS, MalformedMessage, Sv2Connection, UnknownMessage
 from sv2.listener import Disconnect, ListenerLimits, NoiseListener, Peer
 from sv2.messages.base import Message
@@ -62,11 +63,14 @@ class SubmittedSolution:
     block_hash: bytes  # internal byte order
     height: int
     raw_block: bytes
-    reason: str | None  # None: the node accepted it
+    reason: str | None  # None: the node accepted it now
+    in_active_chain: bool = False  # asked when the node answered "duplicate"/"inconclusive"
 
     @property
     def accepted(self) -> bool:
-        return self.reason is None
+        """Accepted now, or already known to the node and in its active chain (the JD server
+        submitted the same block first: still found, payouts.node.submit)."""
+        return Submitted(self.reason, self.in_active_chain).found
 
 
 OnSolution = Callable[[SubmittedSolution], Awaitable[None] | None]
@@ -233,20 +237,20 @@ class TemplateProvider(NoiseListener[_Client]):
         jt, block = solved
         raw = block.serialize()
         if not block.meets_target():
-            reason: str | None = "high-hash"
+            submitted = Submitted("high-hash")
         else:
-            try:
-                reason = await self.node.submit_block(raw)
-            except NodeError as exc:
-                reason = f"node error: {exc.reason}"
-        found = SubmittedSolution(msg.template_id, block.block_hash, jt.height, raw, reason)
+            submitted = await submit_found_block(self.node, raw, block.block_hash)
+        reason = submitted.reason
+        found = SubmittedSolution(msg.template_id, block.block_hash, jt.height, raw, reason,
+                                  submitted.in_active_chain)
         self.solutions.append(found)
-        self._count("blocks-accepted" if reason is None else "blocks-rejected")
+        self._count("blocks-accepted" if found.accepted else "blocks-rejected")
         log.info(
             "TP: block %s from template %d: %s",
             block.header.hash_hex,
             msg.template_id,
-            "accepted" if reason is None else reason,
+            "accepted" if reason is None else
+            f"{reason} (in the active chain)" if found.accepted else reason,
         )
         if reason is None:
             # The tip moved: tell every client now rather than at the next poll.

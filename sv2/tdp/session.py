@@ -59,6 +59,7 @@ class TdpSession:
         self.stats: dict[str, int] = {} if stats is None else stats
         self.book = TemplateBook()
         self._txdata: dict[int, tuple[bytes, ...]] = {}
+        self._excess: dict[int, bytes] = {}  # template id -> its RequestTransactionData excess_data
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -102,8 +103,15 @@ class TdpSession:
             )
         txs = tuple(reply.transaction_list)
         cur = self.book.current()
-        self._txdata = {template_id: txs} if cur and cur[0].template_id == template_id else {}
+        current = cur is not None and cur[0].template_id == template_id
+        self._txdata = {template_id: txs} if current else {}
+        self._excess = {template_id: bytes(reply.excess_data)}
         return txs
+
+    def excess_data(self, template_id: int) -> bytes:
+        """``RequestTransactionData.Success.excess_data`` of ``template_id`` (sv2-tp's coinbase
+        witness reserved value, reference/interop.md), empty when none came."""
+        return self._excess.get(template_id, b"")
 
     def submit_solution(self, template: JobTemplate, solution: Solution) -> td.SubmitSolution:
         """SubmitSolution (§7.7): the full coinbase (BIP141 fields kept) and the header

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import BlockTemplate, ChainTip, NodeError, TemplateTx
 from payouts.node.kernel_chain import REGTEST_BITS, BlockRejectedError, KernelChain
+from payouts.node.submit import submit_found_block
 from payouts.settlement.coinbase import build_coinbase_settlement
 from payouts.settlement.modes import CTV_DEPLOYMENT, SettlementMode, default_expected_outputs
 from payouts.tx.block import Block, BlockHeader, check_pow, difficulty_from_bits
@@ -422,7 +423,7 @@ class Rig:
         if isinstance(req, NeedMempoolTxs):
             return completed(self.node.mempool_txs(list(req.wtxids)))
         assert isinstance(req, SubmitBlock)
-        return completed(self.node.submit_block(req.raw_block))
+        return completed(submit_found_block(self.node, req.raw_block, req.block_hash))
 
     def send(self, msg: Message) -> list[Output]:
         self.requests.clear()

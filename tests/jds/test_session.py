@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from payouts.node.kernel_chain import KernelChain
+from payouts.node.submit import Submitted
 from payouts.settlement.modes import SettlementMode
 from payouts.tx.transaction import Tx
 from payouts.tx.txout import TxOut
@@ -299,6 +300,43 @@ def test_push_solution_the_node_refuses_is_counted_not_found() -> None:
         r.fail.add(SubmitBlock)
         assert r.send(push) == [] and isinstance(r.requests[-1], SubmitBlock)
         assert r.session.stats["blocks-rejected"] == 1 and r.shared.found_blocks == []
+
+
+@pytest.mark.parametrize(("answer", "found"), [
+    (Submitted("duplicate", in_active_chain=True), True),
+    (Submitted("inconclusive", in_active_chain=True), True),
+    (Submitted("duplicate", in_active_chain=False), False),
+    (Submitted("inconclusive", in_active_chain=False), False),
+    (Submitted("duplicate-invalid", in_active_chain=True), False),
+])
+def test_push_solution_of_a_block_the_node_already_has_is_found_when_active(
+        answer: Submitted, found: bool) -> None:
+    """Issue #13: the JD client's Template Provider propagated the block first (§7.7), so
+    the node answers "duplicate": found when its active chain holds the block, else rejected."""
+    with rig() as r:
+        _, decl = _one_tx_job(r, 1_000)
+        r.declare(decl)
+        tip = completed(r.node.tip())
+        push = solve_push(decl, tip.block_hash, tip.time + 1)
+
+        def node(req: object) -> object:
+            if isinstance(req, SubmitBlock):
+                r.requests.append(req)
+                return answer
+            return r.answer(req)  # type: ignore[arg-type]
+
+        out = run_step(r.session.receive(push), node)
+        [req] = [q for q in r.requests if isinstance(q, SubmitBlock)]
+        if found:
+            [block] = out
+            assert isinstance(block, FoundBlock) and block.block_hash == req.block_hash
+            assert r.session.stats["blocks-found"] == 1
+            assert r.session.stats["blocks-already-known"] == 1
+            assert r.shared.found_blocks == [block]
+        else:
+            assert out == [] and r.shared.found_blocks == []
+            assert r.session.stats["blocks-rejected"] == 1
+            assert r.session.stats.get("blocks-found", 0) == 0
 
 
 # -- the per-job adapter (0x4002) ---------------------------------------------------------------

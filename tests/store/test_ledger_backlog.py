@@ -90,9 +90,11 @@ def test_a_reorg_cancels_what_is_not_written_and_a_return_resumes_it(
     assert ledger_balances(engine) == credited
     assert drain_backlog(engine) == 8
     assert ledger_balances(engine) == credited
-    # Re-recording the same block is refused whatever the backlog holds.
-    with pytest.raises(Exception, match="already recorded"):
-        svc.record_block(distribution_id=1, revenue=1, block_hash=b"\x02" * 32, height=7)
+    # Reporting the same block again settles nothing, whatever the backlog holds: the first
+    # record comes back (issue #13, one entry point keyed by block hash).
+    again = svc.record_block(distribution_id=1, revenue=1, block_hash=b"\x02" * 32, height=7)
+    assert not again.first and again.block.id == 1 and again.settlement is None
+    assert ledger_balances(engine) == credited and drain_backlog(engine) == 0
 
 
 def test_restart_resumes_the_backlog(svc: PoolService, engine: Engine, tmp_path: Path) -> None:
