@@ -114,9 +114,9 @@ class TokenBook:
         token = bytes(token)
         if len(token) != TOKEN_SIZE or token[:TAG_SIZE] == self.tag:
             return None
-        return (f"mining job token issued by another JD server (tag {token[:TAG_SIZE].hex()}); "
-                f"this is JD server {self.server_id!r} (tag {self.tag.hex()}): tokens are "
-                "valid only on the JD server that allocated them")
+        return (f"mining job token not issued by this JD server (token tag "
+                f"{token[:TAG_SIZE].hex()}; this is JD server {self.server_id!r}, tag "
+                f"{self.tag.hex()}): a token is valid only on the JD server that allocated it")
 
     def get(self, token: bytes) -> TokenRecord | None:
         return self._tokens.get(bytes(token))
