@@ -15,9 +15,10 @@ Why these choices:
 
 - The database's clock (``clock_timestamp()``), not each frontend's: frontends in several
   places with skewed clocks still share one timeline.
-- Its own small engine in autocommit with ``synchronous_commit = off``: one round trip per
-  request and no WAL flush to wait for (losing the last few milliseconds of counts in a crash
-  only lets a few requests more through; the row survives a restart and a failover).
+- Its own few driver connections (:class:`_Connections`) in autocommit with
+  ``synchronous_commit = off``: one round trip per request, whatever the answer, and no WAL
+  flush to wait for (losing the last few milliseconds of counts in a crash only lets a few
+  requests more through; the rows survive a restart and a failover).
 - No index on ``tat_us`` (an indexed column changing on every request would forbid
   PostgreSQL's HOT updates); :meth:`SharedRateLimiter.prune` deletes rows whose cell is full
   again (``tat_us`` in the past: the same as no row) once a minute.
@@ -29,18 +30,18 @@ Cost per request (benchmarks/bench_rate_limits.py, docs/BENCHMARKS.md): one roun
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import weakref
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, String, event, text
+from sqlalchemy import BigInteger, Engine, String
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from payouts.ratelimit import TokenBucketLimiter, check_limit
-from payouts.store.engine import make_engine
 from payouts.store.models import Base
 
 log = logging.getLogger(__name__)
@@ -61,46 +62,94 @@ class RateLimitCell(Base):
 
 
 _NOW_US = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
-# excluded.tat_us is now + T, so "now" inside DO UPDATE is excluded.tat_us - T.
-_TAKE = text(f"""
-INSERT INTO rate_limits (scope, key, tat_us) VALUES (:scope, :key, {_NOW_US} + :t)
-ON CONFLICT (scope, key) DO UPDATE
-SET tat_us = GREATEST(rate_limits.tat_us + :t, excluded.tat_us)
-WHERE rate_limits.tat_us - (excluded.tat_us - :t) <= :tau
-RETURNING tat_us
-""")
-_WAIT = text(f"SELECT tat_us - {_NOW_US} FROM rate_limits WHERE scope = :scope AND key = :key")
-_PRUNE = text(f"DELETE FROM rate_limits WHERE scope = :scope AND tat_us < {_NOW_US}")
+# One statement, one round trip, whatever the answer. ``up`` takes a request from the cell
+# (excluded.tat_us is now + T, so "now" inside DO UPDATE is excluded.tat_us - T); when it
+# updates nothing (refused), the second branch reads how far ahead the cell is (a
+# data-modifying CTE's siblings see the table as before it, which a refusal did not change).
+_TAKE = f"""
+WITH up AS (
+  INSERT INTO rate_limits (scope, key, tat_us)
+  VALUES (%(scope)s, %(key)s, {_NOW_US} + %(t)s)
+  ON CONFLICT (scope, key) DO UPDATE
+  SET tat_us = GREATEST(rate_limits.tat_us + %(t)s, excluded.tat_us)
+  WHERE rate_limits.tat_us - (excluded.tat_us - %(t)s) <= %(tau)s
+  RETURNING 1
+)
+SELECT true, 0 FROM up
+UNION ALL
+SELECT false, tat_us - {_NOW_US} FROM rate_limits
+WHERE scope = %(scope)s AND key = %(key)s AND NOT EXISTS (SELECT 1 FROM up)
+"""
+_PRUNE = f"DELETE FROM rate_limits WHERE scope = %(scope)s AND tat_us < {_NOW_US}"
 
-_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
-_engines_lock = threading.Lock()
+
+class _Connections:
+    """Autocommit driver connections for the rate limits of one store engine, at most
+    ``size``, reused last-in first-out.
+
+    Why not ``engine.connect()``: a pooled SQLAlchemy connection costs a checkout, the
+    statement's bookkeeping and a ROLLBACK on return; measured that was ~6× the UPSERT itself
+    (benchmarks/bench_rate_limits.py). These connections are detached from the engine's pool
+    (their autocommit mode and ``synchronous_commit = off`` never reach a caller that wants a
+    transaction) and bounded here, so a busy API thread pool cannot open one per thread."""
+
+    def __init__(self, engine: Engine, size: int = 8) -> None:
+        self.engine = engine
+        self._free: list[Any] = []
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        self._slots.acquire()
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        try:
+            raw = self.engine.raw_connection()
+            conn: Any = raw.driver_connection
+            raw.detach()  # after reading the driver connection: detaching forgets it
+            conn.autocommit = True
+            conn.execute("SET synchronous_commit = off")
+        except BaseException:
+            self._slots.release()
+            raise
+        return conn
+
+    def put(self, conn: Any, *, broken: bool = False) -> None:
+        if broken:
+            with contextlib.suppress(Exception):  # gone either way
+                conn.close()
+        else:
+            with self._lock:
+                self._free.append(conn)
+        self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for conn in free:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
-def limit_engine(engine: Engine) -> Engine:
-    """The rate limits' own engine on ``engine``'s database (one per store engine, shared by
-    its limiters): autocommit, ``synchronous_commit = off``, a small pool."""
-    with _engines_lock:
-        own = _engines.get(engine)
-        if own is None:
-            own = make_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=2,
-                              max_overflow=16, pool_pre_ping=False)
+_pools: weakref.WeakKeyDictionary[Engine, _Connections] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
 
-            @event.listens_for(own, "connect")
-            def _no_flush_wait(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                try:
-                    cur.execute("SET synchronous_commit = off")
-                finally:
-                    cur.close()
 
-            _engines[engine] = own
-            weakref.finalize(engine, own.dispose)
-        return own
+def connections(engine: Engine) -> _Connections:
+    """The rate limits' connections to ``engine``'s database (one set per store engine,
+    shared by its limiters; closed when the engine goes)."""
+    with _pools_lock:
+        pool = _pools.get(engine)
+        if pool is None:
+            pool = _pools[engine] = _Connections(engine)
+            weakref.finalize(engine, pool.close)
+        return pool
 
 
 class SharedRateLimiter:
     """A limit of ``rate``/s with bursts of ``burst`` per key, shared by every process on the
-    database (module docstring). Thread-safe; :meth:`take` does one database round trip."""
+    database (module docstring). Thread-safe; :meth:`take` is one statement, one round trip."""
 
     shared = True
 
@@ -111,10 +160,11 @@ class SharedRateLimiter:
         self.rate = rate
         self.burst = burst
         self.scope = scope
-        self.engine = limit_engine(engine)
+        self.connections = connections(engine)
         self.interval_us = max(1, round(1_000_000 / rate))
         self.tolerance_us = (burst - 1) * self.interval_us
         self._fallback = TokenBucketLimiter(rate, burst)
+        self._errors = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
         self._down = False
         self._next_prune = time.monotonic() + PRUNE_EVERY_SEC
 
@@ -124,16 +174,8 @@ class SharedRateLimiter:
         params = {"scope": self.scope, "key": key, "t": self.interval_us,
                   "tau": self.tolerance_us}
         try:
-            with self.engine.connect() as conn:
-                if conn.execute(_TAKE, params).first() is not None:
-                    wait = 0.0
-                else:
-                    ahead = conn.execute(_WAIT, params).scalar()
-                    wait = max(1, (ahead or 0) - self.tolerance_us) / 1e6
-                if time.monotonic() >= self._next_prune:
-                    self._next_prune = time.monotonic() + PRUNE_EVERY_SEC
-                    conn.execute(_PRUNE, params)
-        except SQLAlchemyError as exc:
+            row = self._execute(_TAKE, params)
+        except self._errors as exc:  # the database is unreachable, or failed
             if not self._down:
                 log.warning("rate limit %r: the database is unreachable (%s); limiting in "
                             "this process alone until it answers", self.scope,
@@ -143,12 +185,36 @@ class SharedRateLimiter:
         if self._down:
             log.info("rate limit %r: shared through the database again", self.scope)
             self._down = False
-        return wait
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_SEC
+            self.prune()
+        if row is None:  # refused, and the cell pruned meanwhile: it was full a moment ago
+            return self.interval_us / 1e6
+        passed, ahead = row
+        return 0.0 if passed else max(1, int(ahead) - self.tolerance_us) / 1e6
 
     def prune(self) -> int:
         """Delete this limit's rows whose cell is full again (the same as no row)."""
-        with self.engine.connect() as conn:
-            return conn.execute(_PRUNE, {"scope": self.scope}).rowcount
+        pool = self.connections
+        conn = pool.get()
+        try:
+            n = int(conn.execute(_PRUNE, {"scope": self.scope}).rowcount)
+        except BaseException:
+            pool.put(conn, broken=True)
+            raise
+        pool.put(conn)
+        return n
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> tuple[bool, int] | None:
+        pool = self.connections
+        conn = pool.get()
+        try:
+            row = conn.execute(sql, params, prepare=True).fetchone()
+        except BaseException:
+            pool.put(conn, broken=True)
+            raise
+        pool.put(conn)
+        return None if row is None else (bool(row[0]), int(row[1]))
 
 
-__all__ = ["KEY_MAX", "RateLimitCell", "SharedRateLimiter", "limit_engine"]
+__all__ = ["KEY_MAX", "RateLimitCell", "SharedRateLimiter", "connections"]
