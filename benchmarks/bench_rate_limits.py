@@ -18,6 +18,11 @@ Single thread, 10,000 client keys round robin (a cell per client, as the API key
 2,000 calls a run; then 4 threads on two engines (two frontends' pools) at once, distinct keys
 and all on one key (row-lock contention), as aggregate checks per second.
 
+Then the same through the API: GET ``/v1/miners/{account}`` of an unknown account (a public,
+rate-limited route: limit, one indexed read, 404) through FastAPI in process
+(``TestClient``), 300 requests a run, median of 3, with the limit off, in memory, and
+shared, on one PostgreSQL store.
+
 Run: ``python -m benchmarks.bench_rate_limits`` (PostgreSQL from
 ``$PAYOUTS_TEST_POSTGRES_URL``, default the local server; a fresh schema, dropped at the end).
 """
@@ -43,8 +48,28 @@ PG_URL = os.environ.get(
     "PAYOUTS_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
 )
 CALLS = 2_000
+API_CALLS = 300
 RUNS = 5
 KEYS = [f"10.{i >> 8 & 255}.{i & 255}.1" for i in range(10_000)]
+
+
+class RoundTrip:
+    """``SELECT 1`` on one of the limiter's connections: the floor a database check costs."""
+
+    shared = True
+    rate = 1e9
+    burst = 10**9
+
+    def __init__(self, lim: SharedRateLimiter) -> None:
+        self.connections = lim.connections
+
+    def take(self, key: str) -> float:
+        conn = self.connections.get()
+        try:
+            conn.execute("SELECT 1", prepare=True).fetchone()
+        finally:
+            self.connections.put(conn)
+        return 0.0
 
 
 class ConnectPerTake:
@@ -103,6 +128,39 @@ def threaded_rate(make: Callable[[int], RateLimiter], same_key: bool, threads: i
     return threads * CALLS / (time.perf_counter() - t0)
 
 
+def api_case(url: sa.URL) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from payouts.service import PoolService
+    from payouts.settings import Settings
+
+    svc = PoolService(Settings(database_url=url.render_as_string(hide_password=False)))
+    apps = {"off": create_app(svc, rate_limit=None)}
+    apps["memory"] = create_app(svc, rate_limit=1e9, rate_burst=10**9)
+    apps["memory"].state.limiter = TokenBucketLimiter(1e9, 10**9)  # as on SQLite
+    apps["shared"] = create_app(svc, rate_limit=1e9, rate_burst=10**9)
+    assert apps["shared"].state.limiter.shared
+    res: dict[str, float] = {}
+    for name, app in apps.items():
+        with TestClient(app) as http:
+            for _ in range(100):
+                assert http.get("/v1/miners/nobody").status_code == 404
+            runs = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(API_CALLS):
+                    http.get("/v1/miners/nobody")
+                runs.append((time.perf_counter() - t0) / API_CALLS * 1e6)
+            res[name] = statistics.median(runs)
+    svc.engine.dispose()
+    print(f"GET /v1/miners/nobody in process (TestClient), µs per request, median of 3 x "
+          f"{API_CALLS}:")
+    for name, us in res.items():
+        extra = "" if name == "off" else f"   (+{us - res['off']:.0f} µs vs off)"
+        print(f"  limit {name:7s} {us:8.0f} µs{extra}")
+
+
 def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     admin = sa.create_engine(PG_URL)
@@ -122,6 +180,7 @@ def main() -> None:
         shared = SharedRateLimiter(engines[0], "bench", big, 10**9)
         per_call_us(shared, KEYS)  # warm: every key's row exists, as in steady state
         sh = per_call_us(shared, KEYS)
+        rt = per_call_us(RoundTrip(shared), KEYS)
         sync_engine = make_engine(url)
         sync = SharedRateLimiter(sync_engine, "bench-sync", big, 10**9)
         conn = sync.connections.get()
@@ -142,6 +201,7 @@ def main() -> None:
         print(f"  shared                            {sh:8.2f} µs   ({sh / mem:,.0f}× memory)")
         print(f"  shared, synchronous_commit on     {sy:8.2f} µs   ({sy / sh:.1f}× shared)")
         print(f"  shared, refused                   {rf:8.2f} µs")
+        print(f"  SELECT 1 round trip (the floor)   {rt:8.2f} µs")
         print(f"  SQLAlchemy connect() per take     {co:8.2f} µs   ({co / sh:.1f}× shared)")
 
         def on(i: int) -> RateLimiter:
@@ -156,6 +216,7 @@ def main() -> None:
         print(f"  shared, one key         {one:10,.0f} checks/s (row lock: serialized)")
         print(f"  memory, distinct keys   {mem_threads:10,.0f} checks/s")
         sync_engine.dispose()
+        api_case(url)
     finally:
         for e in engines:
             e.dispose()
