@@ -342,6 +342,8 @@ class JobDeclarationServer(NoiseListener[_Connection]):
                 return
             if c.session.setup and isinstance(it, jd.DeclareMiningJob | jd.AllocateMiningJobToken):
                 refused = await self._over_limit(c, it)
+                if c.closing:  # it went while an allocation waited for the limit
+                    return
                 if refused is not None:
                     self._output(c, refused)
                     continue
