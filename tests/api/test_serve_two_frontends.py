@@ -7,6 +7,8 @@ genesis, so one declaration fits either). The JD part talks Noise over TCP to bo
 - DeclareMiningJob limit (``[jds] declarations_per_address_per_sec``, burst 1 here): six
   declarations from one address, alternating between the two servers: one passes, five get
   ``rate-limited`` (each server alone would have let one through: two);
+- AllocateMiningJobToken limit (``tokens_per_address_per_sec``, burst 1 here): one on A is
+  answered at once, the next one on B waits for the shared limit (alone it would not wait);
 - a token allocated on A and declared on B: ``invalid-mining-job-token`` naming both servers,
   and B logs it; the same token then declared on A: accepted;
 - the API's public limit (``[api] rate_limit_per_sec``, burst 10): fifteen requests alternating
@@ -78,6 +80,7 @@ listen = "127.0.0.1:{jds}"
 server_id = "frontend-{name}"
 authority_secret_key = "{encode_authority_secret_key(AUTHORITY_SK)}"
 declarations_per_address_per_sec = {DECLARE_RATE}
+tokens_per_address_per_sec = {DECLARE_RATE}
 """)
     return cfg
 
@@ -146,7 +149,12 @@ def test_tokens_bound_to_their_jd_server_and_limits_on_the_sum(frontends: Fronte
         assert codes.count("invalid-mining-job-token") == 1, codes
 
         # -- a token of A declared on B: refused; on A: accepted ------------------------
+        # -- token allocations per address: the second, on the other server, waits ------
+        t0 = time.monotonic()
         tok = (await a.token(request_id=2)).mining_job_token
+        assert time.monotonic() - t0 < 1.0
+        await b.token(request_id=3)
+        assert time.monotonic() - t0 >= 1 / DECLARE_RATE - 0.5  # held by A's allocation
         await asyncio.sleep(1 / DECLARE_RATE + 0.1)  # the address's next declaration
         b.send(decl.message(tok, 8, dist_id))
         reply_b = await b.expect(DeclareMiningJobError)
