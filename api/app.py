@@ -21,10 +21,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import contract, metrics, problems
 from api.deps import DistributionPublisher
-from api.ratelimit import TokenBucketLimiter
+from api.ratelimit import SCOPE as RATE_LIMIT_SCOPE
 from api.routers import miners, musig2, operators, pages, settlements, system
 from payouts import __version__
 from payouts.chain_follower import NodeStatus
+from payouts.ratelimit import rate_limiter
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.runner import SettlementRunner
@@ -162,8 +163,9 @@ def create_app(
     :class:`payouts.served.ServedPool`, which also pushes to JD clients).
 
     ``rate_limit=None`` switches per-client limits off (e.g. behind a limiting proxy, or for a
-    load test); ``clock`` is the time source of MuSig2 deadlines (seconds); ``node_status``
-    what the chain follower last saw of the node (``/v1/health``; None: no node followed).
+    load test); on PostgreSQL the limit is shared by every process on the database; ``clock`` is
+    the time source of MuSig2 deadlines (seconds); ``node_status`` what the chain follower last saw
+    of the node (``/v1/health``; None: no node followed).
     """
     svc = service if isinstance(service, PoolService) else PoolService(service)
     app = FastAPI(
@@ -178,8 +180,10 @@ def create_app(
     app.state.service = svc
     app.state.runner = runner
     app.state.publisher = publisher if publisher is not None else svc
+    # Shared by every process on a PostgreSQL store (payouts.ratelimit.rate_limiter).
     app.state.limiter = (
-        TokenBucketLimiter(rate_limit, rate_burst) if rate_limit is not None else None
+        rate_limiter(svc.engine, RATE_LIMIT_SCOPE, rate_limit, rate_burst)
+        if rate_limit is not None else None
     )
     # The settlement runner's MuSig2 sessions (id ``block-<id>``) are served by the same
     # endpoints as the operator-created ones.

@@ -1,54 +1,24 @@
-"""Per-client token-bucket rate limiting for the public (miner) endpoints, in memory.
+"""Per-client rate limiting of the public (miner) endpoints (:mod:`payouts.ratelimit`).
 
-A bucket per client key (the peer address) holds up to ``burst`` tokens and refills at
-``rate`` tokens/s; a request takes one. An empty bucket gives a 429 problem with
-``Retry-After`` (whole seconds until one token is back). The table is bounded (LRU eviction),
-so a flood of distinct addresses cannot grow memory without limit. Per process: behind several
-workers or a proxy, rate limit at the proxy too.
+A limit per client key (the peer address): ``rate`` requests/s with bursts of ``burst``. Over
+it, a 429 problem with ``Retry-After`` (whole seconds until a request would pass). On
+PostgreSQL the limit is shared by every ``payouts serve`` process on the database (one UPSERT
+per request, :class:`payouts.store.rate_limits.SharedRateLimiter`), so it holds on the sum of
+all frontends; on SQLite it is this process's memory (:class:`TokenBucketLimiter`). Behind a
+proxy, the peer address is the proxy's: rate limit at the proxy too.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from api.problems import Problem
+from payouts.ratelimit import RateLimiter, TokenBucketLimiter
 
-
-class TokenBucketLimiter:
-    """Token buckets keyed by client; thread-safe (sync endpoints run in a thread pool)."""
-
-    def __init__(self, rate: float, burst: int, *, max_clients: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate = rate
-        self.burst = burst
-        self.max_clients = max_clients
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> float:
-        """Take a token for ``key``: 0.0 if allowed, else seconds until one is available."""
-        now = self.clock()
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                wait = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = (1.0 - tokens) / self.rate
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
-        return wait
+SCOPE = "api"  # the limit's name in the shared table
 
 
 def client_key(request: Request) -> str:
@@ -56,12 +26,17 @@ def client_key(request: Request) -> str:
 
 
 async def rate_limited(request: Request) -> None:
-    """Dependency for public routes: 429 ``rate-limited`` when the client's bucket is empty."""
-    limiter: TokenBucketLimiter | None = request.app.state.limiter
+    """Dependency for public routes: 429 ``rate-limited`` when the client is over its limit."""
+    limiter: RateLimiter | None = request.app.state.limiter
     if limiter is None:
         return
-    wait = limiter.take(client_key(request))
+    key = client_key(request)
+    # The shared limiter does a database round trip: off the event loop.
+    wait = await run_in_threadpool(limiter.take, key) if limiter.shared else limiter.take(key)
     if wait > 0:
         retry = max(1, math.ceil(wait))
         raise Problem(429, "rate-limited", f"too many requests; retry in {retry} s",
                       headers={"Retry-After": str(retry)}, retry_after=retry)
+
+
+__all__ = ["SCOPE", "TokenBucketLimiter", "client_key", "rate_limited"]

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from payouts.chain_follower import ChainFollower
 from payouts.crash_points import crash_point
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("payouts.serve")
 
-API_DEFAULT_RATE = 20.0  # public requests per second per client (api.app.DEFAULT_RATE)
+# ServedPool(rate_limit=...) default: [api] rate_limit_per_sec and rate_limit_burst
+FROM_SETTINGS: Literal["settings"] = "settings"
 
 
 class ServedPool:
@@ -60,6 +61,8 @@ class ServedPool:
 
     ``service``, ``node`` and ``runner`` may be given (tests, the demo); otherwise they are made
     from ``settings``. A node made here is closed by :meth:`stop`; a given one is the caller's.
+    ``rate_limit``: the API's public requests/s per client (None: no limit; default ``[api]
+    rate_limit_per_sec`` with ``rate_limit_burst``, 0 meaning no limit).
     """
 
     def __init__(
@@ -69,7 +72,7 @@ class ServedPool:
         service: PoolService | None = None,
         node: Node | None = None,
         runner: SettlementRunner | None = None,
-        rate_limit: float | None = API_DEFAULT_RATE,
+        rate_limit: float | Literal["settings"] | None = FROM_SETTINGS,
     ) -> None:
         self.settings = settings
         self.service = service if service is not None else PoolService(settings)
@@ -86,7 +89,10 @@ class ServedPool:
         self._ledger: asyncio.Task[None] | None = None
         self._dashboards: asyncio.Task[None] | None = None
         self._remove_metrics: Callable[[], None] | None = None
-        self._rate_limit = rate_limit
+        api = settings.api
+        self._rate_limit = (api.rate_limit_per_sec or None) if isinstance(rate_limit, str) \
+            else rate_limit
+        self._rate_burst = api.rate_limit_burst
         self._app: FastAPI | None = None
         self._stopped = False
 
@@ -99,7 +105,7 @@ class ServedPool:
             from api.app import create_app
 
             self._app = create_app(self.service, runner=self.runner, publisher=self,
-                                   rate_limit=self._rate_limit,
+                                   rate_limit=self._rate_limit, rate_burst=self._rate_burst,
                                    node_status=lambda: self.chain.status)
         return self._app
 
@@ -311,13 +317,15 @@ class ServedPool:
         its declaration counters feed /metrics."""
         from api import metrics
         from sv2.jds import JobDeclarationServer
+        from sv2.jds.limits import RequestLimits
 
         fitted = self.service.latest_distribution()
         if fitted is None:
             template = await self.node.block_template()
             fitted = self.service.publish_distribution(template.coinbase_value)
         jds = JobDeclarationServer.from_settings(
-            self.settings, self.node, fitted, mode=self.mode, on_block=self.record_found_block)
+            self.settings, self.node, fitted, mode=self.mode, on_block=self.record_found_block,
+            request_limits=RequestLimits.from_settings(self.settings.jds, self.service.engine))
         await jds.start()
         self.jds = jds
         remove_declarations = metrics.add_declaration_source(lambda: jds.stats)
@@ -328,8 +336,9 @@ class ServedPool:
             remove_server()
 
         self._remove_metrics = remove
-        log.info("JD server listening on %s:%d (Noise; extensions %s; distribution %d)",
-                 *jds.address, ", ".join(f"{e:#06x}" for e in jds.supported),
+        log.info("JD server listening on %s:%d (server id %r, token tag %s; Noise; "
+                 "extensions %s; distribution %d)", *jds.address, jds.server_id,
+                 jds.tokens.tag.hex(), ", ".join(f"{e:#06x}" for e in jds.supported),
                  fitted.distribution.distribution_id)
         return jds
 

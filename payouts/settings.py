@@ -9,6 +9,7 @@ program with one line per problem, naming the key.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -168,6 +169,16 @@ class JdsSettings(_Section):
         default_factory=list, description="extensions a client must support to connect")
     token_lifetime_sec: int = Field(
         600, ge=1, description="how long an AllocateMiningJobToken token stays valid")
+    server_id: str | None = Field(
+        None, min_length=1, max_length=200, description="this JD server's identity, bound "
+        "into every token it issues (a token is refused on any other JD server of the pool); "
+        "default: <hostname>/<listen>")
+
+    @property
+    def effective_server_id(self) -> str:
+        """``server_id``, or ``<hostname>/<listen>``: unique per JD server of a pool as long
+        as no two of them listen on the same address of the same host."""
+        return self.server_id or f"{socket.gethostname()}/{self.listen}"
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +229,18 @@ class JdsSettings(_Section):
         20.0, ge=0, le=1_000_000,
         description="new connections a second from one IPv4 address or IPv6 /64 (bursts of "
         "twice as many); beyond it they are refused before any handshake work; 0 = no limit",
+    )
+    tokens_per_address_per_sec: float = Field(
+        20.0, ge=0, le=1_000_000,
+        description="AllocateMiningJobToken a second from one IPv4 address or IPv6 /64 "
+        "(bursts of twice as many), over all JD servers on one PostgreSQL database; beyond "
+        "it the answer waits; 0 = no limit",
+    )
+    declarations_per_address_per_sec: float = Field(
+        20.0, ge=0, le=1_000_000,
+        description="DeclareMiningJob a second from one IPv4 address or IPv6 /64 (bursts of "
+        "twice as many), over all JD servers on one PostgreSQL database; beyond it "
+        "DeclareMiningJob.Error rate-limited; 0 = no limit",
     )
 
 
@@ -345,6 +368,13 @@ class ApiSettings(_Section):
 
     host: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the API")
+    rate_limit_per_sec: float = Field(
+        20.0, ge=0, le=1_000_000, description="public (miner) requests a second per client "
+        "address, sustained; shared by every payouts serve on one PostgreSQL database; 0 = "
+        "no limit (as --no-rate-limit)")
+    rate_limit_burst: int = Field(
+        60, ge=1, le=1_000_000, description="public requests one client address may make at "
+        "once before rate_limit_per_sec applies")
 
 
 def env_name(loc: tuple[str | int, ...]) -> str | None:

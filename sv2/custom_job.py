@@ -88,6 +88,8 @@ class DeclaredJobs(Protocol):
 
     def declared_job(self, token: bytes) -> DeclaredJob | None: ...
 
+    def token_refusal(self, token: bytes) -> str | None: ...
+
 
 class CustomJobRejected(JobRejected):
     """A SetCustomMiningJob that does not match its declaration; ``code`` is the reply's."""
@@ -212,7 +214,9 @@ class CustomJobChecker:
     def _lookup(self, token: bytes, user_identity: str | None) -> DeclaredJob:
         job = self.jds.declared_job(token)
         if job is None:
-            raise CustomJobRejected(INVALID_TOKEN, "unknown or expired mining job token")
+            # A token another JD server of the pool issued names a job only there (issue 15).
+            why = self.jds.token_refusal(token)
+            raise CustomJobRejected(INVALID_TOKEN, why or "unknown or expired mining job token")
         if user_identity is not None and job.user_identifier != user_identity:
             raise CustomJobRejected(INVALID_TOKEN, "unknown or expired mining job token")
         if token in self._used:

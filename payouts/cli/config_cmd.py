@@ -26,6 +26,7 @@ def show(config: Path | None = ConfigOption) -> None:
     settings = load_valid_settings(config)
     data = settings.model_dump(mode="json")
     jds = data["jds"]
+    jds["server_id"] = settings.jds.effective_server_id
     if jds.get("authority_secret_key"):
         jds["authority_public_key"] = authority_public_key_of(jds["authority_secret_key"])
         jds["authority_secret_key"] = "***"

@@ -82,8 +82,9 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Override [api] host."),
     port: int | None = typer.Option(None, "--port", help="Override [api] port."),
     no_rate_limit: bool = typer.Option(
-        False, "--no-rate-limit", help="Switch per-client limits off (load tests, or behind a "
-        "limiting proxy)."
+        False, "--no-rate-limit", help="Switch the API's per-client limits off (load tests, or "
+        "behind a limiting proxy); [api] rate_limit_per_sec and rate_limit_burst set them, "
+        "shared by every payouts serve on one PostgreSQL database."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:

@@ -50,6 +50,7 @@ UNDECLARED_TX = "undeclared-transaction"
 DUPLICATE_PROVIDED_TX = "duplicate-provided-transaction"
 COINBASE_TX_PROVIDED = "coinbase-transaction-provided"
 JOB_SUPERSEDED = "job-superseded"
+RATE_LIMITED = "rate-limited"  # [jds] declarations_per_address_per_sec, over all JD servers
 
 # RequestPayoutOutputs.Error (extension 0x4002)
 PAYOUT_OUTPUTS_ALREADY_REQUESTED = "payout-outputs-already-requested"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
+
+from payouts.ratelimit import RateLimiter, rate_limiter
 from payouts.settings import JdsSettings
 from sv2.connection import DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME_SIZE, JD_FRAME_LIMITS
 from sv2.listener import ListenerLimits
@@ -42,6 +45,30 @@ class JdsLimits(ListenerLimits):
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Per source address (an IPv4 address, an IPv6 /64) limits on AllocateMiningJobToken and
+    DeclareMiningJob (None: no limit). Given a PostgreSQL store they are shared by every JD
+    server on it (issue 15: limits hold across frontends); docs/jds.md ("Request limits")."""
+
+    tokens: RateLimiter | None = None
+    declarations: RateLimiter | None = None
+
+    @classmethod
+    def from_settings(cls, jds: JdsSettings, engine: Engine) -> RequestLimits:
+        """``[jds] tokens_per_address_per_sec`` and ``declarations_per_address_per_sec``
+        (bursts of twice as many, as the connect rate), on ``engine``'s store."""
+
+        def one(scope: str, rate: float) -> RateLimiter | None:
+            return rate_limiter(engine, scope, rate, max(1, round(2 * rate))) if rate else None
+
+        return cls(one(TOKENS_SCOPE, jds.tokens_per_address_per_sec),
+                   one(DECLARATIONS_SCOPE, jds.declarations_per_address_per_sec))
+
+
+TOKENS_SCOPE = "jds-tokens"
+DECLARATIONS_SCOPE = "jds-declarations"
+
 # JdsLimits field -> [jds] key
 FROM_SETTINGS = {
     "handshake_timeout": "handshake_timeout_sec",
@@ -55,4 +82,5 @@ FROM_SETTINGS = {
 }
 ZERO_IS_NO_LIMIT = ("max_connections_per_address", "connects_per_address_per_sec")
 
-__all__ = ["FROM_SETTINGS", "ZERO_IS_NO_LIMIT", "JdsLimits"]
+__all__ = ["DECLARATIONS_SCOPE", "FROM_SETTINGS", "TOKENS_SCOPE", "ZERO_IS_NO_LIMIT", "JdsLimits",
+           "RequestLimits"]

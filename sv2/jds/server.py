@@ -44,14 +44,16 @@ from sv2.connection import (
 from sv2.declared_job import DeclaredJob, FoundBlock
 from sv2.distribution_book import DistributionBook, Published
 from sv2.domain_messages import mode_to_message
+from sv2.jds import errors as E
 from sv2.jds.declaring import BoundOutputs
-from sv2.jds.limits import JdsLimits
+from sv2.jds.limits import JdsLimits, RequestLimits
 from sv2.jds.session import JdsSession, JdsShared
 from sv2.jds.settings import RotatingIdentity, server_arguments
 from sv2.jds.state import TxStore
 from sv2.jds.steps import NeedMempoolTxs, NeedTemplate, NeedTip, NodeRequest, Output, Step, resume
 from sv2.jds.tokens import TokenBook
 from sv2.listener import NoiseListener, Peer
+from sv2.messages import job_declaration as jd
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
@@ -97,7 +99,9 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         supported_extensions: Sequence[int] = (EXT_NON_CUSTODIAL_PAYOUTS, EXT_SETTLEMENT_MODES),
         required_extensions: Sequence[int] = (),
         token_lifetime: float = 600.0,
+        server_id: str = "",
         limits: JdsLimits | None = None,
+        request_limits: RequestLimits | None = None,
         mode: SettlementMode | None = None,
         expected_outputs: ExpectedOutputs | None = None,
         on_block: OnBlock | None = None,
@@ -119,10 +123,11 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         self._identities = RotatingIdentity(identity, authority_secret_key, cert_validity)
         self.node = node
         self.limits = lim
+        self.request_limits = request_limits or RequestLimits()
         self.default_mode = mode or SettlementMode()
         self.on_block = on_block
         self.shared = JdsShared(
-            tokens=TokenBook(token_lifetime),
+            tokens=TokenBook(token_lifetime, server_id=server_id),
             book=DistributionBook(lim.grace_period),
             txs=TxStore(),
             expected=expected_outputs or default_expected_outputs,
@@ -262,6 +267,11 @@ class JobDeclarationServer(NoiseListener[_Connection]):
                 c.closing = True
                 c.writer.transport.abort()
 
+    @property
+    def server_id(self) -> str:
+        """This JD server's identity (``[jds] server_id``), bound into its tokens."""
+        return self.tokens.server_id
+
     def declared_job(self, token: bytes) -> DeclaredJob | None:
         """The job a DeclareMiningJob.Success token names (for a pool's SetCustomMiningJob)."""
         rec = self.tokens.get(token)
@@ -269,6 +279,14 @@ class JobDeclarationServer(NoiseListener[_Connection]):
             return None
         job: DeclaredJob | None = rec.job
         return job
+
+    def token_refusal(self, token: bytes) -> str | None:
+        """Why ``token`` cannot name a job here when another JD server issued it (logged);
+        None when it is this server's (known or not)."""
+        why = self.tokens.foreign(token)
+        if why is not None:
+            log.warning("JDS %s: refused a token of another JD server: %s", self.server_id, why)
+        return why
 
     # -- the node's template -------------------------------------------------------------------
 
@@ -323,7 +341,44 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         for it in items:
             if c.closing:
                 return
+            if c.session.setup and isinstance(it, jd.DeclareMiningJob | jd.AllocateMiningJobToken):
+                refused = await self._over_limit(c, it)
+                if c.closing:  # it went while an allocation waited for the limit
+                    return
+                if refused is not None:
+                    self._output(c, refused)
+                    continue
             await self._emit(c, await self._drive(c.session.receive(it)))
+
+    async def _over_limit(
+        self, c: _Connection, msg: jd.DeclareMiningJob | jd.AllocateMiningJobToken
+    ) -> jd.DeclareMiningJobError | None:
+        """The source address's request limits (:class:`RequestLimits`), before the session
+        sees the message. A declaration over the limit gets DeclareMiningJob.Error
+        ``rate-limited`` (nothing consumed: its token stays valid); AllocateMiningJobToken has
+        no error message (sv2-spec §6.4.2), so its answer waits until the limit lets it through
+        (this connection's later messages wait behind it, in order)."""
+        rl = self.request_limits
+        limiter = rl.declarations if isinstance(msg, jd.DeclareMiningJob) else rl.tokens
+        if limiter is None:
+            return None
+        while True:
+            wait = await asyncio.to_thread(limiter.take, c.source) if limiter.shared \
+                else limiter.take(c.source)
+            if wait <= 0:
+                return None
+            if isinstance(msg, jd.DeclareMiningJob):
+                c.session.count(f"declare-rejected:{E.RATE_LIMITED}")
+                log.info("JDS connection %d (%s): DeclareMiningJob %d over the address's "
+                         "limit; retry in %.1f s", c.id, c.source, msg.request_id, wait)
+                return jd.DeclareMiningJobError(
+                    request_id=msg.request_id, error_code=E.RATE_LIMITED,
+                    error_details=f"over {limiter.rate:g} declarations/s from this address; "
+                    f"retry in {wait:.1f} s".encode())
+            c.session.count("tokens-delayed")
+            await asyncio.sleep(wait)
+            if c.closing:
+                return None
 
     async def _drive(self, step: Step) -> list[Output]:
         """Run one session step to its outputs, answering its node requests."""

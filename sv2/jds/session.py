@@ -141,10 +141,13 @@ class JdsSession:
         self.latest_job: DeclaredJob | None = None
         self.stats: dict[str, int] = {}
 
-    def _count(self, key: str) -> None:
+    def count(self, key: str) -> None:
+        """One more ``key`` on this connection and on the server (/metrics reads those)."""
         sh = self.shared.stats
         sh[key] = sh.get(key, 0) + 1
         self.stats[key] = self.stats.get(key, 0) + 1
+
+    _count = count
 
     # -- entry points ---------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ def server_arguments(
         "supported_extensions": [e for e in jds.supported_extensions if e in implemented],
         "required_extensions": jds.required_extensions,
         "token_lifetime": jds.token_lifetime_sec,
+        "server_id": jds.effective_server_id,
         "mode": mode if mode is not None else mode_from_settings(settings),
         "authority_secret_key": sk,
         "cert_validity": jds.cert_validity_sec,

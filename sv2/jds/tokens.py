@@ -1,11 +1,16 @@
 """Mining job tokens (sv2-spec 06-Job-Declaration-Protocol.md §6.4.2-§6.4.5).
 
-A token is 16 bytes: an 8-byte little-endian counter (unique for the life of the server, as
-SRI's ``AtomicU64``) followed by 8 random bytes (so a client cannot guess another client's
-token from its own). Every token is bound to the connection that asked for it and expires
-``lifetime`` seconds after issue. Expiry is checked at the moment of use, not by a janitor, so an
-expired token is never accepted late (the bug of sv2-apps #765); :meth:`TokenBook.purge` only
-reclaims memory.
+A token is 16 bytes: the issuing JD server's 4-byte tag (:func:`server_tag` of its server id,
+``[jds] server_id``), a 6-byte little-endian counter (unique for the life of the server, as
+SRI's ``AtomicU64``; 2^48 tokens do not wrap), then 6 random bytes (so a client cannot guess
+another client's token from its own). The tag binds a token to the server that issued it (issue
+15: several JD servers serve one pool, each with its own tokens in memory): a token of another
+server is refused with ``invalid-mining-job-token`` and a detail naming both tags, instead of
+the bare "unknown" a mistyped token gets, so a JD client sent to the wrong server (a load
+balancer that does not keep a client on one JD server) is diagnosed at once. Every token is
+bound to the connection that asked for it and expires ``lifetime`` seconds after issue. Expiry
+is checked at the moment of use, not by a janitor, so an expired token is never accepted late
+(the bug of sv2-apps #765); :meth:`TokenBook.purge` only reclaims memory.
 
 Kinds:
 
@@ -18,6 +23,7 @@ Kinds:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import secrets
 from collections.abc import Callable
@@ -27,6 +33,8 @@ from typing import Any, Literal
 from sv2.jds.errors import INVALID_TOKEN, JobRejected
 
 TOKEN_SIZE = 16
+TAG_SIZE = 4
+COUNTER_SIZE = 6
 Kind = Literal["allocated", "declared"]
 
 
@@ -42,15 +50,29 @@ class TokenRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def server_tag(server_id: str) -> bytes:
+    """The 4 bytes that start every token of the JD server ``server_id`` (SHA-256 of the id,
+    domain-separated). Two servers share a tag with probability 2^-32; a shared tag only costs
+    the specific message: the token is still unknown on the other server."""
+    return hashlib.sha256(b"payouts/jds-server-id\x00" + server_id.encode()).digest()[:TAG_SIZE]
+
+
 class TokenBook:
-    """All live tokens of one server."""
+    """All live tokens of one server; ``server_id`` (``[jds] server_id``) is bound into every
+    token it issues (module docstring)."""
 
     def __init__(
-        self, lifetime: float, *, rng: Callable[[int], bytes] = secrets.token_bytes
+        self,
+        lifetime: float,
+        *,
+        server_id: str = "",
+        rng: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if lifetime <= 0:
             raise ValueError("token lifetime must be positive")
         self.lifetime = lifetime
+        self.server_id = server_id
+        self.tag = server_tag(server_id)
         self._rng = rng
         self._counter = itertools.count(1)
         self._tokens: dict[bytes, TokenRecord] = {}
@@ -59,7 +81,8 @@ class TokenBook:
         return len(self._tokens)
 
     def issue(self, owner: int, kind: Kind, now: float, **fields: Any) -> TokenRecord:
-        token = next(self._counter).to_bytes(8, "little") + self._rng(TOKEN_SIZE - 8)
+        counter = next(self._counter).to_bytes(COUNTER_SIZE, "little")
+        token = self.tag + counter + self._rng(TOKEN_SIZE - TAG_SIZE - COUNTER_SIZE)
         rec = TokenRecord(token, owner, kind, now + self.lifetime, **fields)
         self._tokens[token] = rec
         return rec
@@ -69,7 +92,7 @@ class TokenBook:
         :class:`JobRejected` ``invalid-mining-job-token`` (nothing changes)."""
         rec = self._tokens.get(bytes(token))
         if rec is None:
-            raise JobRejected(INVALID_TOKEN, "unknown mining job token")
+            raise JobRejected(INVALID_TOKEN, self.foreign(token) or "unknown mining job token")
         if rec.owner != owner:
             # Same answer as "unknown": a client learns nothing about other clients' tokens.
             raise JobRejected(INVALID_TOKEN, "unknown mining job token")
@@ -85,6 +108,15 @@ class TokenBook:
         rec = self.peek(token, owner, kind, now)
         del self._tokens[rec.token]
         return rec
+
+    def foreign(self, token: bytes) -> str | None:
+        """Why ``token`` is not this server's, if its tag is another server's (else None)."""
+        token = bytes(token)
+        if len(token) != TOKEN_SIZE or token[:TAG_SIZE] == self.tag:
+            return None
+        return (f"mining job token not issued by this JD server (token tag "
+                f"{token[:TAG_SIZE].hex()}; this is JD server {self.server_id!r}, tag "
+                f"{self.tag.hex()}): a token is valid only on the JD server that allocated it")
 
     def get(self, token: bytes) -> TokenRecord | None:
         return self._tokens.get(bytes(token))
