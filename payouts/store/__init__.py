@@ -11,7 +11,9 @@ from payouts.store import (
     api_models,
     dashboard_models,
     models,
+    musig_models,
     settlement_models,
 )
 
-__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "settlement_models"]
+__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "musig_models",
+           "settlement_models"]
