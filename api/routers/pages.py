@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from api.ratelimit import rate_limited
 from payouts.dashboards import CHART_SPAN_MAX_MS, CHART_SPAN_MS, MinerDashboard
 from payouts.errors import PayoutsError
 from payouts.service import PoolService
-from payouts.settlement.musig2.session import SigningSession
+from payouts.settlement.musig2.registry import SessionRegistry
 from payouts.settlement.runner import SettlementRunner
 from payouts.states import Scope
 from payouts.store import dashboard as dash_store
@@ -188,7 +187,7 @@ def search(service: ServiceDep, q: str = "") -> Response:
 
 
 def _signing(dash: MinerDashboard, runner: SettlementRunner | None,
-             sessions: Mapping[str, SigningSession], now: float) -> dict[int, dict[str, Any]]:
+             sessions: SessionRegistry, now: float) -> dict[int, dict[str, Any]]:
     """block id → the MuSig2 signing session of its payout (state, deadlines, who is missing)."""
     out: dict[int, dict[str, Any]] = {}
     if runner is None:
@@ -197,10 +196,10 @@ def _signing(dash: MinerDashboard, runner: SettlementRunner | None,
         if p.mode != "musig2":
             continue
         sid = runner.signing_session_id(p.block.id)
-        s = sessions.get(sid) if sid else None
+        s = sessions.view(sid, now) if sid else None
         if sid is None or s is None:
             continue
-        state = s.tick(now)
+        state = s.state
         out[p.block.id] = {
             "id": sid, "state": str(state), "nonce_deadline": s.nonce_deadline,
             "sig_deadline": s.sig_deadline, "missing_nonces": len(s.missing_nonces),

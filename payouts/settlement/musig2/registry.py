@@ -104,6 +104,21 @@ class SessionRegistry:
         with self._lock, self.engine.connect() as conn:
             return self._read(conn, sid, lock=False)
 
+    def view(self, sid: str, now: float) -> SigningSession | None:
+        """The session as seen at ``now`` (None if unknown): read without a lock, unless the
+        current round's deadline has passed, then ticked (failed, once) under the lock."""
+        session = self.load(sid)
+        if session is None or session.state not in _OPEN_STATES:
+            return session
+        deadline = (session.nonce_deadline if session.state is SessionState.COLLECTING_NONCES
+                    else session.sig_deadline)
+        if now <= deadline:
+            return session
+        try:
+            return self.tick(sid, now)
+        except UnknownSessionError:  # discarded meanwhile
+            return None
+
     def get(self, sid: str) -> StoredSession | None:
         """A handle on the session whose methods run through this registry, or None."""
         return StoredSession(self, sid) if self.exists(sid) else None
