@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Engine,
     Table,
@@ -86,6 +87,19 @@ _BUMP = (
     .values({c: bindparam(f"new_{c}") for c in (
         "state", "aggnonce", "signature", "failure_reason", "failure_at", "failure_detail",
         "failure_blame", "version")})
+)
+_SID: BindParameter[str] = bindparam("sid")
+_COMMITTEE = (
+    select(MusigCommittee.pubkey, MusigCommittee.signer_index, MusigCommittee.last_bad_psig)
+    .where(MusigCommittee.session_id == _SID).order_by(MusigCommittee.signer_index)
+)
+_NONCES = select(MusigNonce.signer_index, MusigNonce.pubnonce).where(
+    MusigNonce.session_id == _SID)
+_PSIGS = select(MusigPartialSig.signer_index, MusigPartialSig.psig,
+                MusigPartialSig.unverified_at).where(MusigPartialSig.session_id == _SID)
+_REJECTIONS = (
+    select(MusigRejection.signer_index, MusigRejection.code, MusigRejection.at)
+    .where(MusigRejection.session_id == _SID).order_by(MusigRejection.id)
 )
 _ADD_NONCE = insert(MusigNonce)
 _ADD_PSIG = insert(MusigPartialSig)
@@ -242,26 +256,17 @@ class SessionRegistry:
         cached = self._cache.get(sid)
         if cached is not None and cached[0] == row["version"]:
             return cached[1]
-        committee = conn.execute(
-            select(MusigCommittee.pubkey, MusigCommittee.signer_index, MusigCommittee.last_bad_psig)
-            .where(MusigCommittee.session_id == sid).order_by(MusigCommittee.signer_index)
-        ).all()
+        args = {"sid": sid}
+        committee = conn.execute(_COMMITTEE, args).all()
         session = SigningSession(
             [r.pubkey for r in committee], row["msg"],
             nonce_deadline=row["nonce_deadline"], sig_deadline=row["sig_deadline"],
             taproot_merkle_root=row["taproot_merkle_root"], max_signers=row["max_signers"],
             psig_check=PartialSigCheck(row["psig_check"]),
         )
-        nonces = conn.execute(select(MusigNonce.signer_index, MusigNonce.pubnonce)
-                              .where(MusigNonce.session_id == sid)).all()
-        psigs = conn.execute(
-            select(MusigPartialSig.signer_index, MusigPartialSig.psig,
-                   MusigPartialSig.unverified_at).where(MusigPartialSig.session_id == sid)
-        ).all()
-        rejections = conn.execute(
-            select(MusigRejection.signer_index, MusigRejection.code, MusigRejection.at)
-            .where(MusigRejection.session_id == sid).order_by(MusigRejection.id)
-        ).all()
+        nonces = conn.execute(_NONCES, args).all()
+        psigs = conn.execute(_PSIGS, args).all()
+        rejections = conn.execute(_REJECTIONS, args).all()
         failure = None
         if row["failure_reason"] is not None:
             blame = {int(k): Blame(v) for k, v in json.loads(row["failure_blame"] or "{}").items()}
