@@ -80,15 +80,15 @@ _OPEN_STATES = (SessionState.COLLECTING_NONCES, SessionState.COLLECTING_PARTIAL_
 # The statements of every call, built once: building them per call (coercions, cache keys) was
 # ~2 ms of CPU per contribution, about as much as the rest of the call besides the commit.
 _T = cast(Table, MusigSession.__table__)
-_ROW = select(_T).where(_T.c.id == bindparam("sid"))
+_SID: BindParameter[str] = bindparam("sid")
+_ROW = select(_T).where(_T.c.id == _SID)
 _ROW_LOCKED = _ROW.with_for_update()
 _BUMP = (
-    update(_T).where(_T.c.id == bindparam("sid"), _T.c.version == bindparam("old_version"))
+    update(_T).where(_T.c.id == _SID, _T.c.version == bindparam("old_version"))
     .values({c: bindparam(f"new_{c}") for c in (
         "state", "aggnonce", "signature", "failure_reason", "failure_at", "failure_detail",
         "failure_blame", "version")})
 )
-_SID: BindParameter[str] = bindparam("sid")
 _COMMITTEE = (
     select(MusigCommittee.pubkey, MusigCommittee.signer_index, MusigCommittee.last_bad_psig)
     .where(MusigCommittee.session_id == _SID).order_by(MusigCommittee.signer_index)
@@ -103,6 +103,9 @@ _REJECTIONS = (
 )
 _ADD_NONCE = insert(MusigNonce)
 _ADD_PSIG = insert(MusigPartialSig)
+#: Sessions a process keeps in memory at most (the least recently stored go first; a dropped
+#: one is read back from the rows when it is used again).
+CACHE_MAX = 4096
 _EMPTY = SessionProgress(SessionState.COLLECTING_NONCES, {}, {}, {}, {}, (), None, None, None)
 
 
@@ -283,7 +286,7 @@ class SessionRegistry:
             rejections=tuple(Rejection(r.signer_index, r.code, r.at) for r in rejections),
             aggnonce=row["aggnonce"], signature=row["signature"], failure=failure,
         ))
-        self._cache[sid] = (row["version"], session)
+        self._remember(sid, row["version"], session)
         return session
 
     def _persist(self, conn: Connection, sid: str, version: int, before: SessionProgress,
@@ -291,7 +294,13 @@ class SessionRegistry:
         after = session.progress()
         if after != before:
             self._write(conn, sid, version, before, after)
-        self._cache[sid] = (version + (after != before), session)
+        self._remember(sid, version + (after != before), session)
+
+    def _remember(self, sid: str, version: int, session: SigningSession) -> None:
+        self._cache.pop(sid, None)
+        self._cache[sid] = (version, session)
+        while len(self._cache) > CACHE_MAX:
+            del self._cache[next(iter(self._cache))]
 
     @staticmethod
     def _write(conn: Connection, sid: str, version: int, before: SessionProgress,
