@@ -299,8 +299,7 @@ class SettlementRunner:
     def signing_session_id(self, block_id: int) -> str | None:
         """The id under which the API serves the block's MuSig2 signing session (None when it
         has none)."""
-        sid = session_id(block_id)
-        return sid if self.sessions.exists(sid) else None
+        return self.sessions.block_session(block_id)
 
     # -- polling ------------------------------------------------------------------------------
 

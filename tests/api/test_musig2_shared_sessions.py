@@ -3,8 +3,9 @@
 - Two pool services, each with its own engine, settlement runner and API app, on one database
   (SQLite and PostgreSQL; on PostgreSQL these are two processes' worth of connections): both
   runners step the matured block, one session is opened; the committee posts its nonces and
-  partial signatures alternately to the two APIs; the session completes, the cooperative spend
-  is persisted and broadcast once and the kernel confirms it; the block is paid once.
+  partial signatures alternately to the two APIs; the session completes (a third API with no
+  runner serves it and names it in the settlement), the cooperative spend is persisted and
+  broadcast once and the kernel confirms it; the block is paid once.
 - Real processes (PostgreSQL): two ``payouts serve`` processes on one schema; an operator
   session created on A, nonces split between A and B, A killed (SIGKILL) in round 2 and
   started again: the session resumes from the store and completes; both report the same
@@ -17,7 +18,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from payouts.settlement.runner import SettlementRunner
 from payouts.store import migrate
 from payouts.store.engine import make_engine
 from payouts.store.ledger import get_block
+from tests.api.conftest import bearer
 from tests.api.musig2_signing import assert_outputs_on_chain
 from tests.api.settle_helpers import find_block, musig2_mode, signer_keys
 from tests.api.test_cli import _free_port, _wait_http
@@ -58,7 +60,7 @@ def _poll(client: TestClient, runner: SettlementRunner) -> list[str]:
 
 
 def test_two_services_one_store_one_session_one_spend(
-    service: PoolService, node: KernelNode
+    service: PoolService, node: KernelNode, token: Callable[..., str]
 ) -> None:
     n = 4
     mode = SettlementMode("musig2", musig2=musig2_mode(n))
@@ -101,6 +103,12 @@ def test_two_services_one_store_one_session_one_spend(
             done_a = a.get(f"/v1/musig2/sessions/{sid}").json()
             assert done_a["state"] == "complete"
             assert done_a == b.get(f"/v1/musig2/sessions/{sid}").json()
+            # A frontend running no settlement runner serves the session and names it too.
+            with TestClient(create_app(other, rate_limit=None)) as front:
+                assert front.get(f"/v1/musig2/sessions/{sid}").json() == done_a
+                one = front.get(f"/v1/settlements/{f.block_id}",
+                                headers=bearer(token("read"))).json()
+                assert one["signing_session"] == sid
             # Both runners step: the spend is built and marked broadcast once.
             events = _poll(b, runner_b) + _poll(a, f.runner) + _poll(b, runner_b)
             assert events.count("broadcast") == 1

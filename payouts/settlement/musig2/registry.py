@@ -141,6 +141,11 @@ class SessionRegistry:
                 select(MusigSession.id).where(MusigSession.id == sid)
             ).first() is not None
 
+    def block_session(self, block_id: int) -> str | None:
+        """The id of a block's settlement signing session, if it has one (any process's)."""
+        sid = session_id(block_id)
+        return sid if self.exists(sid) else None
+
     def load(self, sid: str) -> SigningSession | None:
         """The session as last committed (None if unknown). Read it, never call its methods:
         changes go through :meth:`apply` (or :meth:`get`'s handle)."""
