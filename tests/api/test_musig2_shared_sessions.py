@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from payouts.store.ledger import get_block
 from tests.api.conftest import bearer
 from tests.api.musig2_signing import assert_outputs_on_chain
 from tests.api.settle_helpers import find_block, musig2_mode, signer_keys
-from tests.api.test_cli import _free_port, _wait_http
+from tests.api.test_cli import _free_port
 from tests.lifecycle.helpers import mine, mine_to
 from tests.store.conftest import count
 
@@ -134,6 +135,19 @@ def _serve(url: str, port: int, data_dir: Path) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _wait_http(proc: subprocess.Popen[str], url: str, timeout: float = 120.0) -> None:
+    """Until ``url`` answers (a loaded 2-core machine has taken over 30 s to start a server)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout:g} s"
+            time.sleep(0.2)
+
+
 def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -157,17 +171,18 @@ def test_two_serve_processes_share_a_session_and_survive_a_kill(
     a = _serve(url, port_a, tmp_path / "a")
     b = _serve(url, port_b, tmp_path / "b")
     base_a, base_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+    http = httpx.Client(timeout=30)
     try:
         _wait_http(a, f"{base_a}/v1/health")
         _wait_http(b, f"{base_b}/v1/health")
-        created = httpx.post(f"{base_a}/v1/musig2/sessions", headers={
+        created = http.post(f"{base_a}/v1/musig2/sessions", headers={
             "Authorization": f"Bearer {secret}"}, json={
             "sighash": msg.hex(), "pubkeys": [p.hex() for p in pubkeys],
-            "nonce_timeout_s": 600, "sig_timeout_s": 600}, timeout=10)
+            "nonce_timeout_s": 600, "sig_timeout_s": 600})
         assert created.status_code == 201, created.text
         sid = created.json()["id"]
         url_a, url_b = f"{base_a}/v1/musig2/sessions/{sid}", f"{base_b}/v1/musig2/sessions/{sid}"
-        assert httpx.get(url_b).json() == created.json()  # B serves A's session
+        assert http.get(url_b).json() == created.json()  # B serves A's session
         keyagg = m.key_agg(pubkeys)
         secnonces, bodies = {}, {}
         for i, pk in enumerate(pubkeys):
@@ -176,26 +191,26 @@ def test_two_serve_processes_share_a_session_and_survive_a_kill(
             auth = schnorr.sign(nonce_auth_message(sid, i, pn), by_pk[pk])
             bodies[i] = {"signer_index": i, "pubnonce": pn.hex(), "auth": auth.hex()}
         for i in range(n - 1):
-            r = httpx.post(f"{url_b if i % 2 else url_a}/nonces", json=bodies[i])
+            r = http.post(f"{url_b if i % 2 else url_a}/nonces", json=bodies[i])
             assert r.status_code == 200, r.text
         # While round 1 is open: a retry to the other process is 200 and writes nothing;
         # another nonce for a filled slot is 409 duplicate-nonce (and recorded).
         version = _version(engine, sid)
-        assert httpx.post(f"{url_a}/nonces", json=bodies[1]).status_code == 200
+        assert http.post(f"{url_a}/nonces", json=bodies[1]).status_code == 200
         assert _version(engine, sid) == version
         _, other_pn = m.nonce_gen(by_pk[pubkeys[1]], pubkeys[1], keyagg, msg)
-        conflict = httpx.post(f"{url_a}/nonces", json={
+        conflict = http.post(f"{url_a}/nonces", json={
             "signer_index": 1, "pubnonce": other_pn.hex(),
             "auth": schnorr.sign(nonce_auth_message(sid, 1, other_pn), by_pk[pubkeys[1]]).hex()})
         assert conflict.status_code == 409 and conflict.json()["code"] == "duplicate-nonce"
-        r = httpx.post(f"{url_b}/nonces", json=bodies[n - 1])
+        r = http.post(f"{url_b}/nonces", json=bodies[n - 1])
         assert r.status_code == 200, r.text
-        view = httpx.get(url_a).json()
+        view = http.get(url_a).json()
         assert view["state"] == "collecting-partial-sigs"
-        assert view["aggnonce"] == httpx.get(url_b).json()["aggnonce"]
+        assert view["aggnonce"] == http.get(url_b).json()["aggnonce"]
         ctx = m.SessionContext(bytes.fromhex(view["aggnonce"]), keyagg, msg)
         psigs = [m.partial_sign(secnonces[i], by_pk[pk], ctx) for i, pk in enumerate(pubkeys)]
-        r = httpx.post(f"{url_a}/partial-signatures", json={"signer_index": 0,
+        r = http.post(f"{url_a}/partial-signatures", json={"signer_index": 0,
                                                             "psig": psigs[0].hex()})
         assert r.status_code == 200, r.text
         # A dies mid-session and comes back: nothing of the session was only in its memory.
@@ -204,18 +219,19 @@ def test_two_serve_processes_share_a_session_and_survive_a_kill(
         a.communicate(timeout=10)
         a = _serve(url, port_a, tmp_path / "a")
         _wait_http(a, f"{base_a}/v1/health")
-        assert httpx.get(url_a).json()["missing_partial_sigs"] == list(range(1, n))
+        assert http.get(url_a).json()["missing_partial_sigs"] == list(range(1, n))
         for i in range(1, n):
-            r = httpx.post(f"{url_b if i % 2 else url_a}/partial-signatures",
+            r = http.post(f"{url_b if i % 2 else url_a}/partial-signatures",
                            json={"signer_index": i, "psig": psigs[i].hex()})
             assert r.status_code == 200, r.text
-        done_a, done_b = httpx.get(url_a).json(), httpx.get(url_b).json()
+        done_a, done_b = http.get(url_a).json(), http.get(url_b).json()
         assert done_a == done_b and done_a["state"] == "complete"
         assert schnorr.verify(bytes.fromhex(done_a["signature"]), msg,
                               bytes.fromhex(done_a["output_key"]))
         assert count(engine, "musig_sessions") == 1 and count(engine, "musig_nonces") == n
         assert count(engine, "musig_rejections") == 1  # the conflicting nonce, recorded
     finally:
+        http.close()
         _stop(a)
         _stop(b)
         engine.dispose()
