@@ -28,6 +28,7 @@ from payouts.chain_follower import NodeStatus
 from payouts.ratelimit import rate_limiter
 from payouts.service import PoolService
 from payouts.settings import Settings
+from payouts.settlement.musig2.registry import SessionRegistry
 from payouts.settlement.runner import SettlementRunner
 
 access_log = logging.getLogger("payouts.api.access")
@@ -185,9 +186,11 @@ def create_app(
         rate_limiter(svc.engine, RATE_LIMIT_SCOPE, rate_limit, rate_burst)
         if rate_limit is not None else None
     )
-    # The settlement runner's MuSig2 sessions (id ``block-<id>``) are served by the same
-    # endpoints as the operator-created ones.
-    app.state.musig_sessions = runner.sessions if runner is not None else {}
+    # MuSig2 sessions live in the store: the settlement runner's (id ``block-<id>``) and the
+    # operator-created ones, served by the same endpoints in every process on this database
+    # (with or without a runner here).
+    app.state.musig_sessions = (
+        runner.sessions if runner is not None else SessionRegistry(svc.engine))
     app.state.clock = clock
     app.state.node_status = node_status
     problems.install(app)

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from api.problems import Problem
 from payouts.distribution.fitting import FittedDistribution
 from payouts.service import PoolService
-from payouts.settlement.musig2.session import SigningSession
+from payouts.settlement.musig2.registry import SessionRegistry
 from payouts.settlement.runner import SettlementRunner
 
 
@@ -54,10 +54,10 @@ def get_publisher(request: Request) -> DistributionPublisher:
     return publisher
 
 
-def get_sessions(request: Request) -> dict[str, SigningSession]:
-    """The MuSig2 signing sessions the API serves: the operator-created ones and the
-    settlement runner's (id ``block-<id>``), in one dict."""
-    sessions: dict[str, SigningSession] = request.app.state.musig_sessions
+def get_sessions(request: Request) -> SessionRegistry:
+    """The MuSig2 signing sessions the API serves, in the store: the operator-created ones and
+    the settlement runner's (id ``block-<id>``), whichever process opened them."""
+    sessions: SessionRegistry = request.app.state.musig_sessions
     return sessions
 
 
@@ -70,7 +70,7 @@ ServiceDep = Annotated[PoolService, Depends(get_service)]
 RunnerDep = Annotated[SettlementRunner, Depends(get_runner)]
 OptionalRunnerDep = Annotated[SettlementRunner | None, Depends(get_optional_runner)]
 PublisherDep = Annotated[DistributionPublisher, Depends(get_publisher)]
-SessionsDep = Annotated[dict[str, SigningSession], Depends(get_sessions)]
+SessionsDep = Annotated[SessionRegistry, Depends(get_sessions)]
 NowDep = Annotated[float, Depends(get_now)]
 
 __all__ = [

@@ -43,6 +43,7 @@ _STATUS_BY_CODE: dict[str, int] = {
     "duplicate-nonce": 409,
     "duplicate-partial-signature": 409,
     "unknown-signer": 404,
+    "unknown-session": 404,  # discarded with its orphaned block while a call was on its way
 }
 
 

@@ -25,7 +25,17 @@ running the same phases with the same two strategies (ratios are like for like);
 much faster than reference.py (libs.md §1: 13 ms vs 1.45 s for 2 signers), so the ratio
 understates the gap to the real reference.
 
-Run: ``.venv/bin/python benchmarks/bench_musig2.py [--runs-100 N] [--runs-5 N] [--runs-ref N]``
+Store-backed sessions (issue 15): the same 100-signer session with every ``add_nonce`` and
+``add_partial_sig`` run through :class:`~payouts.settlement.musig2.registry.SessionRegistry`
+(one transaction per contribution under the session's row lock, what changed written and
+committed before the call returns), on SQLite (a file, ``synchronous=FULL``) and on PostgreSQL
+(``$PAYOUTS_BENCH_POSTGRES_URL``, default the local test server; skipped if unreachable), once
+from one registry (one process: the session stays in memory between calls) and once from two
+registries on two engines taking turns (two processes: each call reads the other's writes back
+from the rows). Taken in turn with the in-memory session, so the ratio is same-run.
+
+Run: ``.venv/bin/python benchmarks/bench_musig2.py [--runs-100 N] [--runs-5 N] [--runs-ref N]
+[--runs-store N]``
 """
 
 from __future__ import annotations
@@ -36,9 +46,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
@@ -131,6 +143,105 @@ def run_session(
     # Outside the timed part: the session's result is a valid signature under the output key.
     assert PublicKeyXOnly(session.output_key).verify(session.final_signature(), msg)
     return ph
+
+
+def run_stored(n: int, check: str, registries: list[Any]) -> dict[str, float]:
+    """:func:`run_session`'s protocol with every contribution through a store-backed registry
+    (``registries`` take turns: one = one process, two = two processes on one database)."""
+    from payouts.crypto import musig2 as m
+    from payouts.settlement.musig2.session import PartialSigCheck, SessionState, SigningSession
+
+    sks = [os.urandom(32) for _ in range(n)]
+    pks = [m.individual_pubkey(sk) for sk in sks]
+    msg = os.urandom(32)
+    sid = os.urandom(8).hex()
+    ph: dict[str, float] = {}
+    t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+    order = m.key_sort(pks)
+
+    def open_session() -> SigningSession:
+        s = SigningSession(order, msg, nonce_deadline=1.0, sig_deadline=2.0,
+                           taproot_merkle_root=ROOT, max_signers=n,
+                           psig_check=PartialSigCheck(check))
+        return registries[0].create(sid, s)[0]  # type: ignore[no-any-return]
+
+    session = _timed(ph, "keyagg", open_session)
+    assert isinstance(session, SigningSession)
+    sk_of = dict(zip(pks, sks, strict=True))
+    signers = [sk_of[pk] for pk in order]
+    nonces = _timed(ph, "noncegen", lambda: [
+        m.nonce_gen(sk, pk, session.keyagg, msg) for sk, pk in zip(signers, order, strict=True)])
+    assert isinstance(nonces, list)
+
+    def add_nonces() -> m.SessionContext | None:
+        for i, (_, pn) in enumerate(nonces):
+            registries[i % len(registries)].apply(
+                sid, lambda s, i=i, pn=pn: s.add_nonce(i, pn, 0.0))
+        ctx: m.SessionContext | None = registries[0].load(sid).session_context
+        return ctx
+
+    ctx = _timed(ph, "nonces", add_nonces)
+    assert isinstance(ctx, m.SessionContext)
+    psigs = _timed(ph, "sign", lambda: [
+        m.partial_sign(sn, sk, ctx, verify=False) for (sn, _), sk in zip(nonces, signers,
+                                                                          strict=True)])
+    assert isinstance(psigs, list)
+
+    def add_psigs() -> SessionState:
+        state = SessionState.COLLECTING_PARTIAL_SIGS
+        for i, ps in enumerate(psigs):
+            state = registries[i % len(registries)].apply(
+                sid, lambda s, i=i, ps=ps: s.add_partial_sig(i, ps, 1.5))
+        return state
+
+    assert _timed(ph, "psigs", add_psigs) is SessionState.COMPLETE
+    ph["total"] = (time.perf_counter_ns() - t0) / 1e6
+    ph["cpu"] = (time.process_time_ns() - c0) / 1e6
+    return ph
+
+
+def store_registries(tmp: Path) -> dict[str, list[Any]]:
+    """Registries per store variant: SQLite file; PostgreSQL (a fresh schema) if reachable."""
+    import sqlalchemy as sa
+
+    from payouts.settlement.musig2.registry import SessionRegistry
+    from payouts.store import migrate
+    from payouts.store.engine import make_engine
+
+    sqlite = make_engine(f"sqlite:///{tmp / 'bench.db'}")
+    migrate.upgrade(sqlite)
+    out: dict[str, list[Any]] = {
+        "sqlite, one process": [SessionRegistry(sqlite)],
+        "sqlite, two processes": [SessionRegistry(sqlite),
+                                  SessionRegistry(make_engine(sqlite.url))],
+    }
+    url = os.environ.get("PAYOUTS_BENCH_POSTGRES_URL",
+                         "postgresql+psycopg://root@127.0.0.1:5432/test")
+    try:
+        admin = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        schema = f"bench_musig_{os.getpid()}"
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as e:
+        print(f"PostgreSQL at {url} unreachable ({e.__class__.__name__}): store runs on SQLite "
+              "only", file=sys.stderr)
+        return out
+    pg_url = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    pg = make_engine(pg_url)
+    migrate.upgrade(pg)
+    out["postgresql, one process"] = [SessionRegistry(pg)]
+    out["postgresql, two processes"] = [SessionRegistry(pg), SessionRegistry(make_engine(pg_url))]
+    _CLEANUP.append(lambda: _drop(admin, schema))
+    return out
+
+
+_CLEANUP: list[Callable[[], None]] = []
+
+
+def _drop(admin: Any, schema: str) -> None:
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def run_raw(n: int, *, verify_partials: bool = True) -> dict[str, float]:
@@ -314,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--runs-5", type=int, default=301)
     ap.add_argument("--runs-ref", type=int, default=21)
     ap.add_argument("--n-large", type=int, default=100)
+    ap.add_argument("--runs-store", type=int, default=11)
     ap.add_argument("--btclib-worker", nargs=2, type=int, metavar=("N", "RUNS"))
     args = ap.parse_args(argv)
 
@@ -367,6 +479,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             r_5,
         )
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = store_registries(Path(tmp))
+        try:
+            results.update(bench_together({
+                f"session n={big} on-arrival, in memory": lambda: run_session(big, "on-arrival"),
+                **{f"stored n={big} on-arrival, {k}": lambda r=r: run_stored(big, "on-arrival", r)
+                   for k, r in stores.items()},
+            }, args.runs_store, warmup=1))
+        finally:
+            for f in _CLEANUP:
+                f()
     ref = btclib_in_subprocess(5, args.runs_ref)
     for c in STRATEGIES:
         results[f"btclib-ecc pure Python n=5 {c}"] = ref[c]
@@ -388,6 +511,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             f"n={big} {c}: {large['total']:.2f} ms wall, {large['cpu']:.2f} ms CPU "
             f"(target <= {TARGET_MS:g} ms wall: {verdict}); raw floor {floor['total']:.2f} ms"
         )
+    mem = results[f"session n={big} on-arrival, in memory"]
+    for label, r in results.items():
+        if label.startswith("stored"):
+            print(f"{label}: {r['total']:.1f} ms wall ({r['total'] / mem['total']:.1f}x the "
+                  f"in-memory session's {mem['total']:.2f} ms in the same run), "
+                  f"{r['total'] / (2 * big):.2f} ms per contribution")
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     return results
 

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ from api.ratelimit import rate_limited
 from payouts.dashboards import CHART_SPAN_MAX_MS, CHART_SPAN_MS, MinerDashboard
 from payouts.errors import PayoutsError
 from payouts.service import PoolService
-from payouts.settlement.musig2.session import SigningSession
-from payouts.settlement.runner import SettlementRunner
+from payouts.settlement.musig2.registry import SessionRegistry
 from payouts.states import Scope
 from payouts.store import dashboard as dash_store
 from payouts.tx.address import AddressError, address_to_script, script_to_address
@@ -187,20 +185,19 @@ def search(service: ServiceDep, q: str = "") -> Response:
                   error=None if matches else f"no miner is paid at {q}")
 
 
-def _signing(dash: MinerDashboard, runner: SettlementRunner | None,
-             sessions: Mapping[str, SigningSession], now: float) -> dict[int, dict[str, Any]]:
-    """block id → the MuSig2 signing session of its payout (state, deadlines, who is missing)."""
+def _signing(dash: MinerDashboard, sessions: SessionRegistry,
+             now: float) -> dict[int, dict[str, Any]]:
+    """block id → the MuSig2 signing session of its payout (state, deadlines, who is missing),
+    whichever process opened it."""
     out: dict[int, dict[str, Any]] = {}
-    if runner is None:
-        return out
     for p in dash.payouts:
         if p.mode != "musig2":
             continue
-        sid = runner.signing_session_id(p.block.id)
-        s = sessions.get(sid) if sid else None
+        sid = sessions.block_session(p.block.id)
+        s = sessions.view(sid, now) if sid else None
         if sid is None or s is None:
             continue
-        state = s.tick(now)
+        state = s.state
         out[p.block.id] = {
             "id": sid, "state": str(state), "nonce_deadline": s.nonce_deadline,
             "sig_deadline": s.sig_deadline, "missing_nonces": len(s.missing_nonces),
@@ -210,8 +207,8 @@ def _signing(dash: MinerDashboard, runner: SettlementRunner | None,
 
 
 @router.get("/miners/{account}", dependencies=[Depends(rate_limited)])
-def miner_page(account: str, request: Request, service: ServiceDep, runner: OptionalRunnerDep,
-               sessions: SessionsDep, span: str = "24h") -> Response:
+def miner_page(account: str, request: Request, service: ServiceDep, sessions: SessionsDep,
+               span: str = "24h") -> Response:
     """One miner's page: window share and hashrate, hashrate per worker over time, owed
     balance, every block that paid it (amount, txid:vout, state), CTV exit paths, MuSig2
     signing sessions."""
@@ -236,7 +233,7 @@ def miner_page(account: str, request: Request, service: ServiceDep, runner: Opti
     return render(
         "miner.html", d=dash, st=st, span=span, spans=list(SPANS),
         address=_address(dash.miner.payout_script, service.settings.network),
-        hour_ago=hour_ago, signing=_signing(dash, runner, sessions, now),
+        hour_ago=hour_ago, signing=_signing(dash, sessions, now),
         chart_json=script_json(chart),
         network=service.settings.network,
     )
@@ -330,7 +327,7 @@ def _actions(mode: str | None, status: str, phase: str | None) -> list[str]:
 
 @router.get("/operator")
 async def operator_page(request: Request, service: ServiceDep, runner: OptionalRunnerDep,
-                        done: str = "") -> Response:
+                        sessions: SessionsDep, done: str = "") -> Response:
     """The operator's page: node, JD and Mining Protocol servers, declarations by reason,
     the window, the distribution at the current template, blocks and settlements."""
     try:
@@ -351,7 +348,7 @@ async def operator_page(request: Request, service: ServiceDep, runner: OptionalR
         rows.append({
             "block": b, "mode": s.mode if s else None, "phase": s.phase if s else None,
             "age_s": max(now - b.created_at.timestamp(), 0.0),
-            "session": runner.signing_session_id(b.id) if runner is not None else None,
+            "session": sessions.block_session(b.id) if s and s.mode == "musig2" else None,
             "actions": _actions(s.mode if s else None, b.status, s.phase if s else None),
         })
     servers = metrics.servers()

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path
 
 from api.auth import AuthFirstRoute, scope_read, scope_settlements_write
-from api.deps import OptionalRunnerDep, ServiceDep, require_runner
+from api.deps import OptionalRunnerDep, ServiceDep, SessionsDep, require_runner
 from api.problems import problem_responses
 from api.schemas import (
     ActionOut,
@@ -30,6 +30,7 @@ from api.schemas import (
 )
 from payouts.service import PoolService
 from payouts.settlement.lifecycle_store import TxRow
+from payouts.settlement.musig2.registry import SessionRegistry
 from payouts.settlement.runner import ActionReport, SettlementRunner
 from payouts.tx.hashes import display_hex
 from payouts.views import SettlementView
@@ -45,38 +46,38 @@ def _tx_out(r: TxRow) -> SettlementTxOut:
                            confirmed_height=r.confirmed_height, raw=r.raw.hex())
 
 
-def settlement_out(runner: SettlementRunner | None, view: SettlementView) -> SettlementOut:
+def settlement_out(sessions: SessionRegistry, view: SettlementView) -> SettlementOut:
     block, s = view.block, view.settlement
     return SettlementOut(
         block_id=block.id, height=block.height, block_hash=display_hex(block.block_hash),
         status=block.status, mode=s.mode, phase=s.phase,
         funding_txid=None if s.funding_txid is None else display_hex(s.funding_txid),
         funding_vout=s.funding_vout, funding_value=s.funding_value, paid_height=s.paid_height,
-        signing_session=runner.signing_session_id(block.id) if runner is not None else None,
+        signing_session=sessions.block_session(block.id) if s.mode == "musig2" else None,
         txs=[_tx_out(r) for r in view.txs],
     )
 
 
 @router.get("", response_model=list[SettlementOut], responses=_AUTH)
-def list_settlements(service: ServiceDep, runner: OptionalRunnerDep,
+def list_settlements(service: ServiceDep, sessions: SessionsDep,
                      _: Any = Depends(scope_read)) -> list[SettlementOut]:
     """Every tracked block's settlement (without raw transactions; see the single read)."""
-    return [settlement_out(runner, v) for v in service.settlements()]
+    return [settlement_out(sessions, v) for v in service.settlements()]
 
 
 @router.get("/{block_id}", response_model=SettlementOut,
             responses={**_AUTH, **problem_responses(404)})
-def get_settlement(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
+def get_settlement(service: ServiceDep, sessions: SessionsDep, block_id: int = BlockId,
                    _: Any = Depends(scope_read)) -> SettlementOut:
     """One block's settlement with every transaction (raw hex) and its status."""
-    return settlement_out(runner, service.settlement(block_id))
+    return settlement_out(sessions, service.settlement(block_id))
 
 
 def _action_out(service: PoolService, runner: SettlementRunner,
                 report: ActionReport) -> ActionOut:
     view = service.settlement(report.block_id)
     return ActionOut(
-        settlement=settlement_out(runner, SettlementView(view.block, view.settlement,
+        settlement=settlement_out(runner.sessions, SettlementView(view.block, view.settlement,
                                                          report.txs)),
         events=[LifecycleEventOut(kind=e.kind, detail=e.detail) for e in report.events],
         results=[BroadcastResultOut(txids=[display_hex(t) for t in r.txids], result=r.result,

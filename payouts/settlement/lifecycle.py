@@ -73,6 +73,7 @@ from payouts.settlement.lifecycle_store import (
     set_tx_status,
 )
 from payouts.settlement.musig2.output import Musig2Output
+from payouts.settlement.musig2.registry import SessionRegistry, StoredSession, session_id
 from payouts.settlement.musig2.session import SessionState, SigningSession
 from payouts.settlement.musig2.spend import (
     FallbackSpend,
@@ -215,6 +216,7 @@ class SettlementLifecycle:
         musig2_resolver: Musig2Resolver | None = None,
         listener: LifecycleListener | None = None,
         clock: Callable[[], float] = time.time,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self.engine = engine
         self.node = node
@@ -226,7 +228,9 @@ class SettlementLifecycle:
         self.listener = listener
         self.clock = clock
         self._musig2: dict[int, Musig2Output] = {}
-        self._sessions: dict[int, SigningSession] = {}
+        # The signing sessions live in the store (one per block, id ``block-<id>``), so that the
+        # API of every process serves them and a restart resumes them.
+        self.sessions = sessions if sessions is not None else SessionRegistry(engine)
         self._index = _ChainIndex()
         self._warned: set[tuple[int, str]] = set()
         if fee_wallet is not None:
@@ -272,9 +276,10 @@ class SettlementLifecycle:
             funding_value=output.txout.value,
         )
 
-    def session(self, block_id: int) -> SigningSession | None:
-        """The open musig2 signing session of a block (for the API's signer endpoints)."""
-        return self._sessions.get(block_id)
+    def session(self, block_id: int) -> StoredSession | None:
+        """The musig2 signing session of a block (stored: any process's API serves it), or
+        None before maturity / after its block left the chain."""
+        return self.sessions.get(session_id(block_id))
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -319,12 +324,9 @@ class SettlementLifecycle:
     def _orphan(self, block: BlockRecord, events: StepReport) -> None:
         orphan_block(self.engine, block.id, REORG_REASON)
         forget_broadcasts(self.engine, block.id)
-        session = self._sessions.pop(block.id, None)
-        if session is not None and session.state not in (
-            SessionState.COMPLETE,
-            SessionState.FAILED,
-        ):
-            session.abort(self.clock(), "block left the active chain")
+        # Its sighash commits to the coinbase outpoint: the session is gone with the block (a
+        # signer's next call gets unknown-session); if the block comes back, a new one opens.
+        self.sessions.discard(session_id(block.id))
         if self.fee_wallet is not None:
             # forget_broadcasts deleted the children: their coins are free again.
             self.fee_wallet.reserved.clear()
@@ -592,7 +594,6 @@ class SettlementLifecycle:
         spend = next((r for r in rows if r.role in (TxRole.COOPERATIVE, TxRole.FALLBACK)), None)
         if spend is not None and spend.status == TxStatus.CONFIRMED:
             if status == BlockStatus.MATURE:
-                self._sessions.pop(block.id, None)
                 self._paid(block, tip, events)
             return
         spender = spends.get(funding)
@@ -614,8 +615,9 @@ class SettlementLifecycle:
             return  # BIP-68: not before coinbase height + n
         if s.phase != SettlementPhase.BROADCASTING:
             set_phase(self.engine, block.id, SettlementPhase.BROADCASTING)
-        if await self._send(block, [spend.raw], events) and spend.status == TxStatus.PLANNED:
-            set_tx_status(self.engine, spend.id, TxStatus.BROADCAST)
+        if (await self._send(block, [spend.raw], events) and spend.status == TxStatus.PLANNED
+                and set_tx_status(self.engine, spend.id, TxStatus.BROADCAST,
+                                  was=TxStatus.PLANNED)):
             events.append(LifecycleEvent(block.id, "broadcast", f"{spend.role} {tx.txid_hex}"))
 
     def _sign(
@@ -634,18 +636,20 @@ class SettlementLifecycle:
                 self._warned.add(key)
                 events.append(LifecycleEvent(block.id, "untracked", "musig2 output unknown"))
             return None
-        session = self._sessions.get(block.id)
-        if session is None:
+        sid = session_id(block.id)
+        if not self.sessions.exists(sid):
             if self.session_factory is not None:
-                session = self.session_factory(out, funding, now)
+                opened = self.session_factory(out, funding, now)
             else:
                 nd = now + self.config.nonce_timeout
-                session = open_signing_session(
+                opened = open_signing_session(
                     out, funding, nonce_deadline=nd, sig_deadline=nd + self.config.sig_timeout
                 )
-            self._sessions[block.id] = session
-            events.append(LifecycleEvent(block.id, "signing-started", str(funding)))
-        state = session.tick(now)
+            # Get-or-create: another process may have opened it first; then that one is used.
+            if self.sessions.create(sid, opened, block_id=block.id)[1]:
+                events.append(LifecycleEvent(block.id, "signing-started", str(funding)))
+        session = self.sessions.tick(sid, now)
+        state = session.state
         if state is SessionState.COMPLETE:
             tx = cooperative_spend(out, funding, session)
             role = TxRole.COOPERATIVE
@@ -664,7 +668,8 @@ class SettlementLifecycle:
             role = TxRole.FALLBACK
         else:
             return None
-        add_tx(self.engine, block.id, NewTx(role, 0, None, 0, tx.txid, tx.serialize()))
+        # Once per block whichever process gets here first (the unique (block, role, seq)).
+        add_tx(self.engine, block.id, NewTx(role, 0, None, 0, tx.txid, tx.serialize()), once=True)
         return next(r for r in load_txs(self.engine, block.id) if r.role == role)
 
 

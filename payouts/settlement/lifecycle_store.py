@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import cast as type_cast
 
 from sqlalchemy import BigInteger, Engine, cast, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from payouts.errors import DuplicateKeyError, ValidationError
 from payouts.states import MODE_NAMES, BlockStatus, ModeName, SettlementPhase, TxRole, TxStatus
@@ -174,21 +175,25 @@ def load_txs(engine: Engine, block_id: int | None = None) -> list[TxRow]:
         ]
 
 
-def add_tx(engine: Engine, block_id: int, tx: NewTx) -> None:
-    """Persist one more tx (a CPFP child, a signed musig2 spend) as ``planned``."""
+def add_tx(engine: Engine, block_id: int, tx: NewTx, *, once: bool = False) -> bool:
+    """Persist one more tx (a CPFP child, a signed musig2 spend) as ``planned``. ``once``: a
+    tx of this block, role and seq already there is kept and this one dropped (two processes
+    finishing the same signing session); returns whether this call inserted it."""
     with write_connection(engine) as conn, conn.begin():
-        conn.execute(
-            insert(SettlementTx).values(
-                block_id=block_id,
-                role=tx.role,
-                seq=tx.seq,
-                parent_seq=tx.parent_seq,
-                level=tx.level,
-                txid=tx.txid,
-                raw=tx.raw,
-                status=TxStatus.PLANNED,
-            )
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(SettlementTx).values(
+            block_id=block_id,
+            role=tx.role,
+            seq=tx.seq,
+            parent_seq=tx.parent_seq,
+            level=tx.level,
+            txid=tx.txid,
+            raw=tx.raw,
+            status=TxStatus.PLANNED,
         )
+        if once:
+            stmt = stmt.on_conflict_do_nothing()
+        return conn.execute(stmt.returning(SettlementTx.id)).first() is not None
 
 
 def bind_funding(
@@ -228,13 +233,17 @@ def set_tx_status(
     *,
     height: int | None = None,
     block_hash: bytes | None = None,
-) -> None:
+    was: TxStatus | None = None,
+) -> bool:
+    """Set a tx's status; with ``was``, only if it is ``was`` now (a conditional update: of
+    two processes marking one spend broadcast, one does). Returns whether the row changed."""
+    q = update(SettlementTx).where(SettlementTx.id == row_id)
+    if was is not None:
+        q = q.where(SettlementTx.status == was)
     with write_connection(engine) as conn, conn.begin():
-        conn.execute(
-            update(SettlementTx)
-            .where(SettlementTx.id == row_id)
-            .values(status=status, confirmed_height=height, confirmed_block=block_hash)
-        )
+        return conn.execute(
+            q.values(status=status, confirmed_height=height, confirmed_block=block_hash)
+        ).rowcount > 0
 
 
 def set_phase(

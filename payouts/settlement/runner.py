@@ -19,9 +19,10 @@ every block the pool records and reads back what each step did:
   * ``musig2``: the output is rebuilt from the mode's committee parameters
     (:meth:`payouts.settlement.modes.Musig2Mode.build`; ``[settlement.musig2]`` through
     :func:`~payouts.settlement.modes.mode_from_settings`), also after a restart
-    (``musig2_resolver``); the signing sessions the lifecycle opens are shared with the API's
-    MuSig2 endpoints under the id ``block-<block id>``, and every call on them happens on the
-    event loop's thread.
+    (``musig2_resolver``); the signing sessions the lifecycle opens live in the store
+    (:class:`~payouts.settlement.musig2.registry.SessionRegistry`) under the id
+    ``block-<block id>``, so the API's MuSig2 endpoints of every process serve them, each
+    change under the session's row lock.
 
   A coinbase that lacks the mode's outputs is logged and left untracked (never guessed).
 - **polling**: a background task steps the lifecycle every ``[settlement] poll_interval_sec``
@@ -84,6 +85,7 @@ from payouts.settlement.lifecycle_store import (
 )
 from payouts.settlement.modes import SettlementMode, mode_from_settings
 from payouts.settlement.musig2.output import Musig2Output
+from payouts.settlement.musig2.registry import SessionRegistry, session_id
 from payouts.settlement.musig2.session import SessionState, SigningSession
 from payouts.settlement.musig2.spend import (
     FallbackSpend,
@@ -204,6 +206,7 @@ class SettlementRunner:
         fee_wallet: FeeWallet | None = None,
         fallback_signer: FallbackSigner | None = None,
         clock: Callable[[], float] = time.time,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self.pool = pool
         self.engine = pool.engine
@@ -215,11 +218,9 @@ class SettlementRunner:
         if not self.interval > 0:
             raise ValidationError("the settlement poll interval must be positive")
         self.clock = clock
-        # Signing sessions by id, shared with the API's /v1/musig2/sessions endpoints. Every
-        # access to a session happens on the event loop's thread (the poller, the operator
-        # actions and the API's MuSig2 endpoints are all coroutines of that loop), and no
-        # session method awaits: each call runs whole, with no lock to forget.
-        self.sessions: dict[str, SigningSession] = {}
+        # Signing sessions by id, in the store, shared with the API's /v1/musig2/sessions
+        # endpoints of every process: each change runs under the session's row lock.
+        self.sessions = sessions if sessions is not None else SessionRegistry(self.engine)
         if fallback_signer is None:
             fallback_signer = fallback_signer_from_settings(pool.settings)
         self.lifecycle = SettlementLifecycle(
@@ -231,6 +232,7 @@ class SettlementRunner:
             session_factory=self._open_session,
             musig2_resolver=self._musig2_output,
             clock=clock,
+            sessions=self.sessions,
         )
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -291,17 +293,13 @@ class SettlementRunner:
     def _open_session(self, out: Musig2Output, funding: OutPoint, now: float) -> SigningSession:
         cfg = self.lifecycle.config
         nd = now + cfg.nonce_timeout
-        session = open_signing_session(out, funding, nonce_deadline=nd,
-                                       sig_deadline=nd + cfg.sig_timeout)
-        for block_id, s in load_settlements(self.engine).items():
-            if s.funding_txid == funding.txid and s.funding_vout == funding.n:
-                self.sessions[session_id(block_id)] = session
-        return session
+        return open_signing_session(out, funding, nonce_deadline=nd,
+                                    sig_deadline=nd + cfg.sig_timeout)
 
     def signing_session_id(self, block_id: int) -> str | None:
-        """The id under which the API serves the block's open MuSig2 signing session (None
-        when it has none)."""
-        return None if self.lifecycle.session(block_id) is None else session_id(block_id)
+        """The id under which the API serves the block's MuSig2 signing session (None when it
+        has none)."""
+        return self.sessions.block_session(block_id)
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -502,11 +500,27 @@ class SettlementRunner:
         return self._report(block_id, report, report.sent)
 
     def _refuse_if_signed(self, block_id: int) -> None:
-        session = self.lifecycle.session(block_id)
-        if session is not None and session.tick(self.clock()) is SessionState.COMPLETE:
-            raise SettlementActionError(
-                f"block {block_id}'s committee has signed; the cooperative spend goes out",
-                code="signing-complete")
+        sid = session_id(block_id)
+        if self.sessions.exists(sid) and self.sessions.tick(
+                sid, self.clock()).state is SessionState.COMPLETE:
+            raise _signed(block_id)
+
+    def _abort_unless_signed(self, block_id: int) -> None:
+        """Abort the block's session in one transaction under its row lock, refused if the
+        committee completed it (in any process) first: no signer's call can slip in between
+        the check and the abort."""
+        now = self.clock()
+
+        def abort(s: SigningSession) -> None:
+            if s.tick(now) is SessionState.COMPLETE:
+                raise _signed(block_id)
+            if s.state is not SessionState.FAILED:
+                s.abort(now, "operator chose the fallback")
+                log.info("block %d: signing session aborted by the operator", block_id)
+
+        sid = session_id(block_id)
+        if self.sessions.exists(sid):
+            self.sessions.apply(sid, abort)
 
     async def fallback(self, block_id: int) -> ActionReport:
         """MuSig2: give up the cooperative spend and send the signed script-path fallback.
@@ -515,8 +529,8 @@ class SettlementRunner:
         allows it in the next block (``fallback-locked``, with ``valid_from_height``), when the
         node's active chain does not hold the block (``not-in-active-chain``), once the
         committee signed (``signing-complete``), or without a fallback signer
-        (``fallback-unavailable``). The session is aborted with no await between the last
-        check and the abort, so no signer's call can slip in between."""
+        (``fallback-unavailable``). The check and the abort are one transaction under the
+        session's row lock, so no signer's call (to any process) can slip in between."""
         await self._track_first(block_id)
         block = self._settled_block(block_id, "musig2")
         if self.lifecycle.fallback_signer is None:
@@ -544,26 +558,23 @@ class SettlementRunner:
             events: list[LifecycleEvent] = []
             sent: list[SendResult] = []
             if self.lifecycle.session(block_id) is None:
-                # No session yet (e.g. after a restart): the step opens one, as the poller
-                # does at maturity; a session only completes through signers' calls, so this
+                # No session yet (the poller has not stepped since maturity): the step opens
+                # one, as the poller would; a session only completes through signers' calls, so this
                 # step cannot send the cooperative spend.
                 opened = await self._step_locked()
                 events += opened
                 sent += opened.sent
-            self._refuse_if_signed(block_id)  # signers may have completed it meanwhile
-            session = self.lifecycle.session(block_id)
-            if session is not None and session.state is not SessionState.FAILED:
-                session.abort(self.clock(), "operator chose the fallback")
-                log.info("block %d: signing session aborted by the operator", block_id)
+            self._abort_unless_signed(block_id)  # signers may have completed it meanwhile
             report = await self._step_locked()
             events += report
             sent += report.sent
         return self._report(block_id, events, sent)
 
 
-def session_id(block_id: int) -> str:
-    """The id under which the API serves a block's MuSig2 signing session."""
-    return f"block-{block_id}"
+def _signed(block_id: int) -> SettlementActionError:
+    return SettlementActionError(
+        f"block {block_id}'s committee has signed; the cooperative spend goes out",
+        code="signing-complete")
 
 
 __all__ = [

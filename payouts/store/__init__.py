@@ -11,9 +11,11 @@ from payouts.store import (
     api_models,
     dashboard_models,
     models,
+    musig_models,
     rate_limits,
     settlement_models,
 )
 
-__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "rate_limits",
+__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "musig_models",
+           "rate_limits",
            "settlement_models"]

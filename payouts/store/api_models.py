@@ -5,9 +5,7 @@ convention), so ``migrations/versions/0002_api.py`` is compared against them by 
 migrations==models test. ``migrations/env.py`` imports this module so that Alembic's
 ``target_metadata`` (autogenerate, comparison) includes these tables.
 
-MuSig2 signing sessions are *not* persisted: a session holds live BIP-327 contexts and short
-deadlines (seconds to minutes); after a restart the coordinator starts a new session, and the
-settlement layer's timelocked fallback covers a session that never completes.
+MuSig2 signing sessions are in :mod:`payouts.store.musig_models` (every process serves them).
 """
 
 from __future__ import annotations

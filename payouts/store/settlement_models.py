@@ -14,8 +14,8 @@ They live on the store's :class:`~payouts.store.models.Base` (same metadata, sam
 convention); ``migrations/versions/0003_settlements.py`` creates them and ``migrations/env.py``
 imports this module so that Alembic's target metadata includes them.
 
-MuSig2 signing sessions are not persisted (live BIP-327 state, short deadlines); the signed
-cooperative spend and the signed fallback are, as raw transactions.
+MuSig2 signing sessions are in :mod:`payouts.store.musig_models`; the signed cooperative spend
+and the signed fallback are here, as raw transactions.
 """
 
 from __future__ import annotations

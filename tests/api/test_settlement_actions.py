@@ -6,8 +6,9 @@ PostgreSQL):
   every block, settlement, tx and ledger line as they were (no lifecycle step ran; the poller
   alone confirms or orphans the block afterwards);
 - signers posting nonces and partial signatures from many threads at once while the runner
-  ticks the same session: every call on the session runs on the event loop's thread, no two
-  calls overlap, and the session ends with a signature the kernel accepts.
+  ticks the same session: the calls that change the session (tick, add_nonce,
+  add_partial_sig, abort) never overlap (each runs under the store session's lock, on the
+  API's threadpool or the loop), and the session ends with a signature the kernel accepts.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from tests.api.settle_helpers import (
 )
 from tests.lifecycle.helpers import mine, mine_to, run
 
-SESSION_CALLS = ("tick", "add_nonce", "add_partial_sig", "abort", "final_signature")
+SESSION_CALLS = ("tick", "add_nonce", "add_partial_sig", "abort")
 
 
 @pytest.fixture
@@ -138,7 +139,7 @@ def _record_session_calls(monkeypatch: pytest.MonkeyPatch
     return calls, overlaps
 
 
-def test_concurrent_signers_and_ticks_all_run_on_the_loop(
+def test_concurrent_signers_and_ticks_never_overlap(
     service: PoolService, node: KernelNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 6
@@ -148,7 +149,6 @@ def test_concurrent_signers_and_ticks_all_run_on_the_loop(
     with TestClient(create_app(service, runner=f.runner, rate_limit=None)) as client:
         portal = client.portal
         assert portal is not None
-        loop_thread = portal.call(threading.get_ident)
         mine_to(node, first_mature_tip(f.height))
         assert poll(client, f.runner) == ["confirmed", "mature", "bound", "signing-started"]
         sid = f"block-{f.block_id}"
@@ -202,11 +202,11 @@ def test_concurrent_signers_and_ticks_all_run_on_the_loop(
                 stop.set()
             assert ticks.result() > 0
         assert client.get(f"/v1/musig2/sessions/{sid}").json()["state"] == "complete"
-        # Every call on the session ran on the loop's thread, one at a time.
+        # Every change to the session ran one at a time, from several threads.
         assert overlaps == []
         names = {name for name, _ in calls}
-        assert {"tick", "add_nonce", "add_partial_sig", "final_signature"} <= names
-        assert {t for _, t in calls} == {loop_thread}
+        assert {"tick", "add_nonce", "add_partial_sig"} <= names
+        assert len({t for _, t in calls}) > 1
         # The ticks may have sent the cooperative spend already; either way it confirms.
         poll(client, f.runner)
         mine(node, 1)

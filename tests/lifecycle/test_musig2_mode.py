@@ -1,7 +1,8 @@
 """MuSig2 mode on the kernel backend: at maturity the lifecycle opens the signing session
 (signers reach it through ``lc.session``), broadcasts the key-path spend when it completes and
 marks the block paid once it confirms; with a lazy signer the session fails and the signed
-fallback goes out only when its BIP-68 lock allows. A restart never builds a second spend."""
+fallback goes out only when its BIP-68 lock allows. A restart never builds a second spend, and
+a restart mid-session resumes the stored session: signers finish it through the new lifecycle."""
 
 from __future__ import annotations
 
@@ -64,10 +65,14 @@ def test_cooperative_spend_then_paid_and_restart_builds_nothing(
     (row,) = load_txs(engine, block_id)
     funding = Tx.parse(row.raw).inputs[0].prevout
     assert row.role == "cooperative" and row.txid == out.payout_tx_for(funding).txid
-    # Restart before it confirms: the same bytes are re-sent, no new session, no fallback.
+    # Restart before it confirms: the same bytes are re-sent, no new session, no fallback;
+    # the session read back from the store is the completed one.
+    signature = session.final_signature()
     lc2 = SettlementLifecycle(engine, node)
     assert step(lc2, 13.0) == []
-    assert lc2.session(block_id) is None and len(load_txs(engine, block_id)) == 1
+    resumed = lc2.session(block_id)
+    assert resumed is not None and resumed.state is SessionState.COMPLETE
+    assert resumed.final_signature() == signature and len(load_txs(engine, block_id)) == 1
     mine(node, 1)
     assert step(lc2, 14.0) == ["tx-confirmed", "paid"]
     assert get_block(engine, block_id).status == "paid"  # type: ignore[union-attr]
@@ -97,4 +102,43 @@ def test_lazy_signer_fallback_after_timelock(engine: Engine, node: KernelNode) -
     assert step(lc, 1_002.0) == ["broadcast"]
     mine(node, 1)
     assert step(lc, 1_003.0) == ["tx-confirmed", "paid"]
+    _paid_exactly(node, Tx.parse(row.raw))
+
+
+def test_restart_mid_session_resumes_it(engine: Engine, node: KernelNode) -> None:
+    """Nonces in through one lifecycle, a new lifecycle (a restarted process, nothing in
+    memory) resumes the same session from the store: the partial signatures complete it and
+    the cooperative spend goes out once; a second lifecycle stepping too builds nothing more."""
+    from payouts.crypto import musig2 as m
+
+    block_id, h, out, w = setup(engine, node)
+    lc = SettlementLifecycle(engine, node)
+    lc.track_musig2(block_id, out)
+    mine_to(node, first_mature_tip(h))
+    assert step(lc, 10.0)[-1] == "signing-started"
+    first = lc.session(block_id)
+    assert first is not None
+    secnonces = {}
+    for i, pk in enumerate(first.pubkeys):
+        sn, pn = m.nonce_gen(w.sks[pk], pk, first.keyagg, first.msg)
+        secnonces[i] = sn
+        first.add_nonce(i, pn, 11.0)
+    deadlines = (first.nonce_deadline, first.sig_deadline)
+    del lc, first
+    # A restarted process knows the output through its resolver (the runner rebuilds it).
+    lc2, lc3 = (SettlementLifecycle(engine, node, musig2_resolver=lambda _b: out)
+                for _ in range(2))
+    assert step(lc2, 12.0) == []  # no second session: the stored one is resumed
+    resumed = lc2.session(block_id)
+    assert resumed is not None and resumed.state is SessionState.COLLECTING_PARTIAL_SIGS
+    assert (resumed.nonce_deadline, resumed.sig_deadline) == deadlines
+    ctx = resumed.session_context
+    for i, pk in enumerate(resumed.pubkeys):
+        resumed.add_partial_sig(i, m.partial_sign(secnonces[i], w.sks[pk], ctx), 13.0)
+    assert step(lc3, 14.0) == ["broadcast"]
+    assert step(lc2, 15.0) == []  # the other one finds the spend there: not built twice
+    (row,) = load_txs(engine, block_id)
+    assert row.role == "cooperative" and row.status == "broadcast"
+    mine(node, 1)
+    assert step(lc2, 16.0) == ["tx-confirmed", "paid"]
     _paid_exactly(node, Tx.parse(row.raw))

@@ -281,15 +281,18 @@ def test_musig2_reorgs_of_the_payout_and_of_the_block_never_pay_twice(
     assert chain.step(lc, 5.0) == ["tx-confirmed"]
     assert _status(engine, block_id) == "paid"
 
-    # Restart (no musig2 output in memory, no resolver): nothing to sign, nothing to send.
+    # Restart (no musig2 output in memory, no resolver): nothing to sign, nothing to send; the
+    # stored session is the completed one.
     lc2 = SettlementLifecycle(engine, chain.node)
     assert chain.step(lc2, 6.0) == []
-    assert lc2.session(block_id) is None
+    resumed = lc2.session(block_id)
+    assert resumed is not None and resumed.state is SessionState.COMPLETE
 
     # The coinbase block itself leaves (100+ blocks deep): orphaned, spend forgotten; the
     # node drops the spend of the vanished coinbase.
     chain.run(chain.node.invalidate_block(mined.hash))
     assert chain.step(lc2, 7.0) == ["orphaned"]
+    assert lc2.session(block_id) is None  # gone with its block (its sighash named the coinbase)
     (row,) = load_txs(engine, block_id)
     assert row.status == "planned" and row.confirmed_block is None
     assert chain.run(chain.node.mempool_txs([tx.wtxid])) == [None]

@@ -30,7 +30,7 @@ PG_URL = os.environ.get(
 TABLES = (
     "ledger_entries", "blocks", "distributions", "shares", "miners",
     "accounting_events", "accounting_snapshots", "miner_balances",
-    "worker_hashrate", "payee_index", "payee_index_blocks", "rate_limits",
+    "worker_hashrate", "payee_index", "payee_index_blocks", "musig_sessions", "rate_limits",
 )
 
 

@@ -2,7 +2,8 @@
 of a bounded payee committee, spent by one cooperatively signed key-path signature.
 
 :mod:`.session` holds the coordinator's signing-session state machine; :mod:`.errors` its
-error types. The cryptography is :mod:`payouts.crypto.musig2`.
+error types; :mod:`.registry` keeps sessions in the store, so every process serves them.
+The cryptography is :mod:`payouts.crypto.musig2`.
 """
 
 from payouts.settlement.musig2.errors import (

@@ -142,6 +142,30 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class SessionProgress:
+    """Everything a session learned since it opened, as plain values (nothing secret: the
+    secret nonces stay with the signers). :meth:`SigningSession.progress` takes it and
+    :meth:`SigningSession.restore` puts it back on a session opened with the same parameters,
+    so a session can live in the store and resume in any process
+    (:mod:`payouts.settlement.musig2.registry`).
+
+    ``psigs`` are the held partial signatures; those in ``unverified`` (index -> arrival time)
+    have passed only the range check (``ON_AGGREGATE``). ``last_bad``: each signer's last
+    partial signature found bad. The signers blamed for a bad nonce / psig are the ones with
+    such a rejection, so they are not kept twice."""
+
+    state: SessionState
+    pubnonces: Mapping[int, bytes]
+    psigs: Mapping[int, bytes]
+    unverified: Mapping[int, float]
+    last_bad: Mapping[int, bytes]
+    rejections: tuple[Rejection, ...]
+    aggnonce: bytes | None
+    signature: bytes | None
+    failure: Failure | None
+
+
+@dataclass(frozen=True)
 class Failure:
     """How the session failed: reason, when, and who is blamed for what."""
 
@@ -325,6 +349,37 @@ class SigningSession:
         if self._state is not SessionState.COMPLETE or self._signature is None:
             raise WrongStateError(f"no final signature in state {self._state}")
         return self._signature
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def progress(self) -> SessionProgress:
+        """A copy of this session's progress (see :class:`SessionProgress`)."""
+        return SessionProgress(
+            self._state, dict(self._pubnonces), dict(self._psigs), dict(self._unverified),
+            dict(self._last_bad), tuple(self._rejections), self._aggnonce, self._signature,
+            self._failure,
+        )
+
+    def restore(self, p: SessionProgress) -> None:
+        """Put ``p`` (taken from a session opened with the same parameters) on this one: the
+        values were checked when they arrived, so only the round-1 result is recomputed (the
+        BIP-327 session context, from the aggregate nonce)."""
+        self._state = p.state
+        self._pubnonces = dict(p.pubnonces)
+        self._psigs = dict(p.psigs)
+        self._unverified = dict(p.unverified)
+        self._last_bad = dict(p.last_bad)
+        self._rejections = list(p.rejections)
+        self._bad_nonce = {r.signer_index for r in p.rejections if r.code == InvalidNonceError.code}
+        self._bad_psig = {
+            r.signer_index for r in p.rejections if r.code == InvalidPartialSigError.code
+        }
+        self._aggnonce = p.aggnonce
+        self._ctx = (
+            None if p.aggnonce is None else musig2.SessionContext(p.aggnonce, self.keyagg, self.msg)
+        )
+        self._signature = p.signature
+        self._failure = p.failure
 
     # ------------------------------------------------------------------------------ time
 
@@ -519,6 +574,7 @@ __all__ = [
     "FailureReason",
     "PartialSigCheck",
     "Rejection",
+    "SessionProgress",
     "SessionState",
     "SigningSession",
 ]
