@@ -1,0 +1,43 @@
+"""What a Mining session hands its driver besides messages (sans-I/O outputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sv2.mining.jobs import MiningJob
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedShare:
+    """A share that met its channel's target: credit ``difficulty`` to ``account`` at the
+    job's template revenue, then acknowledge it (SubmitShares.Success) once durable."""
+
+    connection_id: int
+    channel_id: int
+    sequence_number: int
+    account: str
+    worker: str
+    difficulty: int
+    job_id: int
+    revenue: int
+    time_ms: int
+    share_hash: bytes  # internal byte order; its hex is the share's idempotency key
+
+    @property
+    def key(self) -> str:
+        return "mp:" + self.share_hash[::-1].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockCandidate:
+    """A share whose hash meets the job's nBits: the driver rebuilds and submits the block."""
+
+    job: MiningJob
+    extranonce: bytes
+    version: int
+    ntime: int
+    nonce: int
+    share_hash: bytes
+
+
+__all__ = ["AcceptedShare", "BlockCandidate"]
