@@ -73,7 +73,7 @@ CASES: list[tuple[Message, int, bool, str]] = [
 @pytest.mark.parametrize(("msg", "msg_type", "channel_msg", "payload"), CASES,
                          ids=[c[0].NAME for c in CASES])
 def test_layout(msg: Message, msg_type: int, channel_msg: bool, payload: str) -> None:
-    assert msg.MSG_TYPE == msg_type and msg.EXTENSION_TYPE == 0
+    assert msg_type == msg.MSG_TYPE and msg.EXTENSION_TYPE == 0
     assert msg.CHANNEL_MSG is channel_msg
     assert msg.encode().hex() == payload
     frame, decoded = decode_frame(msg.encode_frame())
