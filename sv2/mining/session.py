@@ -347,18 +347,21 @@ class MiningSession:
         if sent_distribution is not None and EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated:
             # PR #203 §2: a TLV of an extension this connection did not negotiate.
             return refuse(INVALID_PAYOUT_DISTRIBUTION)
+        # Checks of this connection's own state come before the check that spends the token.
+        pending = sh.jds.declared_job(bytes(msg.mining_job_token))
+        if pending is not None and pending.user_identifier == ch.user_identity:
+            if pending.distribution_id is not None and (
+                EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated
+            ):
+                # Declared under 0x0003 on JD; PR #203 §2 needs it on this connection too.
+                return refuse(INVALID_PAYOUT_DISTRIBUTION)
+            if pending.coinbase.extranonce_size != len(ch.extranonce_prefix) + ch.extranonce_size:
+                return refuse(E.EXTRANONCE_SIZE_MISMATCH)
         reply = sh.checker.check(msg, user_identity=ch.user_identity)
         if isinstance(reply, SetCustomMiningJobError):
             sh.count(f"custom-job-error:{reply.error_code}")
             return [reply]
-        declared = sh.checker.accepted[reply.job_id]
-        if declared.distribution_id is not None and (
-            EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated
-        ):
-            # The job was declared under 0x0003 on JD; PR #203 §2 needs it on this connection too.
-            return refuse(INVALID_PAYOUT_DISTRIBUTION)
-        if declared.coinbase.extranonce_size != len(ch.extranonce_prefix) + ch.extranonce_size:
-            return refuse(E.EXTRANONCE_SIZE_MISMATCH)
+        declared = sh.checker.accepted.pop(reply.job_id)
         job = MiningJob(
             sh.next_job_id(),
             ch.channel_id,
@@ -384,7 +387,7 @@ class MiningSession:
             sh.count(f"share-rejected:{code}")
             if ch is not None:
                 ch.rejected += 1
-            return [SubmitSharesError(msg.channel_id, msg.sequence_number, code)]
+            return [*out, SubmitSharesError(msg.channel_id, msg.sequence_number, code)]
         return out
 
     def _check_share(
@@ -414,15 +417,20 @@ class MiningSession:
         h = job.share_hash(extranonce, msg.version, msg.ntime, msg.nonce)
         if h in job.seen:
             return E.DUPLICATE_SHARE, []
-        value = int.from_bytes(h, "little")
-        block = job.is_block(h)
-        if value > ch.target and not block:
-            return E.DIFFICULTY_TOO_LOW, []
+        out: list[Output] = []
+        if job.is_block(h):
+            # A block is submitted whatever the channel target: a pool never drops one.
+            job.seen.add(h)
+            sh.count("block-candidates")
+            out.append(BlockCandidate(job, extranonce, msg.version, msg.ntime, msg.nonce, h))
+        if int.from_bytes(h, "little") > ch.target:
+            return E.DIFFICULTY_TOO_LOW, out
         job.seen.add(h)
         ch.accepted += 1
         ch.last_sequence = msg.sequence_number
         sh.count("shares-accepted")
-        out: list[Output] = [
+        out.insert(
+            0,
             AcceptedShare(
                 self.id,
                 ch.channel_id,
@@ -434,11 +442,8 @@ class MiningSession:
                 job.revenue,
                 int(now * 1000),
                 h,
-            )
-        ]
-        if block:
-            sh.count("block-candidates")
-            out.append(BlockCandidate(job, extranonce, msg.version, msg.ntime, msg.nonce, h))
+            ),
+        )
         new = ch.vardiff.on_share(sh.clock())
         if new is not None:
             out.append(self._set_difficulty(ch, new))
