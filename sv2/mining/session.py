@@ -140,10 +140,10 @@ class MiningSession:
             out += self._send_pool_job(ch)
         return out
 
-    def tick(self) -> list[Output]:
+    def tick(self) -> list[Message]:
         """Vardiff for channels whose shares stopped coming (called by the driver's timer)."""
         now = self.shared.clock()
-        out: list[Output] = []
+        out: list[Message] = []
         for ch in self.channels.values():
             new = ch.vardiff.retarget(now)
             if new is not None:
@@ -399,7 +399,7 @@ class MiningSession:
         job = ch.jobs.get(msg.job_id)
         if job is None:
             return E.INVALID_JOB_ID, []
-        if (sh.tip is not None and job.prev_hash != sh.tip) or (
+        if sh.is_stale(job.prev_hash) or (
             not job.custom and ch.active_job is not None and job.job_id != ch.active_job
         ):
             return E.STALE_SHARE, []

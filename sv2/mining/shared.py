@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ class MiningShared:
     pool_job: DeclaredJob | None = None  # the job non-declaring miners get, on the pool's template
     pool_job_time: int = 0  # its min_ntime: the template's header time
     tip: bytes | None = None  # the chain tip shares must build on (None: not known yet)
+    stale_tips: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     job_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -61,6 +63,22 @@ class MiningShared:
 
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
+
+    def set_tip(self, tip: bytes) -> bool:
+        """The chain moved to ``tip``: jobs on earlier tips become stale. A job on a tip this
+        server has not seen yet (a JD client's node was faster) is not stale."""
+        if tip == self.tip:
+            return False
+        if self.tip is not None:
+            self.stale_tips[self.tip] = None
+            while len(self.stale_tips) > 64:
+                self.stale_tips.popitem(last=False)
+        self.stale_tips.pop(tip, None)
+        self.tip = tip
+        return True
+
+    def is_stale(self, prev_hash: bytes) -> bool:
+        return prev_hash in self.stale_tips
 
     def next_job_id(self) -> int:
         return next(self.job_ids) & 0xFFFFFFFF

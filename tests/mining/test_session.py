@@ -126,7 +126,8 @@ def test_custom_job_shares_every_error_code() -> None:
         assert error_of(submit(s, ok.channel_id, jid, en, nonce, ntime=ntime)) == (
             E.DUPLICATE_SHARE)
         # A new tip: shares on the old one are stale.
-        sh.tip = b"\x11" * 32
+        sh.set_tip(job.template.prev_hash)
+        sh.set_tip(b"\x11" * 32)
         n3, _ = mj.find(full, ntime, lambda x: x <= target, start=n2 + 1)
         assert error_of(submit(s, ok.channel_id, jid, en, n3, ntime=ntime)) == E.STALE_SHARE
         assert sh.stats["shares-accepted"] == 2
