@@ -374,6 +374,10 @@ class PoolService:
             self._owed_moved(before, credits, deferred)
         return RecordedBlock(block, fitted, settlement)
 
+    def block_by_hash(self, block_hash: bytes) -> BlockRecord | None:
+        """The recorded block of that hash (internal byte order), if any."""
+        return get_block_by_hash(self.engine, block_hash)
+
     def owed(self) -> dict[str, int]:
         balances = self.balances()
         miners = repo.get_miners(self.engine, balances)

@@ -73,6 +73,20 @@ class ChannelState:
     errors: dict[int, str] = field(default_factory=dict)  # sequence number -> error code
 
 
+@dataclass(frozen=True, slots=True)
+class SubmittedShare:
+    """A share :meth:`PoolChannel.mine` sent (with the full extranonce, as PushSolution would
+    carry it)."""
+
+    sequence_number: int
+    job_id: int
+    extranonce: bytes  # channel prefix + the miner's bytes
+    nonce: int
+    ntime: int
+    version: int
+    block_hash: bytes  # the header hash, internal byte order
+
+
 class PoolChannel(ClientSession):
     """A Mining Protocol connection to the pool with one extended channel (module docstring)."""
 
@@ -104,6 +118,7 @@ class PoolChannel(ClientSession):
         self.channel = ChannelState()
         self._seq = itertools.count(1)
         self._extranonce = itertools.count(1)
+        self.submitted: list[SubmittedShare] = []
 
     @property
     def full_extranonce_size(self) -> int:
@@ -175,8 +190,11 @@ class PoolChannel(ClientSession):
                 hashes += 1
                 digest = _sha256d(head + nonce.to_bytes(4, "little"))
                 if int.from_bytes(digest, "little") <= ch.target:
-                    self._send(SubmitSharesExtended(ch.channel_id, next(self._seq), job_id,
-                                                    nonce, ntime, version, en))
+                    seq = next(self._seq)
+                    self._send(SubmitSharesExtended(ch.channel_id, seq, job_id, nonce, ntime,
+                                                    version, en))
+                    self.submitted.append(SubmittedShare(
+                        seq, job_id, ch.extranonce_prefix + en, nonce, ntime, version, digest))
                     sent += 1
                     break
                 if hashes % 4096 == 0:
@@ -219,4 +237,4 @@ class PoolChannel(ClientSession):
         return []
 
 
-__all__ = ["ChannelState", "MiningRejected", "PoolChannel"]
+__all__ = ["ChannelState", "MiningRejected", "PoolChannel", "SubmittedShare"]

@@ -21,11 +21,14 @@ class AcceptedShare:
     job_id: int
     revenue: int
     time_ms: int
-    share_hash: bytes  # internal byte order; its hex is the share's idempotency key
+    share_hash: bytes  # internal byte order; it names the share (its idempotency key)
 
     @property
     def key(self) -> str:
-        return "mp:" + self.share_hash[::-1].hex()
+        """``mp:`` and the first 61 hex digits of the header hash in internal byte order (the
+        hash's random end; a proof of work zeroes the other): 64 characters, the store's
+        limit on a share key."""
+        return "mp:" + self.share_hash.hex()[:61]
 
 
 @dataclass(frozen=True, slots=True)
