@@ -22,7 +22,7 @@ from payouts.settings import Settings
 from payouts.tx.hashes import display_hex
 from sv2.authority import authority_public_key, encode_authority_secret_key
 from sv2.jdc import JobDeclarationClient, JobTemplate
-from sv2.jdc.pool_channel import PoolChannel
+from sv2.jdc.pool_channel import MiningRejected, PoolChannel
 from sv2.messages.job_declaration import PushSolution
 from tests.api.test_cli import _free_port, _wait_http
 
@@ -59,9 +59,15 @@ def test_serve_credits_shares_and_records_the_block_once(tmp_path: Path) -> None
             template = JobTemplate.from_block_template(await node.block_template())
         finally:
             node.close()
-        async with PoolChannel("127.0.0.1", mp_port, pk, user_identity=ACCOUNT,
+        # A channel for an unknown account is refused (its shares could not be credited).
+        try:
+            async with PoolChannel("127.0.0.1", mp_port, pk, user_identity="stranger"):
+                raise AssertionError("a stranger's channel was opened")
+        except MiningRejected as exc:
+            assert exc.code == "unknown-user"
+        # The JD connection's extranonce size depends on the channel: opened in turn.
+        async with PoolChannel("127.0.0.1", mp_port, pk, user_identity=ACCOUNT,  # noqa: SIM117
                                timeout=10) as pool:
-            # A channel for an unknown account is refused (its shares could not be credited).
             async with JobDeclarationClient("127.0.0.1", jds_port, pk, user_identifier=ACCOUNT,
                                             extranonce_size=pool.full_extranonce_size) as c:
                 job = await c.declare_job(template)
