@@ -19,8 +19,8 @@ compare it with what the JDS validated:
 from __future__ import annotations
 
 from payouts.tx.script import bip34_height
-from sv2.jdc.jobs import serialize_output_vector
 from sv2.jdc.session import DeclaredJob
+from sv2.job_coinbase import serialize_output_vector
 from sv2.messages.mining import SetCustomMiningJob
 from sv2.messages.payouts import DistributionIdTlv
 

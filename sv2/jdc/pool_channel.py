@@ -4,7 +4,7 @@ extension 0x0003 negotiated here as on the JD connection, one extended channel, 
 declared job ``SetCustomMiningJob`` and the shares a CPU finds on it (enough on regtest, where a
 share of difficulty 1 takes about two hashes).
 
-The miner's coinbase is the declared one (:class:`~sv2.jdc.jobs.JobCoinbase`) with the channel's
+The miner's coinbase is the declared one (:class:`~sv2.job_coinbase.JobCoinbase`) with the channel's
 ``extranonce_prefix`` and the miner's own bytes filling the declared extranonce, so the channel
 must be opened before the job is declared with ``extranonce_size = len(prefix) +
 channel extranonce_size`` (:attr:`PoolChannel.full_extranonce_size`).

@@ -30,9 +30,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from payouts.node.interface import Node, NodeError
+from payouts.node.interface import BlockTemplate, ChainTip, NodeError
 from payouts.tx.hashes import display_hex
 from sv2.connection import Sv2Connection
 from sv2.custom_job import DeclaredJobs
@@ -42,12 +42,25 @@ from sv2.messages.base import Message
 from sv2.messages.mining import SubmitSharesError, SubmitSharesSuccess
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS
 from sv2.mining.events import AcceptedShare, BlockCandidate
+from sv2.mining.pool_job import build_pool_job
 from sv2.mining.session import MiningSession, Output
 from sv2.mining.shared import MiningPolicy, MiningShared
 from sv2.noise import ServerIdentity
 from sv2.session import Close
 
 log = logging.getLogger(__name__)
+
+class MiningNode(Protocol):
+    """What the server asks of the node (:class:`~payouts.node.interface.Node` has it)."""
+
+    async def tip(self) -> ChainTip: ...
+
+    async def block_template(self) -> BlockTemplate: ...
+
+    async def submit_block(self, raw_block: bytes) -> str | None: ...
+
+    async def block_hash(self, height: int) -> bytes | None: ...
+
 
 OnShares = Callable[[Sequence[AcceptedShare]], Awaitable[None]]
 OnBlock = Callable[[FoundBlock], Awaitable[None] | None]
@@ -70,7 +83,7 @@ class MiningServer(NoiseListener[_Miner]):
         self,
         *,
         identity: ServerIdentity | Callable[[], ServerIdentity],
-        node: Node,
+        node: MiningNode,
         policy: MiningPolicy,
         known_user: Callable[[str], bool],
         on_shares: OnShares,
@@ -82,6 +95,7 @@ class MiningServer(NoiseListener[_Miner]):
         batch_size: int = 1_000,
         flush_interval: float = 0.2,
         tip_interval: float = 1.0,
+        template_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
@@ -103,6 +117,9 @@ class MiningServer(NoiseListener[_Miner]):
         self.flush_interval = flush_interval
         self.tip_interval = tip_interval
         self.found_blocks: list[FoundBlock] = []
+        self.template_interval = template_interval
+        self._pool_job_key: tuple[bytes, int, int] | None = None
+        self._template_at = 0.0
         self._queue: list[AcceptedShare] = []
         self._flush_lock = asyncio.Lock()
 
@@ -113,6 +130,10 @@ class MiningServer(NoiseListener[_Miner]):
             self.shared.set_tip((await self.node.tip()).block_hash)
         except NodeError as exc:
             log.warning("MP: node tip unknown at start: %s", exc.reason)
+        try:
+            await self.refresh_pool_job()
+        except NodeError as exc:
+            log.warning("MP: no pool job at start: %s", exc.reason)
         await self._listen()
         self._spawn(self._flush_loop())
         if self.tip_interval > 0:
@@ -152,7 +173,44 @@ class MiningServer(NoiseListener[_Miner]):
                 log.warning("MP: node error while polling the tip: %s", exc.reason)
 
     async def refresh_tip(self) -> None:
-        self.shared.set_tip((await self.node.tip()).block_hash)
+        """Poll the tip; on a new one, a new pool job at once (the old one's shares are
+        stale); otherwise a fresh template every ``template_interval``."""
+        moved = self.shared.set_tip((await self.node.tip()).block_hash)
+        now = self.shared.clock()
+        if moved or now - self._template_at >= self.template_interval:
+            await self.refresh_pool_job()
+
+    async def refresh_pool_job(self) -> None:
+        """Build the pool's job from the node's template and the JD server's current
+        distribution, and send it to every channel that mines pool jobs, if the tip, the
+        template revenue or the distribution changed (:mod:`sv2.mining.pool_job`)."""
+        self._template_at = self.shared.clock()
+        jds = self.shared.jds
+        published = jds.book.current if jds is not None else None
+        if published is None:
+            return  # no distribution to pay: no pool jobs (custom jobs still work)
+        bt = await self.node.block_template()
+        key = (bt.prev_hash, bt.coinbase_value, published.distribution_id)
+        if key == self._pool_job_key:
+            return
+        pol = self.shared.policy
+        size = pol.extranonce_prefix_size + pol.extranonce_size
+        job = await asyncio.to_thread(build_pool_job, bt, published, extranonce_size=size)
+        self.shared.set_tip(bt.prev_hash)
+        self.shared.pool_job, self.shared.pool_job_time = job, bt.curtime
+        self._pool_job_key = key
+        self._count("pool-jobs")
+        for p in list(self._peers.values()):
+            if p.session.setup and not p.closing:
+                outs = p.session.pool_job_update()
+                self._deliver(p, [m for m in outs if isinstance(m, Message)])
+
+    async def _next_pool_job(self) -> None:
+        """After a block found here: the next pool job now, not at the next poll."""
+        try:
+            await self.refresh_pool_job()
+        except NodeError as exc:
+            log.warning("MP: no pool job after the block: %s", exc.reason)
 
     async def _vardiff_loop(self) -> None:
         while True:
@@ -216,6 +274,7 @@ class MiningServer(NoiseListener[_Miner]):
             return
         self._count("blocks-found")
         self.shared.set_tip(block.block_hash)
+        self._spawn(self._next_pool_job())
         found = FoundBlock(block.block_hash, job.declared.height, raw, block.coinbase, job.declared)
         self.found_blocks.append(found)
         log.info("MP: block %s found by a share at height %d", display_hex(found.block_hash),

@@ -96,4 +96,6 @@ def test_nominal_hash_rate_is_binary32() -> None:
     msg = OpenStandardMiningChannel(1, "", 1e15, T)
     raw = msg.encode()
     assert len(raw) == 4 + 1 + 4 + 32
-    assert decode_message(Frame(0, 0x10, raw)).nominal_hash_rate == msg.nominal_hash_rate
+    decoded = decode_message(Frame(0, 0x10, raw))
+    assert isinstance(decoded, OpenStandardMiningChannel)
+    assert decoded.nominal_hash_rate == msg.nominal_hash_rate

@@ -7,13 +7,29 @@ nBits becomes a block the kernel accepts, reported once; shares on the old tip a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 
 from payouts.node.kernel_chain import KernelChain
 from sv2.declared_job import FoundBlock
 from sv2.jdc import JobTemplate
 from sv2.jdc.pool_channel import PoolChannel
-from sv2.messages.mining import SubmitSharesExtended
+from sv2.messages.base import Message
+from sv2.messages.common import SetupConnection, SetupConnectionSuccess
+from sv2.messages.mining import (
+    MINING_FLAG_REQUIRES_STANDARD_JOBS,
+    MiningSetNewPrevHash,
+    NewExtendedMiningJob,
+    NewMiningJob,
+    OpenExtendedMiningChannel,
+    OpenExtendedMiningChannelSuccess,
+    OpenStandardMiningChannel,
+    OpenStandardMiningChannelSuccess,
+    SubmitSharesError,
+    SubmitSharesExtended,
+    SubmitSharesStandard,
+    SubmitSharesSuccess,
+)
 from sv2.mining import errors as E
 from sv2.mining.events import AcceptedShare
 from sv2.mining.server import MiningServer
@@ -29,6 +45,11 @@ from tests.jdc.helpers import (
     start_server,
 )
 from tests.jdc.test_client_e2e import client_for
+from tests.jds.helpers import IDENTITY as JDS_TEST_IDENTITY
+from tests.jds.helpers import JdClient
+from tests.mining.helpers import sha256d
+
+MAX = ((1 << 256) - 1).to_bytes(32, "little")
 
 
 def test_declared_job_mined_through_the_mining_protocol() -> None:
@@ -47,7 +68,7 @@ def test_declared_job_mined_through_the_mining_protocol() -> None:
                 recorded.append(list(batch))
 
             mp = MiningServer(
-                identity=IDENTITY, node=node, jds=jds,
+                identity=IDENTITY, node=node, jds=jds,  # type: ignore[arg-type]
                 policy=MiningPolicy(difficulty_unit=REGTEST_POW_LIMIT, initial_difficulty=2),
                 known_user=lambda u: u == "miner-1", on_shares=on_shares,
                 on_block=blocks.append, flush_interval=0.05, tip_interval=0.05)
@@ -87,6 +108,118 @@ def test_declared_job_mined_through_the_mining_protocol() -> None:
                         await pool.wait_answers(3)
                         assert pool.channel.errors[99] == E.INVALID_CHANNEL_ID
                 assert len(blocks) == 1 and sum(map(len, recorded)) == 1
+            finally:
+                await mp.stop()
+                await jds.stop()
+
+    asyncio.run(main())
+
+
+def _header(version: int, prev: bytes, root: bytes, ntime: int, bits: int, nonce: int) -> bytes:
+    return struct.pack("<I32s32sIII", version, prev, root, ntime, bits, nonce)
+
+
+async def _collect(c: JdClient, *kinds: type[Message]) -> dict[type[Message], Message]:
+    """Read until one message of each kind arrived (acks come after the batch is stored, so
+    they may follow the next job)."""
+    got: dict[type[Message], Message] = {}
+    while len(got) < len(kinds):
+        msg = await c.recv()
+        assert type(msg) in kinds and type(msg) not in got, msg
+        got[type(msg)] = msg
+    return got
+
+
+def _grind(make: Callable[[int], bytes], target: int) -> tuple[int, bytes]:
+    for nonce in range(1 << 20):
+        h = sha256d(make(nonce))
+        if int.from_bytes(h, "little") <= target:
+            return nonce, h
+    raise AssertionError("no share found")
+
+
+def test_pool_jobs_for_miners_that_do_not_declare() -> None:
+    """Standard and extended channels get the pool's job on its template (NewMiningJob /
+    NewExtendedMiningJob, then SetNewPrevHash), mined from the messages alone; the share is a
+    block whose coinbase pays the distribution; the next job follows on the new tip."""
+
+    async def main() -> None:
+        with KernelChain() as chain:
+            setup_chain(chain)
+            node = ChainNode(chain)
+            dist = make_distribution(1)
+            jds = await start_server(node, dist)
+            recorded: list[AcceptedShare] = []
+
+            async def on_shares(batch: Sequence[AcceptedShare]) -> None:
+                recorded.extend(batch)
+
+            mp = MiningServer(
+                identity=JDS_TEST_IDENTITY, node=node, jds=jds,  # type: ignore[arg-type]
+                policy=MiningPolicy(difficulty_unit=REGTEST_POW_LIMIT, initial_difficulty=2),
+                known_user=lambda u: u == "miner-1", on_shares=on_shares,
+                flush_interval=0.05, tip_interval=0.05)
+            await mp.start()
+            try:
+                std = await JdClient.connect(mp.address)
+                std.send(SetupConnection(0, 2, 2, MINING_FLAG_REQUIRES_STANDARD_JOBS, "", 0,
+                                         "t", "", "", ""))
+                await std.expect(SetupConnectionSuccess)
+                std.send(OpenStandardMiningChannel(1, "miner-1", 0.0, MAX, ))
+                ok = await std.expect(OpenStandardMiningChannelSuccess)
+                job = await std.expect(NewMiningJob)
+                prev = await std.expect(MiningSetNewPrevHash)
+                assert job.min_ntime is None and prev.job_id == job.job_id
+                target = int.from_bytes(ok.target, "little")
+                nonce, h = _grind(lambda n: _header(job.version, prev.prev_hash,
+                                                    job.merkle_root, prev.min_ntime,
+                                                    prev.nbits, n), target)
+                std.send(SubmitSharesStandard(ok.channel_id, 1, job.job_id, nonce,
+                                              prev.min_ntime, job.version))
+                got = await _collect(std, SubmitSharesSuccess, NewMiningJob, MiningSetNewPrevHash)
+                ack = got[SubmitSharesSuccess]
+                assert isinstance(ack, SubmitSharesSuccess)
+                assert (ack.new_submits_accepted_count, ack.new_shares_sum) == (1, 2)
+                # A block: the kernel took it, its coinbase pays the distribution's payees.
+                assert chain.tip_hash == h
+                coinbase = mp.found_blocks[0].coinbase
+                paid = {o.script for o in coinbase.outputs}
+                assert {p.script for p in dist.payouts} <= paid
+                # The next job, on the new tip, follows unasked.
+                job2, prev2 = got[NewMiningJob], got[MiningSetNewPrevHash]
+                assert isinstance(job2, NewMiningJob)
+                assert isinstance(prev2, MiningSetNewPrevHash)
+                assert prev2.prev_hash == h and job2.job_id != job.job_id
+                # A share on the old job is stale now.
+                std.send(SubmitSharesStandard(ok.channel_id, 2, job.job_id, nonce,
+                                              prev.min_ntime, job.version))
+                assert (await std.expect(SubmitSharesError)).error_code == E.STALE_SHARE
+
+                ext = await JdClient.connect(mp.address)
+                ext.send(SetupConnection(0, 2, 2, 0, "", 0, "t", "", "", ""))
+                await ext.expect(SetupConnectionSuccess)
+                ext.send(OpenExtendedMiningChannel(1, "miner-1", 0.0, MAX, 4))
+                eok = await ext.expect(OpenExtendedMiningChannelSuccess)
+                ejob = await ext.expect(NewExtendedMiningJob)
+                eprev = await ext.expect(MiningSetNewPrevHash)
+                en = b"\x00\x00\x00\x07"
+                root = sha256d(ejob.coinbase_tx_prefix + eok.extranonce_prefix + en
+                               + ejob.coinbase_tx_suffix)
+                for sib in ejob.merkle_path:
+                    root = sha256d(root + sib)
+                etarget = int.from_bytes(eok.target, "little")
+                enonce, eh = _grind(lambda n: _header(ejob.version, eprev.prev_hash, root,
+                                                      eprev.min_ntime, eprev.nbits, n), etarget)
+                ext.send(SubmitSharesExtended(eok.channel_id, 1, ejob.job_id, enonce,
+                                              eprev.min_ntime, ejob.version, en))
+                got = await _collect(ext, SubmitSharesSuccess, NewExtendedMiningJob,
+                                     MiningSetNewPrevHash)
+                eack = got[SubmitSharesSuccess]
+                assert isinstance(eack, SubmitSharesSuccess)
+                assert eack.new_submits_accepted_count == 1
+                assert chain.tip_hash == eh
+                assert [r.account for r in recorded] == ["miner-1", "miner-1"]
+                assert recorded[0].revenue == mp.found_blocks[0].revenue
             finally:
                 await mp.stop()
                 await jds.stop()
