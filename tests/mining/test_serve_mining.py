@@ -8,6 +8,7 @@ credited share is still there (acknowledged means durable)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -113,6 +114,46 @@ def test_serve_credits_shares_and_records_the_block_once(tmp_path: Path) -> None
         _wait_http(proc, f"{api}/v1/health")
         shares = httpx.get(f"{api}/v1/miners/{ACCOUNT}/shares", timeout=5).json()
         assert shares["miner_shares"] == 1
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_jdc_run_mines_declared_jobs_on_the_pool(tmp_path: Path) -> None:
+    """``payouts jdc run --pool``: the CLI declares to the served JD server and mines the job
+    on the served Mining Protocol endpoint; its shares are credited over HTTP."""
+    port, jds_port, mp_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "PAYOUTS_DATA_DIR": str(tmp_path / "pool"),
+           "PAYOUTS_API__PORT": str(port),
+           "PAYOUTS_JDS__ENABLED": "true", "PAYOUTS_JDS__LISTEN": f"127.0.0.1:{jds_port}",
+           "PAYOUTS_JDS__AUTHORITY_SECRET_KEY": encode_authority_secret_key(AUTHORITY),
+           "PAYOUTS_MINING__ENABLED": "true", "PAYOUTS_MINING__LISTEN": f"127.0.0.1:{mp_port}",
+           "PAYOUTS_MINING__INITIAL_DIFFICULTY": "5",
+           "PAYOUTS_POOL__PAYOUT_ADDRESS": "bcrt1qcrl7uqxqllhqps8lacqvpllwqrq0lmsqqe4dfm"}
+    env.pop("PAYOUTS_CONFIG", None)
+    env.pop("PAYOUTS_DATABASE_URL", None)
+    svc = PoolService(Settings(data_dir=tmp_path / "pool", network="regtest"))
+    svc.register_miner(ACCOUNT, bytes.fromhex("0014" + "33" * 20))
+    svc.engine.dispose()
+    proc = _serve(env)
+    try:
+        _wait_http(proc, f"http://127.0.0.1:{port}/v1/health")
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUTS_")}
+        cli_env["PAYOUTS_DATA_DIR"] = str(tmp_path / "jdc")
+        out = subprocess.run(
+            [sys.executable, "-m", "payouts", "jdc", "run", "--server", f"127.0.0.1:{jds_port}",
+             "--authority-key", authority_public_key(AUTHORITY).hex(), "--node", "kernel",
+             "--pool", f"127.0.0.1:{mp_port}", "--user", ACCOUNT, "--once"],
+            env=cli_env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        mining = result["mining"]
+        assert mining["shares_submitted"] == 1 and mining["accepted"] == 1
+        assert mining["accepted_difficulty"] == 5 and mining["errors"] == {}
+        assert "SetCustomMiningJob.Success" in out.stderr
+        shares = httpx.get(f"http://127.0.0.1:{port}/v1/miners/{ACCOUNT}/shares",
+                           timeout=5).json()
+        assert shares["miner_shares"] == 1 and shares["miner_difficulty"] == "5"
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
