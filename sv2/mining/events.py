@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sv2.mining.jobs import MiningJob
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per accepted share, its __init__ is hot
 class AcceptedShare:
     """A share that met its channel's target: credit ``difficulty`` to ``account`` at the
     job's template revenue, then acknowledge it (SubmitShares.Success) once durable."""

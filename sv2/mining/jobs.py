@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from payouts.tx.block import bits_to_target
+from payouts.tx.merkle import merkle_path
 from sv2.block_rebuild import RebuiltBlock, rebuild_block
 from sv2.declared_job import DeclaredCoinbase, DeclaredJob
 from sv2.version_bits import version_matches
@@ -40,6 +42,22 @@ def stripped_parts(cb: DeclaredCoinbase) -> tuple[bytes, bytes]:
     return prefix[:4] + prefix[6:], suffix[: len(suffix) - 4 - wlen] + suffix[-4:]
 
 
+@dataclass(frozen=True, slots=True)
+class JobParts:
+    """What every channel's copy of one job shares (computed once per job, not per channel):
+    the stripped coinbase halves and the merkle path over the job's transactions."""
+
+    head: bytes
+    tail: bytes
+    merkle_path: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, declared: DeclaredJob) -> JobParts:
+        head, tail = stripped_parts(declared.coinbase)
+        path = merkle_path([bytes(32), *(k.txid for k in declared.txs)], 0)
+        return cls(head, tail, tuple(path))
+
+
 @dataclass(slots=True)
 class MiningJob:
     """One job on one channel. ``extranonce_prefix`` is the channel's when the job was made
@@ -50,49 +68,40 @@ class MiningJob:
     declared: DeclaredJob
     extranonce_prefix: bytes
     min_ntime: int
+    parts: JobParts
     version_rolling_allowed: bool = True
     custom: bool = False
     merkle_path: tuple[bytes, ...] = ()
     seen: set[bytes] = field(default_factory=set)  # header hashes credited on this job
-    _head: bytes = b""
-    _tail: bytes = b""
+    # Copied from ``declared`` once: read for every share.
+    miner_extranonce_size: int = 0  # what the miner fills after the channel's prefix
+    version: int = 0
+    prev_hash: bytes = b""
+    bits: int = 0
+    revenue: int = 0  # T of the template the job was built (or validated) on
+    _midstate: Any = None  # SHA-256 state after the coinbase head and the channel prefix
     _network_target: int = 0
 
     def __post_init__(self) -> None:
-        head, tail = stripped_parts(self.declared.coinbase)
-        self._head = head + self.extranonce_prefix
-        self._tail = tail
-        self._network_target = bits_to_target(self.declared.bits)
-
-    @property
-    def miner_extranonce_size(self) -> int:
-        """What the miner fills after the channel's prefix."""
-        return self.declared.coinbase.extranonce_size - len(self.extranonce_prefix)
-
-    @property
-    def version(self) -> int:
-        return self.declared.version & 0xFFFFFFFF
-
-    @property
-    def prev_hash(self) -> bytes:
-        return self.declared.prev_hash
-
-    @property
-    def bits(self) -> int:
-        return self.declared.bits
-
-    @property
-    def revenue(self) -> int:
-        """T of the template the job was built (or validated) on."""
-        return self.declared.revenue
+        d = self.declared
+        self._midstate = hashlib.sha256(self.parts.head + self.extranonce_prefix)
+        if not self.merkle_path:
+            self.merkle_path = self.parts.merkle_path
+        self.miner_extranonce_size = d.coinbase.extranonce_size - len(self.extranonce_prefix)
+        self.version = d.version & 0xFFFFFFFF
+        self.prev_hash, self.bits, self.revenue = d.prev_hash, d.bits, d.revenue
+        self._network_target = bits_to_target(d.bits)
 
     def coinbase_halves(self) -> tuple[bytes, bytes]:
         """(coinbase_tx_prefix, coinbase_tx_suffix) as NewExtendedMiningJob carries them:
         stripped, the channel's extranonce prefix not included (§5.3.16)."""
-        return self._head[: len(self._head) - len(self.extranonce_prefix)], self._tail
+        return self.parts.head, self.parts.tail
 
     def merkle_root(self, extranonce: bytes) -> bytes:
-        h = _sha256d(self._head + extranonce + self._tail)
+        state = self._midstate.copy()
+        state.update(extranonce)
+        state.update(self.parts.tail)
+        h = hashlib.sha256(state.digest()).digest()
         for sibling in self.merkle_path:
             h = _sha256d(h + sibling)
         return h
@@ -125,4 +134,4 @@ class MiningJob:
         )
 
 
-__all__ = ["MiningJob", "stripped_parts"]
+__all__ = ["JobParts", "MiningJob", "stripped_parts"]

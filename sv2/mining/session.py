@@ -22,7 +22,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from payouts.tx.merkle import merkle_path
 from sv2.connection import MalformedMessage, Received, UnknownMessage
 from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION
 from sv2.messages.base import Message
@@ -312,8 +311,8 @@ class MiningSession:
             declared,
             ch.extranonce_prefix,
             min_ntime=self.shared.pool_job_time,
+            parts=self.shared.parts(declared),
             version_rolling_allowed=True,
-            merkle_path=tuple(merkle_path([bytes(32), *(k.txid for k in declared.txs)], 0)),
         )
         self._add_job(ch, job)
         ch.active_job = job.job_id
@@ -368,6 +367,7 @@ class MiningSession:
             declared,
             ch.extranonce_prefix,
             min_ntime=msg.min_ntime,
+            parts=sh.parts(declared),
             version_rolling_allowed=True,
             custom=True,
             merkle_path=tuple(msg.merkle_path),
@@ -403,10 +403,14 @@ class MiningSession:
             not job.custom and ch.active_job is not None and job.job_id != ch.active_job
         ):
             return E.STALE_SHARE, []
-        extended = isinstance(msg, SubmitSharesExtended)
-        if extended != ch.extended:
+        if isinstance(msg, SubmitSharesExtended):
+            if not ch.extended:
+                return E.WRONG_CHANNEL_TYPE, []
+            extranonce = msg.extranonce
+        elif ch.extended:
             return E.WRONG_CHANNEL_TYPE, []
-        extranonce = bytes(msg.extranonce) if isinstance(msg, SubmitSharesExtended) else b""
+        else:
+            extranonce = b""
         if len(extranonce) != job.miner_extranonce_size:
             return E.INVALID_EXTRANONCE_SIZE, []
         if not job.version_ok(msg.version):

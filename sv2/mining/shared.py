@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sv2.custom_job import CustomJobChecker, DeclaredJobs
 from sv2.declared_job import DeclaredJob
 from sv2.mining.channels import ExtranonceAllocator
+from sv2.mining.jobs import JobParts
 from sv2.mining.targets import REGTEST_POW_LIMIT
 
 MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60  # Bitcoin Core chain.h: a header time at most 2 h ahead
@@ -56,6 +57,7 @@ class MiningShared:
     tip: bytes | None = None  # the chain tip shares must build on (None: not known yet)
     stale_tips: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     job_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _parts: OrderedDict[int, tuple[DeclaredJob, JobParts]] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.allocator = ExtranonceAllocator(self.policy.extranonce_prefix_size)
@@ -79,6 +81,18 @@ class MiningShared:
 
     def is_stale(self, prev_hash: bytes) -> bool:
         return prev_hash in self.stale_tips
+
+    def parts(self, declared: DeclaredJob) -> JobParts:
+        """The parts of ``declared`` every channel's job shares, computed once (the entry
+        holds the job, so its ``id`` stays its own while cached)."""
+        hit = self._parts.get(id(declared))
+        if hit is not None and hit[0] is declared:
+            return hit[1]
+        parts = JobParts.of(declared)
+        self._parts[id(declared)] = (declared, parts)
+        while len(self._parts) > 64:
+            self._parts.popitem(last=False)
+        return parts
 
     def next_job_id(self) -> int:
         return next(self.job_ids) & 0xFFFFFFFF
