@@ -66,9 +66,6 @@ class Channel:
     vardiff: Vardiff
     jobs: dict[int, MiningJob] = field(default_factory=dict)
     active_job: int | None = None  # the pool job SetNewPrevHash activated
-    # Acknowledged by the next SubmitShares.Success (§5.3.13): reset per batch.
-    pending_count: int = 0
-    pending_sum: int = 0
     last_sequence: int = 0
     accepted: int = 0
     rejected: int = 0

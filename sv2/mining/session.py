@@ -74,7 +74,14 @@ from sv2.mining.targets import (
     target_from_bytes,
     target_of,
 )
-from sv2.session import CLOSE, SV2_VERSION, Close, Disconnect, check_setup
+from sv2.session import (
+    CLOSE,
+    SETUP_UNSUPPORTED_FLAGS,
+    SV2_VERSION,
+    Close,
+    Disconnect,
+    check_setup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +163,9 @@ class MiningSession:
         if error is None and msg.flags & MINING_FLAG_REQUIRES_WORK_SELECTION and (
             self.shared.jds is None
         ):
+            # Work selection needs a JD server's declarations to check custom jobs against.
             error = SetupConnectionError(
-                flags=MINING_FLAG_REQUIRES_WORK_SELECTION, error_code="unsupported-feature-flags"
+                flags=MINING_FLAG_REQUIRES_WORK_SELECTION, error_code=SETUP_UNSUPPORTED_FLAGS
             )
         if error is not None:
             self.shared.count(f"setup-error:{error.error_code}")
