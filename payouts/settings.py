@@ -243,7 +243,7 @@ class MiningSettings(_Section):
     extranonce_size: int = Field(
         4, ge=1, le=16, description="bytes an extended channel's miner rolls after the prefix; "
         "a JD client declares jobs with prefix + this many bytes of extranonce")
-    share_batch_size: int = Field(1_000, ge=1, le=100_000,
+    share_batch_size: int = Field(10_000, ge=1, le=100_000,
                                   description="shares written to the store in one batch")
     share_flush_interval_sec: float = Field(
         0.2, gt=0, le=10, description="longest a share waits for its batch to be written and "

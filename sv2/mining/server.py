@@ -92,7 +92,7 @@ class MiningServer(NoiseListener[_Miner]):
         host: str = "127.0.0.1",
         port: int = 0,
         limits: ListenerLimits | None = None,
-        batch_size: int = 1_000,
+        batch_size: int = 10_000,
         flush_interval: float = 0.2,
         tip_interval: float = 1.0,
         template_interval: float = 5.0,
