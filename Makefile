@@ -53,6 +53,7 @@ bench: install
 fuzz: install
 	$(BIN)/python -m benchmarks.fuzz_codec --frames 1000000
 	$(BIN)/python -m benchmarks.fuzz_server --frames 1000000
+	$(BIN)/python -m benchmarks.fuzz_mining --frames 100000
 	$(BIN)/python -m benchmarks.attack_jds --connections 2000
 	$(BIN)/python -m benchmarks.fuzz_api --examples 100
 	$(BIN)/python -m benchmarks.crash_serve --kills 5 --rounds 2

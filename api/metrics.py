@@ -10,7 +10,9 @@ Names: ``payouts_shares_ingested_total``, ``payouts_share_batches_total``,
 ``payouts_http_requests_total{method,route,status}``,
 ``payouts_http_request_duration_seconds{method,route}``; and, from what ``payouts serve``
 registers (:func:`add_server`, :func:`set_node_source`): ``payouts_sv2_connections{role}``,
-``payouts_sv2_handshakes_in_progress{role}``, ``payouts_sv2_events_total{role,event}``,
+``payouts_sv2_handshakes_in_progress{role}``, ``payouts_sv2_events_total{role,event}``
+(the Mining Protocol server's share outcomes are its ``shares-accepted`` and
+``share-rejected:<code>`` events), ``payouts_sv2_channels{role}``,
 ``payouts_node_reachable``, ``payouts_node_tip_height``, ``payouts_node_tip_age_seconds``,
 ``payouts_node_answer_age_seconds``; from the store at scrape time:
 ``payouts_settlement_oldest_age_seconds{state}``, ``payouts_window_miners``,
@@ -234,13 +236,20 @@ class _Sources(Collector):
             labels=["role"])
         events = CounterMetricFamily("payouts_sv2_events",
                                      "SV2 server counters (stats keys)", labels=["role", "event"])
+        channels = GaugeMetricFamily(
+            "payouts_sv2_channels", "Open Mining Protocol channels (standard and extended)",
+            labels=["role"])
         for role, server in sorted(servers.items()):
             conns.add_metric([role], server.connections)
             pending.add_metric([role], server.pending_connections)
+            open_channels = getattr(server, "channels", None)
+            if isinstance(open_channels, int):
+                channels.add_metric([role], open_channels)
             for key, n in sorted(dict(server.stats).items()):
                 events.add_metric([role, key], n)
         yield conns
         yield pending
+        yield channels
         yield events
         if node is None:
             return

@@ -34,6 +34,7 @@ from sv2.tlv import Tlv, TlvItem, decode_tlvs
 from sv2.types import (
     Bool,
     FixedBytes,
+    Float32,
     Option,
     RawBytes,
     Seq,
@@ -47,6 +48,9 @@ CLASSES: list[type[Message]] = sorted(
     REGISTRY.values(), key=lambda c: (c.EXTENSION_TYPE, c.MSG_TYPE)
 )
 HAS_BOOL = {c for c in CLASSES if any(isinstance(t, Bool) for _, t in c.FIELDS)}
+# F32 (the Mining Protocol's nominal_hash_rate) is the other lenient type: a signalling NaN
+# comes back quieted from binary64, and NaN never equals itself.
+HAS_F32 = {c for c in CLASSES if any(isinstance(t, Float32) for _, t in c.FIELDS)}
 INTERESTING = [0, 1, 0x7F, 0x80, 0xFF]
 
 
@@ -56,6 +60,8 @@ def random_value(t: Sv2Type[Any], rng: random.Random) -> Any:
         return rng.choice((0, 1, t.max, rng.randint(0, t.max)))
     if isinstance(t, Bool):
         return rng.random() < 0.5
+    if isinstance(t, Float32):
+        return rng.choice((0.0, 1.0, 1e15, rng.random() * 1e18))
     if isinstance(t, FixedBytes):
         return rng.randbytes(t.size)
     if isinstance(t, VarBytes):
@@ -144,9 +150,10 @@ def make_input(rng: random.Random) -> bytes:
 def check_message(msg: Message, payload: bytes) -> None:
     """A decoded message re-encodes canonically (BOOL-carrying messages only up to LSBs)."""
     again = msg.encode()
-    if type(msg).decode(again) != msg:
+    back = type(msg).decode(again)
+    if back != msg and not (type(msg) in HAS_F32 and back.encode() == again):
         raise AssertionError("decode(encode(m)) != m")
-    if type(msg) not in HAS_BOOL and again != payload:
+    if type(msg) not in HAS_BOOL | HAS_F32 and again != payload:
         raise AssertionError("encode(decode(b)) != b")
 
 

@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from payouts.chain_follower import ChainFollower
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from sv2.jds.server import FoundBlock, JobDeclarationServer
+    from sv2.mining.events import AcceptedShare
+    from sv2.mining.server import MiningServer
 
 log = logging.getLogger("payouts.serve")
 
@@ -84,6 +86,8 @@ class ServedPool:
             self.service, self.node, mode=self.mode)
         self.chain = ChainFollower(self.node, self.service.window)
         self.jds: JobDeclarationServer | None = None
+        self.mining: MiningServer | None = None
+        self._known_users: set[str] = set()
         self._snapshots: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
         self._ledger: asyncio.Task[None] | None = None
@@ -181,6 +185,8 @@ class ServedPool:
         await self.recover_found_blocks()
         if self.settings.jds.enabled:
             await self.start_jds()
+            if self.settings.mining.enabled:
+                await self.start_mining()
         self.runner.start()
         loop = asyncio.get_running_loop()
         self._snapshots = loop.create_task(self._snapshot_loop(), name="snapshots")
@@ -342,6 +348,74 @@ class ServedPool:
                  fitted.distribution.distribution_id)
         return jds
 
+    async def start_mining(self) -> MiningServer:
+        """The Mining Protocol server beside the JD server (``[mining]``): the JD server's
+        certificate and declarations, this pool's node; accepted shares go to the store
+        (:meth:`record_shares`), blocks to :meth:`record_found_block`; its connections,
+        channels and share outcomes feed /metrics."""
+        from api import metrics
+        from sv2.listener import ListenerLimits
+        from sv2.mining.server import MiningServer
+        from sv2.mining.shared import MiningPolicy
+        from sv2.mining.targets import difficulty_unit
+
+        jds = self.jds
+        if jds is None:
+            raise ConfigError("mining.enabled needs jds.enabled")
+        m = self.settings.mining
+        host, _, port = m.listen.rpartition(":")
+        policy = MiningPolicy(
+            shares_per_minute=m.shares_per_minute, initial_difficulty=m.initial_difficulty,
+            retarget_interval=m.retarget_interval_sec,
+            extranonce_prefix_size=m.extranonce_prefix_size, extranonce_size=m.extranonce_size,
+            difficulty_unit=difficulty_unit(self.settings.network))
+        limits = ListenerLimits(
+            idle_timeout=m.idle_timeout_sec, max_connections=m.max_connections,
+            max_connections_per_address=m.max_connections_per_address or None)
+        mp = MiningServer(
+            identity=jds.noise_identity, node=self.node, policy=policy,
+            known_user=self._known_user, on_shares=self.record_shares, jds=jds,
+            on_block=self.record_found_block, host=host.strip("[]"), port=int(port),
+            limits=limits, batch_size=m.share_batch_size,
+            flush_interval=m.share_flush_interval_sec)
+        await mp.start()
+        self.mining = mp
+        remove_server = metrics.add_server("mining", mp)
+        previous = self._remove_metrics
+
+        def remove() -> None:
+            remove_server()
+            if previous is not None:
+                previous()
+
+        self._remove_metrics = remove
+        log.info("Mining Protocol server listening on %s:%d (Noise; vardiff to %g shares/min)",
+                 *mp.address, m.shares_per_minute)
+        return mp
+
+    def _known_user(self, account: str) -> bool:
+        """A channel's user identity must be a registered miner account (its shares are
+        credited to it); known accounts are remembered (accounts are never deleted)."""
+        if account in self._known_users:
+            return True
+        if self.service.find_miner(account) is None:
+            return False
+        self._known_users.add(account)
+        return True
+
+    async def record_shares(self, shares: Sequence[AcceptedShare]) -> None:
+        """Shares the Mining Protocol server accepted: one durable batch (the server
+        acknowledges them only after this returns); a share already stored (same header hash,
+        its key) is skipped."""
+        from payouts.accounting.shares import AccountShareBatch
+
+        batch = AccountShareBatch(
+            key=[s.key for s in shares], account=[s.account for s in shares],
+            worker=[s.worker for s in shares], difficulty=[s.difficulty for s in shares],
+            job_id=[str(s.job_id) for s in shares], revenue=[s.revenue for s in shares],
+            time_ms=[s.time_ms for s in shares])
+        await asyncio.to_thread(self.service.ingest_accounts, batch)
+
     async def stop(self) -> None:
         """Stop the poller and the JD server, save a last snapshot (a restart then replays
         nothing), unregister the metrics, close a node made here."""
@@ -362,6 +436,9 @@ class ServedPool:
                 await asyncio.to_thread(self.service.window.take_snapshot)
             except Exception:
                 log.exception("saving the accounting snapshot at shutdown failed")
+        if self.mining is not None:
+            await self.mining.stop()
+            self.mining = None
         if self.jds is not None:
             await self.jds.stop()
             self.jds = None

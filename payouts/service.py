@@ -420,6 +420,10 @@ class PoolService:
                  if block.distribution_id is not None else self.distribution(distribution_id))
         return RecordedBlock(block, first, None, first=False)
 
+    def block_by_hash(self, block_hash: bytes) -> BlockRecord | None:
+        """The recorded block of that hash (internal byte order), if any."""
+        return get_block_by_hash(self.engine, block_hash)
+
     def owed(self) -> dict[str, int]:
         balances = self.balances()
         miners = repo.get_miners(self.engine, balances)

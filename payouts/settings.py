@@ -244,6 +244,40 @@ class JdsSettings(_Section):
     )
 
 
+class MiningSettings(_Section):
+    """``[mining]``: the pool's Stratum V2 Mining Protocol endpoint (docs/mining.md). It runs
+    beside the JD server (``[jds] enabled``): same authority key, and SetCustomMiningJob is
+    checked against the JD server's declarations."""
+
+    enabled: bool = Field(False, description="run the Mining Protocol server in payouts serve "
+                          "(needs jds.enabled)")
+    listen: str = Field("127.0.0.1:34255", description="host:port the Mining Protocol server "
+                        "listens on (IPv6 in brackets: [::1]:34255)")
+    shares_per_minute: float = Field(6.0, gt=0, le=6_000, description="vardiff aims every "
+                                     "channel at this share rate")
+    initial_difficulty: int = Field(
+        1, ge=1, le=1 << 52, description="a new channel's difficulty when the miner announces "
+        "no hash rate (difficulty 1 = DIFF1_TARGET; on regtest, its powLimit)")
+    retarget_interval_sec: float = Field(60.0, gt=0, le=3_600,
+                                         description="how often vardiff reconsiders a channel")
+    extranonce_prefix_size: int = Field(
+        4, ge=1, le=16, description="bytes of extranonce prefix the server assigns, unique per "
+        "open channel (256^size channels at once)")
+    extranonce_size: int = Field(
+        4, ge=1, le=16, description="bytes an extended channel's miner rolls after the prefix; "
+        "a JD client declares jobs with prefix + this many bytes of extranonce")
+    share_batch_size: int = Field(10_000, ge=1, le=100_000,
+                                  description="shares written to the store in one batch")
+    share_flush_interval_sec: float = Field(
+        0.2, gt=0, le=10, description="longest a share waits for its batch to be written and "
+        "acknowledged (SubmitShares.Success)")
+    idle_timeout_sec: float = Field(600.0, gt=0, le=86_400, description="close a connection "
+                                    "this long after its last complete message")
+    max_connections: int = Field(10_000, ge=1, description="set-up connections")
+    max_connections_per_address: int = Field(
+        1_000, ge=0, description="connections from one IPv4 address or IPv6 /64; 0 = no limit")
+
+
 def _hex_bytes(value: str, size: int, what: str) -> bytes:
     try:
         raw = bytes.fromhex(value)
@@ -444,6 +478,7 @@ class Settings(BaseSettings):
     distribution: DistributionSettings = Field(default_factory=DistributionSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
     jds: JdsSettings = Field(default_factory=JdsSettings)
+    mining: MiningSettings = Field(default_factory=MiningSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)

@@ -1,9 +1,13 @@
 """``payouts demo``: the whole mission on a real chain, end to end, in one command.
 
-Simulated miners submit shares to the pool service (durable store + share log); the pool
-publishes a distribution; a Stratum V2 JD server and a JD client talk over loopback TCP with
-Noise; the client declares a job whose coinbase pays the miners, solves it, pushes the solution;
-the server rebuilds the block and the node accepts it. Then the chain matures (100 blocks) and
+Simulated miners' share history goes to the pool service (durable store + share log); the pool
+publishes a distribution; a Stratum V2 JD server, the pool's Mining Protocol endpoint and a JD
+client talk over loopback TCP with Noise: the client opens an extended channel, declares a job
+whose coinbase pays the miners, sends SetCustomMiningJob, and CPU-hashes a share that the pool
+checks by rebuilding its header and credits through the Mining Protocol. On regtest a share
+meets nBits (powLimit) too, so that share is the round's block, submitted and recorded by the
+pool. (Only the history is simulated: every regtest share is a block, so a window of thousands
+of real shares would be thousands of blocks.) Then the chain matures (100 blocks) and
 the payouts are settled and checked on chain: ``coinbase`` mode pays in the coinbase itself;
 ``musig2`` mode signs the cooperative key-path spend with the payees' MuSig2 committee;
 ``ctv`` mode runs only on a node that enforces BIP-119 (the embedded kernel does not).
@@ -27,7 +31,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from payouts.accounting.shares import ShareBatch
+from payouts.accounting.shares import AccountShareBatch, ShareBatch
 from payouts.crypto import musig2 as mu
 from payouts.crypto.schnorr import xonly_pubkey
 from payouts.distribution.fitting import FittedDistribution
@@ -48,9 +52,14 @@ from payouts.tx.hashes import display_hex, hash160, sha256
 from payouts.tx.output_scripts import classify
 from payouts.tx.transaction import OutPoint, Tx
 from payouts.tx.txout import TxOut
-from sv2.jdc import JobDeclarationClient, JobTemplate, solve
+from sv2.jdc import JobDeclarationClient, JobTemplate
+from sv2.jdc.pool_channel import PoolChannel
 from sv2.jds import JobDeclarationServer
 from sv2.jds.server import FoundBlock
+from sv2.mining.events import AcceptedShare
+from sv2.mining.server import MiningServer
+from sv2.mining.shared import MiningPolicy
+from sv2.mining.targets import difficulty_unit
 from sv2.noise import ServerIdentity
 
 MODES = ("coinbase", "ctv", "musig2")
@@ -206,29 +215,68 @@ class Demo:
         await server.start()
         host, port = server.address
         self.say(f"JD server listening on {host}:{port} (Noise NX, extensions 0x0003, 0x4003)")
+        # The pool's Mining Protocol endpoint beside it (sv2.mining): the block of this round
+        # is found by a share, proven by work, and credited through it.
+        miner = max(self.miners, key=lambda m: m.hashrate)
+        credited: list[int] = []
+
+        async def on_shares(shares: Sequence[AcceptedShare]) -> None:
+            batch = AccountShareBatch(
+                key=[a.key for a in shares], account=[a.account for a in shares],
+                worker=[a.worker for a in shares], difficulty=[a.difficulty for a in shares],
+                job_id=[str(a.job_id) for a in shares], revenue=[a.revenue for a in shares],
+                time_ms=[a.time_ms for a in shares])
+            credited.append(self.service.ingest_accounts(batch).accepted)
+
+        mp = MiningServer(
+            identity=server.noise_identity, node=self.node, jds=server,
+            policy=MiningPolicy(difficulty_unit=difficulty_unit("regtest"), initial_difficulty=1),
+            known_user=lambda a: a in self.ids, on_shares=on_shares, on_block=self.on_block,
+            flush_interval=0.02)
+        await mp.start()
+        mp_host, mp_port = mp.address
         try:
-            async with JobDeclarationClient(
-                host, port, xonly_pubkey(authority_sk), node=self.node
-            ) as client:
-                c = client.constraints
-                assert c is not None and client.distribution is not None
+            async with PoolChannel(
+                mp_host, mp_port, xonly_pubkey(authority_sk), user_identity=miner.account
+            ) as pool:
                 self.say(
-                    f"JD client: distribution {client.distribution.distribution_id} "
-                    f"received, mode {client.mode_for(d.distribution_id).name}; "
-                    f"CoinbaseOutputConstraints {c.max_additional_size} bytes, "
-                    f"{c.max_additional_sigops} sigops"
+                    f"Mining Protocol: {miner.account} opened extended channel "
+                    f"{pool.channel.channel_id} on {mp_host}:{mp_port} (extranonce prefix "
+                    f"{pool.channel.extranonce_prefix.hex()})"
                 )
-                job_template = JobTemplate.from_block_template(await self.node.block_template())
-                job = await client.declare_job(job_template)
-                self.say(
-                    f"DeclareMiningJob accepted: T = {job_template.revenue:,} sat, "
-                    f"{len(job_template.transactions)} txs"
-                )
-                solution = solve(job_template, job.coinbase)
-                client.push_solution(job, solution)
-                found = await asyncio.wait_for(self.found.get(), timeout=30)
+                async with JobDeclarationClient(
+                    host, port, xonly_pubkey(authority_sk), node=self.node,
+                    user_identifier=miner.account, extranonce_size=pool.full_extranonce_size,
+                ) as client:
+                    c = client.constraints
+                    assert c is not None and client.distribution is not None
+                    self.say(
+                        f"JD client: distribution {client.distribution.distribution_id} "
+                        f"received, mode {client.mode_for(d.distribution_id).name}; "
+                        f"CoinbaseOutputConstraints {c.max_additional_size} bytes, "
+                        f"{c.max_additional_sigops} sigops"
+                    )
+                    job_template = JobTemplate.from_block_template(
+                        await self.node.block_template())
+                    job = await client.declare_job(job_template)
+                    self.say(
+                        f"DeclareMiningJob accepted: T = {job_template.revenue:,} sat, "
+                        f"{len(job_template.transactions)} txs"
+                    )
+                    job_id = await pool.set_custom_job(job)
+                    await pool.mine(job, job_id, shares=1)
+                    await pool.wait_answers(1)
+                    assert pool.channel.accepted == 1, pool.channel.errors
+                    self.say(
+                        f"SetCustomMiningJob accepted (job {job_id}); a CPU-found share "
+                        f"credited to {miner.account} at difficulty "
+                        f"{pool.channel.accepted_difficulty}, and it meets regtest's nBits"
+                    )
+                    found = await asyncio.wait_for(self.found.get(), timeout=30)
         finally:
+            await mp.stop()
             await server.stop()
+        assert sum(credited) == 1, "the share was not credited"
         tip = await self.node.tip()
         assert tip.block_hash == found.block_hash, "the node's tip is not the pushed block"
         self.service.record_block(

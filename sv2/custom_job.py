@@ -83,8 +83,11 @@ def param_error(field: str) -> str:
 class DeclaredJobs(Protocol):
     """What the check needs from the JD server (``JobDeclarationServer`` has it)."""
 
-    book: DistributionBook
-    clock: Callable[[], float]
+    @property
+    def book(self) -> DistributionBook: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
 
     def declared_job(self, token: bytes) -> DeclaredJob | None: ...
 

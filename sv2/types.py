@@ -23,6 +23,8 @@ as ``False``. That makes BOOL the only type whose decoding is not injective; eve
 from __future__ import annotations
 
 import binascii
+import math
+import struct
 from typing import Any, Generic, TypeVar
 
 from sv2.errors import (
@@ -156,6 +158,44 @@ class Bool(Sv2Type[bool]):
         if not isinstance(obj, bool):
             raise EncodeError(f"BOOL needs true/false, got {_type_name(obj)}")
         return obj
+
+
+class Float32(Sv2Type[float]):
+    """F32: IEEE-754 binary32, little-endian. Not in the spec's §3.1 table but used by the
+    Mining Protocol's ``nominal_hash_rate`` (SRI ``binary-sv2``: "f32 <-> F32 // Not in the
+    spec, but used"; unmerged spec PR #211 adds it). Hash rates only: never an amount. NaN and
+    infinities decode (a peer may send them) and the session refuses them where it matters."""
+
+    name = "F32"
+
+    def read(self, r: Reader) -> float:
+        value: float = struct.unpack("<f", r.take(4, self.name))[0]
+        return value
+
+    def write(self, value: float, out: bytearray) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise EncodeError(f"F32 needs a number, got {_type_name(value)}")
+        try:
+            out += struct.pack("<f", value)
+        except OverflowError:
+            raise EncodeError(f"F32 out of range: {value}") from None
+
+    def normalize(self, value: Any) -> Any:
+        # Round to binary32 so a constructed message equals its decoded self.
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            try:
+                return struct.unpack("<f", struct.pack("<f", value))[0]
+            except OverflowError:
+                return value
+        return value
+
+    def to_json(self, value: float) -> Any:
+        return value if math.isfinite(value) else str(value)
+
+    def from_json(self, obj: Any) -> float:
+        if not isinstance(obj, int | float) or isinstance(obj, bool):
+            raise EncodeError(f"F32 needs a number, got {_type_name(obj)}")
+        return float(obj)
 
 
 def _bytes_from_json(name: str, obj: Any) -> bytes:
@@ -387,6 +427,7 @@ class Option(Sv2Type[T | None]):
 
 
 BOOL = Bool()
+F32 = Float32()
 U8 = UInt(1)
 U16 = UInt(2)
 U24 = UInt(3)
@@ -425,6 +466,7 @@ __all__ = [
     "B0_255",
     "BOOL",
     "BYTES",
+    "F32",
     "OPTION",
     "PUBKEY",
     "SEQ0_64K",
@@ -439,6 +481,7 @@ __all__ = [
     "U256",
     "Bool",
     "FixedBytes",
+    "Float32",
     "Option",
     "RawBytes",
     "Reader",

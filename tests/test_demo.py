@@ -29,6 +29,7 @@ def test_demo_pays_every_miner_on_chain() -> None:
     assert by_mode["musig2"].height > by_mode["coinbase"].height + 100  # matured in between
     text = out.getvalue()
     assert "DeclareMiningJob accepted" in text and "MuSig2: " in text
+    assert "SetCustomMiningJob accepted" in text and "a CPU-found share credited" in text
 
 
 def test_demo_cli_rejects_bad_options() -> None:

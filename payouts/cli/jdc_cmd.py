@@ -22,6 +22,7 @@ from payouts.distribution.jsonio import distribution_from_json
 from payouts.errors import ConfigError, ValidationError
 from payouts.node.interface import Node
 from payouts.node.kernel_chain import REGTEST_BITS
+from payouts.tx.hashes import display_hex
 from sv2.authority import (
     authority_public_key,
     decode_authority_public_key,
@@ -39,6 +40,8 @@ from sv2.jdc import (
     constraints_for,
     solve,
 )
+from sv2.jdc.pool_channel import PoolChannel
+from sv2.job_coinbase import DEFAULT_EXTRANONCE_SIZE
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, EXT_PER_JOB_PAYOUTS
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
 from sv2.noise import ServerIdentity
@@ -149,6 +152,35 @@ async def _run(
     user: str,
     interval: float,
     timeout: float,
+    pool: tuple[str, int] | None = None,
+    shares: int = 1,
+) -> dict[str, Any] | None:
+    if pool is not None:
+        # The Mining connection first: the channel's extranonce prefix + size is how much
+        # extranonce every declared job reserves (sv2.jdc.pool_channel).
+        channel = PoolChannel(pool[0], pool[1], key, user_identity=user, timeout=timeout,
+                              progress=_progress)
+        async with channel:
+            return await _run_jd(host, port, key, node, tp=tp, once=once, per_job=per_job,
+                                 user=user, interval=interval, timeout=timeout,
+                                 mining=(channel, shares))
+    return await _run_jd(host, port, key, node, tp=tp, once=once, per_job=per_job, user=user,
+                         interval=interval, timeout=timeout)
+
+
+async def _run_jd(
+    host: str,
+    port: int,
+    key: bytes,
+    node: Node | None,
+    *,
+    tp: _TpSession | None,
+    once: bool,
+    per_job: bool,
+    user: str,
+    interval: float,
+    timeout: float,
+    mining: tuple[PoolChannel, int] | None = None,
 ) -> dict[str, Any] | None:
     extensions = (
         (EXT_PER_JOB_PAYOUTS,) if per_job else (EXT_NON_CUSTODIAL_PAYOUTS, EXT_SETTLEMENT_MODES)
@@ -165,6 +197,8 @@ async def _run(
         on_fallback=fallbacks.append,
         on_constraints=tp.on_constraints if tp is not None else None,
         node=node,  # asked whether CTV is enforced before a ctv coinbase (none with --tp)
+        extranonce_size=(mining[0].full_extranonce_size if mining is not None
+                         else DEFAULT_EXTRANONCE_SIZE),
     )
     async with client:
         if client.constraints is not None:
@@ -187,7 +221,8 @@ async def _run(
             assert node is not None
             source = NodeTemplates(node)
         try:
-            return await _loop(client, source, node, once=once, per_job=per_job, interval=interval)
+            return await _loop(client, source, node, once=once, per_job=per_job, interval=interval,
+                               mining=mining)
         finally:
             if tp is not None:
                 await tp.client.close()
@@ -201,6 +236,7 @@ async def _loop(
     once: bool,
     per_job: bool,
     interval: float,
+    mining: tuple[PoolChannel, int] | None = None,
 ) -> dict[str, Any] | None:
     last: tuple[bytes, int | None] | None = None
     while True:
@@ -225,6 +261,12 @@ async def _loop(
         except DeclarationRejected as exc:
             if once:
                 return await _solo(source, client, template, exc.event, node)
+            await asyncio.sleep(interval)
+            continue
+        if mining is not None:
+            mined = await _mine_on_pool(mining[0], job, template, mining[1])
+            if once:
+                return mined
             await asyncio.sleep(interval)
             continue
         if not _mineable(template, node):
@@ -256,6 +298,31 @@ async def _loop(
             return result
         _progress(f"block {sol.header.hash_hex} pushed to the JDS")
         await asyncio.sleep(interval)
+
+
+async def _mine_on_pool(
+    pool: PoolChannel, job: DeclaredJob, template: JobTemplate, shares: int
+) -> dict[str, Any]:
+    """SetCustomMiningJob for the declared job on the pool's Mining connection, then CPU-found
+    shares on it until ``shares`` were submitted, and the pool's answers."""
+    job_id = await pool.set_custom_job(job)
+    before = pool.channel.accepted + len(pool.channel.errors)
+    sent = await pool.mine(job, job_id, shares)
+    await pool.wait_answers(before + sent)
+    ch = pool.channel
+    _progress(f"{sent} shares submitted on job {job_id}: {ch.accepted} accepted in all")
+    return {
+        "declared": _job_json(job, template),
+        "mining": {
+            "channel_id": ch.channel_id,
+            "job_id": job_id,
+            "shares_submitted": sent,
+            "accepted": ch.accepted,
+            "accepted_difficulty": ch.accepted_difficulty,
+            "errors": {str(k): v for k, v in ch.errors.items()},
+            "share_hashes": [display_hex(s.block_hash) for s in pool.submitted[-sent:]],
+        },
+    }
 
 
 async def _solo(
@@ -329,6 +396,10 @@ def run_cmd(
     interval: float = typer.Option(2.0, "--interval", help="Seconds between template polls."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for each answer."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file."),
+    pool: str | None = typer.Option(
+        None, "--pool", help="The pool's Mining Protocol endpoint, HOST:PORT: mine each declared "
+        "job there (SetCustomMiningJob, CPU-found shares) instead of pushing a block to the JDS."),
+    shares: int = typer.Option(1, "--shares", min=1, help="Shares to find per job with --pool."),
 ) -> None:
     """Run the JD client against a JDS, with templates from a node or a Template Provider.
 
@@ -373,6 +444,8 @@ def run_cmd(
                 user=user,
                 interval=interval,
                 timeout=timeout,
+                pool=None if pool is None else parse_server(pool, "--pool"),
+                shares=shares,
             )
         )
     except KeyboardInterrupt:

@@ -45,6 +45,7 @@ def load_valid_settings(config: Path | None) -> Settings:
 def settings_problems(settings: Settings) -> list[str]:
     """Every cross-key problem of ``settings`` (module docstring), one line each."""
     return [*_node_problems(settings), *_pool_problems(settings), *_jds_problems(settings),
+            *_mining_problems(settings),
             *_mode_problems(settings)]
 
 
@@ -121,6 +122,21 @@ def _jds_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def _mining_problems(settings: Settings) -> list[str]:
+    mining = settings.mining
+    if not mining.enabled:
+        return []
+    problems = []
+    if not settings.jds.enabled:
+        problems.append(f"{key('mining', 'enabled')}: needs jds.enabled (the Mining Protocol "
+                        "endpoint signs with the JD server's authority key and checks "
+                        "SetCustomMiningJob against its declarations)")
+    bad_listen = listen_problem(mining.listen, key("mining", "listen"))
+    if bad_listen:
+        problems.append(bad_listen)
+    return problems
+
+
 def _mode_problems(settings: Settings) -> list[str]:
     from payouts.settlement.modes import mode_from_settings
 
@@ -151,6 +167,9 @@ def check_ports(settings: Settings, api: tuple[str, int]) -> None:
     if settings.jds.enabled:
         host, _, port = settings.jds.listen.rpartition(":")
         wanted.append((key("jds", "listen"), (host.strip("[]"), int(port))))
+    if settings.mining.enabled:
+        host, _, port = settings.mining.listen.rpartition(":")
+        wanted.append((key("mining", "listen"), (host.strip("[]"), int(port))))
     problems = [p for where, address in wanted if (p := _bind_problem(where, address))]
     if problems:
         raise ConfigError(problems_text("cannot listen", problems))

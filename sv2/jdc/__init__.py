@@ -4,7 +4,7 @@ docs/jdc.md.
 
 - :mod:`sv2.jdc.session`: the connection as a sans-I/O session (requests built, messages in,
   outputs and decisions out); :mod:`sv2.jdc.distributions`: the pushed payout state;
-- :mod:`sv2.jdc.jobs`: the coinbase per settlement mode; :mod:`sv2.jdc.constraints`:
+- :mod:`sv2.job_coinbase`: the coinbase per settlement mode; :mod:`sv2.jdc.constraints`:
   CoinbaseOutputConstraints; :mod:`sv2.jdc.custom_job`: SetCustomMiningJob for a declared job;
 - :mod:`sv2.jdc.client`: the asyncio client driving the session; :mod:`sv2.jdc.errors`.
 
@@ -25,14 +25,14 @@ from sv2.jdc.client import (
 )
 from sv2.jdc.constraints import OutputConstraints, constraints_for
 from sv2.jdc.custom_job import build_set_custom_mining_job
-from sv2.jdc.jobs import (
+from sv2.jdc.session import JdcSession
+from sv2.job_coinbase import (
     JobCoinbase,
     build_job_coinbase,
     build_outputs_coinbase,
     parse_output_vector,
     serialize_output_vector,
 )
-from sv2.jdc.session import JdcSession
 from sv2.solution import Solution, solve
 from sv2.template import JobTemplate, NodeTemplates, TemplateError, TemplateSource
 

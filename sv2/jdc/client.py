@@ -59,7 +59,6 @@ from sv2.jdc.errors import (
     JdcTimeout,
     SetupRejected,
 )
-from sv2.jdc.jobs import DEFAULT_EXTRANONCE_SIZE, DEFAULT_TAG, JobCoinbase
 from sv2.jdc.session import (
     DEFAULT_EXTENSIONS,
     Accepted,
@@ -68,6 +67,7 @@ from sv2.jdc.session import (
     JdcSession,
     Redeclare,
 )
+from sv2.job_coinbase import DEFAULT_EXTRANONCE_SIZE, DEFAULT_TAG, JobCoinbase
 from sv2.messages.base import Message
 from sv2.messages.extensions import RequestExtensionsError, RequestExtensionsSuccess
 from sv2.messages.job_declaration import (

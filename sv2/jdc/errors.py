@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from payouts.errors import PayoutsError
-from sv2.jdc.jobs import JobCoinbase
+from sv2.job_coinbase import JobCoinbase
 from sv2.template import JobTemplate
 
 

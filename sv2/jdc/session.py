@@ -37,7 +37,7 @@ from sv2.connection import MalformedMessage
 from sv2.jdc.constraints import OutputConstraints
 from sv2.jdc.distributions import PayoutState
 from sv2.jdc.errors import JdcError, SetupRejected
-from sv2.jdc.jobs import (
+from sv2.job_coinbase import (
     DEFAULT_EXTRANONCE_SIZE,
     DEFAULT_TAG,
     JobCoinbase,

@@ -147,6 +147,11 @@ class JobDeclarationServer(NoiseListener[_Connection]):
     def identity(self) -> ServerIdentity:
         return self._identities.identity
 
+    def noise_identity(self) -> ServerIdentity:
+        """The certificate connections get now (re-signed as it ages): a Mining Protocol server
+        beside this one presents the same (one authority key per pool)."""
+        return self._identities.current()
+
     @property
     def tokens(self) -> TokenBook:
         return self.shared.tokens

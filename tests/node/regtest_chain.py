@@ -3,7 +3,7 @@
 :class:`Chain` wraps one :class:`~payouts.node.bitcoind.BitcoindNode` (one event loop for the
 whole module, so the RPC client keeps its connection) and mines blocks the way a JD client does
 in ``payouts demo``: ``getblocktemplate`` → :func:`sv2.template.JobTemplate.from_block_template`
-→ :func:`sv2.jdc.jobs.build_job_coinbase` (the payout outputs of the settlement mode, PR #203
+→ :func:`sv2.job_coinbase.build_job_coinbase` (the payout outputs of the settlement mode, PR #203
 §5 order, witness commitment last) → :func:`sv2.solution.solve` → ``submitblock``. Every block,
 coinbase and spend is therefore judged by Bitcoin Core itself.
 
@@ -28,7 +28,7 @@ from payouts.tx.hashes import sha256
 from payouts.tx.transaction import OutPoint, Tx
 from payouts.tx.txout import TxOut
 from regtest.harness import RegtestNode
-from sv2.jdc.jobs import JobCoinbase, build_job_coinbase
+from sv2.job_coinbase import JobCoinbase, build_job_coinbase
 from sv2.solution import solve
 from sv2.template import JobTemplate
 

@@ -44,6 +44,7 @@ from sv2.types import (
     U256,
     Bool,
     FixedBytes,
+    Float32,
     Option,
     RawBytes,
     Seq,
@@ -64,6 +65,8 @@ def value_strategy(t: Sv2Type[Any]) -> st.SearchStrategy[Any]:
         return st.one_of(st.integers(0, t.max), st.sampled_from([0, 1, t.max, t.max >> 1]))
     if isinstance(t, Bool):
         return st.booleans()
+    if isinstance(t, Float32):
+        return st.floats(width=32, allow_nan=False)
     if isinstance(t, FixedBytes):
         return st.binary(min_size=t.size, max_size=t.size)
     if isinstance(t, VarBytes):

@@ -1,4 +1,6 @@
-"""The coinbase a JD client declares, per settlement mode, and the job built around it.
+"""The coinbase a JD client declares (and the pool builds for its own jobs), per settlement mode,
+and the job built around it; below the roles: the JD client declares it, the Mining Protocol
+server gives it to miners that do not declare.
 
 Determinism (ARCHITECTURE invariant 3): the payout outputs come from the *same functions the
 JD server validates with*, so both sides produce the same bytes for the same distribution and T:
