@@ -55,13 +55,20 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def too_many(wait: float) -> Problem:
+    """The 429 ``rate-limited`` problem for a client whose next token is ``wait`` s away."""
+    retry = max(1, math.ceil(wait))
+    return Problem(429, "rate-limited", f"too many requests; retry in {retry} s",
+                   headers={"Retry-After": str(retry)}, retry_after=retry)
+
+
 async def rate_limited(request: Request) -> None:
-    """Dependency for public routes: 429 ``rate-limited`` when the client's bucket is empty."""
+    """Dependency for public routes: 429 ``rate-limited`` when the client's bucket is empty.
+    A request :mod:`api.fast_reads` already counted (``state.rate_counted``) takes no second
+    token."""
     limiter: TokenBucketLimiter | None = request.app.state.limiter
-    if limiter is None:
+    if limiter is None or request.scope.get("state", {}).get("rate_counted"):
         return
     wait = limiter.take(client_key(request))
     if wait > 0:
-        retry = max(1, math.ceil(wait))
-        raise Problem(429, "rate-limited", f"too many requests; retry in {retry} s",
-                      headers={"Retry-After": str(retry)}, retry_after=retry)
+        raise too_many(wait)
