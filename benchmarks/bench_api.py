@@ -40,6 +40,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from benchmarks.bench_cli import baseline_tree
+from benchmarks.summary import target
 
 ARROW = "application/vnd.apache.arrow.stream"
 BASELINE_REF = "5146fb2"  # main before issue #17: the read ceiling's same-run baseline
@@ -316,6 +317,9 @@ def run_backend(name: str, url: str, data_dir: Path, baseline_url: str,
         paced = asyncio.run(_paced_reads(port, READ_RATE, READ_SECONDS))
         paced["load"] = _load()
         ok = paced["p99_ms"] <= 20 and paced["reads_per_s"] >= 0.98 * READ_RATE
+        target(f"{name}: balance reads paced at {READ_RATE:,}/s, p99", paced["p99_ms"], 20.0,
+               "ms", at_least=False, baseline=f"{paced['reads_per_s']:,.0f} req/s delivered;"
+               f" generator timer lag p99 {paced['lag_p99_ms']:.1f} ms")
         print(f"{name:10} balance reads paced at {READ_RATE:,}/s: {paced['reads_per_s']:7,.0f}"
               f" req/s  p50 {paced['p50_ms']:.2f} ms  p99 {paced['p99_ms']:.2f} ms  max"
               f" {paced['max_ms']:.1f} ms, generator lag p99 {paced['lag_p99_ms']:.2f} ms"
@@ -326,6 +330,9 @@ def run_backend(name: str, url: str, data_dir: Path, baseline_url: str,
             ratio = ""
             if before is not None:
                 x = wrk["reads_per_s"] / before["reads_per_s"]
+                target(f"{name}: balance read ceiling (wrk) vs before issue #17", x, 3.0, "x",
+                       at_least=True, baseline=f"{wrk['reads_per_s']:,.0f} vs"
+                       f" {before['reads_per_s']:,.0f} req/s ({BASELINE_REF})")
                 ratio = (f"; before issue #17 ({BASELINE_REF}), same run:"
                          f" {before['reads_per_s']:,.0f} req/s, p99 {before['p99_ms']:.2f} ms"
                          f" ({before['load']}): {x:.2f}x, {'OK' if x >= 3 else 'MISSED'}: >= 3x")
@@ -346,6 +353,10 @@ def run_backend(name: str, url: str, data_dir: Path, baseline_url: str,
     out["persist"], out["persist_load"] = store, _load()
     for kind in ("json", "arrow"):
         rate = out[f"ingest_{kind}"]
+        target(f"{name}: REST ingest ({kind}, batches of {BATCH:,}) / persist_shares",
+               rate / store, 0.70, "%", at_least=True,
+               baseline=f"{rate:,.0f} vs {store:,.0f} shares/s",
+               load=float(out[f"ingest_{kind}_load"].split()[1]))
         print(f"{'':10} ingest ({kind}): {rate:9,.0f} shares/s, {rate / store:.0%} of"
               f" persist_shares ({BATCHES - 1:,} batches of {BATCH:,}, one at a time:"
               f" {store:,.0f}/s, {out['persist_load']}); batches of {BATCH:,},"
