@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import contract, metrics, problems
 from api.deps import DistributionPublisher
+from api.fast_reads import BalanceReads
 from api.ratelimit import SCOPE as RATE_LIMIT_SCOPE
 from api.routers import miners, musig2, operators, pages, settlements, system
 from payouts import __version__
@@ -200,6 +201,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     contract.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(BalanceReads)  # inside the access log: logged and counted like the route
     app.add_middleware(AccessLogMiddleware)
     return app
 

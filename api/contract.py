@@ -153,7 +153,8 @@ def document(app: FastAPI) -> dict[str, Any]:
                     "invalid-request: the parameters or body do not match the schema (errors "
                     "lists each problem), or the engine refused the input (its own code)")
             if "requestBody" in op:
-                responses["400"] = problem_response("malformed-body: the body is not JSON")
+                responses["400"] = problem_response("malformed-body: the body is not JSON (or not "
+                                                    "the other content type it says)")
                 responses["413"] = problem_response("request-too-large: the body exceeds the "
                                                     "server's limit")
             op["responses"] = dict(sorted(responses.items()))

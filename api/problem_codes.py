@@ -13,7 +13,8 @@ CODES: dict[str, str] = {
     # requests
     "invalid-request": "the request does not match its schema (errors lists each problem; row "
     "names the share batch row)",
-    "malformed-body": "the body is not JSON",
+    "malformed-body": "the body is not JSON (or, sent as one, not a complete Arrow IPC stream)",
+    "unsupported-media-type": "a body in a content type the operation does not take",
     "request-too-large": "the body exceeds the server's limit (2 MiB)",
     "not-found": "no such path",
     "method-not-allowed": "the path exists, not with this method",

@@ -25,18 +25,25 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def too_many(wait: float) -> Problem:
+    """The 429 ``rate-limited`` problem for a client whose next token is ``wait`` s away."""
+    retry = max(1, math.ceil(wait))
+    return Problem(429, "rate-limited", f"too many requests; retry in {retry} s",
+                   headers={"Retry-After": str(retry)}, retry_after=retry)
+
+
 async def rate_limited(request: Request) -> None:
-    """Dependency for public routes: 429 ``rate-limited`` when the client is over its limit."""
+    """Dependency for public routes: 429 ``rate-limited`` when the client is over its limit.
+    A request :mod:`api.fast_reads` already counted (``state.rate_counted``) takes no second
+    token."""
     limiter: RateLimiter | None = request.app.state.limiter
-    if limiter is None:
+    if limiter is None or request.scope.get("state", {}).get("rate_counted"):
         return
     key = client_key(request)
     # The shared limiter does a database round trip: off the event loop.
     wait = await run_in_threadpool(limiter.take, key) if limiter.shared else limiter.take(key)
     if wait > 0:
-        retry = max(1, math.ceil(wait))
-        raise Problem(429, "rate-limited", f"too many requests; retry in {retry} s",
-                      headers={"Retry-After": str(retry)}, retry_after=retry)
+        raise too_many(wait)
 
 
-__all__ = ["SCOPE", "TokenBucketLimiter", "client_key", "rate_limited"]
+__all__ = ["SCOPE", "TokenBucketLimiter", "client_key", "rate_limited", "too_many"]

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,8 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import sqlalchemy as sa
 
+from benchmarks.bench_cli import baseline_tree
+from benchmarks.summary import target
+
+ARROW = "application/vnd.apache.arrow.stream"
+BASELINE_REF = "5146fb2"  # main before issue #17: the read ceiling's same-run baseline
 PG_URL = os.environ.get("PAYOUTS_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 MINERS = 1_000
 READ_RATE = 1_000  # req/s, the issue's target rate
@@ -80,7 +87,6 @@ end
 
 def _wrk_reads(base: str, seconds: int = 10, connections: int = 8) -> dict[str, float] | None:
     """Closed-loop load from wrk (C, one thread): req/s and latency percentiles in ms."""
-    import shutil
 
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -133,44 +139,121 @@ async def _paced_reads(port: int, rate: int, seconds: float,
         finally:
             writer.close()
 
+    lags: list[float] = []
+    done = False
+
+    async def probe() -> None:
+        # The generator's own lag: how late a 1 ms timer fires in this loop. A starved
+        # generator would send late and report the server's latency short; this says so.
+        while not done:
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append(loop.time() - t - 0.001)
+
     start = loop.time() + 0.2
     t0 = time.perf_counter()
+    prober = asyncio.create_task(probe())
     await asyncio.gather(*(conn(c) for c in range(connections)))
+    done = True
+    await prober
     wall = time.perf_counter() - t0 - 0.2
     return {"reads_per_s": total / wall, "p50_ms": _pct(lat, 0.50), "p99_ms": _pct(lat, 0.99),
-            "max_ms": max(lat) * 1000, "connections": connections}
+            "max_ms": max(lat) * 1000, "connections": connections,
+            "lag_p99_ms": _pct(lags, 0.99)}
 
 
-async def _ingest(base: str, token: str) -> tuple[float, int]:
+def _bodies(run: str) -> list[dict[str, list[Any]]]:
+    return [{
+        "key": [f"{run}-{b}-{i}" for i in range(BATCH)],
+        "account": [f"m{(b * BATCH + i) % MINERS}" for i in range(BATCH)],
+        "worker": ["rig0"] * BATCH, "difficulty": [65536] * BATCH,
+        "job_id": [f"job{b % 7}"] * BATCH, "revenue": [312_500_000] * BATCH,
+        "time_ms": [1_700_000_000_000 + b * BATCH + i for i in range(BATCH)],
+    } for b in range(BATCHES)]
+
+
+def _arrow(body: dict[str, list[Any]]) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table({k: pa.array(v, pa.int64() if isinstance(v[0], int) else pa.string())
+                      for k, v in body.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+async def _ingest(base: str, token: str, kind: str = "json") -> tuple[float, int]:
+    """POST the batches, ``INGEST_CONCURRENCY`` in flight; bodies encoded before the clock."""
     run = uuid.uuid4().hex[:8]
-    bodies = []
-    for b in range(BATCHES):
-        bodies.append({
-            "key": [f"{run}-{b}-{i}" for i in range(BATCH)],
-            "account": [f"m{(b * BATCH + i) % MINERS}" for i in range(BATCH)],
-            "worker": ["rig0"] * BATCH, "difficulty": [65536] * BATCH,
-            "job_id": [f"job{b % 7}"] * BATCH, "revenue": [312_500_000] * BATCH,
-            "time_ms": [1_700_000_000_000 + b * BATCH + i for i in range(BATCH)],
-        })
-    warm = json.dumps({**bodies[0], "key": [f"w{k}" for k in bodies[0]["key"]]}).encode()
-    encoded = [json.dumps(b).encode() for b in bodies]
-    todo = iter(encoded)
+    bodies = _bodies(run)
+    warm_body = {**bodies[0], "key": [f"w{k}" for k in bodies[0]["key"]]}
+    if kind == "arrow":
+        ctype, warm, encoded = ARROW, _arrow(warm_body), [_arrow(b) for b in bodies]
+    else:
+        ctype = "application/json"
+        warm, encoded = json.dumps(warm_body).encode(), [json.dumps(b).encode() for b in bodies]
+    todo = iter([warm, *encoded])
     accepted = 0
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as c:
-        r = await c.post("/v1/shares", content=warm)
-        assert r.status_code == 200, r.text
+    port = int(base.rsplit(":", 1)[1])
+    head = (f"POST /v1/shares HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: ").encode()
+    requests = [head + str(len(body)).encode() + b"\r\n\r\n" + body for body in todo]
 
-        async def worker() -> None:
-            nonlocal accepted
-            for body in todo:
-                r = await c.post("/v1/shares", content=body)
-                assert r.status_code == 200, r.text
-                accepted += r.json()["accepted"]
+    async def post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   request: bytes) -> int:
+        writer.write(request)
+        status = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", status).group(1))  # type: ignore[union-attr]
+        answer = await reader.readexactly(length)
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"ingest failed: {status[:100]!r} {answer[:300]!r}")
+        return int(json.loads(answer)["accepted"])
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(INGEST_CONCURRENCY)))
-        return time.perf_counter() - t0, accepted
+    # Raw HTTP/1.1 keep-alive on asyncio streams, requests built before the clock: httpx's
+    # client cost the two shared cores more CPU per batch than the server's own parsing.
+    conns = [await asyncio.open_connection("127.0.0.1", port)
+             for _ in range(INGEST_CONCURRENCY)]
+    await post(*conns[0], requests[0])
+    queue = iter(requests[1:])
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        for request in queue:
+            n = await post(reader, writer, request)  # not ``accepted += await``: it would
+            accepted += n  # read ``accepted`` before the await and lose the others' updates
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(r, w) for r, w in conns))
+    wall = time.perf_counter() - t0
+    for _, w in conns:
+        w.close()
+    return wall, accepted
+
+
+def _persist_baseline(url: str) -> float:
+    """``persist_shares`` alone (the store path beneath the route), same batches, same kind of
+    database (a fresh one with the same miners): shares/s, one batch after another."""
+    from payouts.accounting.shares import ShareBatch
+    from payouts.store.engine import make_engine
+    from payouts.store.repositories import miner_ids, persist_shares
+
+    _prepare(url)
+    engine = make_engine(url)
+    ids = miner_ids(engine, [f"m{i}" for i in range(MINERS)])
+    batches = []
+    for b in _bodies(uuid.uuid4().hex[:8]):
+        batches.append(ShareBatch(
+            key=b["key"], miner_id=np.array([ids[a] for a in b["account"]], dtype=np.int64),
+            worker=b["worker"], difficulty=np.array(b["difficulty"], dtype=np.int64),
+            job_id=b["job_id"], revenue=np.array(b["revenue"], dtype=np.int64),
+            time_ms=np.array(b["time_ms"], dtype=np.int64)))
+    persist_shares(engine, batches[0])  # warm: connection, statements
+    t0 = time.perf_counter()
+    n = sum(len(persist_shares(engine, b)) for b in batches[1:])
+    rate = n / (time.perf_counter() - t0)
+    engine.dispose()
+    return rate
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -178,74 +261,142 @@ def _pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(len(s) * p))] * 1000
 
 
-def run_backend(name: str, url: str, data_dir: Path) -> dict[str, Any]:
-    token = _prepare(url)
+def _load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _start(url: str, data_dir: Path, tree: Path | None = None
+           ) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``payouts serve`` on ``url`` (from the sources in ``tree`` when given), once healthy."""
     port = _free_port()
     env = {**os.environ, "PAYOUTS_DATABASE_URL": url, "PAYOUTS_DATA_DIR": str(data_dir),
            "PAYOUTS_API__PORT": str(port)}
     env.pop("PAYOUTS_CONFIG", None)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     proc = subprocess.Popen([sys.executable, "-m", "payouts", "serve", "--no-rate-limit"],
-                            env=env, stderr=subprocess.DEVNULL)
+                            env=env, stderr=subprocess.DEVNULL, cwd=tree)
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(base + "/v1/health", timeout=1)
+            return proc, port, base
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("payouts serve did not start") from None
+            time.sleep(0.2)
+
+
+def _baseline_ceiling(url: str, data_dir: Path, tree: Path | None) -> dict[str, Any] | None:
+    """wrk's ceiling of the balance read on main before issue #17 (BASELINE_REF), same
+    database, same run: the ratio's denominator."""
+    if tree is None or shutil.which("wrk") is None:
+        return None
+    proc, port, base = _start(url, data_dir, tree)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + "/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("payouts serve did not start") from None
-                time.sleep(0.2)
-        asyncio.run(_paced_reads(port, READ_RATE, 2.0))  # warm-up: caches, connections
-        paced = asyncio.run(_paced_reads(port, READ_RATE, READ_SECONDS))
+        asyncio.run(_paced_reads(port, READ_RATE, 2.0))  # the same warm-up
         wrk = _wrk_reads(base)
-        iwall, accepted = asyncio.run(_ingest(base, token))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    ok = paced["p99_ms"] <= 20 and paced["reads_per_s"] >= 0.98 * READ_RATE
-    print(f"{name:10} balance reads paced at {READ_RATE:,}/s: {paced['reads_per_s']:7,.0f} req/s"
-          f"  p50 {paced['p50_ms']:.2f} ms  p99 {paced['p99_ms']:.2f} ms  max"
-          f" {paced['max_ms']:.1f} ms ({'OK' if ok else 'MISSED'}: p99 <= 20 ms)", flush=True)
-    if wrk is not None:
-        print(f"{'':10} balance reads at saturation (wrk, {wrk['connections']:.0f} connections):"
-              f" {wrk['reads_per_s']:7,.0f} req/s  p50 {wrk['p50_ms']:.2f} ms  p99"
-              f" {wrk['p99_ms']:.2f} ms", flush=True)
-    else:
-        print(f"{'':10} saturation run skipped: wrk is not installed", flush=True)
-    rate = accepted / iwall
-    print(f"{'':10} ingest: {rate:9,.0f} shares/s ({accepted:,} shares, batches of {BATCH:,},"
-          f" {INGEST_CONCURRENCY} in flight; {'OK' if rate >= 50_000 else 'MISSED'}: >= 50,000)",
-          flush=True)
-    return {"backend": name, "paced": paced, "wrk": wrk, "shares_per_s": rate}
+    assert wrk is not None
+    wrk["load"] = _load()
+    return wrk
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_backend(name: str, url: str, data_dir: Path, baseline_url: str,
+                tree: Path | None = None) -> dict[str, Any]:
+    token = _prepare(url)
+    before = _baseline_ceiling(url, data_dir, tree)
+    proc, port, base = _start(url, data_dir)
+    out: dict[str, Any] = {"backend": name, "wrk_before": before}
+    try:
+        asyncio.run(_paced_reads(port, READ_RATE, 2.0))  # warm-up: caches, connections
+        paced = asyncio.run(_paced_reads(port, READ_RATE, READ_SECONDS))
+        paced["load"] = _load()
+        ok = paced["p99_ms"] <= 20 and paced["reads_per_s"] >= 0.98 * READ_RATE
+        target(f"{name}: balance reads paced at {READ_RATE:,}/s, p99", paced["p99_ms"], 20.0,
+               "ms", at_least=False, baseline=f"{paced['reads_per_s']:,.0f} req/s delivered;"
+               f" generator timer lag p99 {paced['lag_p99_ms']:.1f} ms")
+        print(f"{name:10} balance reads paced at {READ_RATE:,}/s: {paced['reads_per_s']:7,.0f}"
+              f" req/s  p50 {paced['p50_ms']:.2f} ms  p99 {paced['p99_ms']:.2f} ms  max"
+              f" {paced['max_ms']:.1f} ms, generator lag p99 {paced['lag_p99_ms']:.2f} ms"
+              f" ({'OK' if ok else 'MISSED'}: p99 <= 20 ms; {paced['load']})", flush=True)
+        wrk = _wrk_reads(base)
+        if wrk is not None:
+            wrk["load"] = _load()
+            ratio = ""
+            if before is not None:
+                x = wrk["reads_per_s"] / before["reads_per_s"]
+                target(f"{name}: balance read ceiling (wrk) vs before issue #17", x, 3.0, "x",
+                       at_least=True, baseline=f"{wrk['reads_per_s']:,.0f} vs"
+                       f" {before['reads_per_s']:,.0f} req/s ({BASELINE_REF})")
+                ratio = (f"; before issue #17 ({BASELINE_REF}), same run:"
+                         f" {before['reads_per_s']:,.0f} req/s, p99 {before['p99_ms']:.2f} ms"
+                         f" ({before['load']}): {x:.2f}x, {'OK' if x >= 3 else 'MISSED'}: >= 3x")
+            print(f"{'':10} balance reads at saturation (wrk, {wrk['connections']:.0f}"
+                  f" connections): {wrk['reads_per_s']:7,.0f} req/s  p50 {wrk['p50_ms']:.2f} ms"
+                  f"  p99 {wrk['p99_ms']:.2f} ms ({wrk['load']}){ratio}", flush=True)
+        else:
+            print(f"{'':10} saturation run skipped: wrk is not installed", flush=True)
+        out.update(paced=paced, wrk=wrk)
+        for kind in ("json", "arrow"):
+            iwall, accepted = asyncio.run(_ingest(base, token, kind))
+            out[f"ingest_{kind}"] = accepted / iwall
+            out[f"ingest_{kind}_load"] = _load()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    store = _persist_baseline(baseline_url)
+    out["persist"], out["persist_load"] = store, _load()
+    for kind in ("json", "arrow"):
+        rate = out[f"ingest_{kind}"]
+        target(f"{name}: REST ingest ({kind}, batches of {BATCH:,}) / persist_shares",
+               rate / store, 0.70, "%", at_least=True,
+               baseline=f"{rate:,.0f} vs {store:,.0f} shares/s",
+               load=float(out[f"ingest_{kind}_load"].split()[1]))
+        print(f"{'':10} ingest ({kind}): {rate:9,.0f} shares/s, {rate / store:.0%} of"
+              f" persist_shares ({BATCHES - 1:,} batches of {BATCH:,}, one at a time:"
+              f" {store:,.0f}/s, {out['persist_load']}); batches of {BATCH:,},"
+              f" {INGEST_CONCURRENCY} in flight; {'OK' if rate >= 0.7 * store else 'MISSED'}:"
+              f" >= 70% of persist_shares; {out[f'ingest_{kind}_load']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     global READ_SECONDS, BATCHES
     args = sys.argv[1:] if argv is None else argv
     if "--quick" in args:
         READ_SECONDS, BATCHES = 3.0, 20
     print(f"API over loopback: {MINERS:,} miners; targets: reads >= 1,000 req/s with p99 <= 20 ms,"
-          f" ingest >= 50,000 shares/s")
+          f" ingest >= 70% of persist_shares in the same run")
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        run_backend("sqlite", f"sqlite:///{tmp}/db/payouts.db", Path(tmp))
+        tree = baseline_tree(Path(tmp), BASELINE_REF)
+        results.append(run_backend("sqlite", f"sqlite:///{tmp}/db/payouts.db", Path(tmp),
+                                   f"sqlite:///{tmp}/baseline.db", tree))
         admin = sa.create_engine(PG_URL)
-        schema = f"bench_api_{uuid.uuid4().hex[:8]}"
+        schemas = [f"bench_api_{uuid.uuid4().hex[:8]}" for _ in range(2)]
         try:
             with admin.begin() as conn:
-                conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+                for schema in schemas:
+                    conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         except sa.exc.OperationalError as e:
             print(f"postgresql: skipped ({e.__class__.__name__}: server unreachable)")
-            return
+            return results
         try:
-            url = sa.engine.make_url(PG_URL).update_query_dict(
+            url, baseline = (sa.engine.make_url(PG_URL).update_query_dict(
                 {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-            run_backend("postgresql", url, Path(tmp))
+                for schema in schemas)
+            results.append(run_backend("postgresql", url, Path(tmp), baseline, tree))
         finally:
             with admin.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+                for schema in schemas:
+                    conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
             admin.dispose()
+    return results
 
 
 if __name__ == "__main__":

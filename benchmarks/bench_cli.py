@@ -47,11 +47,11 @@ def measure(argv: list[str], cwd: Path, runs: int) -> tuple[float, float]:
     return min(samples), statistics.median(samples)
 
 
-def baseline_tree(into: Path) -> Path | None:
-    """The sources at BASELINE_REF, or None outside a git checkout that has it."""
+def baseline_tree(into: Path, ref: str = BASELINE_REF) -> Path | None:
+    """The sources at ``ref``, or None outside a git checkout that has it."""
     archive = into / "baseline.tar"
     with archive.open("wb") as f:
-        done = subprocess.run(["git", "archive", BASELINE_REF], cwd=ROOT, stdout=f,
+        done = subprocess.run(["git", "archive", ref], cwd=ROOT, stdout=f,
                               stderr=subprocess.DEVNULL)
     if done.returncode != 0:
         return None

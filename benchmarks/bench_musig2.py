@@ -56,6 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from benchmarks.summary import target  # noqa: E402  (after the sys.path line above)
+
 PHASES = ("keyagg", "noncegen", "nonces", "sign", "psigs")
 ROOT = bytes(range(32))  # a stand-in script-tree root for the taproot tweak
 STRATEGIES = ("on-arrival", "on-aggregate")
@@ -507,6 +509,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     for c in STRATEGIES:
         large, floor = results[f"session n={big} {c}"], results[f"raw CFFI floor n={big} {c}"]
         verdict = "OK" if large["total"] <= TARGET_MS else "OVER"
+        default = " (the API's default)" if c == "on-arrival" else ""
+        target(f"MuSig2 session, {big} signers, {c}{default}", large["total"], TARGET_MS, "ms",
+               at_least=False, baseline=f"raw libsecp floor {floor['total']:.2f} ms")
         print(
             f"n={big} {c}: {large['total']:.2f} ms wall, {large['cpu']:.2f} ms CPU "
             f"(target <= {TARGET_MS:g} ms wall: {verdict}); raw floor {floor['total']:.2f} ms"

@@ -30,6 +30,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from benchmarks.bench_accounting import BatchSource
+from benchmarks.summary import target
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
 from payouts.distribution.amounts import PayoutResult, compute_outputs
@@ -148,6 +149,9 @@ def distribution_step(n: int, budget: Budget, label: str, runs: int, baseline_ru
           f"(only readers of the tuples pay it): {build_ms:.0f} ms")
     if weights is not None:
         total = weights + step_ms
+        target(f"distribution step (weights + fit + amounts), {label}", total, TARGET_MS, "ms",
+               at_least=False, baseline=f"per-object fit + amounts {base_ms:,.0f} ms "
+               f"({base_ms / step_ms:.0f}x)")
         print(f"    weights() + fit + amounts = {total:.1f} ms (target <= {TARGET_MS} ms: "
               f"{'OK' if total <= TARGET_MS else 'MISSED'})")
     else:

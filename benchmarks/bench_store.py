@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from benchmarks.summary import target
 from payouts.accounting.shares import ShareBatch
 from payouts.accounting.validate import validate_batch
 from payouts.store import migrate
@@ -282,6 +283,11 @@ def run(report: Report = _print_report) -> dict[str, float]:
             name = f"{backend} persist_shares, {PRELOAD:,} present"
             results[name] = statistics.median(bench_preloaded(backend))
             report(name, results[name])
+            naive = results[f"{backend} naive INSERT+COMMIT per share"]
+            bound = 100_000.0 if backend == "postgresql" else 50_000.0
+            target(f"durable ingest, {backend}, {PRELOAD:,} present", results[name], bound,
+                   "shares/s", at_least=True,
+                   baseline=f"naive {naive:,.0f}/s ({results[name] / naive:.0f}x)")
             if backend == "sqlite":
                 name = f"{backend} persist_shares, {PRELOAD:,} present, 4 MiB checkpoints"
                 results[name] = statistics.median(

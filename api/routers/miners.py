@@ -206,8 +206,9 @@ def get_miner(account: AccountPath, service: ServiceDep) -> MinerOut:
 async def balance(account: AccountPath, service: ServiceDep) -> BalanceOut:
     """What the owed-balance ledger holds for the miner (satoshis).
 
-    The hot read: one indexed query (miner row and ledger sum together) run inline; a thread
-    hop would cost more than the sub-millisecond query it offloads."""
+    The hot read: one indexed query (miner row and ledger sum together). A well-formed request
+    is answered before this route by :mod:`api.fast_reads` (same bytes); this route serves the
+    rest (the 404 of an unknown account) and documents the operation."""
     script, owed = service.balance(account)
     return BalanceOut(account=account, address=_address_of(script, service.settings.network),
                       owed_sats=owed)

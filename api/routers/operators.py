@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from api import metrics
+from api import metrics, share_bodies
 from api.auth import (
     AuthFirstRoute,
     scope_admin,
@@ -40,30 +41,55 @@ from api.schemas import (
     WindowMinerOut,
     WindowOut,
 )
-from payouts.accounting.shares import AccountShareBatch
 from payouts.distribution.stored import fitted_to_json
 from payouts.errors import PayoutsError
-from payouts.service import PoolService
+from payouts.service import IngestResult, PoolService
 from payouts.states import BlockStatus
 
 router = APIRouter(prefix="/v1", tags=["operators"], route_class=AuthFirstRoute)
 _AUTH = problem_responses(401, 403)
 
 
-@router.post("/shares", response_model=IngestOut, responses={**_AUTH, **problem_responses(422)})
-def ingest_shares(body: ShareBatchIn, service: ServiceDep,
-                  _: Any = Depends(scope_shares_write)) -> IngestOut:
-    """Ingest a columnar share batch (≤ 10,000 rows): durable before the 200, idempotent."""
+def _share_batch_body() -> dict[str, Any]:
+    """The request body of ``POST /v1/shares`` as OpenAPI states it: the route reads its body
+    itself (:mod:`api.share_bodies`), so FastAPI cannot derive it from a parameter."""
+    schema = ShareBatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"required": True, "content": {
+        share_bodies.JSON_TYPE: {"schema": schema},
+        share_bodies.ARROW_TYPE: {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "Apache Arrow IPC stream (ending with its end-of-stream marker) "
+            "with the same seven columns by name: key, account, worker, job_id as utf8 "
+            "(large_utf8, string_view or dictionary-encoded also taken), difficulty, revenue, "
+            "time_ms as any Arrow integer type; no nulls; at most 10,000 rows in all."}}}
+
+
+@router.post("/shares", response_model=IngestOut,
+             responses={**_AUTH, **problem_responses(415, 422)},
+             openapi_extra={"requestBody": _share_batch_body()})
+async def ingest_shares(request: Request, service: ServiceDep,
+                        _: Any = Depends(scope_shares_write)) -> IngestOut:
+    """Ingest a columnar share batch (≤ 10,000 rows): durable before the 200, idempotent.
+
+    The body is JSON (``{"key": [...], "account": [...], ...}``) or an Apache Arrow IPC stream
+    of the same columns (``Content-Type: application/vnd.apache.arrow.stream``)."""
+    body = await request.body()
+    result = await run_in_threadpool(_ingest, service, request.headers.get("content-type"),
+                                     body)
+    return IngestOut(received=result.received, accepted=result.accepted,
+                     duplicates=result.duplicates)
+
+
+def _ingest(service: PoolService, content_type: str | None, body: bytes) -> IngestResult:
+    # Decoding runs here too, in the worker thread: a 10,000-row body must not hold the loop.
+    batch = share_bodies.decode(content_type, body)
     try:
-        result = service.ingest_accounts(AccountShareBatch(
-            key=body.key, account=body.account, worker=body.worker, difficulty=body.difficulty,
-            job_id=body.job_id, revenue=body.revenue, time_ms=body.time_ms))
+        result = service.ingest_accounts(batch)
     except PayoutsError as e:
         metrics.record_ingest_rejected(e.code)
         raise
     metrics.record_ingest(result.accepted, result.duplicates)
-    return IngestOut(received=result.received, accepted=result.accepted,
-                     duplicates=result.duplicates)
+    return result
 
 
 @router.get("/window", response_model=WindowOut, responses=_AUTH)

@@ -28,14 +28,19 @@ from payouts.store.settlement_models import Settlement, SettlementTx
 FOLD_CHUNK = 50_000  # shares read per fold transaction
 WRITE_CHUNK = 10_000  # payee rows written per transaction
 
-_FOLD_READ = text(
-    "SELECT id, miner_id, worker, difficulty, time_ms FROM shares "
-    "WHERE id > :after ORDER BY id LIMIT :limit"
+# The chunk's last id: the fold covers ids in (after, upto], at most ``limit`` shares.
+_FOLD_UPTO = text(
+    "SELECT MAX(id), COUNT(*) FROM "
+    "(SELECT id FROM shares WHERE id > :after ORDER BY id LIMIT :limit) c"
 )
-# The same statement on SQLite (>= 3.24) and PostgreSQL; ``excluded`` is the row proposed.
+# The chunk summed by (miner, bucket, worker) inside the database and upserted in one statement:
+# no share row crosses into Python (reading them back and summing in a Python loop cost about
+# as much CPU as storing them, issue #17). The same statement on SQLite (>= 3.24: its upsert
+# needs the SELECT's WHERE, which it has) and PostgreSQL; ``excluded`` is the row proposed.
 _FOLD_UPSERT = text(
     "INSERT INTO worker_hashrate (miner_id, bucket_ms, worker, shares, difficulty) "
-    "VALUES (:miner_id, :bucket_ms, :worker, :shares, :difficulty) "
+    f"SELECT miner_id, time_ms - time_ms % {BUCKET_MS}, worker, COUNT(*), SUM(difficulty) "
+    "FROM shares WHERE id > :after AND id <= :upto GROUP BY 1, 2, 3 "
     "ON CONFLICT (miner_id, bucket_ms, worker) DO UPDATE SET "
     "shares = worker_hashrate.shares + excluded.shares, "
     "difficulty = worker_hashrate.difficulty + excluded.difficulty"
@@ -59,22 +64,13 @@ def fold_shares(engine: Engine, chunk: int = FOLD_CHUNK) -> int:
     so a share stored after the cursor moved past its id cannot exist."""
     with write_connection(engine) as conn, conn.begin():
         after = int(conn.execute(select(DashboardState.shares_through)).scalar_one())
-        rows = conn.execute(_FOLD_READ, {"after": after, "limit": chunk}).all()
-        if not rows:
+        upto, n = conn.execute(_FOLD_UPTO, {"after": after, "limit": chunk}).one()
+        if upto is None:
             return 0
-        sums: dict[tuple[int, int, str], list[int]] = defaultdict(lambda: [0, 0])
-        for _id, miner_id, worker, difficulty, time_ms in rows:
-            acc = sums[miner_id, time_ms - time_ms % BUCKET_MS, worker]
-            acc[0] += 1
-            acc[1] += difficulty
-        # In primary-key order: the b-tree is walked once, not probed at random.
-        conn.execute(_FOLD_UPSERT, [
-            {"miner_id": m, "bucket_ms": b, "worker": w, "shares": n, "difficulty": d}
-            for (m, b, w), (n, d) in sorted(sums.items())
-        ])
+        conn.execute(_FOLD_UPSERT, {"after": after, "upto": int(upto)})
         conn.execute(update(DashboardState).where(DashboardState.id == 1)
-                     .values(shares_through=int(rows[-1][0])))
-    return len(rows)
+                     .values(shares_through=int(upto)))
+    return int(n)
 
 
 def prune_buckets(engine: Engine, before_ms: int) -> int:
