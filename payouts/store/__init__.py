@@ -9,9 +9,11 @@ and the functions of :mod:`payouts.store.repositories`.
 from payouts.store import (
     accounting_models,
     api_models,
+    cluster_models,
     dashboard_models,
     models,
     settlement_models,
 )
 
-__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "settlement_models"]
+__all__ = ["accounting_models", "api_models", "cluster_models", "dashboard_models", "models",
+           "settlement_models"]
