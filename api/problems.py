@@ -43,6 +43,11 @@ _STATUS_BY_CODE: dict[str, int] = {
     "duplicate-nonce": 409,
     "duplicate-partial-signature": 409,
     "unknown-signer": 404,
+    # a cluster (docs/deployment.md): only the leader can answer, and none does right now
+    "not-leader": 503,
+    "no-window-yet": 503,
+    "no-leader": 503,
+    "stale-leader": 503,
 }
 
 
