@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 
 from payouts.distribution.fitting import FittedDistribution
 from payouts.errors import DuplicateKeyError, PayoutsError
-from payouts.node.interface import Node
+from payouts.node.interface import Node, NodeError
 from payouts.published_view import view_body
 from payouts.served import ServedPool
 from payouts.service import PoolService
@@ -107,8 +107,12 @@ class LeaderWork:
         await self.pool.start()
         self.service.window.follow()
         if self.service.latest_distribution() is None:
-            template = await self.pool.node.block_template()
-            self.pool.publish_distribution(template.coinbase_value)
+            try:
+                template = await self.pool.node.block_template()
+            except NodeError as e:  # the JD servers wait for the first one; POST publishes
+                log.warning("no first distribution: the node does not answer (%s)", e.reason)
+            else:
+                self.pool.publish_distribution(template.coinbase_value)
         loop = asyncio.get_running_loop()
         for name, fn in (("share-follower", self._follow_loop), ("view", self._view_loop),
                          ("found-blocks", self._found_loop), ("requests", self._request_loop)):
