@@ -164,9 +164,9 @@ def shares(start: int, n: int, tag: str) -> dict[str, Any]:
     }
 
 
-def _schema(postgres: Any) -> tuple[str, str]:
+def _schema(pg: Any) -> tuple[str, str]:
     """A migrated schema with the miners and an admin token: (url, token)."""
-    url = postgres.new_url()
+    url = pg.new_url()
     eng = make_engine(url)
     migrate.upgrade(eng)
     token, _ = store.create_token(eng, "ops", ["admin"])
