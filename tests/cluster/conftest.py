@@ -67,6 +67,7 @@ class Cluster:
     token: str
     extra: dict[str, str] = field(default_factory=dict)
     members: list[Member] = field(default_factory=list)
+    regtest: RegtestNode | None = None
 
     @property
     def auth(self) -> dict[str, str]:
@@ -187,6 +188,7 @@ def cluster(postgres: Any, bitcoind_path: Path, tmp_path: Path  # noqa: F811
         node.call("generatetodescriptor", 101, "raw(51)")
         c = Cluster(url, NodeAt(node.rpc_url, node.rpc_user, node.rpc_password), tmp_path,
                     token)
+        c.regtest = node
         try:
             yield c
         finally:

@@ -166,3 +166,73 @@ def test_frontend_without_leader_answers_503(cluster_node_down: Cluster) -> None
     leader = c.start("leader")
     wait_until(lambda: _count(c, fe) == 10, 15, "the leader counted the waiting shares")
     assert leader.proc.poll() is None
+
+
+def _blocks(c: Cluster) -> list[tuple[str, int]]:
+    return [(str(r[0]), int(r[1])) for r in c.sql("SELECT status, height FROM blocks")]
+
+
+@pytest.mark.bitcoind
+def test_kill_the_leader_at_each_settlement_stage(cluster: Cluster) -> None:
+    """A block found through a frontend's JD server; the leader is SIGKILLed right after the
+    block is recorded (found), after it confirmed, and after it matured; each time a standby
+    takes over within 5 s and the block ends paid once, with no ledger line written twice."""
+    from sv2.jdc import JobTemplate, solve
+
+    c = cluster
+    assert c.regtest is not None
+    fe = c.start("jds", jds=True)
+    leaders = [c.start("leader"), c.start("leader")]
+    wait_until(lambda: _epoch(c)[0] == 1, 30, "a leader elected")
+    assert c.post(fe, "/v1/shares", shares(0, 60, "k")).json()["accepted"] == 60
+    wait_until(lambda: _count(c, fe) == 60, 10, "60 shares in the window")
+    r = c.post(fe, "/v1/distributions", {"estimated_revenue": 5_000_000_000})
+    assert r.status_code == 200, r.text
+
+    async def find_block() -> None:
+        node = c.regtest.node()  # type: ignore[union-attr]
+        try:
+            async with JobDeclarationClient("127.0.0.1", fe.jds_port or 0, AUTHORITY_PK,
+                                            timeout=10.0) as jdc:
+                await jdc.wait_for_distribution(after=int(r.json()["distribution_id"]) - 1,
+                                                timeout=5.0)
+                template = JobTemplate.from_block_template(await node.block_template())
+                job = await jdc.declare_job(template)
+                jdc.push_solution(job, solve(template, job.coinbase))
+                await asyncio.sleep(1.0)
+        finally:
+            await node.aclose()
+
+    asyncio.run(find_block())
+    wait_until(lambda: _blocks(c) == [("found", 102)], 20, "the leader recorded the block")
+
+    def leader() -> Member:
+        holder = _epoch(c)[1]
+        (m,) = [m for m in leaders if m.proc.poll() is None and holder.endswith(f":{m.port}")]
+        return m
+
+    def kill_and_replace(stage: str) -> None:
+        epoch = _epoch(c)[0]
+        old = leader()
+        old.proc.send_signal(signal.SIGKILL)
+        old.proc.wait(10)
+        wait_until(lambda: _epoch(c)[0] == epoch + 1, 5, f"takeover within 5 s at {stage}")
+        leaders.append(c.start("leader"))  # a new standby
+
+    kill_and_replace("found")
+    c.regtest.call("generatetodescriptor", 1, "raw(51)")
+    wait_until(lambda: _blocks(c) == [("confirmed", 102)], 30, "confirmed by the new leader")
+    kill_and_replace("confirmed")
+    c.regtest.call("generatetodescriptor", 99, "raw(51)")
+    wait_until(lambda: _blocks(c)[0][0] in ("mature", "paid"), 60, "mature")
+    kill_and_replace("mature")
+    wait_until(lambda: _blocks(c) == [("paid", 102)], 60, "paid by the third leader")
+    ((n, distinct),) = c.sql("SELECT COUNT(*), COUNT(DISTINCT (miner_id, reason, amount, "
+                             "block_id)) FROM ledger_entries")
+    assert n == distinct  # no ledger line written twice
+    ((rounds,),) = c.sql("SELECT COUNT(*) FROM accounting_events WHERE kind = 'round'")
+    assert rounds == 1
+    ((queued, recorded),) = c.sql("SELECT COUNT(*), COUNT(recorded_at) FROM found_blocks")
+    assert queued == recorded == 1
+    ((stored,),) = c.sql("SELECT COUNT(*) FROM shares")
+    assert stored == 60
