@@ -122,6 +122,9 @@ def test_partitioned_old_leader_cannot_write_and_steps_down(cluster_node_down: C
     c = cluster_node_down
     old = c.start("leader")
     wait_until(lambda: _epoch(c)[0] == 1, 30, "old elected")
+    st = _status(c)
+    assert (st["epoch"], st["leader_lock_held"]) == (1, True)
+    assert st["holder"].endswith(f":{old.port}")
     fe = c.start("api")
     assert c.post(fe, "/v1/shares", shares(0, 30, "x")).json()["accepted"] == 30
     wait_until(lambda: _count(c, fe) == 30, 10, "old leader counted 30")
@@ -132,6 +135,7 @@ def test_partitioned_old_leader_cannot_write_and_steps_down(cluster_node_down: C
         f"AND classid = {LEADER_LOCK} AND objid = hashtext(current_schema())::oid")
     assert pids[0]
     c.sql(f"SELECT pg_terminate_backend(p) FROM unnest(ARRAY{list(pids[0])}) AS p")
+    assert _status(c)["leader_lock_held"] is False  # its session is gone, it is stopped
     new = c.start("leader")
     wait_until(lambda: _epoch(c)[0] == 2, 10, "new elected")
     assert c.post(fe, "/v1/shares", shares(30, 20, "x")).json()["accepted"] == 20

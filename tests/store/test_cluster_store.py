@@ -234,3 +234,16 @@ def test_concurrent_share_writers_reach_the_follower_once_in_id_order(pg: Engine
     assert seen == [r[0] for r in stored]  # exactly the stored ids, in order, none skipped
     assert (np.diff(seen) > 0).all()
     assert {r[1] for r in stored} == set(acked)
+
+
+def test_lease_gauges_follow_elections(pg: Engine, url: str) -> None:
+    from api.metrics import lease_gauges
+
+    assert lease_gauges(pg)["epoch"] == 0
+    conn = notify.connect_raw(url)
+    try:
+        assert try_acquire(conn, "x") == 1
+        g = lease_gauges(pg)
+        assert g["epoch"] == 1 and g["since"] > 1.7e9
+    finally:
+        conn.close()
