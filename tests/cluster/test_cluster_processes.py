@@ -83,7 +83,7 @@ def test_two_frontends_one_window_one_distribution_and_failover(cluster: Cluster
             t0 = time.monotonic()
             r = await asyncio.to_thread(c.post, b, "/v1/distributions",
                                         {"estimated_revenue": 5_000_000_000})
-            assert r.status_code == 200, r.text
+            assert r.status_code == 201, r.text
             published = int(r.json()["distribution_id"])
             da = await ja.wait_for_distribution(after=first, timeout=1.0)
             db = await jb.wait_for_distribution(after=first, timeout=1.0)
@@ -113,7 +113,7 @@ def test_two_frontends_one_window_one_distribution_and_failover(cluster: Cluster
     assert took_over < 15
     # The new leader serves forwarded publications.
     r = c.post(b, "/v1/distributions", {"estimated_revenue": 5_000_000_000})
-    assert r.status_code == 200 and r.json()["distribution_id"] == published + 1
+    assert r.status_code == 201 and r.json()["distribution_id"] == published + 1
     assert "elected leader (epoch 2" in s.text()
 
 
@@ -191,7 +191,7 @@ def test_kill_the_leader_at_each_settlement_stage(cluster: Cluster) -> None:
     assert c.post(fe, "/v1/shares", shares(0, 60, "k")).json()["accepted"] == 60
     wait_until(lambda: _count(c, fe) == 60, 10, "60 shares in the window")
     r = c.post(fe, "/v1/distributions", {"estimated_revenue": 5_000_000_000})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
 
     async def find_block() -> None:
         node = c.regtest.node()  # type: ignore[union-attr]
