@@ -44,9 +44,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy import Engine
 
+from payouts.errors import PayoutsError
 from payouts.service import PoolService
 from payouts.settlement.runner import settlement_states
+from payouts.store.leader_lease import read_lease
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -154,10 +157,16 @@ def record_distribution() -> None:
 
 def render(service: PoolService) -> tuple[bytes, str]:
     """Refresh the gauges from ``service`` and render the registry (text format 0.0.4)."""
-    acc = service.accountant
-    WINDOW_SHARES.set(acc.share_count)
-    WINDOW_WEIGHT.set(float(acc.total_weight))
-    WINDOW_MINERS.set(len(acc.weights().miner_ids))
+    try:
+        w = service.window_view()  # a cluster frontend: the view the leader published
+    except PayoutsError:  # none published yet: the gauges keep their last values
+        pass
+    else:
+        WINDOW_SHARES.set(w.share_count)
+        WINDOW_WEIGHT.set(float(w.total_weight))
+        WINDOW_MINERS.set(len(w.miners))
+    for k, v in lease_gauges(service.engine).items():
+        LEADER_LEASE.labels(k).set(v)
     for state, n in settlement_states(service.engine).items():
         SETTLEMENTS.labels(state).set(n)
     now = datetime.now(UTC)
@@ -169,6 +178,22 @@ def render(service: PoolService) -> tuple[bytes, str]:
     for state in _OPEN_STATES:
         SETTLEMENT_AGE.labels(state).set(oldest.get(state, 0.0))
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+LEADER_LEASE = Gauge("payouts_leader_lease", "The cluster's leader lease: epoch (elections "
+                     "so far) and since (unix time of the last election)", ["field"],
+                     registry=REGISTRY)
+
+
+def lease_gauges(engine: Engine) -> dict[str, float]:
+    """``epoch`` and ``since`` of the leader lease (docs/deployment.md); none on a store
+    without the table (older schema)."""
+    try:
+        lease = read_lease(engine)
+    except Exception:
+        return {}
+    return {"epoch": float(lease.epoch),
+            "since": lease.since.timestamp() if lease.since is not None else 0.0}
 
 
 # -- what payouts serve registers: SV2 servers, the node (issue #16) ---------------------------

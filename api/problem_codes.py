@@ -22,6 +22,11 @@ CODES: dict[str, str] = {
     "internal-error": "a bug: the server log has the traceback",
     "store-unreachable": "the database does not answer",
     "metrics-elsewhere": "/metrics is served on its own address ([metrics] listen)",
+    # a cluster of several processes (docs/deployment.md)
+    "not-leader": "only the cluster's leader answers this; this process is a frontend",
+    "no-window-yet": "no leader has published the window yet (just elected, or none): retry",
+    "no-leader": "no leader answered the forwarded request in time (failover): retry",
+    "stale-leader": "this process was leader, another one was elected since: it wrote nothing",
     # operator tokens
     "missing-token": "no Authorization: Bearer token",
     "invalid-token": "unknown token",

@@ -44,6 +44,11 @@ _STATUS_BY_CODE: dict[str, int] = {
     "duplicate-partial-signature": 409,
     "unknown-signer": 404,
     "unknown-session": 404,  # discarded with its orphaned block while a call was on its way
+    # a cluster (docs/deployment.md): only the leader can answer, and none does right now
+    "not-leader": 503,
+    "no-window-yet": 503,
+    "no-leader": 503,
+    "stale-leader": 503,
 }
 
 

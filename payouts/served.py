@@ -48,6 +48,7 @@ from payouts.tx.transaction import Tx
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from payouts.leader import QueuedFound
     from sv2.jds.server import FoundBlock, JobDeclarationServer
     from sv2.mining.events import AcceptedShare
     from sv2.mining.server import MiningServer
@@ -58,7 +59,68 @@ log = logging.getLogger("payouts.serve")
 FROM_SETTINGS: Literal["settings"] = "settings"
 
 
-class ServedPool:
+class Serving:
+    """What ``payouts serve`` runs, as one process or as a member of a cluster
+    (:class:`ServedPool`, :class:`payouts.cluster_member.ClusterMember`): started, served over
+    HTTP until uvicorn exits, stopped."""
+
+    settings: Settings
+    service: PoolService
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def run(self, server: Any) -> None:
+        """Start, run ``server`` (a ``uvicorn.Server`` on :attr:`app`) until it exits, stop.
+
+        uvicorn catches SIGTERM/SIGINT and, once it has shut down, raises the signal again to
+        end the process the default way, which would skip :meth:`stop` (no last snapshot, JD
+        server and poller not stopped). So while serving, those signals land in a handler of
+        ours that only notes them; uvicorn still sees them first and shuts down; :meth:`stop`
+        runs; then the noted signal is raised with the default action, as uvicorn meant."""
+        noted: list[int] = []
+        previous = _note_signals(noted)
+        metrics_task: asyncio.Task[Any] | None = None
+        metrics_server = self._metrics_server(server)
+        try:
+            await self.start()
+            log.info("serving the API on http://%s:%d (network %s, database %s)",
+                     server.config.host, server.config.port, self.settings.network,
+                     self.settings.effective_database_url.split("@")[-1])
+            if metrics_server is not None:
+                metrics_task = asyncio.get_running_loop().create_task(metrics_server.serve())
+                log.info("serving /metrics on %s ([metrics] listen)", self.settings.metrics.listen)
+            await server.serve()
+        finally:
+            if metrics_server is not None and metrics_task is not None:
+                metrics_server.should_exit = True
+                await metrics_task
+            await self.stop()
+            _restore_signals(previous)
+        for sig in noted[:1]:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    def _metrics_server(self, api_server: Any) -> Any:
+        """A second uvicorn server for ``[metrics] listen`` (None when unset), configured like
+        the API's (``api_server``)."""
+        listen = self.settings.metrics.listen
+        if listen is None:
+            return None
+        import uvicorn
+
+        from api.app import create_metrics_app
+
+        host, _, port = listen.rpartition(":")
+        return uvicorn.Server(uvicorn.Config(
+            create_metrics_app(self.service), host=host.strip("[]"), port=int(port),
+            access_log=False, log_config=None, log_level=api_server.config.log_level))
+
+
+class ServedPool(Serving):
     """Everything ``payouts serve`` runs, wired together (module docstring).
 
     ``service``, ``node`` and ``runner`` may be given (tests, the demo); otherwise they are made
@@ -75,8 +137,14 @@ class ServedPool:
         node: Node | None = None,
         runner: SettlementRunner | None = None,
         rate_limit: float | Literal["settings"] | None = FROM_SETTINGS,
+        jds: bool = True,
+        on_published: Callable[[FittedDistribution, bool], None] | None = None,
     ) -> None:
         self.settings = settings
+        # A cluster's leader (payouts.leader) runs no JD server of its own (the frontends do)
+        # and announces what it publishes to them (``on_published(fitted, settlement)``).
+        self._with_jds = jds
+        self._on_published = on_published
         self.service = service if service is not None else PoolService(settings)
         self._owns_node = node is None
         self.node = node if node is not None else make_node(settings)
@@ -122,9 +190,11 @@ class ServedPool:
         fitted = self.service.publish_distribution(estimated_revenue)
         if self.jds is not None:
             self.jds.publish(fitted, settlement=settlement)
+        if self._on_published is not None:
+            self._on_published(fitted, settlement)
         return fitted
 
-    async def record_found_block(self, found: FoundBlock) -> None:
+    async def record_found_block(self, found: FoundBlock | QueuedFound) -> None:
         """A block the JD server got accepted (or found already in the node's active chain):
         :meth:`block_found`."""
         await self.block_found(block_hash=found.block_hash, height=found.height,
@@ -183,7 +253,7 @@ class ServedPool:
         await self.follow_chain()
         await check_mode_on_node(self.mode, self.node, "payouts serve")
         await self.recover_found_blocks()
-        if self.settings.jds.enabled:
+        if self.settings.jds.enabled and self._with_jds:
             await self.start_jds()
             if self.settings.mining.enabled:
                 await self.start_mining()
@@ -448,53 +518,6 @@ class ServedPool:
         if self._owns_node:
             await self.node.aclose()
 
-    async def run(self, server: Any) -> None:
-        """Start, run ``server`` (a ``uvicorn.Server`` on :attr:`app`) until it exits, stop.
-
-        uvicorn catches SIGTERM/SIGINT and, once it has shut down, raises the signal again to
-        end the process the default way, which would skip :meth:`stop` (no last snapshot, JD
-        server and poller not stopped). So while serving, those signals land in a handler of
-        ours that only notes them; uvicorn still sees them first and shuts down; :meth:`stop`
-        runs; then the noted signal is raised with the default action, as uvicorn meant."""
-        noted: list[int] = []
-        previous = _note_signals(noted)
-        metrics_task: asyncio.Task[Any] | None = None
-        metrics_server = self._metrics_server(server)
-        try:
-            await self.start()
-            log.info("serving the API on http://%s:%d (network %s, database %s)",
-                     server.config.host, server.config.port, self.settings.network,
-                     self.settings.effective_database_url.split("@")[-1])
-            if metrics_server is not None:
-                metrics_task = asyncio.get_running_loop().create_task(metrics_server.serve())
-                log.info("serving /metrics on %s ([metrics] listen)", self.settings.metrics.listen)
-            await server.serve()
-        finally:
-            if metrics_server is not None and metrics_task is not None:
-                metrics_server.should_exit = True
-                await metrics_task
-            await self.stop()
-            _restore_signals(previous)
-        for sig in noted[:1]:
-            signal.signal(sig, signal.SIG_DFL)
-            signal.raise_signal(sig)
-
-    def _metrics_server(self, api_server: Any) -> Any:
-        """A second uvicorn server for ``[metrics] listen`` (None when unset), configured like
-        the API's (``api_server``)."""
-        listen = self.settings.metrics.listen
-        if listen is None:
-            return None
-        import uvicorn
-
-        from api.app import create_metrics_app
-
-        host, _, port = listen.rpartition(":")
-        return uvicorn.Server(uvicorn.Config(
-            create_metrics_app(self.service), host=host.strip("[]"), port=int(port),
-            access_log=False, log_config=None, log_level=api_server.config.log_level))
-
-
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -510,4 +533,4 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-__all__ = ["ServedPool"]
+__all__ = ["ServedPool", "Serving"]

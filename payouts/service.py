@@ -68,12 +68,20 @@ from payouts.store.ledger import (
     record_block_and_round,
 )
 from payouts.store.migrate import upgrade
+from payouts.store.shares import persist_shares_with_ids
 from payouts.tx.address import address_to_script
 from payouts.tx.hashes import display_hex
 from payouts.window_keeper import WindowKeeper
 
 if TYPE_CHECKING:
+    from payouts.published_view import PublishedWindow
     from payouts.settlement.modes import SettlementMode
+
+
+class NotLeaderError(PayoutsError):
+    """What only the leader of a cluster can answer was asked of a frontend."""
+
+    code = "not-leader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +141,7 @@ class PoolService:
     """Store + accountant + distributions for one pool."""
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
-                 migrate: bool = True) -> None:
+                 migrate: bool = True, accounting: bool = True) -> None:
         self.settings = settings
         url = settings.effective_database_url
         if engine is None and url.startswith("sqlite:///"):
@@ -142,7 +150,10 @@ class PoolService:
         if migrate:
             upgrade(self.engine)
         # The window and its durable state (snapshot + replay on start: payouts.window_keeper).
-        self.window = WindowKeeper(settings, self.engine)
+        # A frontend of a cluster (``accounting=False``) holds none: it stores shares and
+        # answers window reads from the view the leader publishes (:attr:`published`).
+        self._window = WindowKeeper(settings, self.engine) if accounting else None
+        self.published: PublishedWindow | None = None
         # Publishing takes the next distribution id; recording a block reads the balances it
         # settles against: each must not interleave with itself. Neither blocks share ingest.
         self._publish_lock = threading.Lock()
@@ -160,6 +171,13 @@ class PoolService:
         # account -> miner id, for batches naming miners by account: ids never change and
         # miners are never deleted, so a hit never goes stale.
         self._ids_by_account: dict[str, int] = {}
+
+    @property
+    def window(self) -> WindowKeeper:
+        """The accounting window (the leader's alone: a frontend raises ``not-leader``)."""
+        if self._window is None:
+            raise NotLeaderError("this process is a frontend: the leader keeps the window")
+        return self._window
 
     @property
     def accountant(self) -> Accountant:
@@ -195,7 +213,10 @@ class PoolService:
     # -- shares -------------------------------------------------------------------------------
 
     def ingest(self, batch: ShareBatch) -> IngestResult:
-        """Persist (durable before returning) and account a batch; duplicates are skipped."""
+        """Persist (durable before returning) and account a batch; duplicates are skipped.
+        A frontend only persists: the leader's share follower accounts it (payouts.leader)."""
+        if self._window is None:
+            return IngestResult(len(batch), len(persist_shares_with_ids(self.engine, batch)[0]))
         return IngestResult(len(batch), self.window.ingest(batch))
 
     def ingest_accounts(self, shares: AccountShareBatch) -> IngestResult:
@@ -472,9 +493,15 @@ class PoolService:
             conn.exec_driver_sql("SELECT 1")
 
     def window_view(self) -> views.WindowView:
+        if self._window is None and self.published is not None:
+            return self.published.window()
         return views.window(self)
 
     def miner_shares(self, account: str) -> views.MinerShares:
+        if self._window is None and self.published is not None:
+            m = views.miner(self, account)
+            return views.MinerShares(m, self.settings.accounting.scheme,
+                                     self.published.miner_stats(m.id))
         return views.miner_shares(self, account)
 
     def miner_ledger(self, account: str) -> views.MinerLedger:

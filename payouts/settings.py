@@ -411,6 +411,30 @@ class ApiSettings(_Section):
         "once before rate_limit_per_sec applies")
 
 
+Role = Literal["all", "api", "jds", "leader"]
+
+
+class ClusterSettings(_Section):
+    """``[cluster]``: several ``payouts serve`` processes on one PostgreSQL, one elected
+    leader (docs/deployment.md)."""
+
+    role: Role = Field(
+        "all", description="all: everything in one process (the only role on SQLite); api: "
+        "REST frontend; jds: REST + JD server frontend; leader: campaigns for leadership and, "
+        "once elected, runs the accountant, publishing and settlement")
+    enabled: bool = Field(
+        False, description="with role all on PostgreSQL: run as one of several processes "
+        "(campaign for leadership instead of assuming it); implied by any other role")
+    request_timeout_sec: float = Field(
+        10.0, gt=0, le=300, description="how long a frontend waits for the leader to answer "
+        "a forwarded request (POST /v1/distributions) before 503 no-leader")
+
+    @property
+    def active(self) -> bool:
+        """True when this process is one of several (campaigning or a frontend)."""
+        return self.enabled or self.role != "all"
+
+
 def env_name(loc: tuple[str | int, ...]) -> str | None:
     """The ``PAYOUTS_*`` environment variable that set the setting at ``loc`` (or a table
     holding it, given as JSON), if one did."""
@@ -483,6 +507,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     settlement: SettlementSettings = Field(default_factory=SettlementSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @model_validator(mode="after")
     def _paths_from_the_settings_file(self) -> Settings:
@@ -511,6 +536,16 @@ class Settings(BaseSettings):
                 "fallback_key (and optionally fallback_timelock, fee_rate, ctv_leaf, "
                 "fallback_secret_key)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_postgresql(self) -> Settings:
+        if self.cluster.active and not self.effective_database_url.startswith("postgresql"):
+            raise ValueError(
+                f"cluster.role = {self.cluster.role}"
+                f"{' with cluster.enabled' if self.cluster.enabled else ''} needs PostgreSQL "
+                "(database_url = postgresql+psycopg://...): several processes share one "
+                "PostgreSQL database; on SQLite only role all runs, as one process")
         return self
 
     @property

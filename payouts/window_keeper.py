@@ -103,6 +103,10 @@ class WindowKeeper:
         self.last_share_id = 0
         self.last_event_id = 0
         self.node_bits: int | None = None  # the nBits the node reported last (any run)
+        # Other processes write shares to this store too (a leader on PostgreSQL): the window
+        # then follows the store in id order (:meth:`follow`), and a batch ingested here first
+        # takes in the others' rows stored before it.
+        self.shared_store = False
         self.accountant, self.restored = self._restore()
 
     # -- what the window uses -----------------------------------------------------------------
@@ -186,9 +190,19 @@ class WindowKeeper:
         with self.lock:
             new, ids = persist_shares_with_ids(self.engine, batch)
             if len(new):
+                if self.shared_store:
+                    # Every id below ours committed before ours (the share-order lock,
+                    # payouts.store.shares): take those rows in first, in id order.
+                    self._replay(self.accountant, int(ids[0]) - 1)
                 self.accountant.ingest(batch if len(new) == len(batch) else batch.take(new), ids)
                 self.last_share_id = int(ids[-1])
             return len(new)
+
+    def follow(self) -> int:
+        """Take the shares other processes stored since the last one in the window, in id
+        order (the leader's share follower); returns how many."""
+        with self.lock:
+            return self._replay(self.accountant, None)
 
     def check_bits(self, bits: int) -> Fraction:
         """The difficulty of ``bits`` if it can be the network's next block's; else

@@ -82,7 +82,7 @@ def role_violations(package: str) -> list[str]:
     return out
 
 
-TOP_LAYER = ("payouts.cli", "payouts.served", "payouts.__main__")
+TOP_LAYER = ("payouts.cli", "payouts.served", "payouts.cluster_member", "payouts.__main__")
 
 
 def domain_violations() -> list[str]:

@@ -31,10 +31,12 @@ def key(*loc: str) -> str:
     return env_name(loc) or ".".join(loc)
 
 
-def load_valid_settings(config: Path | None) -> Settings:
+def load_valid_settings(config: Path | None, *, role: str | None = None) -> Settings:
     """Settings that ``payouts serve`` can start with, or :class:`ConfigError` listing every
-    problem (module docstring)."""
+    problem (module docstring). ``role``: ``--role``, over ``[cluster] role``."""
     settings = load_settings(config)
+    if role is not None:
+        settings.cluster.role = role  # type: ignore[assignment]  # checked just below
     problems = settings_problems(settings)
     if problems:
         where = f" in {config}" if config is not None else ""
@@ -46,7 +48,25 @@ def settings_problems(settings: Settings) -> list[str]:
     """Every cross-key problem of ``settings`` (module docstring), one line each."""
     return [*_node_problems(settings), *_pool_problems(settings), *_jds_problems(settings),
             *_mining_problems(settings),
-            *_mode_problems(settings)]
+            *_mode_problems(settings), *_cluster_problems(settings)]
+
+
+def _cluster_problems(settings: Settings) -> list[str]:
+    """A cluster (docs/deployment.md) needs PostgreSQL and a node every process shares."""
+    c = settings.cluster
+    if c.role not in ("all", "api", "jds", "leader"):
+        return [f"{key('cluster', 'role')}: {c.role!r} is not a role: all, api, jds or leader"]
+    if not c.active:
+        return []
+    what = f"role {c.role}" + (" with cluster.enabled" if c.enabled else "")
+    if not settings.effective_database_url.startswith("postgresql"):
+        return [f"{key('cluster', 'role')}: {what} needs PostgreSQL (database_url = "
+                "postgresql+psycopg://...): the processes of a cluster share one database; on "
+                "SQLite only role all runs, as one process"]
+    if settings.node.backend == "kernel" and c.role != "api":
+        return [f"{key('node', 'backend')}: {what} needs node.backend = \"bitcoind\": the "
+                "kernel backend is an in-memory chain of its own in every process"]
+    return []
 
 
 def _node_problems(settings: Settings) -> list[str]:

@@ -50,6 +50,9 @@ COMMANDS: dict[str, LazyCommand] = {
                         "The pool's authority key: the Noise certificates of its SV2 servers."),
     "db": LazyCommand("payouts.cli.db_cmd", "app",
                       "The database schema (Alembic migrations shipped with the engine)."),
+    "cluster": LazyCommand("payouts.cli.cluster_cmd", "app",
+                           "Several payouts serve processes on one PostgreSQL: the elected "
+                           "leader."),
     "tokens": LazyCommand("payouts.cli.tokens_cmd", "app",
                           "Operator bearer tokens for the REST API."),
     "distribution": LazyCommand("payouts.cli.distribution_cmd", "app",

@@ -87,6 +87,11 @@ def serve(
         "shared by every payouts serve on one PostgreSQL database."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    role: str | None = typer.Option(
+        None, "--role", help="Override [cluster] role: all (everything in this process; the "
+        "only role on SQLite), api (REST frontend), jds (REST + JD server frontend), leader "
+        "(campaigns; once elected runs the accountant, publishing and settlement). Any role "
+        "but all needs PostgreSQL (docs/deployment.md)."),
 ) -> None:
     """Start the API, the settlement lifecycle and, with [jds] enabled = true, the Stratum V2 JD
     server in the same process.
@@ -109,20 +114,27 @@ def serve(
 
     from payouts.cli.preflight import authority_public_key_of, check_ports, load_valid_settings
 
-    settings = load_valid_settings(config)
+    settings = load_valid_settings(config, role=role)
     bind_host = host or settings.api.host
     bind_port = port or settings.api.port
     check_ports(settings, (bind_host, bind_port))
     _first_start_without_a_node(settings)
 
     from api.http_server import uvicorn_config
-    from payouts.served import ServedPool
+    from payouts.served import FROM_SETTINGS, ServedPool, Serving
 
     _configure_logging(log_level)
     if settings.jds.enabled and settings.jds.authority_secret_key:
         log.info("authority public key (miners pin it: payouts jdc run --authority-key): %s",
                  authority_public_key_of(settings.jds.authority_secret_key))
-    pool = ServedPool(settings, rate_limit=None) if no_rate_limit else ServedPool(settings)
+    rate = None if no_rate_limit else FROM_SETTINGS
+    pool: Serving
+    if settings.cluster.active:
+        from payouts.cluster_member import ClusterMember
+
+        pool = ClusterMember(settings, rate_limit=rate, port=bind_port)
+    else:
+        pool = ServedPool(settings, rate_limit=rate)
     server = uvicorn.Server(uvicorn_config(pool.app, bind_host, bind_port, log_level=log_level))
     # uvloop (libuv): the event loop every server of the process runs on. Its socket I/O and
     # scheduling in C took a quarter of a balance read's CPU off (issue #17).

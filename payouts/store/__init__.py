@@ -9,6 +9,7 @@ and the functions of :mod:`payouts.store.repositories`.
 from payouts.store import (
     accounting_models,
     api_models,
+    cluster_models,
     dashboard_models,
     models,
     musig_models,
@@ -16,6 +17,6 @@ from payouts.store import (
     settlement_models,
 )
 
-__all__ = ["accounting_models", "api_models", "dashboard_models", "models", "musig_models",
-           "rate_limits",
+__all__ = ["accounting_models", "api_models", "cluster_models", "dashboard_models", "models",
+           "musig_models", "rate_limits",
            "settlement_models"]

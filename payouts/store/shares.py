@@ -72,8 +72,11 @@ _PREPARE_SQL = (
     "SELECT ARRAY(SELECT id FROM miners WHERE id = ANY(%s)), "
     f"ARRAY(SELECT nextval('{_ID_SEQUENCE}') FROM generate_series(1, %s))"
 )
-# pg_advisory_xact_lock key serializing share inserts on PostgreSQL ('payouts' + 1).
-SHARE_ORDER_LOCK = 0x7061796F75747301
+# Two-key pg_advisory_xact_lock (SHARE_ORDER_LOCK, hashtext(current_schema())) serializing
+# share inserts on PostgreSQL, scoped to the pool's schema like the leader's lock
+# (payouts.store.leader_lease). 'pysh' as an int4.
+SHARE_ORDER_LOCK = 0x70797368
+SHARE_ORDER_SQL = "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))"
 _EMPTY: Index = np.zeros(0, dtype=np.intp)
 _NO_IDS: I64 = np.zeros(0, dtype=np.int64)
 
@@ -151,9 +154,15 @@ def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64,
     with cur.connection.pipeline():
         # Ids are taken under a transaction-scoped lock that COMMIT releases, so they ascend
         # in commit order across every process writing shares: whoever reads shares by id
-        # (the leader's window, docs/deployment.md) can never pass over a row that commits
-        # later with a smaller id.
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (SHARE_ORDER_LOCK,))
+        # (the leader's share follower, docs/deployment.md) can never pass over a row that
+        # commits later with a smaller id. Why this and not reading below pg_snapshot_xmin:
+        # the leader's order must be the id order a restart replays (payouts.window_keeper),
+        # and xmin-bounded reads would need a second cursor (xid, id) that replay does not
+        # have. PostgreSQL makes a commit visible before it releases the transaction's locks,
+        # so the next writer's ids are taken only once the previous rows are visible. The
+        # price: share transactions of all frontends commit one at a time (measured in
+        # docs/BENCHMARKS.md, "several frontends").
+        cur.execute(SHARE_ORDER_SQL, (SHARE_ORDER_LOCK,))
         cur.execute(_PREPARE_SQL, (unique_miners.tolist(), n))
         order = sorted(range(n), key=keys.__getitem__)
         at = np.asarray(order, dtype=np.intp)

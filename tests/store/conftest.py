@@ -31,6 +31,7 @@ TABLES = (
     "ledger_entries", "blocks", "distributions", "shares", "miners",
     "accounting_events", "accounting_snapshots", "miner_balances",
     "worker_hashrate", "payee_index", "payee_index_blocks", "musig_sessions", "rate_limits",
+    "found_blocks", "window_view", "leader_requests",
 )
 
 
@@ -115,6 +116,7 @@ def engine(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     with eng.begin() as conn:
         conn.exec_driver_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
         conn.exec_driver_sql("UPDATE dashboard_state SET shares_through = 0")
+        conn.exec_driver_sql("UPDATE leader_lease SET epoch = 0, holder = ''")
     yield eng
 
 

@@ -1,0 +1,250 @@
+"""Several processes on one PostgreSQL (issue 15), each against the single process in the
+same run:
+
+* ``ingest``: aggregate durable share ingest (batches of 10,000, committed on return) of the
+  single process (``role all``: store + account in its window) against one and two frontend
+  processes (``api``/``jds``: validate + store only, the leader's follower accounts), each
+  writer its own OS process on one PostgreSQL schema. Frontends' share transactions commit one
+  at a time (the share-order lock, payouts/store/shares.py), so a second frontend adds
+  parallelism only to what happens before the lock (validation, key sort, sending).
+* ``failover``: two ``payouts serve --role leader`` processes; SIGKILL the leader; time until
+  the standby holds the lease (epoch bumped) and until it published the window view again.
+  Baseline: a single ``payouts serve`` (role all, same PostgreSQL) killed and restarted, time
+  until it answers ``GET /v1/window`` again.
+* ``push``: publish-to-push latency across JD servers, measured by
+  tests/cluster/test_cluster_processes.py (needs bitcoind); see docs/BENCHMARKS.md.
+
+Run: ``python -m benchmarks.bench_cluster`` (PostgreSQL from ``$PAYOUTS_TEST_POSTGRES_URL``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("PAYOUTS_TEST_POSTGRES_URL",
+                        "postgresql+psycopg://root@127.0.0.1:5432/test")
+BATCH = 10_000
+BATCHES = 20  # per writer
+MINERS = 1_000
+RUNS = 3
+
+
+def _schema(admin: sa.Engine) -> str:
+    name = f"bench_cluster_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={name}"})
+    return url.render_as_string(hide_password=False)
+
+
+def _prepare(url: str) -> None:
+    from payouts.store import migrate
+    from payouts.store.engine import make_engine
+    from payouts.store.repositories import register_miner
+
+    eng = make_engine(url)
+    migrate.upgrade(eng)
+    for i in range(MINERS):
+        register_miner(eng, f"m{i}", bytes.fromhex("0014") + i.to_bytes(20, "big"))
+    eng.dispose()
+
+
+def _writer(url: str, tag: str, accounting: bool, start: Any, out: Any) -> None:
+    from payouts.accounting.shares import ShareBatch
+    from payouts.service import PoolService
+    from payouts.settings import Settings
+
+    settings = Settings(database_url=url, accounting={"pin_difficulty": 1_000_000})
+    svc = PoolService(settings, migrate=False, accounting=accounting)
+    rng = np.random.default_rng(abs(hash(tag)) % 2**32)
+    batches = []
+    for b in range(BATCHES):
+        n = BATCH
+        batches.append(ShareBatch(
+            key=[f"{tag}-{b}-{i}-{rng.integers(1 << 62):x}" for i in range(n)],
+            miner_id=rng.integers(1, MINERS + 1, n).astype(np.int64),
+            worker=["w"] * n, difficulty=np.full(n, 1000, dtype=np.int64),
+            job_id=["j"] * n, revenue=np.full(n, 312_500_000, dtype=np.int64),
+            time_ms=np.arange(n, dtype=np.int64) + 1_700_000_000_000))
+    start.wait()
+    t0 = time.perf_counter()
+    for batch in batches:
+        svc.ingest(batch)
+    out.put(time.perf_counter() - t0)
+    svc.engine.dispose()
+
+
+def ingest_case(admin: sa.Engine, writers: int, accounting: bool) -> float:
+    """Aggregate shares/s of ``writers`` processes (wall time of the slowest)."""
+    url = _schema(admin)
+    _prepare(url)
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(url, f"w{i}", accounting, start, out))
+             for i in range(writers)]
+    for p in procs:
+        p.start()
+    time.sleep(3.0 + 2.0 * writers)  # each builds its batches (and restores its window)
+    t0 = time.perf_counter()
+    start.set()
+    for _ in procs:
+        out.get(timeout=600)
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return writers * BATCHES * BATCH / wall
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(url: str, role: str, tmp: Path, port: int | None = None
+           ) -> tuple[subprocess.Popen[bytes], int]:
+    port = port or _free_port()
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUTS_")}
+    e.update(PAYOUTS_DATABASE_URL=url, PAYOUTS_DATA_DIR=str(tmp), PAYOUTS_API__PORT=str(port),
+             PAYOUTS_NODE__BACKEND="bitcoind",
+             PAYOUTS_NODE__RPC_URL=f"http://127.0.0.1:{_free_port()}",  # down: not needed
+             PAYOUTS_NODE__RPC_USER="u", PAYOUTS_NODE__RPC_PASSWORD="p",
+             PAYOUTS_ACCOUNTING__PIN_DIFFICULTY="1000",
+             PAYOUTS_POOL__PAYOUT_SCRIPT="0014" + "ab" * 20)
+    p = subprocess.Popen([sys.executable, "-m", "payouts", "serve", "--no-rate-limit",
+                          "--role", role], env=e, stderr=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL)
+    return p, port
+
+
+def _wait(ok: Any, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while not ok():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError
+        time.sleep(0.02)
+
+
+def _window_ok(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _lease(eng: sa.Engine) -> tuple[int, int]:
+    """(lease epoch, epoch of the published view: 0 before any)."""
+    with eng.connect() as c:
+        e = int(c.exec_driver_sql("SELECT epoch FROM leader_lease").scalar_one())
+        v = c.exec_driver_sql("SELECT epoch FROM window_view").scalar()
+    return e, int(v or 0)
+
+
+def failover_case(admin: sa.Engine, tmp: Path) -> tuple[float, float]:
+    """Seconds from SIGKILL of the leader to (epoch bumped, view published by the new one)."""
+    from payouts.store.engine import make_engine
+
+    url = _schema(admin)
+    _prepare(url)
+    eng = make_engine(url)
+    a, _pa = _serve(url, "leader", tmp)
+    try:
+        _wait(lambda: _lease(eng)[1] == 1)
+        b, pb = _serve(url, "leader", tmp)
+        try:
+            _wait(lambda: _window_ok(pb), 120)  # the standby is up ...
+            time.sleep(2.0)  # ... and has tried the lock (every 1 s)
+            t0 = time.perf_counter()
+            a.send_signal(signal.SIGKILL)
+            _wait(lambda: _lease(eng)[0] == 2)
+            elected = time.perf_counter() - t0
+            _wait(lambda: _lease(eng)[1] == 2)
+            serving = time.perf_counter() - t0
+        finally:
+            b.send_signal(signal.SIGTERM)
+            b.wait(30)
+    finally:
+        if a.poll() is None:
+            a.kill()
+        a.wait(10)
+        eng.dispose()
+    return elected, serving
+
+
+def restart_case(admin: sa.Engine, tmp: Path) -> float:
+    """Seconds from SIGKILL of a single process to its restart answering /v1/health (the
+    interpreter's start and imports included, as a supervisor's restart has them)."""
+    url = _schema(admin)
+    _prepare(url)
+    a, port = _serve(url, "all", tmp)
+    _wait(lambda: _window_ok(port))
+    t0 = time.perf_counter()
+    a.send_signal(signal.SIGKILL)
+    a.wait(10)
+    b, _ = _serve(url, "all", tmp, port)
+    try:
+        _wait(lambda: _window_ok(port))
+        return time.perf_counter() - t0
+    finally:
+        b.send_signal(signal.SIGTERM)
+        b.wait(30)
+
+
+def main() -> None:
+    admin = sa.create_engine(PG_URL)
+    print(f"load average at start: {os.getloadavg()}")
+    print(f"ingest: {BATCHES} batches of {BATCH:,} per writer, {MINERS:,} miners, median of "
+          f"{RUNS}")
+    rows = {}
+    cases = os.environ.get("BENCH_CLUSTER_CASES", "ingest,failover").split(",")
+    for label, writers, accounting in (("single process (role all)", 1, True),
+                                       ("1 frontend", 1, False), ("2 frontends", 2, False)):
+        if "ingest" not in cases:
+            break
+        rates = [ingest_case(admin, writers, accounting) for _ in range(RUNS)]
+        rows[label] = statistics.median(rates)
+        print(f"  {label:28s} {rows[label]:12,.0f} shares/s   runs: "
+              + ", ".join(f"{r:,.0f}" for r in rates))
+    if rows:
+        base = rows["single process (role all)"]
+        for label in ("1 frontend", "2 frontends"):
+            print(f"  {label} / single process: {rows[label] / base:.2f}x")
+    if "failover" not in cases:
+        return
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        fo = [failover_case(admin, tmp) for _ in range(RUNS)]
+        rs = [restart_case(admin, tmp) for _ in range(RUNS)]
+    el = statistics.median(x[0] for x in fo)
+    sv = statistics.median(x[1] for x in fo)
+    rr = statistics.median(rs)
+    runs = ", ".join(f"{x[0]:.2f}/{x[1]:.2f}" for x in fo)
+    print(f"failover (SIGKILL leader): standby elected in {el:.2f} s, its window view "
+          f"published in {sv:.2f} s (median of {RUNS}; runs {runs})")
+    print(f"single process killed and restarted, answering again: {rr:.2f} s (runs "
+          f"{[f'{x:.2f}' for x in rs]}); failover / restart: {sv / rr:.2f}x")
+    print(f"load average at end: {os.getloadavg()}")
+    with admin.begin() as c:
+        for (name,) in c.exec_driver_sql(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_cluster_%%'").all():
+            c.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+    admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""What only the elected leader of a cluster runs (docs/deployment.md), started on election
+and stopped when the lease is lost.
+
+:class:`LeaderWork` holds the one accounting window of the pool, restored from the store
+(snapshot + replay, as a restart does) on a store engine fenced with the leader's epoch
+(:class:`payouts.store.leader_lease.Fence`: a write after another leader was elected is
+refused). It runs, besides what :class:`payouts.served.ServedPool` runs for a single process
+(settlement runner, chain follower, snapshots, retention, ledger backlog, read index):
+
+- the share follower: every ~0.1 s (or on a ``shares`` notification) the shares the frontends
+  stored since the window's newest, in id order (:meth:`payouts.window_keeper.WindowKeeper.
+  follow`; why id order is commit order: :mod:`payouts.store.shares`);
+- the view publisher: the window view (:mod:`payouts.published_view`) every ~1 s when it moved;
+- the found-block consumer: blocks the frontends' JD servers queued (``found_blocks``),
+  recorded once each (a block already recorded, by a leader that died before marking it, is
+  only marked);
+- the request consumer: ``POST /v1/distributions`` forwarded by a frontend, answered.
+
+Every distribution it publishes is announced on the ``distribution`` channel as ``id`` or
+``id:settled`` (after a found block: PR #203 §10), so every JD server pushes it within 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from payouts.distribution.fitting import FittedDistribution
+from payouts.errors import DuplicateKeyError, PayoutsError
+from payouts.node.interface import Node, NodeError
+from payouts.published_view import view_body
+from payouts.served import ServedPool
+from payouts.service import PoolService
+from payouts.settings import Settings
+from payouts.store import notify
+from payouts.store.cluster import (
+    QueuedBlock,
+    answer_request,
+    mark_found_block_recorded,
+    open_requests,
+    pending_found_blocks,
+    publish_view,
+)
+from payouts.store.engine import make_engine
+from payouts.store.leader_lease import Fence, StaleLeaderError
+from payouts.tx.transaction import Tx
+
+log = logging.getLogger("payouts.cluster")
+
+FOLLOW_EVERY_SEC = 0.1
+VIEW_EVERY_SEC = 1.0
+QUEUE_POLL_SEC = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedFound:
+    """A queued found block as :meth:`ServedPool.record_found_block` takes it."""
+
+    block_hash: bytes
+    height: int
+    distribution_id: int | None
+    revenue: int
+    coinbase: Tx | None
+
+
+def found_payload(block_hash: bytes, height: int, distribution_id: int | None, revenue: int,
+                  coinbase: Tx | None) -> dict[str, object]:
+    """The queue payload of a found block (``found_blocks.payload``)."""
+    return {"height": height, "distribution_id": distribution_id, "revenue": revenue,
+            "coinbase": None if coinbase is None else coinbase.serialize().hex(),
+            "block_hash": block_hash.hex()}
+
+
+def _found(q: QueuedBlock) -> QueuedFound:
+    p = q.payload
+    cb = p.get("coinbase")
+    return QueuedFound(q.block_hash, int(p["height"]), p.get("distribution_id"),
+                       int(p["revenue"]), None if cb is None else Tx.parse(bytes.fromhex(cb)))
+
+
+class LeaderWork:
+    """The leader's half of a cluster process (module docstring)."""
+
+    def __init__(self, settings: Settings, url: str, epoch: int, node: Node, *,
+                 on_stale: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.settings = settings
+        self.epoch = epoch
+        self.engine: Engine = make_engine(url)
+        self.fence = Fence(self.engine, epoch)
+        self._on_stale = on_stale
+        self.service = PoolService(settings, engine=self.engine, migrate=False)
+        self.service.window.shared_store = True
+        self.pool = ServedPool(settings, service=self.service, node=node, jds=False,
+                               on_published=self._announce)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._view_key: tuple[int, int, int | None] | None = None
+
+    # -- start / stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.pool.start()
+        self.service.window.follow()
+        if self.service.latest_distribution() is None:
+            try:
+                template = await self.pool.node.block_template()
+            except NodeError as e:  # the JD servers wait for the first one; POST publishes
+                log.warning("no first distribution: the node does not answer (%s)", e.reason)
+            else:
+                self.pool.publish_distribution(template.coinbase_value)
+        loop = asyncio.get_running_loop()
+        for name, fn in (("share-follower", self._follow_loop), ("view", self._view_loop),
+                         ("found-blocks", self._found_loop), ("requests", self._request_loop)):
+            self._tasks.append(loop.create_task(fn(), name=name))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.pool.stop()
+        self.fence.remove()
+        self.engine.dispose()
+
+    # -- what the leader announces ------------------------------------------------------------
+
+    def _announce(self, fitted: FittedDistribution, settlement: bool) -> None:
+        did = fitted.distribution.distribution_id
+        with self.engine.begin() as conn:
+            notify.notify(conn, notify.DISTRIBUTION, f"{did}:settled" if settlement else str(did))
+        log.info("published distribution %d%s", did, " (after a settlement)" if settlement
+                 else "")
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def _guard(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
+        """Run ``step``; a stale-leader refusal steps down, anything else is logged."""
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except StaleLeaderError as e:
+            log.error("%s: %s", name, e.message)
+            asyncio.get_running_loop().create_task(self._on_stale())
+            await asyncio.sleep(3600)
+        except Exception:
+            log.exception("%s failed; retrying", name)
+            await asyncio.sleep(0.5)
+
+    async def _follow_loop(self) -> None:
+        while True:
+            await self._guard("share follower",
+                              lambda: asyncio.to_thread(self.service.window.follow))
+            await asyncio.sleep(FOLLOW_EVERY_SEC)
+
+    def _publish_view(self) -> None:
+        w = self.service.window
+        key = (w.last_share_id, w.last_event_id, w.node_bits)
+        if key == self._view_key:
+            return
+        publish_view(self.engine, self.epoch, view_body(self.service))
+        self._view_key = key
+
+    async def _view_loop(self) -> None:
+        while True:
+            await self._guard("view publisher", lambda: asyncio.to_thread(self._publish_view))
+            await asyncio.sleep(VIEW_EVERY_SEC)
+
+    async def _record_queued(self) -> None:
+        for q in await asyncio.to_thread(pending_found_blocks, self.engine):
+            found = _found(q)
+            try:
+                await self.pool.record_found_block(found)
+            except DuplicateKeyError:
+                log.info("queued block %s was recorded already", q.block_hash[::-1].hex())
+            await asyncio.to_thread(mark_found_block_recorded, self.engine, q.id)
+
+    async def _found_loop(self) -> None:
+        listener = notify.Listener(self.engine, [notify.FOUND_BLOCK])
+        try:
+            while True:
+                await self._guard("found-block consumer", self._record_queued)
+                await asyncio.to_thread(listener.wait, QUEUE_POLL_SEC)
+        finally:
+            listener.close()
+
+    async def _answer_requests(self) -> None:
+        for req in await asyncio.to_thread(open_requests, self.engine):
+            try:
+                if req.kind != "publish":
+                    raise PayoutsError(f"{req.kind} requests are not forwarded yet; send "
+                                       "them to the leader's own API", code="not-leader")
+                fitted = await asyncio.to_thread(
+                    self.pool.publish_distribution, int(req.body["estimated_revenue"]))
+                await asyncio.to_thread(
+                    answer_request, self.engine, req.id,
+                    result={"distribution_id": fitted.distribution.distribution_id})
+            except StaleLeaderError:
+                raise
+            except PayoutsError as e:
+                await asyncio.to_thread(
+                    answer_request, self.engine, req.id,
+                    error={"code": e.code, "message": e.message, "context": e.context})
+
+    async def _request_loop(self) -> None:
+        listener = notify.Listener(self.engine, [notify.REQUEST])
+        try:
+            while True:
+                await self._guard("request consumer", self._answer_requests)
+                await asyncio.to_thread(listener.wait, QUEUE_POLL_SEC)
+        finally:
+            listener.close()
+
+
+__all__ = ["LeaderWork", "QueuedFound", "found_payload"]
