@@ -86,7 +86,7 @@ class Report:
     restarts: int = 0
     blocks: int = 0
     shares_acknowledged: int = 0
-    share_batches_lost: int = 0  # sent, not acknowledged (the process died): may be stored or not
+    share_batches_lost: int = 0  # posts not acknowledged (process down or killed mid-request)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -96,7 +96,8 @@ class Report:
             out.append(f"{s:<10} {self.kills[s]:>5}  {how}")
         out.append(f"total kills {sum(self.kills.values())}, restarts {self.restarts}, "
                    f"blocks {self.blocks}, shares acknowledged {self.shares_acknowledged} "
-                   f"(batches cut by a kill {self.share_batches_lost}), {self.seconds:.0f} s")
+                   f"(posts that found the process down or were cut by a kill: "
+                   f"{self.share_batches_lost}), {self.seconds:.0f} s")
         return out
 
 
