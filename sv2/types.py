@@ -193,9 +193,16 @@ class Float32(Sv2Type[float]):
         return value if math.isfinite(value) else str(value)
 
     def from_json(self, obj: Any) -> float:
+        # JSON has no infinities or NaN: to_json writes them as Python's names for them.
+        if isinstance(obj, str) and obj in _NON_FINITE:
+            return float(obj)
         if not isinstance(obj, int | float) or isinstance(obj, bool):
-            raise EncodeError(f"F32 needs a number, got {_type_name(obj)}")
+            raise EncodeError(f"F32 needs a number (or \"inf\", \"-inf\", \"nan\"), "
+                              f"got {_type_name(obj)}")
         return float(obj)
+
+
+_NON_FINITE = frozenset({"inf", "-inf", "nan"})
 
 
 def _bytes_from_json(name: str, obj: Any) -> bytes:
