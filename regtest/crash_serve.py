@@ -118,6 +118,10 @@ class ServeProcess:
         self.log = workdir / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.authority_pk = authority_public_key(AUTHORITY_SK)
+        # Each signer's secret nonce for the nonce it last posted to a session, kept across
+        # calls as a real signer keeps it (``payouts musig2 sign``): sessions are in the store
+        # (a restarted process resumes them with the nonces already posted).
+        self.secnonces: dict[tuple[str, int], Any] = {}
         svc = PoolService(load_settings(self.config))
         for i in range(COMMITTEE + 2):
             svc.register_miner(f"m{i}", miner_script(i))
@@ -310,7 +314,7 @@ port = {self.api_port}
         if root is not None:
             keyagg = keyagg.taproot_tweak(bytes.fromhex(root))
         msg = bytes.fromhex(view["sighash"])
-        secnonces = {}
+        secnonces = self.secnonces
         try:
             for i, pk in enumerate(pubkeys):
                 if signers is not None and i not in signers:
@@ -318,18 +322,21 @@ port = {self.api_port}
                 if i not in view["missing_nonces"]:
                     continue
                 sn, pn = mu.nonce_gen(keys[pk], pk, keyagg, msg)
-                secnonces[i] = sn
+                secnonces[(sid, i)] = sn
                 auth = schnorr.sign(nonce_auth_message(sid, i, pn), keys[pk])
                 self.http.post(f"{url}/nonces", json={"signer_index": i, "pubnonce": pn.hex(),
                                                       "auth": auth.hex()})
             if not partial:
                 return self.session(block_id)
             view = self.session(block_id)
-            if view is None or not view["aggnonce"] or len(secnonces) != len(pubkeys):
+            if view is None or not view["aggnonce"] or any(
+                    (sid, i) not in secnonces for i in view["missing_partial_sigs"]):
                 return view
             ctx = mu.SessionContext(bytes.fromhex(view["aggnonce"]), keyagg, msg)
             for i, pk in enumerate(pubkeys):
-                psig = mu.partial_sign(secnonces[i], keys[pk], ctx)
+                if i not in view["missing_partial_sigs"]:
+                    continue
+                psig = mu.partial_sign(secnonces[(sid, i)], keys[pk], ctx)
                 self.http.post(f"{url}/partial-signatures",
                                json={"signer_index": i, "psig": psig.hex()})
         except httpx.TransportError:
