@@ -44,6 +44,7 @@ from payouts import service as service_module
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
 from payouts.distribution.fitting import FittedDistribution
+from payouts.owed_table import OwedTable
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.store.engine import make_engine
@@ -274,7 +275,8 @@ def baseline_publish_and_record(svc: PoolService, runs: int) -> tuple[float, flo
     """The service with the ledger as it was: balances summed over every line, every line of
     a block written in the block's transaction."""
     orig_balances, orig_inline = svc._balances_at, service_module.LEDGER_INLINE_MAX
-    svc._balances_at = lambda: (_summed_balances(svc.engine), -1)  # type: ignore[method-assign]
+    svc._balances_at = lambda: (  # type: ignore[method-assign]
+        OwedTable.of(_summed_balances(svc.engine)), -1)
     service_module.LEDGER_INLINE_MAX = 10**9
     try:
         pub, rec = [], []
