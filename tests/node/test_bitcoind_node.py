@@ -296,7 +296,11 @@ def listening_ports(pid: int) -> set[int]:
     """TCP ports process ``pid`` listens on (Linux: its socket inodes in /proc/net/tcp*)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue  # closed between the listing and the read (the node keeps working)
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
         if m:
             inodes.add(m.group(1))
     ports = set()
