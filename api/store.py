@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, LargeBinary, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
@@ -107,13 +107,17 @@ def create_token(
     return secret, _record(row)
 
 
+# Built once: every authenticated request runs it, and building the select (column
+# comparisons, annotations) cost more than SQLAlchemy's cached execution of it.
+_FIND_TOKEN = select(*ApiToken.__table__.c).where(
+    ApiToken.token_hash == bindparam("digest", type_=LargeBinary()))
+
+
 def find_token(engine: Engine, secret: str) -> TokenRecord | None:
     """The token whose hash matches ``secret`` (revoked/expired ones too; the caller decides)."""
     digest = hash_token(secret)
     with engine.connect() as conn:
-        row = conn.execute(
-            select(*ApiToken.__table__.c).where(ApiToken.token_hash == digest)
-        ).first()
+        row = conn.execute(_FIND_TOKEN, {"digest": digest}).first()
     # The index lookup already matched; the constant-time compare makes the check explicit and
     # independent of how the database compares blobs.
     if row is None or not hmac.compare_digest(bytes(row.token_hash), digest):

@@ -125,17 +125,26 @@ def catch_up(pool: ViewedPool) -> None:
     dashboards.refresh_window_stats(pool)
 
 
+FOLD_BUDGET_SEC = 0.5
+
+
 async def run(pool: ViewedPool, *, interval: float = 2.0,
               clock: Callable[[], float] = time.time) -> None:
-    """Keep the index up to date: each step in a worker thread, resting as long as it took
-    (the store's writer, one on SQLite, stays free at least half the time for share ingest)
-    and at least ``interval`` when there was nothing to do; prune old buckets hourly."""
+    """Keep the index up to date: each step in a worker thread; prune old buckets hourly.
+
+    Caught up, it rests ``interval``: a fold holds the store's writer (SQLite has one, which
+    share ingest needs), and folding the shares of the last seconds into 10-minute buckets
+    more often than that shows nothing new (under full ingest, resting only as long as a step
+    took held the writer half the time and cost share ingest a quarter of its throughput).
+    Behind (a fold used its whole budget, or a block was indexed) it rests only as long as
+    the step took, so a backlog is worked off at half the writer's time."""
     pruned_at = 0.0
     while True:
         t = time.perf_counter()
         try:
-            work = await asyncio.to_thread(fold_new_shares, pool)
-            work += await asyncio.to_thread(index_blocks, pool)
+            await asyncio.to_thread(fold_new_shares, pool, FOLD_BUDGET_SEC)
+            behind = time.perf_counter() - t >= FOLD_BUDGET_SEC
+            behind = await asyncio.to_thread(index_blocks, pool) > 0 or behind
             await asyncio.to_thread(dashboards.refresh_window_stats, pool)
             if clock() - pruned_at > PRUNE_EVERY_SEC:
                 cutoff = int(clock() * 1000) - HASHRATE_KEEP_MS
@@ -146,8 +155,8 @@ async def run(pool: ViewedPool, *, interval: float = 2.0,
             raise
         except Exception:
             log.exception("updating the dashboards' index failed; retrying")
-            work = 0
-        await asyncio.sleep(max(time.perf_counter() - t, 0.05) if work else interval)
+            behind = False
+        await asyncio.sleep(max(time.perf_counter() - t, 0.05) if behind else interval)
 
 
 __all__ = ["block_payees", "catch_up", "fold_new_shares", "index_blocks", "landing_key", "run"]

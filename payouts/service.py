@@ -65,6 +65,7 @@ from payouts.store.ledger import (
     ledger_version,
     list_blocks,
     miner_balance,
+    miner_balances,
     record_block_and_round,
 )
 from payouts.store.migrate import upgrade
@@ -209,6 +210,10 @@ class PoolService:
         if found is None:
             raise UnknownMinerError(f"no miner account {account!r}")
         return found[1], found[2]
+
+    def balances_of(self, accounts: list[str]) -> dict[str, tuple[bytes, int]]:
+        """:meth:`balance` of several accounts in one query; unknown accounts are absent."""
+        return {a: (f[1], f[2]) for a, f in miner_balances(self.engine, accounts).items()}
 
     # -- shares -------------------------------------------------------------------------------
 

@@ -38,11 +38,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Engine
 
 from payouts.accounting import snapshot
 from payouts.accounting.accountant import Accountant
-from payouts.accounting.shares import ShareBatch
+from payouts.accounting.shares import I64, ShareBatch
 from payouts.errors import InvalidDifficultyError
 from payouts.settings import Settings
 from payouts.store.accounting_state import (
@@ -75,6 +77,16 @@ POW_LIMIT_BITS = {
 MAX_RETARGET_FACTOR = 4
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A batch waiting to be written, and what became of it (:meth:`WindowKeeper.ingest`)."""
+
+    batch: ShareBatch
+    done: bool = False
+    new: int = 0
+    error: BaseException | None = None
+
+
 class ImplausibleDifficultyError(InvalidDifficultyError):
     """A network difficulty the node reported cannot be the network's."""
 
@@ -99,6 +111,8 @@ class WindowKeeper:
         self.settings = settings
         self.engine = engine
         self.lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []  # batches waiting for the lock (group commit)
         self._event_lock = threading.Lock()
         self.last_share_id = 0
         self.last_event_id = 0
@@ -186,17 +200,66 @@ class WindowKeeper:
     # -- live ---------------------------------------------------------------------------------
 
     def ingest(self, batch: ShareBatch) -> int:
-        """Persist (durable before returning) and account a batch; how many were new."""
+        """Persist (durable before returning) and account a batch; how many were new.
+
+        Group commit: batches that arrive while another is being written wait for the lock
+        together, and whoever takes it next writes all of them in one transaction (one fsync
+        instead of one per batch; ids still ascend in arrival order). Each caller returns
+        only after its own rows are committed, with its own count or its own error: if the
+        joint write fails (a bad row, keys shared between batches), nothing of it was
+        written, and every batch is then written alone, as if it had come by itself.
+        """
+        slot = _Pending(batch)
+        with self._queue_lock:
+            self._queue.append(slot)
         with self.lock:
-            new, ids = persist_shares_with_ids(self.engine, batch)
-            if len(new):
-                if self.shared_store:
-                    # Every id below ours committed before ours (the share-order lock,
-                    # payouts.store.shares): take those rows in first, in id order.
-                    self._replay(self.accountant, int(ids[0]) - 1)
-                self.accountant.ingest(batch if len(new) == len(batch) else batch.take(new), ids)
-                self.last_share_id = int(ids[-1])
-            return len(new)
+            if not slot.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    self._ingest_group(group)
+                except BaseException as e:  # every waiter hears it, none returns a count
+                    for p in group:
+                        if not p.done:
+                            p.error, p.done = e, True
+        if slot.error is not None:
+            raise slot.error
+        return slot.new
+
+    def _ingest_group(self, group: list[_Pending]) -> None:
+        if len(group) > 1:
+            total = sum(len(p.batch) for p in group)
+            if len({k for p in group for k in p.batch.key}) == total:
+                try:
+                    joint = ShareBatch.concat([p.batch for p in group])
+                    new, ids = persist_shares_with_ids(self.engine, joint)
+                except Exception:  # the transaction rolled back whole: one by one below
+                    pass
+                else:
+                    self._account(joint, new, ids)
+                    start = 0
+                    for p in group:
+                        end = start + len(p.batch)
+                        p.new = int(np.count_nonzero((new >= start) & (new < end)))
+                        p.done, start = True, end
+                    return
+        for p in group:
+            try:
+                p.new = self._account(p.batch, *persist_shares_with_ids(self.engine, p.batch))
+            except BaseException as e:
+                p.error = e
+            p.done = True
+
+    def _account(self, batch: ShareBatch, new: npt.NDArray[np.intp], ids: I64) -> int:
+        """The window takes the rows the store just reported new, with their ids."""
+        if len(new):
+            if self.shared_store:
+                # Every id below ours committed before ours (the share-order lock,
+                # payouts.store.shares): take those rows in first, in id order.
+                self._replay(self.accountant, int(ids[0]) - 1)
+            self.accountant.ingest(batch if len(new) == len(batch) else batch.take(new), ids)
+            self.last_share_id = int(ids[-1])
+        return len(new)
 
     def follow(self) -> int:
         """Take the shares other processes stored since the last one in the window, in id

@@ -54,6 +54,20 @@ class ShareBatch:
             time_ms=np.array([r[6] for r in rows], dtype=np.int64),
         )
 
+    @classmethod
+    def concat(cls, batches: Sequence[ShareBatch]) -> ShareBatch:
+        """The rows of ``batches``, one after another."""
+        return cls(
+            key=[k for b in batches for k in b.key],
+            miner_id=np.concatenate([np.asarray(b.miner_id, dtype=np.int64) for b in batches]),
+            worker=[w for b in batches for w in b.worker],
+            difficulty=np.concatenate([np.asarray(b.difficulty, dtype=np.int64)
+                                       for b in batches]),
+            job_id=[j for b in batches for j in b.job_id],
+            revenue=np.concatenate([np.asarray(b.revenue, dtype=np.int64) for b in batches]),
+            time_ms=np.concatenate([np.asarray(b.time_ms, dtype=np.int64) for b in batches]),
+        )
+
     def take(self, index: npt.NDArray[np.intp]) -> ShareBatch:
         """The rows at ``index`` (e.g. only the ones a store reported as new)."""
         idx = index.tolist()

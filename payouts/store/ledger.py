@@ -299,7 +299,7 @@ def ledger_balance(engine: Engine, miner_id: int) -> int:
 
 
 _BALANCE_SQL = (
-    "SELECT m.id, m.payout_script, COALESCE(b.owed, 0), "
+    "SELECT m.account, m.id, m.payout_script, COALESCE(b.owed, 0), "
     "(SELECT COUNT(*) FROM ledger_backlog k WHERE k.cancelled = {false}) FROM miners m "
     "LEFT JOIN miner_balances b ON b.miner_id = m.id WHERE m.account = {param}"
 )
@@ -339,35 +339,70 @@ def _hot_connection(engine: Engine) -> Any:
     return driver
 
 
-def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None:
-    """``(miner_id, payout_script, owed)`` for ``account`` in one query (the API's hot read);
-    None for an unknown account."""
-    pg = engine.dialect.name == "postgresql"
-    sql = _BALANCE_SQL.format(param="%s" if pg else "?", false="false" if pg else "0")
+def _hot_query(engine: Engine, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Every row of one statement on this thread's hot connection (:class:`_HotReads`),
+    retried once on a fresh connection if the old one was dropped (a server restart)."""
     for attempt in (0, 1):
         conn = _hot_connection(engine)
         try:
             cur = conn.cursor()
             try:
-                cur.execute(sql, (account,))
-                row = cur.fetchone()
+                cur.execute(sql, params)
+                return list(cur.fetchall())
             finally:
                 cur.close()
-            break
         except engine.dialect.loaded_dbapi.OperationalError:
-            # A dropped connection (server restart): forget it and try once on a fresh one.
             _hot.conn = None
             with contextlib.suppress(Exception):  # the connection is gone either way
                 conn.close()
             if attempt:
                 raise
-    if row is None:
-        return None
-    owed = int(row[2])
-    if row[3]:  # a block's lines are still being written out: add what the backlog holds
+    raise AssertionError("unreachable")
+
+
+def _balances_of(engine: Engine, rows: list[Any]) -> dict[str, tuple[int, bytes, int]]:
+    """``{account: (miner_id, script, owed)}`` from rows of ``account, id, script, owed,
+    open backlog rows``: a block's lines still being written out are added from the backlog."""
+    if not rows:
+        return {}
+    deltas: dict[int, int] = {}
+    if rows[0][4]:
         with engine.connect() as c:
-            owed += pending_deltas(c).get(int(row[0]), 0)
-    return int(row[0]), bytes(row[1]), owed
+            deltas = pending_deltas(c)
+    return {r[0]: (int(r[1]), bytes(r[2]), int(r[3]) + deltas.get(int(r[1]), 0)) for r in rows}
+
+
+def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None:
+    """``(miner_id, payout_script, owed)`` for ``account`` in one query (the API's hot read);
+    None for an unknown account."""
+    pg = engine.dialect.name == "postgresql"
+    sql = _BALANCE_SQL.format(param="%s" if pg else "?", false="false" if pg else "0")
+    return _balances_of(engine, _hot_query(engine, sql, (account,))).get(account)
+
+
+BALANCES_SQL_PG = _BALANCE_SQL.format(param="ANY(%s)", false="false")
+
+
+async def miner_balances_async(conn: Any, engine: Engine, accounts: list[str]
+                               ) -> dict[str, tuple[int, bytes, int]]:
+    """:func:`miner_balances` on PostgreSQL through ``conn``, a psycopg ``AsyncConnection``
+    in autocommit mode (the event loop waits on the socket, no thread)."""
+    async with conn.cursor() as cur:
+        await cur.execute(BALANCES_SQL_PG, (accounts,))
+        rows = await cur.fetchall()
+    if rows and rows[0][4]:  # a block's lines are being written out: rare, off the loop
+        import asyncio
+
+        return await asyncio.to_thread(_balances_of, engine, rows)
+    return _balances_of(engine, rows)
+
+
+def miner_balances(engine: Engine, accounts: list[str]) -> dict[str, tuple[int, bytes, int]]:
+    """:func:`miner_balance` of several accounts in one query (PostgreSQL: ``= ANY`` of one
+    array parameter, however many); unknown accounts are absent."""
+    if engine.dialect.name != "postgresql":
+        return {a: b for a in accounts if (b := miner_balance(engine, a)) is not None}
+    return _balances_of(engine, _hot_query(engine, BALANCES_SQL_PG, (accounts,)))
 
 
 def export_ledger(engine: Engine, miner_id: int | None = None) -> list[dict[str, Any]]:

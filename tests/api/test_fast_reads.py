@@ -77,3 +77,63 @@ def test_access_log_and_metrics_name_the_route(client: TestClient,
     assert line["route"] == "/v1/miners/{account}/balance" and line["status"] == 200
     metrics = client.get("/metrics").text
     assert 'route="/v1/miners/{account}/balance",status="200"' in metrics
+
+
+def test_concurrent_reads_share_one_query_each_with_its_answer(
+        service: PoolService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group reads (PostgreSQL's path, api.fast_reads.GroupReads): reads that arrive while the
+    queries in flight run are answered together by the next query, each with its own
+    account's answer (an unknown account gets None), and only from a query that started after
+    it arrived. The query itself is the store's (``balances_of``), held back by the test."""
+    import asyncio
+
+    from api.fast_reads import GroupReads
+
+    ids = {a: service.register_miner(a, bytes([0x51, 0x20]) + bytes([i + 1]) * 32).id
+           for i, a in enumerate(["a", "b", "c"])}
+    append_ledger_entries(service.engine, [LedgerCredit(ids["b"], 700, "test")])
+    queries: list[list[str]] = []
+
+    async def run() -> list[tuple[bytes, int] | None]:
+        gate = asyncio.Event()
+
+        async def held(self: GroupReads, accounts: list[str]) -> dict[str, tuple[bytes, int]]:
+            queries.append(sorted(accounts))
+            if len(queries) == 1:
+                await gate.wait()  # the first query runs while the others arrive
+            return service.balances_of(accounts)
+
+        monkeypatch.setattr(GroupReads, "_query", held)
+        group = GroupReads(service, in_flight=1)
+        first = asyncio.ensure_future(group.get("a"))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(group.get(x)) for x in ("b", "c", "nobody", "b")]
+        await asyncio.sleep(0.05)
+        assert queries == [["a"]]  # the others wait: one query in flight at a time
+        gate.set()
+        out = [await first, *[await r for r in rest]]
+        group.close()
+        return out
+
+    out = asyncio.run(run())
+    assert queries == [["a"], ["b", "c", "nobody"]]  # four reads, one query
+    assert [None if x is None else x[1] for x in out] == [0, 700, 0, None, 700]
+
+
+def test_a_failed_group_query_fails_each_read(service: PoolService,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from api.fast_reads import GroupReads
+
+    async def broken(self: GroupReads, accounts: list[str]) -> dict[str, tuple[bytes, int]]:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(GroupReads, "_query", broken)
+
+    async def run() -> list[BaseException | tuple[bytes, int] | None]:
+        group = GroupReads(service)
+        return await asyncio.gather(group.get("x"), group.get("y"), return_exceptions=True)
+
+    out = asyncio.run(run())
+    assert len(out) == 2 and all(isinstance(e, RuntimeError) for e in out)
