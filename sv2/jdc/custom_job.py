@@ -19,7 +19,7 @@ compare it with what the JDS validated:
 
 from __future__ import annotations
 
-from sv2.custom_job import MAX_COINBASE_PREFIX
+from sv2.job_errors import MAX_COINBASE_PREFIX
 from sv2.jdc.session import DeclaredJob
 from sv2.job_coinbase import serialize_output_vector
 from sv2.messages.mining import SetCustomMiningJob

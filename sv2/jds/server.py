@@ -108,6 +108,7 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         clock: Callable[[], float] = time.monotonic,
         authority_secret_key: bytes | None = None,
         cert_validity: int = 3600,
+        coinbase_only: bool = False,
     ) -> None:
         unknown = [e for e in supported_extensions if e not in IMPLEMENTED_EXTENSIONS]
         if unknown:
@@ -135,6 +136,7 @@ class JobDeclarationServer(NoiseListener[_Connection]):
             required=tuple(dict.fromkeys(required_extensions)),
             clock=clock,
             stats=self.stats,
+            coinbase_only=coinbase_only,
         )
         self._source = distribution_source
         self._template_lock = asyncio.Lock()
@@ -284,6 +286,24 @@ class JobDeclarationServer(NoiseListener[_Connection]):
             return None
         job: DeclaredJob | None = rec.job
         return job
+
+    def coinbase_only_user(self, token: bytes) -> str | None:
+        """The user a live Coinbase-only token (AllocateMiningJobToken.Success on a connection
+        without ``DECLARE_TX_DATA``, sv2-spec §6.1) was allocated to; None for any other."""
+        rec = self.tokens.get(token)
+        if rec is None or rec.kind != "coinbase-only" or self.clock() >= rec.expires_at:
+            return None
+        return rec.user_identifier
+
+    @property
+    def expected(self) -> ExpectedOutputs:
+        """The settlement layer's output builder declarations are checked with."""
+        return self.shared.expected
+
+    @property
+    def halving(self) -> int:
+        """The chain's subsidy halving interval (known once :meth:`start` asked the node)."""
+        return self.shared.halving
 
     def token_refusal(self, token: bytes) -> str | None:
         """Why ``token`` cannot name a job here when another JD server issued it (logged);
