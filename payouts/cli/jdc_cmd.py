@@ -327,8 +327,9 @@ async def _mine_on_pool(
     await pool.wait_answers(before + sent)
     ch = pool.channel
     _progress(f"{sent} shares submitted on job {job_id}: {ch.accepted} accepted in all")
+    # A Coinbase-only job was never declared: its token is the allocated one (sv2-spec §6.1).
     return {
-        "declared": _job_json(job, template),
+        ("coinbase_only_job" if coinbase_only else "declared"): _job_json(job, template),
         "mining": {
             "channel_id": ch.channel_id,
             "job_id": job_id,
