@@ -36,6 +36,8 @@ pool template's height on the same
 is the witness commitment, 0 < T <= 21M
 the distribution is still accepted        ``stale-payout-distribution`` /
 (grace window, no settlement since)       ``invalid-payout-distribution`` (never published)
+a non-``coinbase`` mode needs 0x4003 on   ``settlement-mode-not-negotiated``
+the token's JD connection
 payout outputs recomputed at T, then      ``invalid-payout-distribution`` (``coinbase``
 0-valued outputs only                     mode), ``invalid-settlement-outputs`` (0x4003
                                           modes), ``unsatisfiable-distribution`` (F >= T)
@@ -49,6 +51,8 @@ newest template.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from payouts.settlement.modes import ExpectedOutputs
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER, WITNESS_RESERVED_VALUE, block_subsidy
 from payouts.tx.compact import read_compact_size, ser_compact_size
@@ -61,6 +65,7 @@ from sv2.distribution_book import DistributionBook
 from sv2.job_errors import (
     INVALID_PAYOUT_DISTRIBUTION,
     MAX_COINBASE_PREFIX,
+    SETTLEMENT_MODE_NOT_NEGOTIATED,
     JobRejected,
     param_error,
 )
@@ -71,6 +76,16 @@ from sv2.template import read_txouts
 
 MODE = "coinbase-only"
 MAX_SCRIPT_SIG = 100  # consensus: a coinbase scriptSig is 2..100 bytes (bad-cb-length)
+
+
+@dataclass(frozen=True, slots=True)
+class CoinbaseOnlyGrant:
+    """What the JD server knows of a live Coinbase-only token: the user it was allocated to,
+    and whether that JD connection negotiated 0x4003 (settlement modes): without it only
+    ``coinbase``-mode distributions can be settled (docs/extensions/0x4003 §2, §8)."""
+
+    user_identifier: str
+    settlement_modes: bool
 
 
 def bip34_height_of(script: bytes) -> int | None:
@@ -139,10 +154,12 @@ def check_coinbase_only(
     now: float,
     pool_job: DeclaredJob | None,
     stale_tip: bool,
+    settlement_modes: bool = False,
 ) -> DeclaredJob:
     """The job a Coinbase-only ``msg`` commits the pool to (checks after the token's, in the
     module docstring's order). ``pool_job``: the pool's own newest job (its template);
-    ``stale_tip``: ``msg.prev_hash`` is a tip the pool saw replaced. The job's ``revenue`` is
+    ``stale_tip``: ``msg.prev_hash`` is a tip the pool saw replaced; ``settlement_modes``: the
+    token's JD connection negotiated 0x4003. The job's ``revenue`` is
     the T the coinbase claims (what a found block pays); :func:`credited_revenue` is what its
     shares are credited at. Raises :class:`~sv2.job_errors.JobRejected`."""
     sent = distribution_id_of(msg)
@@ -175,6 +192,11 @@ def check_coinbase_only(
     if not 0 < revenue <= MAX_MONEY:
         raise JobRejected(param_error("coinbase_tx_outputs"), f"the coinbase claims {revenue}")
     published = book.lookup(sent, now)  # stale- / invalid-payout-distribution
+    if published.mode.name != "coinbase" and not settlement_modes:
+        raise JobRejected(
+            SETTLEMENT_MODE_NOT_NEGOTIATED,
+            f"distribution {sent} settles in {published.mode.name} mode; negotiate 0x4003",
+        )
     payouts = check_payout_outputs(outputs, revenue, distribution_rule(published, expected))
     # The pool holds the transactions only when they are its own template's (a JD client on a
     # node with the same mempool); with them, a block found on this job can be rebuilt here.
@@ -223,6 +245,7 @@ def credited_revenue(
 
 __all__ = [
     "MODE",
+    "CoinbaseOnlyGrant",
     "bip34_height_of",
     "check_coinbase_only",
     "credited_revenue",

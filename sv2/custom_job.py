@@ -58,7 +58,7 @@ from payouts.settlement.modes import ExpectedOutputs
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.merkle import merkle_path
 from payouts.tx.script import bip34_height
-from sv2.coinbase_only import check_coinbase_only
+from sv2.coinbase_only import CoinbaseOnlyGrant, check_coinbase_only
 from sv2.declared_job import DeclaredJob
 from sv2.distribution_book import DistributionBook
 from sv2.job_errors import (
@@ -104,7 +104,7 @@ class DeclaredJobs(Protocol):
     @property
     def halving(self) -> int: ...
 
-    def coinbase_only_user(self, token: bytes) -> str | None: ...
+    def coinbase_only_grant(self, token: bytes) -> CoinbaseOnlyGrant | None: ...
 
 
 class CustomJobRejected(JobRejected):
@@ -235,8 +235,8 @@ class CustomJobChecker:
         and files the job in :attr:`accepted` as :meth:`check` does."""
         token = bytes(msg.mining_job_token)
         try:
-            owner = self.jds.coinbase_only_user(token)
-            if owner is None or owner != user_identity:
+            grant = self.jds.coinbase_only_grant(token)
+            if grant is None or grant.user_identifier != user_identity:
                 why = self.jds.token_refusal(token)
                 raise CustomJobRejected(
                     INVALID_TOKEN,
@@ -255,6 +255,7 @@ class CustomJobChecker:
                 now=self.jds.clock(),
                 pool_job=pool_job,
                 stale_tip=stale_tip,
+                settlement_modes=grant.settlement_modes,
             )
         except JobRejected as exc:
             return self._refuse(msg, exc)

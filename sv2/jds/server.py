@@ -38,6 +38,7 @@ from payouts.settlement.modes import (
     default_expected_outputs,
 )
 from payouts.tx.coinbase import HALVING_INTERVAL_MAINNET, HALVING_INTERVAL_REGTEST
+from sv2.coinbase_only import CoinbaseOnlyGrant
 from sv2.connection import (
     Sv2Connection,
 )
@@ -287,13 +288,14 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         job: DeclaredJob | None = rec.job
         return job
 
-    def coinbase_only_user(self, token: bytes) -> str | None:
-        """The user a live Coinbase-only token (AllocateMiningJobToken.Success on a connection
-        without ``DECLARE_TX_DATA``, sv2-spec §6.1) was allocated to; None for any other."""
+    def coinbase_only_grant(self, token: bytes) -> CoinbaseOnlyGrant | None:
+        """A live Coinbase-only token (AllocateMiningJobToken.Success on a connection without
+        ``DECLARE_TX_DATA``, sv2-spec §6.1): its user, and whether its connection negotiated
+        0x4003; None for any other token."""
         rec = self.tokens.get(token)
         if rec is None or rec.kind != "coinbase-only" or self.clock() >= rec.expires_at:
             return None
-        return rec.user_identifier
+        return CoinbaseOnlyGrant(rec.user_identifier, bool(rec.extra.get("settlement_modes")))
 
     @property
     def expected(self) -> ExpectedOutputs:

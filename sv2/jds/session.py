@@ -276,6 +276,8 @@ class JdsSession:
         # its SetCustomMiningJob against the distribution alone (sv2.coinbase_only).
         kind: Kind = "coinbase-only" if self.coinbase_only else "allocated"
         rec = sh.tokens.issue(self.id, kind, sh.clock(), user_identifier=msg.user_identifier)
+        if self.coinbase_only:
+            rec.extra["settlement_modes"] = EXT_SETTLEMENT_MODES in self.negotiated
         if EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
             outputs = ser_compact_size(0)  # PR #203 §2: empty (an empty output vector)
         else:

@@ -358,7 +358,7 @@ class MiningSession:
         # Checks of this connection's own state come before the check that spends the token.
         token = bytes(msg.mining_job_token)
         pending = sh.jds.declared_job(token)
-        if pending is None and sh.jds.coinbase_only_user(token) is not None:
+        if pending is None and sh.jds.coinbase_only_grant(token) is not None:
             return self._on_coinbase_only_job(msg, ch)
         if pending is not None and pending.user_identifier == ch.user_identity:
             if pending.distribution_id is not None and (

@@ -17,6 +17,7 @@ from payouts.tx.script import bip34_height
 from payouts.tx.txout import TxOut
 from sv2.jdc import JobDeclarationClient, JobTemplate, build_set_custom_mining_job
 from sv2.jds import JobDeclarationServer
+from sv2.job_coinbase import build_job_coinbase, serialize_output_vector
 from sv2.messages.mining import SetCustomMiningJob, SetCustomMiningJobSuccess
 from sv2.mining.events import AcceptedShare, BlockCandidate
 from sv2.mining.pool_job import build_pool_job
@@ -25,6 +26,8 @@ from sv2.mining.shared import MiningShared
 from sv2.mining.targets import REGTEST_POW_LIMIT, target_of
 from tests.jdc.helpers import ChainNode, make_distribution, setup_chain, start_server
 from tests.jdc.test_client_e2e import client_for
+from tests.jds.helpers import CtvClaimingKernelNode
+from tests.jds.test_modes import CTV
 from tests.mining.helpers import USER, miner_job_of, shared_for
 from tests.mining.test_session import open_ext, setup, submit
 
@@ -32,17 +35,21 @@ Body = Callable[[MiningShared, JobDeclarationServer, JobDeclarationClient, JobTe
                  list[float]], Awaitable[None]]
 
 
-def run(body: Body, dist: Distribution | None = None) -> None:
+def run(body: Body, dist: Distribution | None = None, *, ctv: bool = False) -> None:
+    """``body`` with a JD server for Coinbase-only connections and a client on it; ``ctv``:
+    the distribution settles in ctv mode, on a node that claims CTV (the kernel does not
+    enforce it: this is the check's codec and comparison, not a fan-out's enforcement)."""
+
     async def main() -> None:
         with KernelChain() as chain:
             setup_chain(chain)
-            node = ChainNode(chain)
+            node = CtvClaimingKernelNode(chain) if ctv else ChainNode(chain)
             now = [1_000.0]
             srv = await start_server(node, dist or make_distribution(1), coinbase_only=True,
-                                     clock=lambda: now[0])
+                                     clock=lambda: now[0], **({"mode": CTV} if ctv else {}))
             try:
                 async with client_for(srv, user_identifier=USER, coinbase_only=True,
-                                      extranonce_size=8) as c:
+                                      extranonce_size=8, node=node) as c:
                     bt = await node.block_template()
                     sh = shared_for(srv, initial_difficulty=2)
                     cur = srv.book.current
@@ -147,3 +154,29 @@ def test_fixed_outputs_at_or_above_the_claimed_t_are_unsatisfiable() -> None:
         assert isinstance(s.receive(_msg(job, ch.channel_id))[0], SetCustomMiningJobSuccess)
 
     run(body, dist)
+
+
+def test_settlement_modes_in_coinbase_only_mode() -> None:
+    async def body(sh: MiningShared, srv: JobDeclarationServer, c: JobDeclarationClient,
+                   t: JobTemplate, now: list[float]) -> None:
+        s = setup(sh)
+        ch = open_ext(s)
+        job = await c.coinbase_only_job(t)
+        assert job.mode == "ctv" and len(job.payout_outputs) == 1
+        d = c.distribution
+        assert d is not None
+        # The coinbase-mode outputs are not what this distribution settles to.
+        plain_cb = build_job_coinbase(d, t, extranonce_size=8, tag=b"")
+        wrong = _msg(job, ch.channel_id,
+                     coinbase_tx_outputs=serialize_output_vector(plain_cb.outputs))
+        assert _code(s, wrong) == "invalid-settlement-outputs"
+        assert isinstance(s.receive(_msg(job, ch.channel_id))[0], SetCustomMiningJobSuccess)
+        # A JD connection that did not negotiate 0x4003 settles coinbase-mode distributions only
+        # (docs/extensions/0x4003 §8): its token carries that to the pool.
+        async with client_for(srv, user_identifier=USER, coinbase_only=True, extranonce_size=8,
+                              extensions=(0x0003,)) as plain:
+            job2 = await plain.coinbase_only_job(t)
+            assert job2.mode == "coinbase"
+            assert _code(s, _msg(job2, ch.channel_id)) == "settlement-mode-not-negotiated"
+
+    run(body, make_distribution(1, payees=12), ctv=True)
