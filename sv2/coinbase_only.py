@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from payouts.errors import ValidationError
 from payouts.settlement.modes import ExpectedOutputs
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER, WITNESS_RESERVED_VALUE, block_subsidy
 from payouts.tx.compact import read_compact_size, ser_compact_size
@@ -118,7 +119,7 @@ def rebuild_coinbase(msg: SetCustomMiningJob, extranonce_size: int) -> DeclaredC
     try:
         count, pos = read_compact_size(raw, 0)
         outputs, pos = read_txouts(raw, pos, count)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, ValidationError) as exc:
         raise JobRejected(param_error("coinbase_tx_outputs"), f"undecodable: {exc}") from None
     if pos != len(raw) or not outputs:
         raise JobRejected(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections.abc import Awaitable, Callable
 
 from payouts.distribution.model import AdditionalOutput, Distribution
@@ -18,7 +19,11 @@ from payouts.tx.txout import TxOut
 from sv2.jdc import JobDeclarationClient, JobTemplate, build_set_custom_mining_job
 from sv2.jds import JobDeclarationServer
 from sv2.job_coinbase import build_job_coinbase, serialize_output_vector
-from sv2.messages.mining import SetCustomMiningJob, SetCustomMiningJobSuccess
+from sv2.messages.mining import (
+    SetCustomMiningJob,
+    SetCustomMiningJobError,
+    SetCustomMiningJobSuccess,
+)
 from sv2.mining.events import AcceptedShare, BlockCandidate
 from sv2.mining.pool_job import build_pool_job
 from sv2.mining.session import MiningSession
@@ -180,3 +185,43 @@ def test_settlement_modes_in_coinbase_only_mode() -> None:
             assert _code(s, _msg(job2, ch.channel_id)) == "settlement-mode-not-negotiated"
 
     run(body, make_distribution(1, payees=12), ctv=True)
+
+
+def test_mutated_coinbase_only_jobs_get_an_error_or_success_never_a_crash() -> None:
+    """Random byte flips, truncations and extensions of the coinbase fields: each answer is a
+    SetCustomMiningJob reply, never an exception; a job the pool commits to pays the
+    distribution exactly (the token is spent by the first success)."""
+
+    async def body(sh: MiningShared, srv: JobDeclarationServer, c: JobDeclarationClient,
+                   t: JobTemplate, now: list[float]) -> None:
+        s = setup(sh)
+        ch = open_ext(s)
+        job = await c.coinbase_only_job(t)
+        ok = _msg(job, ch.channel_id)
+        rng = random.Random(12)
+        fields = ("coinbase_tx_outputs", "coinbase_prefix")
+        for _ in range(400):
+            name = rng.choice(fields)
+            raw = bytearray(getattr(ok, name))
+            op = rng.randrange(3)
+            if op == 0 and raw:
+                raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                del raw[rng.randrange(len(raw) + 1):]
+            else:
+                raw += rng.randbytes(rng.randrange(1, 12))
+            mutated = dataclasses.replace(ok, **{name: bytes(raw)})
+            out = s.receive(mutated)
+            assert len(out) == 1 and isinstance(
+                out[0], SetCustomMiningJobSuccess | SetCustomMiningJobError), out
+            if isinstance(out[0], SetCustomMiningJobSuccess):
+                # A variant the spec allows (say, other bytes after the height push): it still
+                # pays the distribution exactly, at the template's height.
+                mj = s.channels[ch.channel_id].jobs[out[0].job_id].declared
+                n = len(job.payout_outputs)
+                assert mj.coinbase.tx.outputs[:n] == job.payout_outputs
+                assert mj.height == t.height
+        # The token is single use: one success at most.
+        assert sh.stats.get("custom-jobs-accepted", 0) <= 1
+
+    run(body)
