@@ -225,3 +225,27 @@ def test_mutated_coinbase_only_jobs_get_an_error_or_success_never_a_crash() -> N
         assert sh.stats.get("custom-jobs-accepted", 0) <= 1
 
     run(body)
+
+
+def test_grace_window_for_the_previous_distribution() -> None:
+    """PR #203 §7.3 as the JD server has it: the previous distribution stays accepted for the
+    grace period after a new one (without a settlement), then is stale."""
+
+    async def body(sh: MiningShared, srv: JobDeclarationServer, c: JobDeclarationClient,
+                   t: JobTemplate, now: list[float]) -> None:
+        s = setup(sh)
+        ch = open_ext(s)
+        d1 = c.distribution
+        assert d1 is not None
+        old = await c.coinbase_only_job(t)
+        srv.publish(make_distribution(2))
+        await c.wait_for_distribution(after=d1.distribution_id)
+        assert isinstance(s.receive(_msg(old, ch.channel_id))[0], SetCustomMiningJobSuccess)
+        older = await c.coinbase_only_job(t, distribution=d1)
+        now[0] += srv.limits.grace_period + 1
+        assert _code(s, _msg(older, ch.channel_id)) == "stale-payout-distribution"
+        new = await c.coinbase_only_job(t)
+        assert new.distribution_id == 2
+        assert isinstance(s.receive(_msg(new, ch.channel_id))[0], SetCustomMiningJobSuccess)
+
+    run(body)
