@@ -31,16 +31,15 @@ on the same ``prev_hash``
 with a minimal BIP-34 height push (the
 pool template's height on the same
 ``prev_hash``); scriptSig 2-100 bytes
-``coinbase_tx_version``: a version       ``invalid-job-param-value-coinbase_tx_version``
-``coinbase_tx_outputs`` decode, the last  ``invalid-job-param-value-coinbase_tx_outputs``
-is the witness commitment, 0 < T <= 21M
-the distribution is still accepted        ``stale-payout-distribution`` /
-(grace window, no settlement since)       ``invalid-payout-distribution`` (never published)
-a non-``coinbase`` mode needs 0x4003 on   ``settlement-mode-not-negotiated``
+the outputs decode, the last one is the  ``invalid-job-param-value-coinbase_tx_outputs``
+witness commitment, 0 < T <= 21M BTC
+the distribution is still accepted       ``stale-payout-distribution`` /
+(grace window, no settlement since)      ``invalid-payout-distribution`` (never published)
+a non-``coinbase`` mode needs 0x4003 on  ``settlement-mode-not-negotiated``
 the token's JD connection
-payout outputs recomputed at T, then      ``invalid-payout-distribution`` (``coinbase``
-0-valued outputs only                     mode), ``invalid-settlement-outputs`` (0x4003
-                                          modes), ``unsatisfiable-distribution`` (F >= T)
+payout outputs recomputed at T, then     ``invalid-payout-distribution`` (``coinbase``
+0-valued outputs only                    mode), ``invalid-settlement-outputs`` (0x4003
+                                         modes), ``unsatisfiable-distribution`` (F >= T)
 =======================================  ==================================================
 
 Crediting (:func:`credited_revenue`): the fees in T cannot be checked without the
