@@ -106,6 +106,8 @@ class DeclaredJobs(Protocol):
 
     def coinbase_only_grant(self, token: bytes) -> CoinbaseOnlyGrant | None: ...
 
+    def spend_token(self, token: bytes) -> None: ...
+
 
 class CustomJobRejected(JobRejected):
     """A SetCustomMiningJob that does not match its declaration; ``code`` is the reply's."""
@@ -259,6 +261,8 @@ class CustomJobChecker:
             )
         except JobRejected as exc:
             return self._refuse(msg, exc)
+        # Single use beyond what _used remembers: the JD server forgets the token at once.
+        self.jds.spend_token(token)
         return self._accept(msg, job)
 
     def _refuse(self, msg: SetCustomMiningJob, exc: JobRejected) -> SetCustomMiningJobError:

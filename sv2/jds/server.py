@@ -297,6 +297,11 @@ class JobDeclarationServer(NoiseListener[_Connection]):
             return None
         return CoinbaseOnlyGrant(rec.user_identifier, bool(rec.extra.get("settlement_modes")))
 
+    def spend_token(self, token: bytes) -> None:
+        """Forget ``token``: the pool committed to the Coinbase-only job it named (single
+        use)."""
+        self.tokens.remove(token)
+
     @property
     def expected(self) -> ExpectedOutputs:
         """The settlement layer's output builder declarations are checked with."""

@@ -122,6 +122,9 @@ class TokenBook:
                 f"{token[:TAG_SIZE].hex()}; this is JD server {self.server_id!r}, tag "
                 f"{self.tag.hex()}): a token is valid only on the JD server that allocated it")
 
+    def remove(self, token: bytes) -> None:
+        self._tokens.pop(bytes(token), None)
+
     def get(self, token: bytes) -> TokenRecord | None:
         return self._tokens.get(bytes(token))
 
