@@ -401,7 +401,10 @@ class ServedPool(Serving):
             fitted = self.service.publish_distribution(template.coinbase_value)
         jds = JobDeclarationServer.from_settings(
             self.settings, self.node, fitted, mode=self.mode, on_block=self.record_found_block,
-            request_limits=RequestLimits.from_settings(self.settings.jds, self.service.engine))
+            request_limits=RequestLimits.from_settings(self.settings.jds, self.service.engine),
+            # Coinbase-only JD connections (no DECLARE_TX_DATA) only where this process's
+            # Mining Protocol server checks their SetCustomMiningJob (sv2.coinbase_only).
+            coinbase_only=self.settings.mining.enabled)
         await jds.start()
         self.jds = jds
         remove_declarations = metrics.add_declaration_source(lambda: jds.stats)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from payouts.node.interface import BlockTemplate, ChainTip, NodeError
 from payouts.tx.hashes import display_hex
+from payouts.tx.transaction import Tx
 from sv2.connection import Sv2Connection
 from sv2.custom_job import DeclaredJobs
 from sv2.declared_job import FoundBlock
@@ -60,6 +61,8 @@ class MiningNode(Protocol):
     async def submit_block(self, raw_block: bytes) -> str | None: ...
 
     async def block_hash(self, height: int) -> bytes | None: ...
+
+    async def get_block(self, block_hash: bytes) -> bytes | None: ...
 
 
 OnShares = Callable[[Sequence[AcceptedShare]], Awaitable[None]]
@@ -97,6 +100,8 @@ class MiningServer(NoiseListener[_Miner]):
         tip_interval: float = 1.0,
         template_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        watch_attempts: int = 30,
+        watch_interval: float = 1.0,
     ) -> None:
         super().__init__(
             host=host, port=port, limits=limits or ListenerLimits(idle_timeout=600.0)
@@ -118,6 +123,7 @@ class MiningServer(NoiseListener[_Miner]):
         self.tip_interval = tip_interval
         self.found_blocks: list[FoundBlock] = []
         self.template_interval = template_interval
+        self.watch_attempts, self.watch_interval = watch_attempts, watch_interval
         self._pool_job_key: tuple[bytes, int, int] | None = None
         self._template_at = 0.0
         self._queue: list[AcceptedShare] = []
@@ -255,6 +261,12 @@ class MiningServer(NoiseListener[_Miner]):
 
     async def _block(self, cand: BlockCandidate) -> None:
         job = cand.job
+        if job.merkle_path != job.parts.merkle_path:
+            # A Coinbase-only job on transactions this pool does not hold (sv2.coinbase_only):
+            # the block cannot be rebuilt here; the JD client propagates it (sv2-spec §6.1,
+            # its Template Provider's SubmitSolution), and it is recorded once the node has it.
+            self._spawn(self._watch_block(cand))
+            return
         block = job.block(cand.extranonce, cand.version, cand.ntime, cand.nonce)
         raw = block.serialize()
         try:
@@ -272,10 +284,37 @@ class MiningServer(NoiseListener[_Miner]):
             self._count("blocks-rejected")
             log.warning("MP: block %s rejected: %s", display_hex(block.block_hash), reason)
             return
+        await self._found(FoundBlock(block.block_hash, job.declared.height, raw, block.coinbase,
+                                     job.declared))
+
+    async def _watch_block(self, cand: BlockCandidate) -> None:
+        """Record a block this pool could not rebuild once the node's active chain holds it
+        (looked for ``watch_attempts`` times, ``watch_interval`` s apart); its coinbase is the
+        job's with the share's extranonce, its raw bytes the node's."""
+        job, h = cand.job, cand.share_hash
+        self._count("blocks-watched")
+        for attempt in range(self.watch_attempts):
+            if attempt:
+                await asyncio.sleep(self.watch_interval)
+            try:
+                if await self.node.block_hash(job.declared.height) != h:
+                    continue
+                raw = await self.node.get_block(h) or b""
+            except NodeError:
+                continue
+            coinbase = Tx.parse(job.declared.coinbase.with_extranonce(
+                job.extranonce_prefix + cand.extranonce))
+            await self._found(FoundBlock(h, job.declared.height, raw, coinbase, job.declared))
+            return
+        self._count("blocks-not-seen")
+        log.warning("MP: block %s (a Coinbase-only job) never reached the node's active chain",
+                    display_hex(h))
+
+    async def _found(self, found: FoundBlock) -> None:
+        """A block the node holds: the next pool job, then ``on_block`` (recorded once)."""
         self._count("blocks-found")
-        self.shared.set_tip(block.block_hash)
+        self.shared.set_tip(found.block_hash)
         self._spawn(self._next_pool_job())
-        found = FoundBlock(block.block_hash, job.declared.height, raw, block.coinbase, job.declared)
         self.found_blocks.append(found)
         log.info("MP: block %s found by a share at height %d", display_hex(found.block_hash),
                  found.height)

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from sv2.coinbase_only import credited_revenue
 from sv2.connection import MalformedMessage, Received, UnknownMessage
 from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION
 from sv2.messages.base import Message
@@ -355,7 +356,10 @@ class MiningSession:
             # PR #203 §2: a TLV of an extension this connection did not negotiate.
             return refuse(INVALID_PAYOUT_DISTRIBUTION)
         # Checks of this connection's own state come before the check that spends the token.
-        pending = sh.jds.declared_job(bytes(msg.mining_job_token))
+        token = bytes(msg.mining_job_token)
+        pending = sh.jds.declared_job(token)
+        if pending is None and sh.jds.coinbase_only_grant(token) is not None:
+            return self._on_coinbase_only_job(msg, ch)
         if pending is not None and pending.user_identifier == ch.user_identity:
             if pending.distribution_id is not None and (
                 EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated
@@ -368,6 +372,43 @@ class MiningSession:
         if isinstance(reply, SetCustomMiningJobError):
             sh.count(f"custom-job-error:{reply.error_code}")
             return [reply]
+        return self._custom_job_accepted(ch, msg, reply)
+
+    def _on_coinbase_only_job(self, msg: SetCustomMiningJob, ch: Channel) -> list[Output]:
+        """Coinbase-only mode (sv2-spec §6.1; PR #203 §2, §6; :mod:`sv2.coinbase_only`): no
+        declaration, the coinbase is checked against the distribution alone and its shares are
+        credited at :func:`~sv2.coinbase_only.credited_revenue`, not at the T it claims."""
+        sh = self.shared
+        assert sh.checker is not None and sh.jds is not None
+        reply = sh.checker.check_coinbase_only(
+            msg,
+            connection_id=self.id,
+            user_identity=ch.user_identity,
+            extranonce_size=len(ch.extranonce_prefix) + ch.extranonce_size,
+            pool_job=sh.pool_job,
+            stale_tip=sh.is_stale(msg.prev_hash),
+        )
+        if isinstance(reply, SetCustomMiningJobError):
+            sh.count(f"custom-job-error:{reply.error_code}")
+            return [reply]
+        declared = sh.checker.accepted[reply.job_id]
+        credit = credited_revenue(
+            declared.revenue, declared.height, declared.prev_hash, sh.pool_job, sh.jds.halving
+        )
+        sh.count("coinbase-only-jobs-accepted")
+        return self._custom_job_accepted(ch, msg, reply, revenue=credit)
+
+    def _custom_job_accepted(
+        self,
+        ch: Channel,
+        msg: SetCustomMiningJob,
+        reply: SetCustomMiningJobSuccess,
+        revenue: int | None = None,
+    ) -> list[Output]:
+        """The channel's job for an accepted SetCustomMiningJob (§5.3.19); ``revenue``: the T
+        its shares are credited at, when not the job's own."""
+        sh = self.shared
+        assert sh.checker is not None
         declared = sh.checker.accepted.pop(reply.job_id)
         job = MiningJob(
             sh.next_job_id(),
@@ -380,6 +421,8 @@ class MiningSession:
             custom=True,
             merkle_path=tuple(msg.merkle_path),
         )
+        if revenue is not None:
+            job.revenue = revenue
         self._add_job(ch, job)
         sh.count("custom-jobs-accepted")
         return [SetCustomMiningJobSuccess(msg.channel_id, msg.request_id, job.job_id)]
