@@ -9,11 +9,12 @@ shared: CPU time is what other work does not inflate), with the load average pri
   is ``bench_noise``'s) from 100 miners, each on its own connection and extended channel,
   on the pool's job for a mainnet-like template (3,000 transactions, so a 12-hash merkle
   path; a coinbase paying a 200-payee distribution; nBits far above every share, so no share
-  is a block). Each frame is decoded (:func:`sv2.messages.decode_frame`), then checked by the
-  connection's :class:`~sv2.mining.session.MiningSession` (channel, job, staleness,
-  extranonce size, BIP-320/323 version bits, ntime, the header rebuilt from the job, the
-  channel's extranonce prefix and the miner's fields, double-SHA256'd, compared with the
-  channel target, duplicates refused), and every accepted share is credited through
+  is a block). Each frame is decoded as a server connection decodes it
+  (:func:`sv2.connection.decode_received`), then checked by the connection's
+  :class:`~sv2.mining.session.MiningSession` (channel, job, staleness, extranonce size,
+  BIP-320/323 version bits, ntime, the header rebuilt from the job, the channel's extranonce
+  prefix and the miner's fields, double-SHA256'd, compared with the channel target,
+  duplicates refused), and every accepted share is credited through
   :func:`payouts.served.credit_mining_shares` -- what ``payouts serve`` runs before
   SubmitShares.Success -- in batches of 10,000 (SQLite, durable on return). Two extranonce
   patterns:
@@ -49,8 +50,8 @@ from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.modes import SettlementMode
 from payouts.tx.transaction import OutPoint, Tx, TxIn, TxOut
+from sv2.connection import decode_received
 from sv2.distribution_book import Published
-from sv2.messages import decode_frame
 from sv2.messages.common import SetupConnection
 from sv2.messages.mining import (
     NewExtendedMiningJob,
@@ -162,8 +163,7 @@ def _run(n: int, batch: int, *, fresh: bool = False) -> tuple[float, float]:
         gc.collect()
         t0, c0 = time.perf_counter(), time.process_time()
         for session, raw in frames:
-            _, msg = decode_frame(raw)
-            for o in session.receive(msg):
+            for o in session.receive(decode_received(raw)):
                 if type(o) is AcceptedShare:
                     pending.append(o)
             if len(pending) >= batch:

@@ -124,7 +124,7 @@ class MiningJob:
             h = sha256d(h + sibling)
         if len(roots) >= ROOT_CACHE:
             roots.clear()
-        roots[bytes(extranonce)] = h
+        roots[extranonce] = h
         return h
 
     def version_ok(self, version: int) -> bool:

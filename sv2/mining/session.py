@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from hashlib import sha256 as _sha256
 from typing import Any
 
 from sv2.coinbase_only import credited_revenue
@@ -64,7 +65,7 @@ from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, distribution_id_of
 from sv2.mining import errors as E
 from sv2.mining.channels import Channel, ExtranonceSpaceExhausted
 from sv2.mining.events import AcceptedShare, BlockCandidate
-from sv2.mining.jobs import HEADER, MiningJob, sha256d
+from sv2.mining.jobs import HEADER, MiningJob
 from sv2.mining.shared import MiningShared
 from sv2.mining.targets import (
     MAX_DIFFICULTY,
@@ -475,8 +476,10 @@ class MiningSession:
         latest = (now if now > min_ntime else min_ntime) + sh.policy.max_ntime_ahead
         if not min_ntime <= ntime <= latest:
             return E.NTIME_OUT_OF_RANGE, []
-        h = sha256d(HEADER.pack(version, job.prev_hash, job.merkle_root(extranonce), ntime,
-                                  job.bits, msg.nonce))  # MiningJob.share_hash, inlined
+        # MiningJob.share_hash, inlined: the header's double SHA-256 (internal byte order).
+        header = HEADER.pack(version, job.prev_hash, job.merkle_root(extranonce), ntime,
+                             job.bits, msg.nonce)
+        h = _sha256(_sha256(header).digest()).digest()
         seen = job.seen
         if h in seen:
             return E.DUPLICATE_SHARE, []

@@ -1,0 +1,116 @@
+"""The share path's shortcuts (issue 12's speed target) give exactly what the long way gives:
+the merkle roots a job caches per extranonce (sv2-spec §5.3.16) equal the block rebuilt the
+way PushSolution rebuilds it, whatever the cache held before; a SubmitSharesExtended frame
+decodes to the same item with or without the decoder's fast path (§3.2, §5.3.12); vardiff's
+per-share shortcut returns what the full retarget returns."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from payouts.distribution.model import Distribution, Payee, PoolPayout
+from payouts.node.interface import BlockTemplate, TemplateTx
+from payouts.settlement.modes import SettlementMode
+from payouts.tx.transaction import OutPoint, Tx, TxIn, TxOut
+from sv2.connection import MalformedMessage, UnknownMessage, decode_received
+from sv2.distribution_book import Published
+from sv2.framing import Frame
+from sv2.messages.base import decode_message
+from sv2.messages.mining import SubmitSharesExtended
+from sv2.messages.payouts import DistributionIdTlv
+from sv2.mining.jobs import ROOT_CACHE, MiningJob
+from sv2.mining.pool_job import build_pool_job
+from sv2.mining.shared import MiningPolicy, MiningShared
+from sv2.mining.targets import Vardiff
+
+
+def _job(txs: int = 5) -> MiningJob:
+    payees = tuple(Payee(b"\x00\x14" + i.to_bytes(20, "big"), 1_000 + i, 330) for i in range(3))
+    pub = Published(Distribution(1, PoolPayout(b"\x00\x14" + bytes(20), 500), payees), None,
+                    SettlementMode(), 0.0, False)
+    template_txs = tuple(
+        TemplateTx(Tx(2, (TxIn(OutPoint(bytes([i + 1]) * 32, 0), b"", 0xFFFFFFFD,
+                               (bytes(72),)),),
+                      (TxOut(10_000, b"\x00\x14" + bytes(20)),), 0), 1_000, 4)
+        for i in range(txs))
+    bt = BlockTemplate(0x20000000, os.urandom(32), 900_000, 0x17034219, 1_760_000_000,
+                       312_500_000 + 1_000 * txs, template_txs)
+    declared = build_pool_job(bt, pub, extranonce_size=8)
+    sh = MiningShared(MiningPolicy(), known_user=lambda _: True)
+    return MiningJob(1, 1, declared, b"\x00\x00\x00\x09", min_ntime=1_760_000_000,
+                     parts=sh.parts(declared))
+
+
+def test_cached_merkle_roots_match_the_rebuilt_block() -> None:
+    job = _job()
+    assert len(job.merkle_path) == 3  # 6 leaves
+    rng = random.Random(7)
+    # More extranonces than the cache holds, each asked several times in a shuffled order:
+    # hits, misses and the clear when it is full all happen.
+    extranonces = [rng.randbytes(4) for _ in range(3 * ROOT_CACHE)]
+    asks = extranonces * 3
+    rng.shuffle(asks)
+    for en in asks:
+        version, ntime, nonce = 0x20000000 | (rng.getrandbits(16) << 13), 1_760_000_001, 5
+        block = job.block(en, version, ntime, nonce)
+        assert job.merkle_root(en) == block.header.merkle_root
+        assert job.share_hash(en, version, ntime, nonce) == block.block_hash
+    assert job._roots is not None and len(job._roots) <= ROOT_CACHE
+
+
+def test_a_cached_root_is_never_another_extranonces() -> None:
+    job = _job()
+    a, b = b"\x00\x00\x00\x01", b"\x00\x00\x00\x02"
+    ra = job.merkle_root(a)
+    assert job.merkle_root(b) != ra
+    assert job.merkle_root(a) == ra == job.block(a, 0x20000000, 0, 0).header.merkle_root
+
+
+def _general(raw: bytes) -> object:
+    """What decode_received gave before its fast path."""
+    frame = Frame.decode(raw)
+    try:
+        return decode_message(frame)
+    except Exception as exc:  # the same classes decode_received maps
+        return type(exc)
+
+
+def test_decode_received_matches_the_general_decoder() -> None:
+    plain = SubmitSharesExtended(1, 2, 3, 4, 5, 0x20000000, b"\x01\x02\x03\x04")
+    with_tlv = SubmitSharesExtended(1, 2, 3, 4, 5, 0x20000000, b"\x01",
+                                    tlvs=(DistributionIdTlv(9),))
+    for msg in (plain, with_tlv, SubmitSharesExtended(0, 0, 0, 0, 0, 0, b"")):
+        for bit in (True, False):
+            raw = msg.encode_frame(channel_msg=bit)
+            got = decode_received(raw)
+            assert got == msg == _general(raw)
+            assert type(got) is SubmitSharesExtended
+    raw = plain.encode_frame()
+    # Truncated, an extranonce over 32 bytes, a length byte past the end: malformed, and the
+    # item names the frame, as the general path does.
+    for payload in (raw[6:-1], raw[6:30] + bytes([33]) + bytes(33), raw[6:30] + b"\x09\x00"):
+        bad = raw[:3] + len(payload).to_bytes(3, "little") + payload
+        got = decode_received(bad)
+        assert isinstance(got, MalformedMessage), got
+        assert got.frame.msg_type == 0x1B and got.frame.payload == payload
+    # msg_type 0x1B of another extension is not a SubmitSharesExtended.
+    other = b"\x01\x00\x1b" + len(raw[6:]).to_bytes(3, "little") + raw[6:]
+    assert isinstance(decode_received(other), UnknownMessage)
+
+
+def test_vardiff_shortcut_equals_the_full_retarget() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        spm, interval = rng.choice((0.5, 6.0, 20.0, 90.0)), rng.choice((1.0, 30.0, 60.0))
+        fast = Vardiff(rng.randint(1, 10_000), spm, min_difficulty=rng.randint(1, 4),
+                       retarget_interval=interval)
+        slow = Vardiff(fast.difficulty, spm, min_difficulty=fast.min_difficulty,
+                       retarget_interval=interval)
+        now = 0.0
+        for _ in range(300):
+            now += rng.expovariate(spm / 60.0) * rng.choice((0.1, 1.0, 5.0))
+            slow.shares += 1
+            assert fast.on_share(now) == slow.retarget(now)
+            assert (fast.difficulty, fast.shares, fast.window_start) == (
+                slow.difficulty, slow.shares, slow.window_start)
