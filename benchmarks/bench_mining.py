@@ -33,6 +33,7 @@ shared: CPU time is what other work does not inflate), with the load average pri
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import os
@@ -41,6 +42,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sqlalchemy import text
 
 from benchmarks.summary import target
 from payouts.distribution.model import Distribution, Payee, PoolPayout
@@ -52,15 +55,18 @@ from payouts.settlement.modes import SettlementMode
 from payouts.tx.transaction import OutPoint, Tx, TxIn, TxOut
 from sv2.connection import decode_received
 from sv2.distribution_book import Published
+from sv2.messages.base import Message
 from sv2.messages.common import SetupConnection
 from sv2.messages.mining import (
     NewExtendedMiningJob,
     OpenExtendedMiningChannel,
     OpenExtendedMiningChannelSuccess,
     SubmitSharesExtended,
+    SubmitSharesSuccess,
 )
 from sv2.mining.events import AcceptedShare
 from sv2.mining.pool_job import build_pool_job
+from sv2.mining.server import MiningServer, _Miner
 from sv2.mining.session import MiningSession
 from sv2.mining.shared import MiningPolicy, MiningShared
 
@@ -75,6 +81,7 @@ NOW = 1_760_000_000
 MAX = ((1 << 256) - 1).to_bytes(32, "little")
 TARGET_RATE = 50_000
 TARGET_MIB = 500
+READ = 16  # frames a connection's read brings
 
 
 def _published() -> Published:
@@ -97,19 +104,23 @@ def _txs() -> tuple[TemplateTx, ...]:
 _TEMPLATE_TXS: tuple[TemplateTx, ...] = ()
 
 
-def _shared() -> MiningShared:
+def _pool_job() -> object:
     global _TEMPLATE_TXS
     if not _TEMPLATE_TXS:
         _TEMPLATE_TXS = _txs()
     bt = BlockTemplate(0x20000000, os.urandom(32), 900_000, 0x17034219, NOW,
                        312_500_000 + 1_000 * TXS, _TEMPLATE_TXS)
-    job = build_pool_job(bt, _published(), extranonce_size=8)
-    # Unit 2^256-1: difficulty 1 accepts any hash, so every generated share is valid work.
-    # No vardiff step during the run: the difficulty (and so the target) stays 1.
-    pol = MiningPolicy(difficulty_unit=(1 << 256) - 1, retarget_interval=1e9)
-    sh = MiningShared(pol, known_user=lambda _: True,
-                      wall_clock=lambda: NOW)
-    sh.pool_job, sh.pool_job_time = job, NOW
+    return build_pool_job(bt, _published(), extranonce_size=8)
+
+
+# Unit 2^256-1: difficulty 1 accepts any hash, so every generated share is valid work.
+# No vardiff step during the run: the difficulty (and so the target) stays 1.
+POLICY = MiningPolicy(difficulty_unit=(1 << 256) - 1, retarget_interval=1e9)
+
+
+def _shared() -> MiningShared:
+    sh = MiningShared(POLICY, known_user=lambda _: True, wall_clock=lambda: NOW)
+    sh.pool_job, sh.pool_job_time = _pool_job(), NOW  # type: ignore[assignment]
     return sh
 
 
@@ -127,20 +138,38 @@ def _connect(sh: MiningShared, cid: int, channels: int = 1) -> tuple[MiningSessi
     return s, jobs
 
 
-def _frames(sessions: list[tuple[MiningSession, list[int]]], n: int,
-            fresh: bool) -> list[tuple[MiningSession, bytes]]:
-    """``n`` distinct shares, round-robin over the connections: the nonce is the
-    per-connection sequence number; the extranonce is the connection's own (``kept``) or the
-    sequence number too (``fresh``)."""
-    frames = []
-    for i in range(n):
-        s, jobs = sessions[i % len(sessions)]
-        seq = i // len(sessions)
-        extranonce = seq.to_bytes(4, "big") if fresh else b"\x00\x00\x00\x07"
-        msg = SubmitSharesExtended(1, seq, jobs[0], seq & 0xFFFFFFFF, NOW, 0x20000000,
-                                   extranonce)
-        frames.append((s, msg.encode_frame()))
-    return frames
+def _frames(jobs: list[int], n: int, fresh: bool) -> list[bytes]:
+    """``n`` distinct shares of one connection: the nonce is the sequence number; the
+    extranonce is the connection's own (``kept``) or the sequence number too (``fresh``)."""
+    return [
+        SubmitSharesExtended(1, seq, jobs[0], seq, NOW, 0x20000000,
+                             seq.to_bytes(4, "big") if fresh else b"\x00\x00\x00\x07"
+                             ).encode_frame()
+        for seq in range(n)
+    ]
+
+
+class _Wire:
+    """Stands in for a connection's Noise transport and socket: what the server sends is
+    encoded (plaintext) and kept, so the run can check every share was acknowledged."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.transport = self
+
+    def send(self, msg: Message) -> bytes:
+        if type(msg) is SubmitSharesSuccess:
+            self.acked += msg.new_submits_accepted_count
+        return msg.encode_frame()
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
 
 def _service(tmp: Path) -> PoolService:
@@ -150,33 +179,77 @@ def _service(tmp: Path) -> PoolService:
     return svc
 
 
-def _run(n: int, batch: int, *, fresh: bool = False) -> tuple[float, float]:
-    """Shares per second of wall time and of process CPU time: decode, validate, credit in
-    durable batches of ``batch`` (what the server does between reading frames and
-    SubmitShares.Success)."""
+async def _serve(svc: PoolService, n: int, batch: int, fresh: bool) -> tuple[float, float]:
+    """The server's share path without sockets: each miner's frames, a read of ``READ``
+    frames at a time, go through :meth:`MiningServer._handle_items` (session, queue, a flush
+    every ``batch`` shares: :func:`credit_mining_shares` in a thread, as ``payouts serve``'s
+    ``record_shares`` runs it, then one SubmitShares.Success per channel), one task per
+    connection, so other miners' shares are checked while a batch is being written."""
+
+    async def on_shares(shares: list[AcceptedShare]) -> None:
+        await asyncio.to_thread(credit_mining_shares, svc, shares)
+
+    server = MiningServer(identity=lambda: None, node=None, policy=POLICY,  # type: ignore[arg-type]
+                          known_user=lambda _: True, on_shares=on_shares, batch_size=batch)
+    sh = server.shared
+    sh.wall_clock = lambda: NOW
+    sh.pool_job, sh.pool_job_time = _pool_job(), NOW  # type: ignore[assignment]
+    wires, feeds = [], []
+    for cid in range(1, MINERS + 1):
+        session, jobs = _connect(sh, cid)
+        wire = _Wire()
+        peer = _Miner(cid, wire, wire, "bench", session=session)  # type: ignore[arg-type]
+        server._peers[cid] = peer
+        wires.append(wire)
+        frames = _frames(jobs, n // MINERS, fresh)
+        feeds.append((peer, [frames[i:i + READ] for i in range(0, len(frames), READ)]))
+
+    async def miner(peer: _Miner, reads: list[list[bytes]]) -> None:
+        for raw in reads:
+            await server._handle_items(peer, [decode_received(f) for f in raw])
+            await asyncio.sleep(0)  # the next connection's read
+
+    gc.collect()
+    t0, c0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(miner(p, reads) for p, reads in feeds))
+    await server.flush()
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert sh.stats.get("shares-accepted") == n, sh.stats
+    assert server.stats.get("shares-recorded") == n, server.stats
+    assert sum(w.acked for w in wires) == n
+    return n / elapsed, n / cpu
+
+
+def _one_by_one(svc: PoolService, n: int) -> tuple[float, float]:
+    """The baseline: the same frames and the same session checks, each accepted share
+    written durably (:func:`credit_mining_shares` of that one share) before the next frame
+    is read."""
     sh = _shared()
-    frames = _frames([_connect(sh, c + 1) for c in range(MINERS)], n, fresh)
+    sessions = [_connect(sh, cid) for cid in range(1, MINERS + 1)]
+    frames = [(s, f) for s, jobs in sessions for f in _frames(jobs, n // MINERS, False)]
+    gc.collect()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for session, raw in frames:
+        for o in session.receive(decode_received(raw)):
+            if type(o) is AcceptedShare:
+                assert credit_mining_shares(svc, [o]) == 1
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert sh.stats.get("shares-accepted") == n, sh.stats
+    return n / elapsed, n / cpu
+
+
+def _run(n: int, batch: int, *, fresh: bool = False) -> tuple[float, float]:
+    """Shares per second of wall time and of process CPU time (every thread's); ``batch``
+    1: the one-by-one baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         svc = _service(Path(tmp))
-        pending: list[AcceptedShare] = []
-        stored = 0
-        gc.collect()
-        t0, c0 = time.perf_counter(), time.process_time()
-        for session, raw in frames:
-            for o in session.receive(decode_received(raw)):
-                if type(o) is AcceptedShare:
-                    pending.append(o)
-            if len(pending) >= batch:
-                stored += credit_mining_shares(svc, pending)
-                pending = []
-        if pending:
-            stored += credit_mining_shares(svc, pending)
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rates = _one_by_one(svc, n) if batch == 1 else asyncio.run(_serve(svc, n, batch, fresh))
         in_window = len(svc.accountant.log)  # handed to the accountant, not only stored
+        with svc.engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM shares")).scalar_one()
         svc.engine.dispose()
-    assert sh.stats.get("shares-accepted") == n, sh.stats
-    assert stored == n == in_window, (stored, n, in_window)
-    return n / elapsed, n / cpu
+    assert in_window == stored == n, (in_window, stored, n)
+    return rates
 
 
 def _rss() -> int:

@@ -2,12 +2,15 @@
 the merkle roots a job caches per extranonce (sv2-spec §5.3.16) equal the block rebuilt the
 way PushSolution rebuilds it, whatever the cache held before; a SubmitSharesExtended frame
 decodes to the same item with or without the decoder's fast path (§3.2, §5.3.12); vardiff's
-per-share shortcut returns what the full retarget returns."""
+per-share shortcut returns what the full retarget returns; connections waiting on a batch
+being written do not each write a few shares after it (§5.3.13's batched Success)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+from collections.abc import Sequence
 
 from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import BlockTemplate, TemplateTx
@@ -19,8 +22,10 @@ from sv2.framing import Frame
 from sv2.messages.base import decode_message
 from sv2.messages.mining import SubmitSharesExtended
 from sv2.messages.payouts import DistributionIdTlv
+from sv2.mining.events import AcceptedShare
 from sv2.mining.jobs import ROOT_CACHE, MiningJob
 from sv2.mining.pool_job import build_pool_job
+from sv2.mining.server import MiningServer
 from sv2.mining.shared import MiningPolicy, MiningShared
 from sv2.mining.targets import Vardiff
 
@@ -114,3 +119,45 @@ def test_vardiff_shortcut_equals_the_full_retarget() -> None:
             assert fast.on_share(now) == slow.retarget(now)
             assert (fast.difficulty, fast.shares, fast.window_start) == (
                 slow.difficulty, slow.shares, slow.window_start)
+
+
+def _share(i: int) -> AcceptedShare:
+    return AcceptedShare(1, 1, i, "miner-1", "1/1", 1, 1, 0, 0, i.to_bytes(32, "little"))
+
+
+def test_connections_waiting_on_a_write_do_not_write_a_few_shares_each() -> None:
+    """A batch being written, the queue full again, two connections waiting to flush: the
+    first takes the queue, the second finds less than a batch and returns; the timer's (and
+    stop's) flush still writes whatever is queued."""
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        batches: list[int] = []
+
+        async def on_shares(batch: Sequence[AcceptedShare]) -> None:
+            batches.append(len(batch))
+            await gate.wait()
+
+        server = MiningServer(identity=lambda: None,  # type: ignore[arg-type,return-value]
+                              node=None,  # type: ignore[arg-type]
+                              policy=MiningPolicy(), known_user=lambda _: True,
+                              on_shares=on_shares, batch_size=3)
+        server._queue = [_share(i) for i in range(3)]
+        first = asyncio.create_task(server.flush(3))
+        await asyncio.sleep(0)
+        assert batches == [3]  # being written
+        server._queue += [_share(i) for i in range(3, 6)]
+        waiters = [asyncio.create_task(server.flush(3)) for _ in range(2)]
+        await asyncio.sleep(0)
+        server._queue.append(_share(6))
+        gate.set()
+        await asyncio.gather(first, *waiters)
+        assert batches == [3, 4] and server._queue == []
+        assert server.stats["shares-recorded"] == 7
+        server._queue.append(_share(7))
+        await server.flush(3)  # under a batch: stays queued
+        assert batches == [3, 4]
+        await server.flush()  # the timer's flush
+        assert batches == [3, 4, 1] and server.stats["shares-recorded"] == 8
+
+    asyncio.run(main())
