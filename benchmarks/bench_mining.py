@@ -9,24 +9,29 @@ shared: CPU time is what other work does not inflate), with the load average pri
   is ``bench_noise``'s) from 100 miners, each on its own connection and extended channel,
   on the pool's job for a mainnet-like template (3,000 transactions, so a 12-hash merkle
   path; a coinbase paying a 200-payee distribution; nBits far above every share, so no share
-  is a block). Each frame is decoded as a server connection decodes it
-  (:func:`sv2.connection.decode_received`), then checked by the connection's
-  :class:`~sv2.mining.session.MiningSession` (channel, job, staleness, extranonce size,
-  BIP-320/323 version bits, ntime, the header rebuilt from the job, the channel's extranonce
-  prefix and the miner's fields, double-SHA256'd, compared with the channel target,
-  duplicates refused), and every accepted share is credited through
-  :func:`payouts.served.credit_mining_shares` -- what ``payouts serve`` runs before
-  SubmitShares.Success -- in batches of 10,000 (SQLite, durable on return). Two extranonce
-  patterns:
+  is a block). They go through the server's own share path, sockets and Noise aside: each
+  connection's frames, 16 a read, decoded as a connection decodes them
+  (:func:`sv2.connection.decode_received`) and handed to
+  :meth:`~sv2.mining.server.MiningServer._handle_items`: the connection's
+  :class:`~sv2.mining.session.MiningSession` checks each share (channel, job, staleness,
+  extranonce size, BIP-320/323 version bits, ntime, the header rebuilt from the job, the
+  channel's extranonce prefix and the miner's fields, double-SHA256'd, compared with the
+  channel target, duplicates refused); the server queues it, and every 10,000 shares hands
+  the queue to :func:`payouts.served.credit_mining_shares` in a thread, as ``payouts serve``'s
+  ``record_shares`` does (SQLite, durable on return: the store and the accountant), then
+  sends each channel its SubmitShares.Success. One task per connection: other miners'
+  shares are checked while a batch is written. Every share must be accepted, stored, in the
+  window and acknowledged. Two extranonce patterns:
 
   - ``kept``: each miner keeps its extranonce and rolls nonces (a standard channel, or an
     extended one whose miner rolls nonce, version and ntime before its extranonce): the job's
     merkle root for that extranonce is folded once (``sv2.mining.jobs.ROOT_CACHE``). Target:
     >= 50,000 shares/s.
   - ``fresh``: every share on a new extranonce, the worst case: every share hashes the whole
-    coinbase suffix and folds the 12-hash path.
-* ``baseline``: the ``kept`` validation with a durable write per share (one-share batches),
-  1,000 shares: the same-run reference.
+    coinbase suffix (6 kB) and folds the 12-hash path.
+* ``baseline``: the ``kept`` frames through the same session, each accepted share written
+  durably (``credit_mining_shares`` of one share) before the next frame: 1,000 shares, the
+  same-run reference.
 * ``10,000 channels``: 100 connections x 100 extended channels, each holding the pool job;
   RSS growth of the process (``/proc/self/statm``). Target: <= 500 MiB.
 """
@@ -41,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import text
@@ -52,7 +58,8 @@ from payouts.served import credit_mining_shares
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.modes import SettlementMode
-from payouts.tx.transaction import OutPoint, Tx, TxIn, TxOut
+from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.connection import decode_received
 from sv2.distribution_book import Published
 from sv2.messages.base import Message
@@ -186,11 +193,13 @@ async def _serve(svc: PoolService, n: int, batch: int, fresh: bool) -> tuple[flo
     ``record_shares`` runs it, then one SubmitShares.Success per channel), one task per
     connection, so other miners' shares are checked while a batch is being written."""
 
-    async def on_shares(shares: list[AcceptedShare]) -> None:
+    async def on_shares(shares: Sequence[AcceptedShare]) -> None:
         await asyncio.to_thread(credit_mining_shares, svc, shares)
 
-    server = MiningServer(identity=lambda: None, node=None, policy=POLICY,  # type: ignore[arg-type]
-                          known_user=lambda _: True, on_shares=on_shares, batch_size=batch)
+    server = MiningServer(identity=lambda: None,  # type: ignore[arg-type,return-value]
+                          node=None,  # type: ignore[arg-type]
+                          policy=POLICY, known_user=lambda _: True, on_shares=on_shares,
+                          batch_size=batch)
     sh = server.shared
     sh.wall_clock = lambda: NOW
     sh.pool_job, sh.pool_job_time = _pool_job(), NOW  # type: ignore[assignment]

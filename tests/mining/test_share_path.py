@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from payouts.distribution.model import Distribution, Payee, PoolPayout
 from payouts.node.interface import BlockTemplate, TemplateTx
 from payouts.settlement.modes import SettlementMode
-from payouts.tx.transaction import OutPoint, Tx, TxIn, TxOut
+from payouts.tx.transaction import OutPoint, Tx, TxIn
+from payouts.tx.txout import TxOut
 from sv2.connection import MalformedMessage, UnknownMessage, decode_received
 from sv2.distribution_book import Published
 from sv2.framing import Frame
