@@ -19,6 +19,7 @@ from payouts.tx.transaction import OutPoint, Tx, TxIn
 from payouts.tx.txout import TxOut
 from sv2.connection import MalformedMessage, UnknownMessage, decode_received
 from sv2.distribution_book import Published
+from sv2.errors import DecodeError
 from sv2.framing import Frame
 from sv2.messages.base import decode_message
 from sv2.messages.mining import SubmitSharesExtended
@@ -103,6 +104,37 @@ def test_decode_received_matches_the_general_decoder() -> None:
     # msg_type 0x1B of another extension is not a SubmitSharesExtended.
     other = b"\x01\x00\x1b" + len(raw[6:]).to_bytes(3, "little") + raw[6:]
     assert isinstance(decode_received(other), UnknownMessage)
+
+
+def _outcome(item: object) -> object:
+    if isinstance(item, MalformedMessage | UnknownMessage):
+        return type(item), item.frame
+    return item
+
+
+def test_decode_received_equals_the_general_path_on_mutated_frames() -> None:
+    """Random payloads under a SubmitSharesExtended header (either channel bit): the same
+    message, or the same MalformedMessage naming the same frame, as the general path."""
+    rng = random.Random(3)
+    base = SubmitSharesExtended(1, 2, 3, 4, 5, 0x20000000, b"\x01\x02\x03\x04").encode()
+    for _ in range(5_000):
+        payload = bytearray(base)
+        for _ in range(rng.randint(0, 4)):
+            op = rng.randrange(3)
+            if op == 0 and payload:
+                payload[rng.randrange(len(payload))] = rng.randrange(256)
+            elif op == 1 and payload:
+                del payload[rng.randrange(len(payload)):]
+            else:
+                payload += rng.randbytes(rng.randint(1, 40))
+        head = rng.choice((b"\x00\x80\x1b", b"\x00\x00\x1b"))
+        raw = head + len(payload).to_bytes(3, "little") + bytes(payload)
+        frame = Frame.decode(raw)
+        try:
+            expected: object = decode_message(frame)
+        except DecodeError:
+            expected = (MalformedMessage, frame)
+        assert _outcome(decode_received(raw)) == expected, bytes(payload).hex()
 
 
 def test_vardiff_shortcut_equals_the_full_retarget() -> None:
