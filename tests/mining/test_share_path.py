@@ -21,7 +21,7 @@ from sv2.connection import MalformedMessage, UnknownMessage, decode_received
 from sv2.distribution_book import Published
 from sv2.errors import DecodeError
 from sv2.framing import Frame
-from sv2.messages.base import decode_message
+from sv2.messages.base import Message, decode_message
 from sv2.messages.mining import SubmitSharesExtended
 from sv2.messages.payouts import DistributionIdTlv
 from sv2.mining.events import AcceptedShare
@@ -104,6 +104,13 @@ def test_decode_received_matches_the_general_decoder() -> None:
     # msg_type 0x1B of another extension is not a SubmitSharesExtended.
     other = b"\x01\x00\x1b" + len(raw[6:]).to_bytes(3, "little") + raw[6:]
     assert isinstance(decode_received(other), UnknownMessage)
+
+
+def test_the_fast_path_skips_no_frame_check() -> None:
+    """decode_received skips check_frame for SubmitSharesExtended: only right while that
+    message keeps the default, which refuses nothing (sv2.messages.base.decode_message)."""
+    assert "check_frame" not in vars(SubmitSharesExtended)
+    assert SubmitSharesExtended.check_frame.__func__ is Message.check_frame.__func__  # type: ignore[attr-defined]
 
 
 def _outcome(item: object) -> object:
