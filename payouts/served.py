@@ -477,17 +477,9 @@ class ServedPool(Serving):
         return True
 
     async def record_shares(self, shares: Sequence[AcceptedShare]) -> None:
-        """Shares the Mining Protocol server accepted: one durable batch (the server
-        acknowledges them only after this returns); a share already stored (same header hash,
-        its key) is skipped."""
-        from payouts.accounting.shares import AccountShareBatch
-
-        batch = AccountShareBatch(
-            key=[s.key for s in shares], account=[s.account for s in shares],
-            worker=[s.worker for s in shares], difficulty=[s.difficulty for s in shares],
-            job_id=[str(s.job_id) for s in shares], revenue=[s.revenue for s in shares],
-            time_ms=[s.time_ms for s in shares])
-        await asyncio.to_thread(self.service.ingest_accounts, batch)
+        """Shares the Mining Protocol server accepted: one durable batch
+        (:func:`credit_mining_shares`; the server acknowledges them only after this returns)."""
+        await asyncio.to_thread(credit_mining_shares, self.service, shares)
 
     async def stop(self) -> None:
         """Stop the poller and the JD server, save a last snapshot (a restart then replays
@@ -521,6 +513,25 @@ class ServedPool(Serving):
         if self._owns_node:
             await self.node.aclose()
 
+def credit_mining_shares(service: PoolService, shares: Sequence[AcceptedShare]) -> int:
+    """Credit shares the Mining Protocol server accepted as one durable batch, the same
+    validated path as ``POST /v1/shares`` (:meth:`PoolService.ingest_accounts`); returns how
+    many were new. A share already stored (same header hash, so the same key) is skipped.
+
+    sv2-spec 05-Mining-Protocol.md §5.3.13 lets SubmitShares.Success cover a batch: the server
+    sends it only after this returned, so every acknowledged share is durable. The columns are
+    taken straight from the shares, one pass each (``benchmarks/bench_mining.py`` times this
+    function, so the benchmark and ``payouts serve`` credit the same way)."""
+    from payouts.accounting.shares import AccountShareBatch
+
+    batch = AccountShareBatch(
+        key=[s.key for s in shares], account=[s.account for s in shares],
+        worker=[s.worker for s in shares], difficulty=[s.difficulty for s in shares],
+        job_id=[str(s.job_id) for s in shares], revenue=[s.revenue for s in shares],
+        time_ms=[s.time_ms for s in shares])
+    return service.ingest_accounts(batch).accepted
+
+
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -536,4 +547,4 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-__all__ = ["ServedPool", "Serving"]
+__all__ = ["ServedPool", "Serving", "credit_mining_shares"]

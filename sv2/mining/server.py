@@ -233,12 +233,18 @@ class MiningServer(NoiseListener[_Miner]):
 
     # -- shares ---------------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Hand the queued shares to ``on_shares``, then acknowledge them (module docstring)."""
+    async def flush(self, at_least: int = 1) -> None:
+        """Hand the queued shares to ``on_shares``, then acknowledge them (module docstring).
+
+        ``at_least``: flush only if that many shares are still queued once the previous
+        batch is written. Connections that each saw a full queue while a batch was being
+        written all wait here; the first takes the queue, and the others, finding less than a
+        batch left, return instead of writing a few shares each (a durable write costs a
+        commit whatever its size)."""
         async with self._flush_lock:
-            batch, self._queue = self._queue, []
-            if not batch:
+            if len(self._queue) < at_least:
                 return
+            batch, self._queue = self._queue, []
             try:
                 await self.on_shares(batch)
             except Exception:
@@ -348,7 +354,7 @@ class MiningServer(NoiseListener[_Miner]):
                 return
             await self._emit(p, p.session.receive(it))
         if len(self._queue) >= self.batch_size:
-            await self.flush()
+            await self.flush(self.batch_size)
 
     async def _emit(self, p: _Miner, outputs: list[Output]) -> None:
         for out in outputs:

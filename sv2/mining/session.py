@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from hashlib import sha256 as _sha256
 from typing import Any
 
 from sv2.coinbase_only import credited_revenue
@@ -64,7 +65,7 @@ from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, distribution_id_of
 from sv2.mining import errors as E
 from sv2.mining.channels import Channel, ExtranonceSpaceExhausted
 from sv2.mining.events import AcceptedShare, BlockCandidate
-from sv2.mining.jobs import MiningJob
+from sv2.mining.jobs import HEADER, MiningJob
 from sv2.mining.shared import MiningShared
 from sv2.mining.targets import (
     MAX_DIFFICULTY,
@@ -116,6 +117,8 @@ class MiningSession:
 
     def receive(self, item: Received) -> list[Output]:
         """Handle one decoded item (raises :class:`Disconnect` for a protocol violation)."""
+        if type(item) is SubmitSharesExtended and self.setup:
+            return self._on_submit(item)  # the message a pool gets most: straight to it
         if isinstance(item, MalformedMessage):
             raise Disconnect(f"malformed {item.frame.msg_type:#04x}: {item.error.reason}")
         if isinstance(item, UnknownMessage):
@@ -230,6 +233,7 @@ class MiningSession:
         cid = next(self._channel_ids)
         ch = Channel(
             channel_id=cid,
+            worker=f"{self.id}/{cid}",
             user_identity=msg.user_identity,
             extended=extended,
             extranonce_prefix=prefix,
@@ -450,7 +454,7 @@ class MiningSession:
         job = ch.jobs.get(msg.job_id)
         if job is None:
             return E.INVALID_JOB_ID, []
-        if sh.is_stale(job.prev_hash) or (
+        if job.prev_hash in sh.stale_tips or (  # MiningShared.is_stale, inlined
             not job.custom and ch.active_job is not None and job.job_id != ch.active_job
         ):
             return E.STALE_SHARE, []
@@ -464,41 +468,51 @@ class MiningSession:
             extranonce = b""
         if len(extranonce) != job.miner_extranonce_size:
             return E.INVALID_EXTRANONCE_SIZE, []
-        if not job.version_ok(msg.version):
+        version = msg.version
+        if (job.version ^ version) & job.version_mask:  # MiningJob.version_ok, inlined
             return E.INVALID_VERSION, []
         now = sh.wall_clock()
-        if not job.min_ntime <= msg.ntime <= max(job.min_ntime, now) + sh.policy.max_ntime_ahead:
+        ntime, min_ntime = msg.ntime, job.min_ntime
+        latest = (now if now > min_ntime else min_ntime) + sh.policy.max_ntime_ahead
+        if not min_ntime <= ntime <= latest:
             return E.NTIME_OUT_OF_RANGE, []
-        h = job.share_hash(extranonce, msg.version, msg.ntime, msg.nonce)
-        if h in job.seen:
+        # MiningJob.share_hash, inlined: the header's double SHA-256 (internal byte order).
+        header = HEADER.pack(version, job.prev_hash, job.merkle_root(extranonce), ntime,
+                             job.bits, msg.nonce)
+        h = _sha256(_sha256(header).digest()).digest()
+        seen = job.seen
+        if h in seen:
             return E.DUPLICATE_SHARE, []
         out: list[Output] = []
-        if job.is_block(h):
+        value = int.from_bytes(h, "little")
+        if value <= job.network_target:
             # A block is submitted whatever the channel target: a pool never drops one.
-            job.seen.add(h)
+            seen.add(h)
             sh.count("block-candidates")
-            out.append(BlockCandidate(job, extranonce, msg.version, msg.ntime, msg.nonce, h))
-        if int.from_bytes(h, "little") > ch.target:
+            out.append(BlockCandidate(job, extranonce, version, ntime, msg.nonce, h))
+        if value > ch.target:
             return E.DIFFICULTY_TOO_LOW, out
-        job.seen.add(h)
+        seen.add(h)
         ch.accepted += 1
         ch.last_sequence = msg.sequence_number
-        sh.count("shares-accepted")
-        out.insert(
-            0,
-            AcceptedShare(
-                self.id,
-                ch.channel_id,
-                msg.sequence_number,
-                ch.user_identity,
-                f"{self.id}/{ch.channel_id}",
-                ch.difficulty,
-                job.job_id,
-                job.revenue,
-                int(now * 1000),
-                h,
-            ),
+        stats = sh.stats  # MiningShared.count, inlined
+        stats["shares-accepted"] = stats.get("shares-accepted", 0) + 1
+        share = AcceptedShare(
+            self.id,
+            ch.channel_id,
+            msg.sequence_number,
+            ch.user_identity,
+            ch.worker,
+            ch.difficulty,
+            job.job_id,
+            job.revenue,
+            int(now * 1000),
+            h,
         )
+        if out:
+            out.insert(0, share)
+        else:
+            out.append(share)
         new = ch.vardiff.on_share(sh.clock())
         if new is not None:
             out.append(self._set_difficulty(ch, new))
