@@ -11,8 +11,6 @@ Re-exported by :mod:`payouts.store.repositories`.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +24,7 @@ from payouts.errors import DuplicateKeyError, UnknownMinerError, ValidationError
 from payouts.states import BLOCK_STATUS_ORDER, BlockStatus
 from payouts.store._common import id_list, is_int, raw_cursor, write_connection
 from payouts.store.accounting_state import insert_event
+from payouts.store.hot_reads import hot_query
 from payouts.store.ledger_backlog import insert_backlog, pending_deltas, pending_rows, set_cancelled
 from payouts.store.models import (
     BLOCK_STATUSES,
@@ -305,61 +304,6 @@ _BALANCE_SQL = (
 )
 
 
-class _HotReads(threading.local):
-    """One autocommit DBAPI connection per thread for the API's hottest read.
-
-    Why not ``engine.connect()``: on SQLite a pooled SQLAlchemy connection emits BEGIN, the
-    query and ROLLBACK, and the checkout/compile bookkeeping costs more than the indexed query
-    itself (~40% of a balance request's CPU). A single autocommit statement on a connection
-    kept by this thread sees every committed write (each statement is its own snapshot) and is
-    never left idle in a transaction.
-    """
-
-    conn: Any = None
-    engine: Engine | None = None
-
-
-_hot = _HotReads()
-
-
-def _hot_connection(engine: Engine) -> Any:
-    if _hot.conn is not None and _hot.engine is engine:
-        return _hot.conn
-    if _hot.conn is not None:  # this thread moved to another engine: close, don't pool, the old
-        with contextlib.suppress(Exception):
-            _hot.conn.close()
-    raw = engine.raw_connection()
-    driver: Any = raw.driver_connection
-    # Out of the pool for good: its autocommit mode must never reach a caller that checks a
-    # connection out for a transaction (LOCK TABLE needs one); we close it ourselves.
-    raw.detach()
-    if engine.dialect.name == "postgresql":
-        driver.autocommit = True
-    _hot.conn, _hot.engine = driver, engine
-    return driver
-
-
-def _hot_query(engine: Engine, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    """Every row of one statement on this thread's hot connection (:class:`_HotReads`),
-    retried once on a fresh connection if the old one was dropped (a server restart)."""
-    for attempt in (0, 1):
-        conn = _hot_connection(engine)
-        try:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql, params)
-                return list(cur.fetchall())
-            finally:
-                cur.close()
-        except engine.dialect.loaded_dbapi.OperationalError:
-            _hot.conn = None
-            with contextlib.suppress(Exception):  # the connection is gone either way
-                conn.close()
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
 def _balances_of(engine: Engine, rows: list[Any]) -> dict[str, tuple[int, bytes, int]]:
     """``{account: (miner_id, script, owed)}`` from rows of ``account, id, script, owed,
     open backlog rows``: a block's lines still being written out are added from the backlog."""
@@ -377,7 +321,7 @@ def miner_balance(engine: Engine, account: str) -> tuple[int, bytes, int] | None
     None for an unknown account."""
     pg = engine.dialect.name == "postgresql"
     sql = _BALANCE_SQL.format(param="%s" if pg else "?", false="false" if pg else "0")
-    return _balances_of(engine, _hot_query(engine, sql, (account,))).get(account)
+    return _balances_of(engine, hot_query(engine, sql, (account,))).get(account)
 
 
 BALANCES_SQL_PG = _BALANCE_SQL.format(param="ANY(%s)", false="false")
@@ -402,7 +346,7 @@ def miner_balances(engine: Engine, accounts: list[str]) -> dict[str, tuple[int, 
     array parameter, however many); unknown accounts are absent."""
     if engine.dialect.name != "postgresql":
         return {a: b for a in accounts if (b := miner_balance(engine, a)) is not None}
-    return _balances_of(engine, _hot_query(engine, BALANCES_SQL_PG, (accounts,)))
+    return _balances_of(engine, hot_query(engine, BALANCES_SQL_PG, (accounts,)))
 
 
 def export_ledger(engine: Engine, miner_id: int | None = None) -> list[dict[str, Any]]:
