@@ -38,7 +38,7 @@ import re
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
 from api.ratelimit import too_many
@@ -181,6 +181,9 @@ class BalanceReads:
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._closing_at_shutdown(receive), send)
+            return
         if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
@@ -215,6 +218,18 @@ class BalanceReads:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode()), _JSON_HEADERS]})
         await send({"type": "http.response.body", "body": body})
+
+    def _closing_at_shutdown(self, receive: Receive) -> Receive:
+        """``receive`` that closes the group reads' connections when the server shuts down."""
+
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self._group is not None:
+                self._group.close()
+                self._group = None
+            return message
+
+        return wrapped
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The route's own limiter check would take a second token from the bucket: mark the

@@ -137,3 +137,29 @@ def test_a_failed_group_query_fails_each_read(service: PoolService,
 
     out = asyncio.run(run())
     assert len(out) == 2 and all(isinstance(e, RuntimeError) for e in out)
+
+
+def test_group_reads_connections_close_at_shutdown(service: PoolService) -> None:
+    """On PostgreSQL the reads' own connections are closed when the server shuts down (the
+    lifespan's shutdown), not left to the garbage collector."""
+    app = create_app(service, rate_limit=None)
+    with TestClient(app) as c:
+        register(c, "alice", ALICE)
+        assert c.get("/v1/miners/alice/balance").status_code == 200
+        fast = _fast_path(app)
+        group = fast._group
+        pg = service.engine.dialect.name == "postgresql"
+        assert (group is not None) == pg
+        idle = list(group._idle) if group is not None else []
+        assert len(idle) == (1 if pg else 0)
+    assert fast._group is None
+    assert all(conn.closed for conn in idle)
+
+
+def _fast_path(app: FastAPI) -> BalanceReads:
+    """The app's BalanceReads middleware instance (built with the middleware stack)."""
+    node = app.middleware_stack
+    while node is not None and not isinstance(node, BalanceReads):
+        node = getattr(node, "app", None)
+    assert isinstance(node, BalanceReads)
+    return node
