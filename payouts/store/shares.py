@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine, text
 
 from payouts.accounting.shares import ShareBatch
 from payouts.accounting.validate import unknown_miner_error, validate_batch
+from payouts.store._common import sqlite_insert_rows
 from payouts.store.engine import SQLITE_BEGIN_OPTION
 
 Index = npt.NDArray[np.intp]
@@ -238,26 +239,6 @@ def _insert_only_new(engine: Engine, batch: ShareBatch) -> tuple[Index, I64]:
     return unseen[np.searchsorted(ids, new_ids)].astype(np.intp), new_ids
 
 
-_SQLITE_ROWS_PER_INSERT = 256  # x 7 columns: well below SQLite's 32,766 bound parameters
-
-
-def _insert_rows(cur: Any, rows: list[tuple[Any, ...]]) -> None:
-    """INSERT ``rows`` into ``shares`` in order, ``_SQLITE_ROWS_PER_INSERT`` per statement.
-
-    One multi-row ``VALUES`` statement instead of ``executemany``: the sqlite3 module gives the
-    GIL up and takes it back around every row it steps, and a thread storing shares while
-    others decode the next batches waited for it at every row. Measured (1,000-row batches,
-    WAL, synchronous=FULL): 194k rows/s with executemany, 255k with 256 rows per statement;
-    with one busy Python thread beside it 128k and 259k."""
-    k = _SQLITE_ROWS_PER_INSERT
-    full = f"INSERT INTO shares ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * k)
-    for i in range(0, len(rows), k):
-        chunk = rows[i:i + k]
-        sql = full if len(chunk) == k else (
-            f"INSERT INTO shares ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)))
-        cur.execute(sql, [v for row in chunk for v in row])
-
-
 def _persist_sqlite(engine: Engine, batch: ShareBatch, unique_miners: I64) -> tuple[Index, I64]:
     """Key read then plain INSERT, under the write lock taken at BEGIN.
 
@@ -310,7 +291,7 @@ def _persist_sqlite(engine: Engine, batch: ShareBatch, unique_miners: I64) -> tu
                     rows = (r for r in rows if r[0] not in existing)
                 # Plain INSERT, not OR IGNORE: under the write lock no key can have appeared
                 # since the read, so a conflict here is a real bug and must abort the batch.
-                _insert_rows(cur, list(rows))
+                sqlite_insert_rows(cur, f"INSERT INTO shares ({_COLUMNS})", 7, list(rows))
                 # Under the write lock the rowids just taken are consecutive, ending here.
                 last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
             finally:
