@@ -42,7 +42,7 @@ from sv2.messages.base import Message
 from sv2.messages.mining import SubmitSharesError, SubmitSharesSuccess
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS
 from sv2.mining.events import AcceptedShare, BlockCandidate
-from sv2.mining.pool_job import build_pool_job
+from sv2.mining.pool_job import POOL_TAG, build_pool_job
 from sv2.mining.session import MiningSession, Output
 from sv2.mining.shared import MiningPolicy, MiningShared
 from sv2.noise import ServerIdentity
@@ -97,6 +97,7 @@ class MiningServer(NoiseListener[_Miner]):
         tip_interval: float = 1.0,
         template_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        pool_tag: bytes = POOL_TAG,
     ) -> None:
         super().__init__(
             host=host, port=port, limits=limits or ListenerLimits(idle_timeout=600.0)
@@ -118,7 +119,14 @@ class MiningServer(NoiseListener[_Miner]):
         self.tip_interval = tip_interval
         self.found_blocks: list[FoundBlock] = []
         self.template_interval = template_interval
+        # In the pool job's coinbase scriptSig: servers of one pool give out the same
+        # extranonce prefixes, so each needs its own tag or their miners would hash the same
+        # headers (a cluster's frontends pass their JD server's token tag).
+        self.pool_tag = pool_tag
         self._pool_job_key: tuple[bytes, int, int] | None = None
+        # One rebuild at a time: the tip poll, a block found here and a new distribution
+        # each start one, and an older template must not land after a newer one.
+        self._pool_job_lock = asyncio.Lock()
         self._template_at = 0.0
         self._queue: list[AcceptedShare] = []
         self._flush_lock = asyncio.Lock()
@@ -184,6 +192,10 @@ class MiningServer(NoiseListener[_Miner]):
         """Build the pool's job from the node's template and the JD server's current
         distribution, and send it to every channel that mines pool jobs, if the tip, the
         template revenue or the distribution changed (:mod:`sv2.mining.pool_job`)."""
+        async with self._pool_job_lock:
+            await self._refresh_pool_job()
+
+    async def _refresh_pool_job(self) -> None:
         self._template_at = self.shared.clock()
         jds = self.shared.jds
         published = jds.book.current if jds is not None else None
@@ -195,7 +207,8 @@ class MiningServer(NoiseListener[_Miner]):
             return
         pol = self.shared.policy
         size = pol.extranonce_prefix_size + pol.extranonce_size
-        job = await asyncio.to_thread(build_pool_job, bt, published, extranonce_size=size)
+        job = await asyncio.to_thread(build_pool_job, bt, published, extranonce_size=size,
+                                      tag=self.pool_tag)
         self.shared.set_tip(bt.prev_hash)
         self.shared.pool_job, self.shared.pool_job_time = job, bt.curtime
         self._pool_job_key = key
@@ -205,12 +218,18 @@ class MiningServer(NoiseListener[_Miner]):
                 outs = p.session.pool_job_update()
                 self._deliver(p, [m for m in outs if isinstance(m, Message)])
 
-    async def _next_pool_job(self) -> None:
-        """After a block found here: the next pool job now, not at the next poll."""
+    async def _next_pool_job(self, why: str = "after the block") -> None:
+        """After a block found here (or a new distribution): the next pool job now, not at
+        the next poll."""
         try:
             await self.refresh_pool_job()
         except NodeError as exc:
-            log.warning("MP: no pool job after the block: %s", exc.reason)
+            log.warning("MP: no pool job %s: %s", why, exc.reason)
+
+    def pool_job_soon(self) -> None:
+        """The JD server's current distribution changed: rebuild the pool job on it now
+        (from the event loop's thread), so miners that do not declare mine the newest one."""
+        self._spawn(self._next_pool_job("for the new distribution"))
 
     async def _vardiff_loop(self) -> None:
         while True:
