@@ -179,7 +179,7 @@ def test_mining_protocol_on_two_jds_frontends(cluster: Cluster) -> None:
     assert w is not None
     assert {x["account"]: int(x["weight"]) for x in w["miners"]} == {
         "m0": DIFFICULTY * REVENUE, "m1": DIFFICULTY * REVENUE}
-    assert [str(k)[:3] for (k,) in c.sql("SELECT key FROM shares")] == ["mp:", "mp:"]
+    assert [str(k)[:3] for (k,) in c.sql("SELECT share_key FROM shares")] == ["mp:", "mp:"]
     # Metrics and logs as in the single process.
     ma, mb = c.get(a, "/metrics").text, c.get(b, "/metrics").text
     assert 'payouts_sv2_events_total{event="shares-accepted",role="mining"} 1.0' in ma
