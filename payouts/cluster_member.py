@@ -138,6 +138,9 @@ class ClusterMember(Serving):
         """Queue a block this JD server (PushSolution) or this Mining Protocol server (a
         share meeting nBits) got accepted, for the leader to record: keyed by block hash, so a
         block both paths report is queued once (ARCHITECTURE invariant 8)."""
+        if self.mining is not None and found.distribution_id is not None:
+            # No pool job on the distribution it paid until the leader's next one arrives.
+            self.mining.server.distribution_paid(found.distribution_id)
         payload = found_payload(found.block_hash, found.height, found.distribution_id,
                                 found.revenue, found.coinbase)
         new = await asyncio.to_thread(queue_found_block, self.service.engine,

@@ -212,6 +212,8 @@ class ServedPool(Serving):
         (no distribution: it pays the pool alone, nothing to settle)."""
         if distribution_id is None:
             return None
+        if self.mining is not None:  # before the refresh the new tip starts (PR #203 §10)
+            self.mining.server.distribution_paid(distribution_id)
         crash_point("found")
         # In a worker thread: at 100k miners settling and writing a block is ~100 ms of work
         # that must not stop the event loop (the API, the JD and Mining Protocol servers).
@@ -555,10 +557,18 @@ async def start_mining(settings: Settings, jds: JobDeclarationServer, node: Node
     limits = ListenerLimits(
         idle_timeout=m.idle_timeout_sec, max_connections=m.max_connections,
         max_connections_per_address=m.max_connections_per_address or None)
+
+    async def block(found: FoundBlock) -> None:
+        # Synchronously, before the pool job refresh the block's new tip started can run: no
+        # pool job on the distribution this block paid (PR #203 §10).
+        if found.distribution_id is not None:
+            mp.distribution_paid(found.distribution_id)
+        await on_block(found)
+
     mp = MiningServer(
         identity=jds.noise_identity, node=node, policy=policy,
         known_user=KnownAccounts(service), on_shares=share_recorder(service), jds=jds,
-        on_block=on_block, host=host.strip("[]"), port=int(port), limits=limits,
+        on_block=block, host=host.strip("[]"), port=int(port), limits=limits,
         batch_size=m.share_batch_size, flush_interval=m.share_flush_interval_sec,
         pool_tag=POOL_TAG + jds.tokens.tag)
     await mp.start()

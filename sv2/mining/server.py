@@ -28,6 +28,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -127,6 +128,9 @@ class MiningServer(NoiseListener[_Miner]):
         # One rebuild at a time: the tip poll, a block found here and a new distribution
         # each start one, and an older template must not land after a newer one.
         self._pool_job_lock = asyncio.Lock()
+        # Distributions a found block paid (told by the composition root): no pool job is built
+        # on one again, it waits for the next distribution (sv2-spec PR #203 §10).
+        self._paid: OrderedDict[int, None] = OrderedDict()
         self._template_at = 0.0
         self._queue: list[AcceptedShare] = []
         self._flush_lock = asyncio.Lock()
@@ -201,6 +205,8 @@ class MiningServer(NoiseListener[_Miner]):
         published = jds.book.current if jds is not None else None
         if published is None:
             return  # no distribution to pay: no pool jobs (custom jobs still work)
+        if published.distribution_id in self._paid:
+            return  # settled: the next job waits for the distribution that follows
         bt = await self.node.block_template()
         key = (bt.prev_hash, bt.coinbase_value, published.distribution_id)
         if key == self._pool_job_key:
@@ -225,6 +231,15 @@ class MiningServer(NoiseListener[_Miner]):
             await self.refresh_pool_job()
         except NodeError as exc:
             log.warning("MP: no pool job %s: %s", why, exc.reason)
+
+    def distribution_paid(self, distribution_id: int) -> None:
+        """A block paying ``distribution_id`` was found (here, or by the JD server beside this
+        one): no pool job is built on it from now on, so miners that do not declare never mine
+        a settled distribution while the next one is on its way; the current pool job stays,
+        on the old tip, where its shares are stale."""
+        self._paid[distribution_id] = None
+        while len(self._paid) > 64:
+            self._paid.popitem(last=False)
 
     def pool_job_soon(self) -> None:
         """The JD server's current distribution changed: rebuild the pool job on it now
