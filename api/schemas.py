@@ -333,6 +333,12 @@ class SessionCreate(_In):
     )
     nonce_timeout_s: float = Field(60.0, gt=0, le=3600)
     sig_timeout_s: float = Field(60.0, gt=0, le=3600)
+    partial_sig_check: Literal["on-aggregate", "on-arrival"] = Field(
+        "on-aggregate", description="when partial signatures are verified (docs/musig2.md): "
+        "on-aggregate (default) checks the final signature once and verifies partials only to "
+        "blame a signer when it fails (a bad partial is accepted on its POST, then refused when "
+        "the set is complete: that signer is missing again); on-arrival verifies each partial "
+        "on its POST (422 invalid-partial-signature). Same end, same blame.")
 
 
 class SessionOut(BaseModel):
@@ -352,6 +358,7 @@ class SessionOut(BaseModel):
     signature: str | None
     failure: str | None
     failed_signers: dict[int, str]
+    partial_sig_check: str = Field(description="on-aggregate or on-arrival (SessionCreate)")
 
 
 class NonceIn(_In):

@@ -34,6 +34,7 @@ import numpy as np
 import pydantic
 from fastapi.exceptions import RequestValidationError
 
+from api.arrow_limits import stream_size
 from api.problems import Problem
 from api.schemas import MAX_BATCH, ShareBatchIn
 from payouts.accounting.shares import (
@@ -51,6 +52,10 @@ STRING_COLUMNS = ("key", "account", "worker", "job_id")
 INT_COLUMNS = ("difficulty", "revenue", "time_ms")
 COLUMNS = ("key", "account", "worker", "difficulty", "job_id", "revenue", "time_ms")
 _I64_MAX = 2**63 - 1
+# The most a valid batch decodes to: MAX_BATCH rows of the four longest strings (4 bytes per
+# character at worst in UTF-8), three int64 columns, offsets and validity bitmaps, ~13.3 MB,
+# rounded up. A compressed Arrow stream that declares more is refused before decoding.
+ARROW_DECODED_MAX = 16 * 1024 * 1024
 
 # The mirror of ShareBatchIn's bounds, but the account pattern: msgspec runs a Python regex per
 # value (3 ms per 1,000 rows, more than the rest of the decoding); every account matching
@@ -142,6 +147,16 @@ def decode_arrow(body: bytes) -> AccountShareBatch:
     are not the batch's (missing, unknown, wrong type, nulls, too many rows)."""
     import pyarrow as pa  # imported on the first Arrow body: ~130 ms the JSON-only pool never pays
 
+    # Before anything is decoded: a compressed stream within the body limit can declare
+    # gigabytes, which pyarrow would allocate before any check below (api.arrow_limits).
+    size = stream_size(body)
+    if size is not None and size.rows > MAX_BATCH:
+        raise _invalid(["key"], f"List should have at most {MAX_BATCH} items after "
+                       f"validation, not {size.rows}", "too_long")
+    if size is not None and size.decoded_bytes > ARROW_DECODED_MAX:
+        raise Problem(413, "request-too-large",
+                      f"the Arrow stream decodes to {size.decoded_bytes:,} bytes, more than "
+                      f"the {ARROW_DECODED_MAX:,} a batch of {MAX_BATCH:,} shares can need")
     source = pa.BufferReader(body)
     try:
         table = pa.ipc.open_stream(source).read_all()

@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     for c in STRATEGIES:
         large, floor = results[f"session n={big} {c}"], results[f"raw CFFI floor n={big} {c}"]
         verdict = "OK" if large["total"] <= TARGET_MS else "OVER"
-        default = " (the API's default)" if c == "on-arrival" else ""
+        default = " (the API's default)" if c == "on-aggregate" else ""
         target(f"MuSig2 session, {big} signers, {c}{default}", large["total"], TARGET_MS, "ms",
                at_least=False, baseline=f"raw libsecp floor {floor['total']:.2f} ms")
         print(

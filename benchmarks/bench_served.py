@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from benchmarks import summary
 from payouts import service as service_module
 from payouts.accounting.accountant import Accountant
 from payouts.accounting.shares import ShareBatch
@@ -166,8 +167,11 @@ def report(measure: str, backend: str, value: float, unit: str, target: float,
     base = ("" if baseline is None
             else f"; baseline {baseline:,.0f} {unit} ({baseline / value:.1f}x)")
     print(f"  {measure} [{backend}]: {value:,.0f} {unit} (target <= {target:,.0f} {unit}, "
-          f"{ok}){base}", flush=True)
+          f"{ok}){base}; load {os.getloadavg()[0]:.2f}", flush=True)
     ROWS.append((measure, backend, value, f"<= {target:g} {unit}", ok))
+    summary.target(f"{backend}: {measure}", value, target, unit, at_least=False,
+                   baseline="" if baseline is None else
+                   f"{baseline:,.0f} {unit} before ({baseline / value:.1f}x)")
 
 
 # -- 1. restart ----------------------------------------------------------------------------------
@@ -198,12 +202,21 @@ def restart(backend: str, tmp: Path, shares: int, with_baseline: bool) -> None:
             assert acc.weights().weights == again.accountant.weights().weights
         report(f"restart, {shares:,} shares stored (in process)", backend, t_in, "ms", 2000,
                base)
-        t_proc = serve_to_health(data, url)
+        t_proc, cpu = serve_to_health(data, url)
+        print(f"    (payouts serve's own CPU time until it answered: {cpu:,.0f} ms)")
         report(f"restart, {shares:,} shares stored (payouts serve: exec to /v1/health)",
                backend, t_proc, "ms", 2000)
 
 
-def serve_to_health(data: Path, url: str) -> float:
+def _cpu_ms(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def serve_to_health(data: Path, url: str) -> tuple[float, float]:
+    """Wall time from exec to the first ``/v1/health`` answer, and the process's CPU time
+    by then (on a loaded machine the two part)."""
     import socket
 
     import httpx
@@ -222,7 +235,7 @@ def serve_to_health(data: Path, url: str) -> float:
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=0.5).status_code:
-                    return (time.perf_counter() - t) * 1000
+                    return (time.perf_counter() - t) * 1000, _cpu_ms(proc.pid)
             except httpx.TransportError:
                 if proc.poll() is not None:
                     raise RuntimeError("payouts serve exited") from None
@@ -384,22 +397,32 @@ def peak_memory(backend: str, tmp: Path, shares: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="10x smaller (smoke run)")
+    ap.add_argument("--parts", default="restart,publish,ingest,memory",
+                    help="comma-separated subset of restart, publish, ingest, memory")
+    ap.add_argument("--backends", default="sqlite,postgresql")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     scale = 10 if args.quick else 1
-    backends = ["sqlite"] + (["postgresql"] if pg_reachable() else [])
-    if "postgresql" not in backends:
+    wanted = args.backends.split(",")
+    backends = [b for b in ("sqlite", "postgresql") if b in wanted and (
+        b == "sqlite" or pg_reachable())]
+    if "postgresql" in wanted and "postgresql" not in backends:
         print(f"PostgreSQL at {PG_URL} unreachable: its part is skipped")
     with tempfile.TemporaryDirectory(prefix="bench_served_") as d:
         tmp = Path(d)
         for backend in backends:
             print(f"{backend}:", flush=True)
-            restart(backend, tmp, 1_000_000 // scale, with_baseline=True)
-            restart(backend, tmp, 10_000_000 // scale, with_baseline=False)
-            publish_and_record(backend, tmp, 100_000 // scale, 1_000_000 // scale,
-                               10_000_000 // scale, runs=3)
-            for inline in (True, False):
-                ingest_during_block(backend, tmp, 100_000 // scale, inline)
-            peak_memory(backend, tmp, 10_000_000 // scale)
+            if "restart" in parts:
+                restart(backend, tmp, 1_000_000 // scale, with_baseline=True)
+                restart(backend, tmp, 10_000_000 // scale, with_baseline=False)
+            if "publish" in parts:
+                publish_and_record(backend, tmp, 100_000 // scale, 1_000_000 // scale,
+                                   10_000_000 // scale, runs=3)
+            if "ingest" in parts:
+                for inline in (True, False):
+                    ingest_during_block(backend, tmp, 100_000 // scale, inline)
+            if "memory" in parts:
+                peak_memory(backend, tmp, 10_000_000 // scale)
     print("\nsummary:")
     for measure, backend, value, target, ok in ROWS:
         print(f"  {ok:6} {measure} [{backend}]: {value:,.1f} ({target})")

@@ -404,7 +404,10 @@ class ServedPool(Serving):
             fitted = self.service.publish_distribution(template.coinbase_value)
         jds = JobDeclarationServer.from_settings(
             self.settings, self.node, fitted, mode=self.mode, on_block=self.record_found_block,
-            request_limits=RequestLimits.from_settings(self.settings.jds, self.service.engine))
+            request_limits=RequestLimits.from_settings(self.settings.jds, self.service.engine),
+            # Coinbase-only JD connections (no DECLARE_TX_DATA) only where this process's
+            # Mining Protocol server checks their SetCustomMiningJob (sv2.coinbase_only).
+            coinbase_only=self.settings.mining.enabled)
         await jds.start()
         self.jds = jds
         remove_declarations = metrics.add_declaration_source(lambda: jds.stats)
@@ -464,6 +467,24 @@ class ServedPool(Serving):
         if self._owns_node:
             await self.node.aclose()
 
+def credit_mining_shares(service: PoolService, shares: Sequence[AcceptedShare]) -> int:
+    """Credit shares the Mining Protocol server accepted as one durable batch, the same
+    validated path as ``POST /v1/shares`` (:meth:`PoolService.ingest_accounts`); returns how
+    many were new. A share already stored (same header hash, so the same key) is skipped.
+
+    sv2-spec 05-Mining-Protocol.md §5.3.13 lets SubmitShares.Success cover a batch: the server
+    sends it only after this returned, so every acknowledged share is durable. The columns are
+    taken straight from the shares, one pass each (``benchmarks/bench_mining.py`` times this
+    function, so the benchmark and ``payouts serve`` credit the same way)."""
+    from payouts.accounting.shares import AccountShareBatch
+
+    batch = AccountShareBatch(
+        key=[s.key for s in shares], account=[s.account for s in shares],
+        worker=[s.worker for s in shares], difficulty=[s.difficulty for s in shares],
+        job_id=[str(s.job_id) for s in shares], revenue=[s.revenue for s in shares],
+        time_ms=[s.time_ms for s in shares])
+    return service.ingest_accounts(batch).accepted
+
 
 # -- the Mining Protocol endpoint, as both composition roots start it --------------------------
 
@@ -490,20 +511,13 @@ class KnownAccounts:
 def share_recorder(service: PoolService
                    ) -> Callable[[Sequence[AcceptedShare]], Awaitable[None]]:
     """``on_shares`` of the Mining Protocol server: each batch of accepted shares is one
-    durable :meth:`~payouts.service.PoolService.ingest_accounts`, the path of ``POST
-    /v1/shares`` (the server acknowledges the shares only after it returns; a share already
-    stored, same header hash and so same key, is skipped). With the window in this process
-    (role all) the batch is accounted at once; on a cluster frontend it is only stored, and the
-    leader's share follower accounts it, once, in id order (payouts.leader)."""
-    from payouts.accounting.shares import AccountShareBatch
+    durable :func:`credit_mining_shares` in a worker thread (the server acknowledges the
+    shares only after it returns). With the window in this process (role all) the batch is
+    accounted at once; on a cluster frontend it is only stored, and the leader's share
+    follower accounts it, once, in id order (payouts.leader)."""
 
     async def record_shares(shares: Sequence[AcceptedShare]) -> None:
-        batch = AccountShareBatch(
-            key=[s.key for s in shares], account=[s.account for s in shares],
-            worker=[s.worker for s in shares], difficulty=[s.difficulty for s in shares],
-            job_id=[str(s.job_id) for s in shares], revenue=[s.revenue for s in shares],
-            time_ms=[s.time_ms for s in shares])
-        await asyncio.to_thread(service.ingest_accounts, batch)
+        await asyncio.to_thread(credit_mining_shares, service, shares)
 
     return record_shares
 
@@ -593,5 +607,5 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-__all__ = ["KnownAccounts", "MiningEndpoint", "ServedPool", "Serving", "share_recorder",
-           "start_mining"]
+__all__ = ["KnownAccounts", "MiningEndpoint", "ServedPool", "Serving",
+           "credit_mining_shares", "share_recorder", "start_mining"]

@@ -51,6 +51,7 @@ from sv2.errors import DecodeError, Sv2Error, UnknownMessageError
 from sv2.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, FrameHeader
 from sv2.messages.base import Message, decode_message
 from sv2.messages.job_declaration import ProvideMissingTransactionsSuccess
+from sv2.messages.mining import SubmitSharesExtended
 from sv2.messages.template_distribution import RequestTransactionDataSuccess
 from sv2.noise import (
     ACT1_SIZE,
@@ -189,6 +190,34 @@ class MalformedMessage:
 
 Event = HandshakeComplete | UnknownMessage | MalformedMessage
 Received = Message | Event
+
+
+
+_SUBMIT_EXTENDED = SubmitSharesExtended.MSG_TYPE
+
+
+def decode_received(raw: bytes) -> Received:
+    """One whole plaintext frame, as the transport delimits it (6-byte header, then exactly
+    ``msg_length`` bytes), to what :meth:`Sv2Connection.receive_data` returns for it.
+
+    ``SubmitSharesExtended`` (extension 0, either channel bit, sv2-spec §3.2 and §5.3.12) --
+    what a pool receives tens of thousands of times a second -- goes straight to its decoder:
+    no header object, no registry lookup (its ``check_frame`` refuses nothing). If that
+    decoder refuses the payload, the general path below decodes it again and names the frame
+    in the :class:`MalformedMessage`, so the outcome is the same either way."""
+    if raw[2] == _SUBMIT_EXTENDED and raw[0] == 0 and not raw[1] & 0x7F:
+        try:
+            return SubmitSharesExtended.decode(raw[HEADER_SIZE:])
+        except DecodeError:
+            pass
+    header = FrameHeader.decode(raw[:HEADER_SIZE])
+    frame = Frame(header.extension_type, header.msg_type, raw[HEADER_SIZE:], header.channel_msg)
+    try:
+        return decode_message(frame)
+    except UnknownMessageError:
+        return UnknownMessage(frame)
+    except DecodeError as exc:
+        return MalformedMessage(frame, exc)
 
 
 class Sv2Connection:
@@ -392,14 +421,7 @@ class Sv2Connection:
 
     def _decode(self, raw: bytes) -> Received:
         self.frames_received += 1
-        header = FrameHeader.decode(raw[:HEADER_SIZE])
-        frame = Frame(header.extension_type, header.msg_type, raw[HEADER_SIZE:], header.channel_msg)
-        try:
-            return decode_message(frame)
-        except UnknownMessageError:
-            return UnknownMessage(frame)
-        except DecodeError as exc:
-            return MalformedMessage(frame, exc)
+        return decode_received(raw)
 
     # -- send ---------------------------------------------------------------------------------
 
@@ -445,4 +467,5 @@ __all__ = [
     "Sv2Connection",
     "TransportFailed",
     "UnknownMessage",
+    "decode_received",
 ]

@@ -1,5 +1,7 @@
 """The pool's check of a ``SetCustomMiningJob`` against the job its JDS accepted (sv2-spec
-05-Mining-Protocol.md §5.3.18-§5.3.20, Full-Template mode; extension 0x0003, PR #203 §6-§7).
+05-Mining-Protocol.md §5.3.18-§5.3.20, Full-Template mode; extension 0x0003, PR #203 §6-§7),
+or, in Coinbase-only mode, against the payout distribution alone
+(:meth:`CustomJobChecker.check_coinbase_only`, :mod:`sv2.coinbase_only`).
 It sits below the roles: the pool's Mining Protocol server uses it with the JD server's
 :class:`~sv2.declared_job.DeclaredJob` records, importing neither role's package.
 
@@ -52,12 +54,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from payouts.settlement.modes import ExpectedOutputs
 from payouts.tx.compact import read_compact_size, ser_compact_size
 from payouts.tx.merkle import merkle_path
 from payouts.tx.script import bip34_height
+from sv2.coinbase_only import CoinbaseOnlyGrant, check_coinbase_only
 from sv2.declared_job import DeclaredJob
 from sv2.distribution_book import DistributionBook
-from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION, INVALID_TOKEN, JobRejected
+from sv2.job_errors import (
+    INVALID_PAYOUT_DISTRIBUTION,
+    INVALID_TOKEN,
+    MAX_COINBASE_PREFIX,
+    JobRejected,
+    param_error,
+)
 from sv2.messages.mining import (
     SetCustomMiningJob,
     SetCustomMiningJobError,
@@ -70,14 +80,6 @@ from sv2.version_bits import (
     VERSION_FIXED_BITS,
     version_matches,
 )
-
-MAX_COINBASE_PREFIX = 8  # §5.3.18: "Up to 8 bytes"
-INVALID_PARAM = "invalid-job-param-value-"
-
-
-def param_error(field: str) -> str:
-    """``invalid-job-param-value-{field}`` with the spec's field name."""
-    return INVALID_PARAM + field
 
 
 class DeclaredJobs(Protocol):
@@ -92,6 +94,19 @@ class DeclaredJobs(Protocol):
     def declared_job(self, token: bytes) -> DeclaredJob | None: ...
 
     def token_refusal(self, token: bytes) -> str | None: ...
+
+    # Coinbase-only mode (sv2.coinbase_only): tokens allocated without DECLARE_TX_DATA, the
+    # settlement layer's output builder and the chain's subsidy halving interval.
+
+    @property
+    def expected(self) -> ExpectedOutputs: ...
+
+    @property
+    def halving(self) -> int: ...
+
+    def coinbase_only_grant(self, token: bytes) -> CoinbaseOnlyGrant | None: ...
+
+    def spend_token(self, token: bytes) -> None: ...
 
 
 class CustomJobRejected(JobRejected):
@@ -203,8 +218,58 @@ class CustomJobChecker:
             job = self._lookup(bytes(msg.mining_job_token), user_identity)
             check_custom_job(msg, job, self.jds.book, self.jds.clock())
         except JobRejected as exc:
-            self.stats[exc.code] = self.stats.get(exc.code, 0) + 1
-            return SetCustomMiningJobError(msg.channel_id, msg.request_id, exc.code)
+            return self._refuse(msg, exc)
+        return self._accept(msg, job)
+
+    def check_coinbase_only(
+        self,
+        msg: SetCustomMiningJob,
+        *,
+        connection_id: int,
+        user_identity: str,
+        extranonce_size: int,
+        pool_job: DeclaredJob | None,
+        stale_tip: bool,
+    ) -> SetCustomMiningJobSuccess | SetCustomMiningJobError:
+        """A Coinbase-only ``msg`` (no declaration; :mod:`sv2.coinbase_only`): the token must be
+        one ``user_identity`` allocated on a JD connection without ``DECLARE_TX_DATA``, unused;
+        the coinbase is checked against the distribution alone. ``.Success`` spends the token
+        and files the job in :attr:`accepted` as :meth:`check` does."""
+        token = bytes(msg.mining_job_token)
+        try:
+            grant = self.jds.coinbase_only_grant(token)
+            if grant is None or grant.user_identifier != user_identity:
+                why = self.jds.token_refusal(token)
+                raise CustomJobRejected(
+                    INVALID_TOKEN,
+                    why or "unknown or expired mining job token (Coinbase-only needs a token "
+                    "allocated without DECLARE_TX_DATA; a Full-Template job must be declared)",
+                )
+            if token in self._used:
+                raise CustomJobRejected(INVALID_TOKEN, "mining job token already used")
+            job = check_coinbase_only(
+                msg,
+                connection_id=connection_id,
+                user_identity=user_identity,
+                extranonce_size=extranonce_size,
+                book=self.jds.book,
+                expected=self.jds.expected,
+                now=self.jds.clock(),
+                pool_job=pool_job,
+                stale_tip=stale_tip,
+                settlement_modes=grant.settlement_modes,
+            )
+        except JobRejected as exc:
+            return self._refuse(msg, exc)
+        # Single use beyond what _used remembers: the JD server forgets the token at once.
+        self.jds.spend_token(token)
+        return self._accept(msg, job)
+
+    def _refuse(self, msg: SetCustomMiningJob, exc: JobRejected) -> SetCustomMiningJobError:
+        self.stats[exc.code] = self.stats.get(exc.code, 0) + 1
+        return SetCustomMiningJobError(msg.channel_id, msg.request_id, exc.code)
+
+    def _accept(self, msg: SetCustomMiningJob, job: DeclaredJob) -> SetCustomMiningJobSuccess:
         self._used[job.token] = None
         job_id = next(self._job_ids) & 0xFFFFFFFF
         self.accepted[job_id] = job

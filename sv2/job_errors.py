@@ -15,6 +15,18 @@ from payouts.errors import ValidationError
 INVALID_TOKEN = "invalid-mining-job-token"
 STALE_PAYOUT_DISTRIBUTION = "stale-payout-distribution"
 INVALID_PAYOUT_DISTRIBUTION = "invalid-payout-distribution"
+# extension 0x4003 (docs/extensions/0x4003-settlement-modes.md): the outputs of a ctv/musig2 job
+INVALID_SETTLEMENT_OUTPUTS = "invalid-settlement-outputs"
+SETTLEMENT_MODE_NOT_NEGOTIATED = "settlement-mode-not-negotiated"
+# SetCustomMiningJob (05-Mining-Protocol.md §5.3.18): "Up to 8 bytes" of coinbase_prefix
+MAX_COINBASE_PREFIX = 8
+INVALID_PARAM = "invalid-job-param-value-"
+
+
+def param_error(field: str) -> str:
+    """``invalid-job-param-value-{field}`` with the spec's field name (05-Mining-Protocol.md
+    §5.3.20 before PR #194 removed the suggested codes)."""
+    return INVALID_PARAM + field
 
 
 class JobRejected(ValidationError):
@@ -28,8 +40,13 @@ class JobRejected(ValidationError):
 
 
 __all__ = [
+    "INVALID_PARAM",
     "INVALID_PAYOUT_DISTRIBUTION",
+    "INVALID_SETTLEMENT_OUTPUTS",
     "INVALID_TOKEN",
+    "MAX_COINBASE_PREFIX",
+    "SETTLEMENT_MODE_NOT_NEGOTIATED",
     "STALE_PAYOUT_DISTRIBUTION",
     "JobRejected",
+    "param_error",
 ]

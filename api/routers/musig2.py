@@ -41,6 +41,7 @@ from payouts.crypto import schnorr
 from payouts.settlement.musig2.registry import SessionRegistry, UnknownSessionError
 from payouts.settlement.musig2.session import (
     NONCE_AUTH_TAG,
+    PartialSigCheck,
     SessionState,
     SigningSession,
     nonce_auth_message,
@@ -85,6 +86,7 @@ def _out(session_id: str, s: SigningSession) -> SessionOut:
         aggnonce=s.aggnonce.hex() if s.aggnonce else None, signature=sig,
         failure=failure.reason.value if failure else None,
         failed_signers={i: b.value for i, b in (failure.blame.items() if failure else ())},
+        partial_sig_check=s.psig_check.value,
     )
 
 
@@ -99,6 +101,7 @@ def create_session(body: SessionCreate, sessions: SessionsDep, now: NowDep,
         nonce_deadline=now + body.nonce_timeout_s,
         sig_deadline=now + body.nonce_timeout_s + body.sig_timeout_s,
         taproot_merkle_root=root,
+        psig_check=PartialSigCheck(body.partial_sig_check),
     )
     # Sessions past their deadline count no more (they fail at their next call).
     if sessions.count_open(now) >= MAX_SESSIONS:

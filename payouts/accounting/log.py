@@ -91,7 +91,11 @@ class MinerIndex:
             out = np.empty(len(needles), dtype=np.int32)
             out[order] = self._sorted_codes[pos]
             return out
-        new = np.unique(needles[~found])
+        # The ids not seen before, each once: a subsequence of the sorted needles is sorted,
+        # so one pass over neighbours does what np.unique would sort again for (a restore
+        # encodes the whole window at once).
+        new = needles[~found]
+        new = new[np.concatenate(([True], new[1:] != new[:-1]))]
         if self._n + len(new) > _MAX_MINERS:
             raise ValidationError("more than 2^31 - 1 distinct miners")
         codes = np.arange(self._n, self._n + len(new), dtype=np.int32)

@@ -59,6 +59,14 @@ class NodeChoice(StrEnum):
     bitcoind = "bitcoind"
 
 
+class JdModeChoice(StrEnum):
+    """sv2-spec §6.1: Full-Template (DeclareMiningJob, DECLARE_TX_DATA) or Coinbase-only (the
+    token straight into SetCustomMiningJob, checked by the pool against the distribution)."""
+
+    full_template = "full-template"
+    coinbase_only = "coinbase-only"
+
+
 class ModeChoice(StrEnum):
     coinbase = "coinbase"
     ctv = "ctv"
@@ -154,6 +162,7 @@ async def _run(
     timeout: float,
     pool: tuple[str, int] | None = None,
     shares: int = 1,
+    coinbase_only: bool = False,
 ) -> dict[str, Any] | None:
     if pool is not None:
         # The Mining connection first: the channel's extranonce prefix + size is how much
@@ -163,7 +172,7 @@ async def _run(
         async with channel:
             return await _run_jd(host, port, key, node, tp=tp, once=once, per_job=per_job,
                                  user=user, interval=interval, timeout=timeout,
-                                 mining=(channel, shares))
+                                 mining=(channel, shares), coinbase_only=coinbase_only)
     return await _run_jd(host, port, key, node, tp=tp, once=once, per_job=per_job, user=user,
                          interval=interval, timeout=timeout)
 
@@ -181,6 +190,7 @@ async def _run_jd(
     interval: float,
     timeout: float,
     mining: tuple[PoolChannel, int] | None = None,
+    coinbase_only: bool = False,
 ) -> dict[str, Any] | None:
     extensions = (
         (EXT_PER_JOB_PAYOUTS,) if per_job else (EXT_NON_CUSTODIAL_PAYOUTS, EXT_SETTLEMENT_MODES)
@@ -199,6 +209,7 @@ async def _run_jd(
         node=node,  # asked whether CTV is enforced before a ctv coinbase (none with --tp)
         extranonce_size=(mining[0].full_extranonce_size if mining is not None
                          else DEFAULT_EXTRANONCE_SIZE),
+        coinbase_only=coinbase_only,
     )
     async with client:
         if client.constraints is not None:
@@ -222,7 +233,7 @@ async def _run_jd(
             source = NodeTemplates(node)
         try:
             return await _loop(client, source, node, once=once, per_job=per_job, interval=interval,
-                               mining=mining)
+                               mining=mining, coinbase_only=coinbase_only)
         finally:
             if tp is not None:
                 await tp.client.close()
@@ -237,6 +248,7 @@ async def _loop(
     per_job: bool,
     interval: float,
     mining: tuple[PoolChannel, int] | None = None,
+    coinbase_only: bool = False,
 ) -> dict[str, Any] | None:
     last: tuple[bytes, int | None] | None = None
     while True:
@@ -253,18 +265,20 @@ async def _loop(
             + (f" (TP template {template.template_id})" if template.template_id else "")
         )
         try:
-            job = (
-                await client.declare_job_per_job(template)
-                if per_job
-                else await client.declare_job(template)
-            )
+            if coinbase_only:
+                job = await client.coinbase_only_job(template)
+            elif per_job:
+                job = await client.declare_job_per_job(template)
+            else:
+                job = await client.declare_job(template)
         except DeclarationRejected as exc:
             if once:
                 return await _solo(source, client, template, exc.event, node)
             await asyncio.sleep(interval)
             continue
         if mining is not None:
-            mined = await _mine_on_pool(mining[0], job, template, mining[1])
+            mined = await _mine_on_pool(mining[0], job, template, mining[1],
+                                        coinbase_only=coinbase_only)
             if once:
                 return mined
             await asyncio.sleep(interval)
@@ -301,18 +315,21 @@ async def _loop(
 
 
 async def _mine_on_pool(
-    pool: PoolChannel, job: DeclaredJob, template: JobTemplate, shares: int
+    pool: PoolChannel, job: DeclaredJob, template: JobTemplate, shares: int, *,
+    coinbase_only: bool = False,
 ) -> dict[str, Any]:
-    """SetCustomMiningJob for the declared job on the pool's Mining connection, then CPU-found
-    shares on it until ``shares`` were submitted, and the pool's answers."""
-    job_id = await pool.set_custom_job(job)
+    """SetCustomMiningJob for the declared (or Coinbase-only) job on the pool's Mining
+    connection, then CPU-found shares on it until ``shares`` were submitted, and the pool's
+    answers."""
+    job_id = await pool.set_custom_job(job, coinbase_only=coinbase_only)
     before = pool.channel.accepted + len(pool.channel.errors)
     sent = await pool.mine(job, job_id, shares)
     await pool.wait_answers(before + sent)
     ch = pool.channel
     _progress(f"{sent} shares submitted on job {job_id}: {ch.accepted} accepted in all")
+    # A Coinbase-only job was never declared: its token is the allocated one (sv2-spec §6.1).
     return {
-        "declared": _job_json(job, template),
+        ("coinbase_only_job" if coinbase_only else "declared"): _job_json(job, template),
         "mining": {
             "channel_id": ch.channel_id,
             "job_id": job_id,
@@ -400,6 +417,12 @@ def run_cmd(
         None, "--pool", help="The pool's Mining Protocol endpoint, HOST:PORT: mine each declared "
         "job there (SetCustomMiningJob, CPU-found shares) instead of pushing a block to the JDS."),
     shares: int = typer.Option(1, "--shares", min=1, help="Shares to find per job with --pool."),
+    mode: JdModeChoice = typer.Option(
+        JdModeChoice.full_template, "--mode",
+        help="full-template: declare every job (DeclareMiningJob, DECLARE_TX_DATA). "
+        "coinbase-only (needs --pool): no declaration; the token goes straight into "
+        "SetCustomMiningJob with the distribution_id TLV and the pool checks the coinbase "
+        "against the distribution (sv2-spec §6.1, PR #203)."),
 ) -> None:
     """Run the JD client against a JDS, with templates from a node or a Template Provider.
 
@@ -430,6 +453,11 @@ def run_cmd(
         tp_session = _TpSession(tp_host, tp_port, parse_authority_key(tp_authority_key), timeout)
     elif tp_authority_key is not None:
         raise ValidationError("--tp-authority-key needs --tp", code="invalid-options")
+    coinbase_only = mode is JdModeChoice.coinbase_only
+    if coinbase_only and (pool is None or per_job):
+        raise ValidationError(
+            "--mode coinbase-only needs --pool (the pool checks the job) and cannot be "
+            "combined with --per-job", code="invalid-options")
     n = _make_node(node, config) if tp_session is None else None
     try:
         result = asyncio.run(
@@ -446,6 +474,7 @@ def run_cmd(
                 timeout=timeout,
                 pool=None if pool is None else parse_server(pool, "--pool"),
                 shares=shares,
+                coinbase_only=coinbase_only,
             )
         )
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import typer
@@ -18,6 +19,7 @@ from payouts.errors import ConfigError
 from payouts.settings import Settings
 
 log = logging.getLogger("payouts.serve")
+SWITCH_INTERVAL_SEC = 0.0005
 # Loggers whose messages are already one JSON object each.
 _JSON_LOGGERS = frozenset({"payouts.api.access", "payouts.settlement.events"})
 
@@ -120,10 +122,22 @@ def serve(
     check_ports(settings, (bind_host, bind_port))
     _first_start_without_a_node(settings)
 
+    _configure_logging(log_level)
+    # The accounting window is restored while the API's modules load: the restore spends much
+    # of its time outside the GIL (reading the store, zlib, numpy's sorts) and the imports
+    # almost none, so the two overlap (issue #11: exec to first answer within 2 s). The
+    # engine's own modules are imported first, here, so the two threads import nothing in
+    # common.
+    from payouts.service import PoolService
+
+    restoring: Future[PoolService] | None = None
+    if not settings.cluster.active:
+        one = ThreadPoolExecutor(1, thread_name_prefix="restore")
+        restoring = one.submit(PoolService, settings)
+        one.shutdown(wait=False)  # its thread ends with the restore; nothing waits for it here
     from api.http_server import uvicorn_config
     from payouts.served import FROM_SETTINGS, ServedPool, Serving
 
-    _configure_logging(log_level)
     if settings.jds.enabled and settings.jds.authority_secret_key:
         log.info("authority public key (miners pin it: payouts jdc run --authority-key): %s",
                  authority_public_key_of(settings.jds.authority_secret_key))
@@ -134,11 +148,18 @@ def serve(
 
         pool = ClusterMember(settings, rate_limit=rate, port=bind_port)
     else:
-        pool = ServedPool(settings, rate_limit=rate)
+        assert restoring is not None
+        pool = ServedPool(settings, rate_limit=rate, service=restoring.result())
     server = uvicorn.Server(uvicorn_config(pool.app, bind_host, bind_port, log_level=log_level))
     # uvloop (libuv): the event loop every server of the process runs on. Its socket I/O and
     # scheduling in C took a quarter of a balance read's CPU off (issue #17).
     import uvloop
+
+    # The GIL's switch interval, 5 ms by default, down to 0.5 ms: the thread storing shares
+    # gives the GIL up around every row SQLite steps and must win it back from threads
+    # parsing the next batches (the convoy effect); at 5 ms a store of 1,000 rows with one
+    # other busy thread took twice as long (issue #17, docs/BENCHMARKS.md).
+    sys.setswitchinterval(SWITCH_INTERVAL_SEC)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(pool.run(server))

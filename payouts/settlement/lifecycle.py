@@ -74,7 +74,7 @@ from payouts.settlement.lifecycle_store import (
 )
 from payouts.settlement.musig2.output import Musig2Output
 from payouts.settlement.musig2.registry import SessionRegistry, StoredSession, session_id
-from payouts.settlement.musig2.session import SessionState, SigningSession
+from payouts.settlement.musig2.session import PartialSigCheck, SessionState, SigningSession
 from payouts.settlement.musig2.spend import (
     FallbackSpend,
     build_fallback_spend,
@@ -147,13 +147,16 @@ class LifecycleConfig:
     ``fee_rate``: sat/vB a broadcast package must pay; a tx below it gets a CPFP child when a
     fee wallet is configured. ``watch_depth``: paid/orphaned blocks deeper than this below the
     tip are no longer reorg-checked. ``nonce_timeout``/``sig_timeout``: musig2 round deadlines
-    (seconds after the session opens / after the nonce deadline)."""
+    (seconds after the session opens / after the nonce deadline). ``psig_check``: when the
+    block's session verifies partial signatures (docs/musig2.md; on the aggregate by default:
+    the same end and blame, a third of the CPU)."""
 
     confirmed_depth: int = 1
     fee_rate: int = 1
     watch_depth: int = 288
     nonce_timeout: float = 60.0
     sig_timeout: float = 60.0
+    psig_check: PartialSigCheck = PartialSigCheck.ON_AGGREGATE
 
     def __post_init__(self) -> None:
         if self.confirmed_depth < 1 or self.fee_rate < 0 or self.watch_depth < 1:
@@ -643,8 +646,8 @@ class SettlementLifecycle:
             else:
                 nd = now + self.config.nonce_timeout
                 opened = open_signing_session(
-                    out, funding, nonce_deadline=nd, sig_deadline=nd + self.config.sig_timeout
-                )
+                    out, funding, nonce_deadline=nd, sig_deadline=nd + self.config.sig_timeout,
+                    psig_check=self.config.psig_check)
             # Get-or-create: another process may have opened it first; then that one is used.
             if self.sessions.create(sid, opened, block_id=block.id)[1]:
                 events.append(LifecycleEvent(block.id, "signing-started", str(funding)))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import cast as type_cast
 
 from sqlalchemy import BigInteger, Engine, cast, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from payouts.errors import DuplicateKeyError, ValidationError
 from payouts.states import MODE_NAMES, BlockStatus, ModeName, SettlementPhase, TxRole, TxStatus
 from payouts.store._common import write_connection
+from payouts.store.engine import insert_or_skip
 from payouts.store.ledger import (
     REORG_REASON,
     LedgerCredit,
@@ -180,8 +180,7 @@ def add_tx(engine: Engine, block_id: int, tx: NewTx, *, once: bool = False) -> b
     tx of this block, role and seq already there is kept and this one dropped (two processes
     finishing the same signing session); returns whether this call inserted it."""
     with write_connection(engine) as conn, conn.begin():
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(SettlementTx).values(
+        stmt = (insert_or_skip(conn, SettlementTx) if once else insert(SettlementTx)).values(
             block_id=block_id,
             role=tx.role,
             seq=tx.seq,
@@ -191,8 +190,6 @@ def add_tx(engine: Engine, block_id: int, tx: NewTx, *, once: bool = False) -> b
             raw=tx.raw,
             status=TxStatus.PLANNED,
         )
-        if once:
-            stmt = stmt.on_conflict_do_nothing()
         return conn.execute(stmt.returning(SettlementTx.id)).first() is not None
 
 

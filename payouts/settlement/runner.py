@@ -294,7 +294,7 @@ class SettlementRunner:
         cfg = self.lifecycle.config
         nd = now + cfg.nonce_timeout
         return open_signing_session(out, funding, nonce_deadline=nd,
-                                    sig_deadline=nd + cfg.sig_timeout)
+                                    sig_deadline=nd + cfg.sig_timeout, psig_check=cfg.psig_check)
 
     def signing_session_id(self, block_id: int) -> str | None:
         """The id under which the API serves the block's MuSig2 signing session (None when it

@@ -187,6 +187,18 @@ def _reject_floats(value: Any, where: str) -> None:
             _reject_floats(v, f"{where}[{i}]")
 
 
+def canonical_json(body: Mapping[str, Any], *, trusted: bool = False) -> str:
+    """``body`` as the stored text: sorted keys, no spaces, ASCII (``json.dumps`` with
+    ``sort_keys``, compact separators, no NaN). ``trusted`` (the service's own document: ints
+    and ASCII strings only) is encoded by msgspec, byte for byte the same text: at 100,000
+    miners ``json.dumps`` took 130 ms of a 220 ms publish."""
+    if trusted:
+        import msgspec
+
+        return msgspec.json.encode(body, order="sorted").decode()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def save_distribution(engine: Engine, distribution_id: int, body: Mapping[str, Any], *,
                       trusted: bool = False) -> None:
     """Store a published distribution; ids must be strictly increasing pool-wide.
@@ -205,7 +217,7 @@ def save_distribution(engine: Engine, distribution_id: int, body: Mapping[str, A
         raise ValidationError("distribution body must be a JSON object")
     if not trusted:
         _reject_floats(body, "body")
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    text = canonical_json(body, trusted=trusted)
     with write_connection(engine) as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             # Serialises concurrent publishers so "greater than the max" stays true at commit.

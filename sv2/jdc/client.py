@@ -138,13 +138,17 @@ class JobDeclarationClient(ClientSession):
         progress: Progress | None = None,
         vendor: str = "payouts-jdc",
         node: DeploymentInfo | None = None,
+        coinbase_only: bool = False,
     ) -> None:
         super().__init__(host, port, authority_pubkey, timeout=timeout, progress=progress)
         self.session = JdcSession(
             extensions=extensions,
             user_identifier=user_identifier,
             extranonce_size=extranonce_size,
-            tag=tag,
+            # Coinbase-only: the pool rebuilds the scriptSig as coinbase_prefix (at most 8
+            # bytes, §5.3.18) + extranonce, so no tag fits between them.
+            tag=b"" if coinbase_only else tag,
+            coinbase_only=coinbase_only,
             expected_outputs=expected_outputs,
             budget=budget,
             max_redeclare=max_redeclare,
@@ -379,6 +383,37 @@ class JobDeclarationClient(ClientSession):
                 self._say(f"redeclaring with distribution {dist.distribution_id}")
                 continue
             raise await self._give_up(verdict.code, verdict.details, template, coinbase, attempts)
+
+    async def coinbase_only_job(
+        self, template: JobTemplate, *, distribution: Distribution | None = None
+    ) -> DeclaredJob:
+        """Coinbase-only mode (sv2-spec §6.1; PR #203 §2, §6): allocate a token and build the
+        coinbase for the distribution (default: the latest) and its mode; nothing is declared.
+        The job goes to the pool as ``SetCustomMiningJob`` with the token and the
+        ``distribution_id`` TLV (:meth:`sv2.jdc.pool_channel.PoolChannel.set_custom_job` with
+        ``coinbase_only=True``), where the pool checks it against the distribution alone.
+        A client not connected in Coinbase-only mode, or without 0x0003, falls back."""
+        coinbase: JobCoinbase | None = None
+        try:
+            if not self.session.coinbase_only:
+                raise JdcError("this connection declared DECLARE_TX_DATA (Full-Template mode)",
+                               code="not-coinbase-only")
+            if EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated:
+                raise JdcError("Coinbase-only jobs carry the distribution_id TLV: 0x0003 is "
+                               "not negotiated", code="extension-not-negotiated")
+            await self._ask_ctv(distribution)
+            alloc = await self.allocate_token()
+            coinbase = self.build_coinbase(template, distribution,
+                                           token_outputs=alloc.coinbase_tx_outputs)
+        except JdcConnectionLost:
+            raise
+        except (JdcError, CtvNotActiveError, ValidationError) as exc:
+            raise await self._give_up(exc.code, exc.message, template, coinbase, 1) from None
+        self._count("coinbase-only-jobs")
+        self._say(f"Coinbase-only job: token allocated, T={template.revenue} sat, mode "
+                  f"{coinbase.mode}, distribution {coinbase.distribution_id}")
+        return DeclaredJob(alloc.request_id, alloc.mining_job_token, template, coinbase,
+                           coinbase.distribution_id, coinbase.mode, 1)
 
     async def request_payout_outputs(self, token: bytes, value: int) -> tuple[TxOut, ...]:
         """Per-job adapter (0x4002, sv2-spec PR #202): the outputs paying exactly ``value``

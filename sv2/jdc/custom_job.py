@@ -19,9 +19,10 @@ compare it with what the JDS validated:
 
 from __future__ import annotations
 
-from sv2.custom_job import MAX_COINBASE_PREFIX
+from payouts.errors import ValidationError
 from sv2.jdc.session import DeclaredJob
 from sv2.job_coinbase import serialize_output_vector
+from sv2.job_errors import MAX_COINBASE_PREFIX
 from sv2.messages.mining import SetCustomMiningJob
 from sv2.messages.payouts import DistributionIdTlv
 
@@ -33,12 +34,27 @@ def build_set_custom_mining_job(
     request_id: int,
     min_ntime: int | None = None,
     distribution_tlv: bool = True,
+    coinbase_only: bool = False,
 ) -> SetCustomMiningJob:
     """The SetCustomMiningJob for ``job`` on extended channel ``channel_id``. ``min_ntime``
     defaults to the template's time. ``distribution_tlv=False`` leaves the PR #203 TLV out
-    (for a Mining connection that did not negotiate 0x0003)."""
+    (for a Mining connection that did not negotiate 0x0003). ``coinbase_only``: the job was
+    not declared (sv2-spec §6.1), so ``coinbase_prefix`` is the whole scriptSig before the
+    extranonce, which is all the pool rebuilds it from (§5.3.18); more than 8 bytes of it
+    raise :class:`~payouts.errors.ValidationError`."""
     t = job.template
-    tx = job.coinbase.parts.tx(bytes(job.coinbase.parts.extranonce_size))
+    n = job.coinbase.parts.extranonce_size
+    tx = job.coinbase.parts.tx(bytes(n))
+    prefix = t.script_prefix[:MAX_COINBASE_PREFIX]
+    if coinbase_only:
+        script_sig = tx.inputs[0].script_sig
+        prefix = script_sig[: len(script_sig) - n]
+        if len(prefix) > MAX_COINBASE_PREFIX:
+            raise ValidationError(
+                f"the scriptSig before the extranonce is {len(prefix)} bytes; Coinbase-only "
+                f"mode carries at most {MAX_COINBASE_PREFIX} (coinbase_prefix, §5.3.18)",
+                code="coinbase-prefix-too-long",
+            )
     tlvs: tuple[DistributionIdTlv, ...] = ()
     if distribution_tlv and job.distribution_id is not None:
         tlvs = (DistributionIdTlv(job.distribution_id),)
@@ -53,7 +69,7 @@ def build_set_custom_mining_job(
         coinbase_tx_version=tx.version & 0xFFFFFFFF,
         # The scriptSig's start as declared: the TP's coinbase_prefix (§7.2), at most 8 bytes
         # here (§5.3.18); any 8 leading bytes still hold the whole height push (<= 4 bytes).
-        coinbase_prefix=t.script_prefix[:MAX_COINBASE_PREFIX],
+        coinbase_prefix=prefix,
         coinbase_tx_input_n_sequence=tx.inputs[0].sequence,
         coinbase_tx_outputs=serialize_output_vector(tx.outputs),
         coinbase_tx_locktime=tx.locktime,

@@ -36,6 +36,7 @@ from sv2.messages.mining import (
     OpenExtendedMiningChannel,
     OpenExtendedMiningChannelSuccess,
     OpenMiningChannelError,
+    SetCustomMiningJob,
     SetCustomMiningJobError,
     SetCustomMiningJobSuccess,
     SetTarget,
@@ -155,12 +156,21 @@ class PoolChannel(ClientSession):
         self._say(f"extended channel {ch.channel_id} open: extranonce prefix "
                   f"{ch.extranonce_prefix.hex()}, {ch.extranonce_size} bytes to roll")
 
-    async def set_custom_job(self, job: DeclaredJob) -> int:
-        """SetCustomMiningJob for a declared job; the pool's ``job_id``."""
+    async def set_custom_job(self, job: DeclaredJob, *, coinbase_only: bool = False) -> int:
+        """SetCustomMiningJob for a declared job (or, ``coinbase_only``, for a job built on a
+        Coinbase-only token, sv2.jdc.client.JobDeclarationClient.coinbase_only_job); the
+        pool's ``job_id``."""
         rid = next(self._ids)
         msg = build_set_custom_mining_job(
             job, channel_id=self.channel.channel_id, request_id=rid,
-            distribution_tlv=EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated)
+            distribution_tlv=EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated,
+            coinbase_only=coinbase_only)
+        return await self.send_custom_job(msg)
+
+    async def send_custom_job(self, msg: SetCustomMiningJob) -> int:
+        """Send ``msg`` (its ``request_id`` from :meth:`next_request_id`); the pool's
+        ``job_id``, or :class:`MiningRejected` with its error code."""
+        rid = msg.request_id
         reply = await self._request(msg, "custom", rid, "SetCustomMiningJob")
         if isinstance(reply, SetCustomMiningJobError):
             raise MiningRejected(f"SetCustomMiningJob.Error {reply.error_code}",
@@ -168,6 +178,9 @@ class PoolChannel(ClientSession):
         assert isinstance(reply, SetCustomMiningJobSuccess)
         self._say(f"SetCustomMiningJob.Success: job {reply.job_id}")
         return reply.job_id
+
+    def next_request_id(self) -> int:
+        return next(self._ids)
 
     async def mine(self, job: DeclaredJob, job_id: int, shares: int,
                    max_hashes: int = 1 << 22) -> int:

@@ -156,7 +156,9 @@ class JdcSession:
         max_redeclare: int = 3,
         vendor: str = "payouts-jdc",
         stats: dict[str, int] | None = None,
+        coinbase_only: bool = False,
     ) -> None:
+        self.coinbase_only = coinbase_only
         self.requested_extensions = tuple(dict.fromkeys(extensions))
         self.user_identifier = user_identifier
         self.extranonce_size = extranonce_size
@@ -178,10 +180,11 @@ class JdcSession:
     # -- connection set-up ----------------------------------------------------------------------
 
     def setup_connection(self, host: str, port: int) -> SetupConnection:
-        """SetupConnection: protocol 1, ``DECLARE_TX_DATA`` (Full-Template mode, §6.4.1)."""
+        """SetupConnection: protocol 1, ``DECLARE_TX_DATA`` (Full-Template mode, §6.4.1), or no
+        flag in Coinbase-only mode (§6.1: the flag chooses the mode)."""
         return setup_connection(
             PROTOCOL_JOB_DECLARATION,
-            JD_FLAG_DECLARE_TX_DATA,
+            0 if self.coinbase_only else JD_FLAG_DECLARE_TX_DATA,
             host=host,
             port=port,
             vendor=self.vendor,

@@ -37,6 +37,7 @@ from sv2.messages.payouts import (
     distribution_id_of,
 )
 from sv2.messages.settlement import EXT_SETTLEMENT_MODES
+from sv2.payout_check import distribution_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,20 +111,7 @@ def payout_rule_for(
                 E.SETTLEMENT_MODE_NOT_NEGOTIATED,
                 f"distribution {tlv_id} settles in {p.mode.name} mode; negotiate 0x4003",
             )
-        code = (
-            E.INVALID_PAYOUT_DISTRIBUTION
-            if p.mode.name == "coinbase"
-            else E.INVALID_SETTLEMENT_OUTPUTS
-        )
-
-        def expected_for(t: int, p: Published = p) -> Sequence[TxOut]:
-            return expected(p.mode, p.distribution, t)
-
-        return (
-            PayoutRule(code, expected_for, f"distribution {tlv_id} ({p.mode.name})"),
-            p,
-            p.mode.name,
-        )
+        return distribution_rule(p, expected), p, p.mode.name
     if tlv_id is not None:
         raise JobRejected(
             E.EXTENSION_NOT_NEGOTIATED,

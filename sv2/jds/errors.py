@@ -13,7 +13,9 @@ sends.
 from __future__ import annotations
 
 from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION as INVALID_PAYOUT_DISTRIBUTION
+from sv2.job_errors import INVALID_SETTLEMENT_OUTPUTS as INVALID_SETTLEMENT_OUTPUTS
 from sv2.job_errors import INVALID_TOKEN as INVALID_TOKEN
+from sv2.job_errors import SETTLEMENT_MODE_NOT_NEGOTIATED as SETTLEMENT_MODE_NOT_NEGOTIATED
 from sv2.job_errors import STALE_PAYOUT_DISTRIBUTION as STALE_PAYOUT_DISTRIBUTION
 from sv2.job_errors import JobRejected as JobRejected
 from sv2.session import SETUP_UNSUPPORTED_FLAGS as SETUP_UNSUPPORTED_FLAGS
@@ -34,8 +36,6 @@ INTERNAL_ERROR = "internal-error"
 STALE_PAYOUT_OUTPUTS = "stale-payout-outputs"
 INVALID_PAYOUT_OUTPUTS = "invalid-payout-outputs"
 # -- extension 0x4003 (docs/extensions/0x4003-settlement-modes.md)
-INVALID_SETTLEMENT_OUTPUTS = "invalid-settlement-outputs"
-SETTLEMENT_MODE_NOT_NEGOTIATED = "settlement-mode-not-negotiated"
 # -- ours
 EXTENSION_NOT_NEGOTIATED = "extension-not-negotiated"
 INVALID_POOL_PAYOUT = "invalid-pool-payout"

@@ -38,6 +38,7 @@ from payouts.settlement.modes import (
     default_expected_outputs,
 )
 from payouts.tx.coinbase import HALVING_INTERVAL_MAINNET, HALVING_INTERVAL_REGTEST
+from sv2.coinbase_only import CoinbaseOnlyGrant
 from sv2.connection import (
     Sv2Connection,
 )
@@ -108,6 +109,7 @@ class JobDeclarationServer(NoiseListener[_Connection]):
         clock: Callable[[], float] = time.monotonic,
         authority_secret_key: bytes | None = None,
         cert_validity: int = 3600,
+        coinbase_only: bool = False,
     ) -> None:
         unknown = [e for e in supported_extensions if e not in IMPLEMENTED_EXTENSIONS]
         if unknown:
@@ -135,6 +137,7 @@ class JobDeclarationServer(NoiseListener[_Connection]):
             required=tuple(dict.fromkeys(required_extensions)),
             clock=clock,
             stats=self.stats,
+            coinbase_only=coinbase_only,
         )
         self._source = distribution_source
         self._template_lock = asyncio.Lock()
@@ -284,6 +287,30 @@ class JobDeclarationServer(NoiseListener[_Connection]):
             return None
         job: DeclaredJob | None = rec.job
         return job
+
+    def coinbase_only_grant(self, token: bytes) -> CoinbaseOnlyGrant | None:
+        """A live Coinbase-only token (AllocateMiningJobToken.Success on a connection without
+        ``DECLARE_TX_DATA``, sv2-spec §6.1): its user, and whether its connection negotiated
+        0x4003; None for any other token."""
+        rec = self.tokens.get(token)
+        if rec is None or rec.kind != "coinbase-only" or self.clock() >= rec.expires_at:
+            return None
+        return CoinbaseOnlyGrant(rec.user_identifier, bool(rec.extra.get("settlement_modes")))
+
+    def spend_token(self, token: bytes) -> None:
+        """Forget ``token``: the pool committed to the Coinbase-only job it named (single
+        use)."""
+        self.tokens.remove(token)
+
+    @property
+    def expected(self) -> ExpectedOutputs:
+        """The settlement layer's output builder declarations are checked with."""
+        return self.shared.expected
+
+    @property
+    def halving(self) -> int:
+        """The chain's subsidy halving interval (known once :meth:`start` asked the node)."""
+        return self.shared.halving
 
     def token_refusal(self, token: bytes) -> str | None:
         """Why ``token`` cannot name a job here when another JD server issued it (logged);

@@ -68,7 +68,7 @@ from sv2.jds.steps import (
     Step,
     SubmitBlock,
 )
-from sv2.jds.tokens import TokenBook
+from sv2.jds.tokens import Kind, TokenBook
 from sv2.jds.validation import (
     check_height,
     check_wtxid_list,
@@ -118,6 +118,7 @@ class JdsShared:
     stats: dict[str, int] = field(default_factory=dict)
     found_blocks: list[FoundBlock] = field(default_factory=list)
     halving: int = HALVING_INTERVAL_MAINNET
+    coinbase_only: bool = False  # accept JD connections without DECLARE_TX_DATA (a pool checks)
 
 
 class ExtensionState(enum.Enum):
@@ -139,6 +140,7 @@ class JdsSession:
         self.negotiated: frozenset[int] = frozenset()
         self.pending: PendingDeclaration | None = None
         self.latest_job: DeclaredJob | None = None
+        self.coinbase_only = False  # set up without DECLARE_TX_DATA (§6.1 Coinbase-only mode)
         self.stats: dict[str, int] = {}
 
     def count(self, key: str) -> None:
@@ -215,16 +217,24 @@ class JdsSession:
         raise Disconnect(f"{msg.NAME} is not a message a JD client sends")
 
     def _on_setup(self, msg: SetupConnection) -> list[Output]:
-        """sv2-spec §3.6 / SRI JDS: protocol JD, version 2 in range, DECLARE_TX_DATA set
-        (Full-Template only, as SRI); any other flag bit is unsupported."""
+        """sv2-spec §3.6 / §6.1: protocol JD, version 2 in range; ``DECLARE_TX_DATA`` chooses
+        the mode. Set: Full-Template. Clear: Coinbase-only, accepted only when the pool beside
+        this server checks such jobs (``JdsShared.coinbase_only``; SRI's JDS refuses it with
+        ``missing-declare-tx-data-flag``, and so does this one otherwise). Any other flag bit is
+        unsupported."""
         error = check_setup(msg, PROTOCOL_JOB_DECLARATION, supported_flags=JD_FLAG_DECLARE_TX_DATA)
-        if error is None and not msg.flags & JD_FLAG_DECLARE_TX_DATA:
+        if error is None and not msg.flags & JD_FLAG_DECLARE_TX_DATA and (
+            not self.shared.coinbase_only
+        ):
             # flags 0, as SRI's JDS sends
             error = SetupConnectionError(flags=0, error_code=E.SETUP_MISSING_DECLARE_TX_DATA)
         if error is not None:
             self._count(f"setup-error:{error.error_code}")
             return [error, CLOSE]  # SRI disconnects after SetupConnection.Error
         self.setup = True
+        self.coinbase_only = not msg.flags & JD_FLAG_DECLARE_TX_DATA
+        if self.coinbase_only:
+            self._count("coinbase-only-connections")
         return [SetupConnectionSuccess(used_version=SV2_VERSION, flags=0)]
 
     def _on_request_extensions(self, msg: RequestExtensions) -> list[Output]:
@@ -262,7 +272,12 @@ class JdsSession:
 
     def _on_allocate(self, msg: jd.AllocateMiningJobToken) -> list[Output]:
         sh = self.shared
-        rec = sh.tokens.issue(self.id, "allocated", sh.clock(), user_identifier=msg.user_identifier)
+        # A Coinbase-only connection's token names no declaration to come: the pool checks
+        # its SetCustomMiningJob against the distribution alone (sv2.coinbase_only).
+        kind: Kind = "coinbase-only" if self.coinbase_only else "allocated"
+        rec = sh.tokens.issue(self.id, kind, sh.clock(), user_identifier=msg.user_identifier)
+        if self.coinbase_only:
+            rec.extra["settlement_modes"] = EXT_SETTLEMENT_MODES in self.negotiated
         if EXT_NON_CUSTODIAL_PAYOUTS in self.negotiated:
             outputs = ser_compact_size(0)  # PR #203 §2: empty (an empty output vector)
         else:

@@ -19,6 +19,10 @@ Kinds:
   RequestPayoutOutputs (PR #202, extension 0x4002) may bind one output set to it first.
 - ``declared``: from DeclareMiningJob.Success; names the validated job (what a pool would check
   SetCustomMiningJob against). It is never accepted by DeclareMiningJob.
+- ``coinbase-only``: from AllocateMiningJobToken.Success on a connection set up without
+  ``DECLARE_TX_DATA`` (Coinbase-only mode, §6.1): it goes straight into SetCustomMiningJob,
+  where the pool checks the coinbase against the distribution alone (:mod:`sv2.coinbase_only`).
+  It is never accepted by DeclareMiningJob (that is Full-Template mode).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from sv2.jds.errors import INVALID_TOKEN, JobRejected
 TOKEN_SIZE = 16
 TAG_SIZE = 4
 COUNTER_SIZE = 6
-Kind = Literal["allocated", "declared"]
+Kind = Literal["allocated", "declared", "coinbase-only"]
 
 
 @dataclass(slots=True)
@@ -117,6 +121,9 @@ class TokenBook:
         return (f"mining job token not issued by this JD server (token tag "
                 f"{token[:TAG_SIZE].hex()}; this is JD server {self.server_id!r}, tag "
                 f"{self.tag.hex()}): a token is valid only on the JD server that allocated it")
+
+    def remove(self, token: bytes) -> None:
+        self._tokens.pop(bytes(token), None)
 
     def get(self, token: bytes) -> TokenRecord | None:
         return self._tokens.get(bytes(token))

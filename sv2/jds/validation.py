@@ -41,10 +41,10 @@ from __future__ import annotations
 import hashlib
 import operator
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from payouts.errors import UnsatisfiableDistributionError, ValidationError
+from payouts.errors import ValidationError
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER
 from payouts.tx.compact import compact_size_len, read_compact_size
 from payouts.tx.consensus import MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_TXS, MAX_BLOCK_WEIGHT
@@ -56,6 +56,7 @@ from payouts.tx.txout import TxOut
 from sv2.declared_job import DeclaredCoinbase, KnownTx
 from sv2.jds import errors as E
 from sv2.jds.errors import JobRejected
+from sv2.payout_check import PayoutRule, check_payout_outputs
 
 MAX_WTXIDS = MAX_BLOCK_TXS  # 16,666
 HEADER_WEIGHT = 4 * 80
@@ -249,19 +250,6 @@ _WTXID = operator.attrgetter("wtxid")
 
 
 @dataclass(frozen=True, slots=True)
-class PayoutRule:
-    """What the first coinbase outputs must be, given T; ``code`` is the rejection code when
-    they are not (``invalid-pool-payout``, ``invalid-payout-distribution``,
-    ``invalid-settlement-outputs`` or ``invalid-payout-outputs``). ``fixed_revenue``: the T a
-    PR #202 output set was computed for (the declared T must equal it)."""
-
-    code: str
-    expected: Callable[[int], Sequence[TxOut]]
-    description: str
-    fixed_revenue: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class ValidatedDeclaration:
     coinbase: DeclaredCoinbase
     height: int
@@ -332,41 +320,8 @@ def validate_declaration(
             f"coinbase pays {paid} sat, less than subsidy + known fees ({available})",
         )
     revenue = paid
-    if rule.fixed_revenue is not None and revenue != rule.fixed_revenue:
-        raise JobRejected(
-            rule.code,
-            f"outputs were requested for {rule.fixed_revenue} sat; the coinbase pays {revenue}",
-        )
     # 8. outputs: expected ones first, byte for byte; then only 0-value outputs
-    try:
-        expected = tuple(rule.expected(revenue))
-    except UnsatisfiableDistributionError as exc:
-        # PR #203 (2026-09): F >= T; the client should have fallen back. Its own code, so a
-        # client can tell "this template cannot pay that distribution" from "you cheated".
-        raise JobRejected(exc.code, f"{rule.description}: {exc.message}") from None
-    except ValidationError as exc:
-        raise JobRejected(rule.code, f"{rule.description}: {exc.message}") from None
-    n = len(expected)
-    if len(outputs) < n + 1:
-        raise JobRejected(
-            rule.code,
-            f"{rule.description}: expected {n} outputs before the others, got {len(outputs) - 1}",
-        )
-    for i in range(n):
-        if outputs[i] != expected[i]:
-            raise JobRejected(
-                rule.code,
-                f"{rule.description}: output {i} is {outputs[i].value} sat to "
-                f"{outputs[i].script.hex()}, expected {expected[i].value} sat to "
-                f"{expected[i].script.hex()}",
-            )
-    for i in range(n, len(outputs)):
-        if outputs[i].value != 0:
-            raise JobRejected(
-                rule.code,
-                f"{rule.description}: output {i} carries {outputs[i].value} sat; outputs after "
-                "the payout outputs must be 0-valued",
-            )
+    expected = check_payout_outputs(outputs, revenue, rule)
     return ValidatedDeclaration(coinbase, height, revenue, fees_known, expected, weight, sigops)
 
 

@@ -69,6 +69,7 @@ class Channel:
     last_sequence: int = 0
     accepted: int = 0
     rejected: int = 0
+    worker: str = ""  # what its shares are credited under: "connection/channel"
 
 
 __all__ = ["Channel", "ExtranonceAllocator", "ExtranonceSpaceExhausted"]

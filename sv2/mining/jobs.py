@@ -22,12 +22,16 @@ from payouts.tx.block import bits_to_target
 from payouts.tx.merkle import merkle_path
 from sv2.block_rebuild import RebuiltBlock, rebuild_block
 from sv2.declared_job import DeclaredCoinbase, DeclaredJob
-from sv2.version_bits import version_matches
+from sv2.version_bits import VERSION_FIXED_BITS, version_matches
 
-_HEADER = struct.Struct("<I32s32sIII")
+HEADER = struct.Struct("<I32s32sIII")
+# Merkle roots kept per job, one per miner extranonce most recently hashed: a standard channel
+# (one extranonce) and a miner that finds several shares before it rolls its extranonce fold
+# the merkle path once, not once per share. Small, so 10,000 channels' jobs stay small.
+ROOT_CACHE = 8
 
 
-def _sha256d(data: bytes) -> bytes:
+def sha256d(data: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(data).digest()).digest()
 
 
@@ -80,7 +84,11 @@ class MiningJob:
     bits: int = 0
     revenue: int = 0  # T of the template the job was built (or validated) on
     _midstate: Any = None  # SHA-256 state after the coinbase head and the channel prefix
-    _network_target: int = 0
+    network_target: int = 0
+    # The version bits a share must keep from the job: the BIP323 fixed bits when the job
+    # allows rolling, every bit otherwise (version_ok, inlined on the share path).
+    version_mask: int = -1
+    _roots: dict[bytes, bytes] | None = None  # merkle root by miner extranonce (ROOT_CACHE)
 
     def __post_init__(self) -> None:
         d = self.declared
@@ -90,7 +98,8 @@ class MiningJob:
         self.miner_extranonce_size = d.coinbase.extranonce_size - len(self.extranonce_prefix)
         self.version = d.version & 0xFFFFFFFF
         self.prev_hash, self.bits, self.revenue = d.prev_hash, d.bits, d.revenue
-        self._network_target = bits_to_target(d.bits)
+        self.network_target = bits_to_target(d.bits)
+        self.version_mask = VERSION_FIXED_BITS if self.version_rolling_allowed else -1
 
     def coinbase_halves(self) -> tuple[bytes, bytes]:
         """(coinbase_tx_prefix, coinbase_tx_suffix) as NewExtendedMiningJob carries them:
@@ -98,12 +107,24 @@ class MiningJob:
         return self.parts.head, self.parts.tail
 
     def merkle_root(self, extranonce: bytes) -> bytes:
+        """The header's merkle root with the miner's ``extranonce`` (§5.3.16): the coinbase
+        txid folded with the job's merkle path; the last :data:`ROOT_CACHE` are kept."""
+        roots = self._roots
+        if roots is None:
+            roots = self._roots = {}
+        else:
+            hit = roots.get(extranonce)
+            if hit is not None:
+                return hit
         state = self._midstate.copy()
         state.update(extranonce)
         state.update(self.parts.tail)
         h = hashlib.sha256(state.digest()).digest()
         for sibling in self.merkle_path:
-            h = _sha256d(h + sibling)
+            h = sha256d(h + sibling)
+        if len(roots) >= ROOT_CACHE:
+            roots.clear()
+        roots[extranonce] = h
         return h
 
     def version_ok(self, version: int) -> bool:
@@ -115,13 +136,13 @@ class MiningJob:
 
     def share_hash(self, extranonce: bytes, version: int, ntime: int, nonce: int) -> bytes:
         """The header hash (internal byte order) of a share on this job."""
-        header = _HEADER.pack(
+        header = HEADER.pack(
             version, self.prev_hash, self.merkle_root(extranonce), ntime, self.bits, nonce
         )
-        return _sha256d(header)
+        return sha256d(header)
 
     def is_block(self, share_hash: bytes) -> bool:
-        return int.from_bytes(share_hash, "little") <= self._network_target
+        return int.from_bytes(share_hash, "little") <= self.network_target
 
     def block(self, extranonce: bytes, version: int, ntime: int, nonce: int) -> RebuiltBlock:
         """The full block of a share (for one that meets the network target)."""
@@ -134,4 +155,4 @@ class MiningJob:
         )
 
 
-__all__ = ["JobParts", "MiningJob", "stripped_parts"]
+__all__ = ["HEADER", "ROOT_CACHE", "JobParts", "MiningJob", "sha256d", "stripped_parts"]

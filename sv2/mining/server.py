@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from payouts.node.interface import BlockTemplate, ChainTip, NodeError
 from payouts.tx.hashes import display_hex
+from payouts.tx.transaction import Tx
 from sv2.connection import Sv2Connection
 from sv2.custom_job import DeclaredJobs
 from sv2.declared_job import FoundBlock
@@ -61,6 +62,8 @@ class MiningNode(Protocol):
     async def submit_block(self, raw_block: bytes) -> str | None: ...
 
     async def block_hash(self, height: int) -> bytes | None: ...
+
+    async def get_block(self, block_hash: bytes) -> bytes | None: ...
 
 
 OnShares = Callable[[Sequence[AcceptedShare]], Awaitable[None]]
@@ -99,6 +102,8 @@ class MiningServer(NoiseListener[_Miner]):
         template_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         pool_tag: bytes = POOL_TAG,
+        watch_attempts: int = 30,
+        watch_interval: float = 1.0,
     ) -> None:
         super().__init__(
             host=host, port=port, limits=limits or ListenerLimits(idle_timeout=600.0)
@@ -124,6 +129,7 @@ class MiningServer(NoiseListener[_Miner]):
         # extranonce prefixes, so each needs its own tag or their miners would hash the same
         # headers (a cluster's frontends pass their JD server's token tag).
         self.pool_tag = pool_tag
+        self.watch_attempts, self.watch_interval = watch_attempts, watch_interval
         self._pool_job_key: tuple[bytes, int, int] | None = None
         # One rebuild at a time: the tip poll, a block found here and a new distribution
         # each start one, and an older template must not land after a newer one.
@@ -261,12 +267,18 @@ class MiningServer(NoiseListener[_Miner]):
 
     # -- shares ---------------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Hand the queued shares to ``on_shares``, then acknowledge them (module docstring)."""
+    async def flush(self, at_least: int = 1) -> None:
+        """Hand the queued shares to ``on_shares``, then acknowledge them (module docstring).
+
+        ``at_least``: flush only if that many shares are still queued once the previous
+        batch is written. Connections that each saw a full queue while a batch was being
+        written all wait here; the first takes the queue, and the others, finding less than a
+        batch left, return instead of writing a few shares each (a durable write costs a
+        commit whatever its size)."""
         async with self._flush_lock:
-            batch, self._queue = self._queue, []
-            if not batch:
+            if len(self._queue) < at_least:
                 return
+            batch, self._queue = self._queue, []
             try:
                 await self.on_shares(batch)
             except Exception:
@@ -289,6 +301,12 @@ class MiningServer(NoiseListener[_Miner]):
 
     async def _block(self, cand: BlockCandidate) -> None:
         job = cand.job
+        if job.merkle_path != job.parts.merkle_path:
+            # A Coinbase-only job on transactions this pool does not hold (sv2.coinbase_only):
+            # the block cannot be rebuilt here; the JD client propagates it (sv2-spec §6.1,
+            # its Template Provider's SubmitSolution), and it is recorded once the node has it.
+            self._spawn(self._watch_block(cand))
+            return
         block = job.block(cand.extranonce, cand.version, cand.ntime, cand.nonce)
         raw = block.serialize()
         try:
@@ -306,10 +324,37 @@ class MiningServer(NoiseListener[_Miner]):
             self._count("blocks-rejected")
             log.warning("MP: block %s rejected: %s", display_hex(block.block_hash), reason)
             return
+        await self._found(FoundBlock(block.block_hash, job.declared.height, raw, block.coinbase,
+                                     job.declared))
+
+    async def _watch_block(self, cand: BlockCandidate) -> None:
+        """Record a block this pool could not rebuild once the node's active chain holds it
+        (looked for ``watch_attempts`` times, ``watch_interval`` s apart); its coinbase is the
+        job's with the share's extranonce, its raw bytes the node's."""
+        job, h = cand.job, cand.share_hash
+        self._count("blocks-watched")
+        for attempt in range(self.watch_attempts):
+            if attempt:
+                await asyncio.sleep(self.watch_interval)
+            try:
+                if await self.node.block_hash(job.declared.height) != h:
+                    continue
+                raw = await self.node.get_block(h) or b""
+            except NodeError:
+                continue
+            coinbase = Tx.parse(job.declared.coinbase.with_extranonce(
+                job.extranonce_prefix + cand.extranonce))
+            await self._found(FoundBlock(h, job.declared.height, raw, coinbase, job.declared))
+            return
+        self._count("blocks-not-seen")
+        log.warning("MP: block %s (a Coinbase-only job) never reached the node's active chain",
+                    display_hex(h))
+
+    async def _found(self, found: FoundBlock) -> None:
+        """A block the node holds: the next pool job, then ``on_block`` (recorded once)."""
         self._count("blocks-found")
-        self.shared.set_tip(block.block_hash)
+        self.shared.set_tip(found.block_hash)
         self._spawn(self._next_pool_job())
-        found = FoundBlock(block.block_hash, job.declared.height, raw, block.coinbase, job.declared)
         self.found_blocks.append(found)
         log.info("MP: block %s found by a share at height %d", display_hex(found.block_hash),
                  found.height)
@@ -343,7 +388,7 @@ class MiningServer(NoiseListener[_Miner]):
                 return
             await self._emit(p, p.session.receive(it))
         if len(self._queue) >= self.batch_size:
-            await self.flush()
+            await self.flush(self.batch_size)
 
     async def _emit(self, p: _Miner, outputs: list[Output]) -> None:
         for out in outputs:

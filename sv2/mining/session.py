@@ -20,8 +20,10 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from hashlib import sha256 as _sha256
 from typing import Any
 
+from sv2.coinbase_only import credited_revenue
 from sv2.connection import MalformedMessage, Received, UnknownMessage
 from sv2.job_errors import INVALID_PAYOUT_DISTRIBUTION
 from sv2.messages.base import Message
@@ -63,7 +65,7 @@ from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS, distribution_id_of
 from sv2.mining import errors as E
 from sv2.mining.channels import Channel, ExtranonceSpaceExhausted
 from sv2.mining.events import AcceptedShare, BlockCandidate
-from sv2.mining.jobs import MiningJob
+from sv2.mining.jobs import HEADER, MiningJob
 from sv2.mining.shared import MiningShared
 from sv2.mining.targets import (
     MAX_DIFFICULTY,
@@ -115,6 +117,8 @@ class MiningSession:
 
     def receive(self, item: Received) -> list[Output]:
         """Handle one decoded item (raises :class:`Disconnect` for a protocol violation)."""
+        if type(item) is SubmitSharesExtended and self.setup:
+            return self._on_submit(item)  # the message a pool gets most: straight to it
         if isinstance(item, MalformedMessage):
             raise Disconnect(f"malformed {item.frame.msg_type:#04x}: {item.error.reason}")
         if isinstance(item, UnknownMessage):
@@ -229,6 +233,7 @@ class MiningSession:
         cid = next(self._channel_ids)
         ch = Channel(
             channel_id=cid,
+            worker=f"{self.id}/{cid}",
             user_identity=msg.user_identity,
             extended=extended,
             extranonce_prefix=prefix,
@@ -355,7 +360,10 @@ class MiningSession:
             # PR #203 §2: a TLV of an extension this connection did not negotiate.
             return refuse(INVALID_PAYOUT_DISTRIBUTION)
         # Checks of this connection's own state come before the check that spends the token.
-        pending = sh.jds.declared_job(bytes(msg.mining_job_token))
+        token = bytes(msg.mining_job_token)
+        pending = sh.jds.declared_job(token)
+        if pending is None and sh.jds.coinbase_only_grant(token) is not None:
+            return self._on_coinbase_only_job(msg, ch)
         if pending is not None and pending.user_identifier == ch.user_identity:
             if pending.distribution_id is not None and (
                 EXT_NON_CUSTODIAL_PAYOUTS not in self.negotiated
@@ -368,6 +376,43 @@ class MiningSession:
         if isinstance(reply, SetCustomMiningJobError):
             sh.count(f"custom-job-error:{reply.error_code}")
             return [reply]
+        return self._custom_job_accepted(ch, msg, reply)
+
+    def _on_coinbase_only_job(self, msg: SetCustomMiningJob, ch: Channel) -> list[Output]:
+        """Coinbase-only mode (sv2-spec §6.1; PR #203 §2, §6; :mod:`sv2.coinbase_only`): no
+        declaration, the coinbase is checked against the distribution alone and its shares are
+        credited at :func:`~sv2.coinbase_only.credited_revenue`, not at the T it claims."""
+        sh = self.shared
+        assert sh.checker is not None and sh.jds is not None
+        reply = sh.checker.check_coinbase_only(
+            msg,
+            connection_id=self.id,
+            user_identity=ch.user_identity,
+            extranonce_size=len(ch.extranonce_prefix) + ch.extranonce_size,
+            pool_job=sh.pool_job,
+            stale_tip=sh.is_stale(msg.prev_hash),
+        )
+        if isinstance(reply, SetCustomMiningJobError):
+            sh.count(f"custom-job-error:{reply.error_code}")
+            return [reply]
+        declared = sh.checker.accepted[reply.job_id]
+        credit = credited_revenue(
+            declared.revenue, declared.height, declared.prev_hash, sh.pool_job, sh.jds.halving
+        )
+        sh.count("coinbase-only-jobs-accepted")
+        return self._custom_job_accepted(ch, msg, reply, revenue=credit)
+
+    def _custom_job_accepted(
+        self,
+        ch: Channel,
+        msg: SetCustomMiningJob,
+        reply: SetCustomMiningJobSuccess,
+        revenue: int | None = None,
+    ) -> list[Output]:
+        """The channel's job for an accepted SetCustomMiningJob (§5.3.19); ``revenue``: the T
+        its shares are credited at, when not the job's own."""
+        sh = self.shared
+        assert sh.checker is not None
         declared = sh.checker.accepted.pop(reply.job_id)
         job = MiningJob(
             sh.next_job_id(),
@@ -380,6 +425,8 @@ class MiningSession:
             custom=True,
             merkle_path=tuple(msg.merkle_path),
         )
+        if revenue is not None:
+            job.revenue = revenue
         self._add_job(ch, job)
         sh.count("custom-jobs-accepted")
         return [SetCustomMiningJobSuccess(msg.channel_id, msg.request_id, job.job_id)]
@@ -407,7 +454,7 @@ class MiningSession:
         job = ch.jobs.get(msg.job_id)
         if job is None:
             return E.INVALID_JOB_ID, []
-        if sh.is_stale(job.prev_hash) or (
+        if job.prev_hash in sh.stale_tips or (  # MiningShared.is_stale, inlined
             not job.custom and ch.active_job is not None and job.job_id != ch.active_job
         ):
             return E.STALE_SHARE, []
@@ -421,41 +468,51 @@ class MiningSession:
             extranonce = b""
         if len(extranonce) != job.miner_extranonce_size:
             return E.INVALID_EXTRANONCE_SIZE, []
-        if not job.version_ok(msg.version):
+        version = msg.version
+        if (job.version ^ version) & job.version_mask:  # MiningJob.version_ok, inlined
             return E.INVALID_VERSION, []
         now = sh.wall_clock()
-        if not job.min_ntime <= msg.ntime <= max(job.min_ntime, now) + sh.policy.max_ntime_ahead:
+        ntime, min_ntime = msg.ntime, job.min_ntime
+        latest = (now if now > min_ntime else min_ntime) + sh.policy.max_ntime_ahead
+        if not min_ntime <= ntime <= latest:
             return E.NTIME_OUT_OF_RANGE, []
-        h = job.share_hash(extranonce, msg.version, msg.ntime, msg.nonce)
-        if h in job.seen:
+        # MiningJob.share_hash, inlined: the header's double SHA-256 (internal byte order).
+        header = HEADER.pack(version, job.prev_hash, job.merkle_root(extranonce), ntime,
+                             job.bits, msg.nonce)
+        h = _sha256(_sha256(header).digest()).digest()
+        seen = job.seen
+        if h in seen:
             return E.DUPLICATE_SHARE, []
         out: list[Output] = []
-        if job.is_block(h):
+        value = int.from_bytes(h, "little")
+        if value <= job.network_target:
             # A block is submitted whatever the channel target: a pool never drops one.
-            job.seen.add(h)
+            seen.add(h)
             sh.count("block-candidates")
-            out.append(BlockCandidate(job, extranonce, msg.version, msg.ntime, msg.nonce, h))
-        if int.from_bytes(h, "little") > ch.target:
+            out.append(BlockCandidate(job, extranonce, version, ntime, msg.nonce, h))
+        if value > ch.target:
             return E.DIFFICULTY_TOO_LOW, out
-        job.seen.add(h)
+        seen.add(h)
         ch.accepted += 1
         ch.last_sequence = msg.sequence_number
-        sh.count("shares-accepted")
-        out.insert(
-            0,
-            AcceptedShare(
-                self.id,
-                ch.channel_id,
-                msg.sequence_number,
-                ch.user_identity,
-                f"{self.id}/{ch.channel_id}",
-                ch.difficulty,
-                job.job_id,
-                job.revenue,
-                int(now * 1000),
-                h,
-            ),
+        stats = sh.stats  # MiningShared.count, inlined
+        stats["shares-accepted"] = stats.get("shares-accepted", 0) + 1
+        share = AcceptedShare(
+            self.id,
+            ch.channel_id,
+            msg.sequence_number,
+            ch.user_identity,
+            ch.worker,
+            ch.difficulty,
+            job.job_id,
+            job.revenue,
+            int(now * 1000),
+            h,
         )
+        if out:
+            out.insert(0, share)
+        else:
+            out.append(share)
         new = ch.vardiff.on_share(sh.clock())
         if new is not None:
             out.append(self._set_difficulty(ch, new))

@@ -81,6 +81,12 @@ class Vardiff:
     def on_share(self, now: float) -> int | None:
         """Count an accepted share; the new difficulty if it is time to change it."""
         self.shares += 1
+        # Most shares change nothing: the interval has not passed and fewer than the early
+        # count arrived (the same test retarget() starts with, without its arithmetic).
+        if now - self.window_start < self.retarget_interval and (
+            self.shares < 2 * self.shares_per_minute * self.retarget_interval / 60.0
+        ):
+            return None
         return self.retarget(now)
 
     def retarget(self, now: float) -> int | None:

@@ -39,8 +39,9 @@ def _nonce_body(sid: str, i: int, pubnonce: bytes, key: bytes | None = None) -> 
 
 
 def test_signing_round_trip(client: TestClient, token: Callable[..., str]) -> None:
-    s = _create(client, token)
+    s = _create(client, token, partial_sig_check="on-arrival")
     sid = s["id"]
+    assert s["partial_sig_check"] == "on-arrival"
     assert s["state"] == "collecting-nonces" and s["missing_nonces"] == [0, 1, 2]
     ctx = m.key_agg(PKS)
     nonces = [m.nonce_gen(sk, pk, ctx, MSG) for sk, pk in zip(SKS, PKS, strict=True)]
@@ -66,6 +67,46 @@ def test_signing_round_trip(client: TestClient, token: Callable[..., str]) -> No
     s = client.get(f"/v1/musig2/sessions/{sid}").json()
     assert s["state"] == "complete"
     assert schnorr.verify(bytes.fromhex(s["signature"]), MSG, bytes.fromhex(s["output_key"]))
+
+
+def test_default_checks_partials_on_the_aggregate_with_the_same_blame(
+        client: TestClient, token: Callable[..., str], clock: Clock) -> None:
+    """The API's default (issue #17): a bad partial signature is accepted on its POST and
+    refused when the set is complete (its signer is missing again and may still deliver);
+    one never corrected is blamed at the deadline exactly as on-arrival blames it."""
+    ctx = m.key_agg(PKS)
+    for corrected in (True, False):
+        s = _create(client, token)
+        sid = s["id"]
+        assert s["partial_sig_check"] == "on-aggregate"
+        nonces = [m.nonce_gen(sk, pk, ctx, MSG) for sk, pk in zip(SKS, PKS, strict=True)]
+        for i, (_, pn) in enumerate(nonces):
+            assert client.post(f"/v1/musig2/sessions/{sid}/nonces",
+                               json=_nonce_body(sid, i, pn)).status_code == 200
+        aggnonce = bytes.fromhex(client.get(f"/v1/musig2/sessions/{sid}").json()["aggnonce"])
+        session = m.SessionContext(aggnonce, ctx, MSG)
+        psigs = [m.partial_sign(sn, sk, session) for (sn, _), sk in zip(nonces, SKS, strict=True)]
+        url = f"/v1/musig2/sessions/{sid}/partial-signatures"
+        # Signer 0 posts signer 1's partial: accepted now (only the range is checked) ...
+        assert client.post(url, json={"signer_index": 0, "psig": psigs[1].hex()}
+                           ).status_code == 200
+        for i in (1, 2):  # ... and the post that completes the set gets no error for it
+            assert client.post(url, json={"signer_index": i, "psig": psigs[i].hex()}
+                               ).status_code == 200
+        s = client.get(f"/v1/musig2/sessions/{sid}").json()
+        assert s["state"] == "collecting-partial-sigs" and s["missing_partial_sigs"] == [0]
+        if corrected:
+            assert client.post(url, json={"signer_index": 0, "psig": psigs[0].hex()}
+                               ).status_code == 200
+            s = client.get(f"/v1/musig2/sessions/{sid}").json()
+            assert s["state"] == "complete"
+            assert schnorr.verify(bytes.fromhex(s["signature"]), MSG,
+                                  bytes.fromhex(s["output_key"]))
+        else:
+            clock.t += 61  # past the signature deadline
+            s = client.get(f"/v1/musig2/sessions/{sid}").json()
+            assert s["state"] == "failed" and s["failure"] == "signature-deadline"
+            assert s["failed_signers"] == {"0": "invalid-partial-signature"}
 
 
 def test_nonce_needs_the_signers_key(client: TestClient, token: Callable[..., str]) -> None:

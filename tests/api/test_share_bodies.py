@@ -188,6 +188,47 @@ def test_arrow_invalid_utf8_and_oversized_batches(client: TestClient, writer: di
     assert _count(service.engine) == 0
 
 
+def _compressed(table: pa.Table, codec: str = "zstd") -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema,
+                           options=pa.ipc.IpcWriteOptions(compression=codec)) as w:
+        w.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_compressed_arrow_is_taken_and_bombs_are_refused_before_decoding(
+        client: TestClient, writer: dict[str, str], service: PoolService, codec: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed stream (Arrow's BodyCompression) is a valid body; one that declares more
+    rows than a batch may hold, or more decoded bytes than a valid batch can need, is refused
+    from its headers alone: pyarrow never decodes it (api.arrow_limits)."""
+    register(client, "alice", ALICE)
+    table = pa.table({k: pa.array(v, INT_TYPES.get(k)) for k, v in _columns(5).items()})
+    assert _post_arrow(client, writer, _compressed(table, codec)).json()["accepted"] == 5
+
+    decoded: list[int] = []
+    real_open = pa.ipc.open_stream
+    monkeypatch.setattr(pa.ipc, "open_stream",
+                        lambda *a, **k: decoded.append(1) or real_open(*a, **k))
+    # 3,000,000 rows of empty strings and zeros: a few hundred KB compressed, far more decoded.
+    n = 3_000_000
+    rows = pa.table({**{c: pa.array([""] * n) for c in ("key", "account", "worker", "job_id")},
+                     **{c: pa.array([0] * n, pa.int64()) for c in INT_TYPES}})
+    bomb = _compressed(rows, codec)
+    assert len(bomb) < 2 * 1024 * 1024  # within the body limit
+    problem = assert_problem(_post_arrow(client, writer, bomb), 422, "invalid-request")
+    assert "3000000" in problem["detail"]
+    # Few rows, but one string of 64 MiB: too many decoded bytes for any valid batch.
+    wide = pa.table({**{k: pa.array(v, INT_TYPES.get(k)) for k, v in _columns(1).items()},
+                     "worker": pa.array(["w" * (64 * 1024 * 1024)])})
+    problem = assert_problem(_post_arrow(client, writer, _compressed(wide, codec)), 413,
+                             "request-too-large")
+    assert "decodes to" in problem["detail"]
+    assert decoded == []  # neither was handed to pyarrow's reader
+    assert _count(service.engine) == 5
+
+
 def test_other_content_types_are_415(client: TestClient, writer: dict[str, str]) -> None:
     r = client.post("/v1/shares", content=b"key=a",
                     headers={**writer, "content-type": "application/x-www-form-urlencoded"})

@@ -101,7 +101,7 @@ def test_mining_protocol_on_two_jds_frontends(cluster: Cluster) -> None:
         wait_until(lambda m=m: f"Mining Protocol server listening on 127.0.0.1:{m.mp_port}"
                    in m.text(), 60, "the Mining Protocol server listens")
 
-    async def miners() -> tuple[bytes, bytes, int | None]:
+    async def miners() -> tuple[bytes, bytes, int | None, int | None]:
         node = c.regtest.node()  # type: ignore[union-attr]
         try:
             template = JobTemplate.from_block_template(await node.block_template())
@@ -143,6 +143,7 @@ def test_mining_protocol_on_two_jds_frontends(cluster: Cluster) -> None:
             # settlement, and refuses what was declared on the settled one (PR #203 §10).
             await asyncio.to_thread(wait_until, lambda: _settled_push(b) is not None, 20,
                                     "B pushed the settlement distribution")
+            settled = _settled_push(b)
             with pytest.raises(MiningRejected) as refused:
                 await pb.set_custom_job(job_b)
             assert refused.value.code == "stale-payout-distribution"
@@ -157,11 +158,11 @@ def test_mining_protocol_on_two_jds_frontends(cluster: Cluster) -> None:
             pass
         assert (ack.new_submits_accepted_count, ack.new_shares_sum) == (1, DIFFICULTY)
         pm.writer.close()
-        return s.block_hash, prev.prev_hash, job_a.distribution_id
+        return s.block_hash, prev.prev_hash, job_a.distribution_id, settled
 
-    block_a, tip, first = asyncio.run(miners())
+    # settled: the distribution B pushed after A's block (B's own block is followed by another)
+    block_a, tip, first, settled = asyncio.run(miners())
     assert tip == block_a
-    settled = _settled_push(b)
     assert settled is not None and first is not None and settled > first
     # Both blocks recorded once each: A's (on the first distribution), then B's pool job's,
     # which paid the distribution the leader published after A's block.

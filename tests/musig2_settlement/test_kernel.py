@@ -18,7 +18,7 @@ from payouts.crypto import musig2 as m
 from payouts.node.kernel_chain import BlockRejectedError, KernelChain
 from payouts.settlement.musig2.errors import InvalidPartialSigError
 from payouts.settlement.musig2.output import Musig2Output, build_musig2_output
-from payouts.settlement.musig2.session import Blame, FailureReason, SessionState
+from payouts.settlement.musig2.session import Blame, FailureReason, PartialSigCheck, SessionState
 from payouts.settlement.musig2.spend import (
     build_fallback_spend,
     cooperative_spend,
@@ -114,7 +114,8 @@ def test_tampered_partial_signature_is_blamed_then_fallback(chain: KernelChain) 
     """A bad psig is rejected on arrival, blaming its signer; if that signer never sends a good
     one, the deadline fails the session with that blame, and the fallback takes over."""
     f = fund(chain, 20, ctv=False)
-    s = open_signing_session(f.out, f.funding, nonce_deadline=NONCE_DL, sig_deadline=SIG_DL)
+    s = open_signing_session(f.out, f.funding, nonce_deadline=NONCE_DL, sig_deadline=SIG_DL,
+                             psig_check=PartialSigCheck.ON_ARRIVAL)
     bad = 7
     secnonces = {}
     for i, pk in enumerate(s.pubkeys):

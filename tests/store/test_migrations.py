@@ -143,3 +143,27 @@ def test_the_head_revision_constant_is_alembics() -> None:
     from payouts.store.migrate import HEAD_REVISION, head_revision
 
     assert head_revision() == HEAD_REVISION
+
+
+def test_large_per_block_values_are_toasted_with_lz4(empty_url: Callable[[], str]) -> None:
+    """0010: on PostgreSQL the distribution document and a block's deferred ledger arrays are
+    compressed with LZ4 (pglz cost most of a 100k-miner publish and record); downgrading puts
+    the server's default back. SQLite has no such setting: the migration does nothing there."""
+    engine = make_engine(empty_url())
+    query = ("SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
+             "WHERE attrelid::regclass::text IN ('distributions', 'ledger_backlog') "
+             "AND attname IN ('body', 'miner_ids', 'amounts') ORDER BY 1, 2")
+    try:
+        migrate.upgrade(engine)
+        if engine.dialect.name != "postgresql":
+            assert migrate.current_revision(engine) == HEAD
+            return
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(query).all() == [
+                ("distributions", "body", "l"), ("ledger_backlog", "amounts", "l"),
+                ("ledger_backlog", "miner_ids", "l")]
+        migrate.downgrade(engine, "0009")
+        with engine.connect() as conn:
+            assert {r[2] for r in conn.exec_driver_sql(query)} == {""}
+    finally:
+        engine.dispose()

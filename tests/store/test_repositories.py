@@ -228,3 +228,17 @@ def test_miner_balance_connection_never_returns_to_the_pool(engine: Engine) -> N
         save_distribution(engine, i, BODY)
     assert last_distribution_id(engine) == 7
     assert miner_balance(engine, "a") is not None
+
+
+def test_trusted_distribution_text_is_json_dumps_byte_for_byte() -> None:
+    """The service's own documents are encoded by msgspec (issue #11's publish at 100k miners);
+    the stored text must stay exactly the canonical ``json.dumps`` text."""
+    from payouts.store.repositories import canonical_json
+
+    body = {"z": 1, "distribution_id": 2**63 - 1, "pool_payout": {"weight": str(2**200),
+                                                                   "script": "0014" + "ab" * 20},
+            "payouts": [{"weight": "5", "script": "51", "dust_limit": 330}] * 3,
+            "accounts": ["m.1", "m-2", "m_3"], "owed": [0, -5, 2**62], "empty": [],
+            "dropped": {"owed": [], "account": []}, "fee_weight": "0"}
+    assert canonical_json(body, trusted=True) == canonical_json(body)
+    assert canonical_json(body).startswith('{"accounts":["m.1"')

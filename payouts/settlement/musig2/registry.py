@@ -50,7 +50,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from payouts.errors import PayoutsError
 from payouts.settlement.musig2.errors import SessionError
@@ -65,6 +64,7 @@ from payouts.settlement.musig2.session import (
     SigningSession,
 )
 from payouts.store._common import write_connection
+from payouts.store.engine import insert_or_skip
 from payouts.store.musig_models import (
     MusigCommittee,
     MusigNonce,
@@ -197,9 +197,8 @@ class SessionRegistry:
         with self._lock:
             try:
                 with write_connection(self.engine) as conn, conn.begin():
-                    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
                     created = conn.execute(
-                        dialect.insert(MusigSession).values(**values).on_conflict_do_nothing()
+                        insert_or_skip(conn, MusigSession).values(**values)
                         .returning(MusigSession.id)
                     ).first() is not None
                     if created:

@@ -27,7 +27,7 @@ from payouts.settlement.musig2.output import (
     Musig2RevenueTooSmallError,
     payout_split,
 )
-from payouts.settlement.musig2.session import SessionState, SigningSession
+from payouts.settlement.musig2.session import PartialSigCheck, SessionState, SigningSession
 from payouts.tx.output_scripts import dust_limit
 from payouts.tx.sighash import taproot_sighash
 from payouts.tx.transaction import OutPoint, Tx, TxIn
@@ -64,7 +64,8 @@ def cooperative_sighash(out: Musig2Output, funding: OutPoint) -> bytes:
 
 
 def open_signing_session(
-    out: Musig2Output, funding: OutPoint, *, nonce_deadline: float, sig_deadline: float
+    out: Musig2Output, funding: OutPoint, *, nonce_deadline: float, sig_deadline: float,
+    psig_check: PartialSigCheck = PartialSigCheck.ON_AGGREGATE,
 ) -> SigningSession:
     """The coordinator's session for the cooperative spend: committee keys in KeySort order,
     message = :func:`cooperative_sighash`, tweak = the script tree's merkle root (BIP-327
@@ -77,6 +78,7 @@ def open_signing_session(
         sig_deadline=sig_deadline,
         taproot_merkle_root=out.merkle_root,
         max_signers=out.params.max_signers,
+        psig_check=psig_check,
     )
     if session.output_key != out.output_key:  # pragma: no cover - same KeyAgg, same tweak
         raise AssertionError("session key differs from the output key")
