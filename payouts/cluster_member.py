@@ -9,6 +9,13 @@ forwarded to the leader (:mod:`payouts.cluster_frontend`). Then, by role:
 - ``jds`` (and ``all``): the JD server, serving the newest stored distribution and pushing
   each new one (:class:`~payouts.cluster_frontend.DistributionFollower`); a block it gets
   accepted is queued for the leader (``found_blocks``), never recorded here;
+- ``jds`` (and ``all``) with ``[mining] enabled``: the Mining Protocol server beside that JD
+  server (:func:`payouts.served.start_mining`, as in the single process): SetCustomMiningJob is
+  checked against this JD server's declarations (a token of another member's JD server is
+  ``invalid-mining-job-token``), the pool's job pays the distribution this member serves and is
+  rebuilt when the follower pushes a new one, accepted shares are stored (the path of ``POST
+  /v1/shares`` on a frontend: the leader's share follower accounts them once), and a block
+  found by a share is queued for the leader like the JD server's;
 - ``leader`` (and ``all``): campaigns (:class:`~payouts.leadership.Campaign`); once elected it
   runs :class:`~payouts.leader.LeaderWork`, and stops it the moment the lease is lost.
 """
@@ -27,7 +34,7 @@ from payouts.leadership import Campaign
 from payouts.node.factory import make_node
 from payouts.node.interface import Node
 from payouts.published_view import PublishedWindow
-from payouts.served import FROM_SETTINGS, Serving
+from payouts.served import FROM_SETTINGS, MiningEndpoint, Serving, start_mining
 from payouts.service import PoolService
 from payouts.settings import Settings
 from payouts.settlement.modes import mode_from_settings
@@ -78,6 +85,7 @@ class ClusterMember(Serving):
         self.service.published = PublishedWindow(self.service.engine)
         self.publisher = ForwardingPublisher(self.service, settings.cluster.request_timeout_sec)
         self.runs_jds = self.role in ("jds", "all") and settings.jds.enabled
+        self.runs_mining = self.runs_jds and settings.mining.enabled
         self.campaigns = self.role in ("leader", "all")
         self.node: Node | None = make_node(settings) if (
             self.runs_jds or self.campaigns) else None
@@ -86,6 +94,7 @@ class ClusterMember(Serving):
         self.campaign: Campaign | None = None
         self.leader: LeaderWork | None = None
         self.jds: JobDeclarationServer | None = None
+        self.mining: MiningEndpoint | None = None
         self.follower: DistributionFollower | None = None
         self._jds_task: asyncio.Task[None] | None = None
         # [api] rate_limit_per_sec / rate_limit_burst, shared by every process through the
@@ -126,7 +135,12 @@ class ClusterMember(Serving):
     # -- the JD server ------------------------------------------------------------------------
 
     async def _on_block(self, found: FoundBlock) -> None:
-        """Queue a block this JD server got accepted for the leader to record."""
+        """Queue a block this JD server (PushSolution) or this Mining Protocol server (a
+        share meeting nBits) got accepted, for the leader to record: keyed by block hash, so a
+        block both paths report is queued once (ARCHITECTURE invariant 8)."""
+        if self.mining is not None and found.distribution_id is not None:
+            # No pool job on the distribution it paid until the leader's next one arrives.
+            self.mining.server.distribution_paid(found.distribution_id)
         payload = found_payload(found.block_hash, found.height, found.distribution_id,
                                 found.revenue, found.coinbase)
         new = await asyncio.to_thread(queue_found_block, self.service.engine,
@@ -153,18 +167,33 @@ class ClusterMember(Serving):
         self.jds = jds
         self._remove_metrics += [metrics.add_declaration_source(lambda: jds.stats),
                                  metrics.add_server("jd", jds)]
-        self.follower = DistributionFollower(
-            self.service, fitted.distribution.distribution_id,
-            lambda f, settled: jds.publish(f, settlement=settled))
-        self.follower.start()
         log.info("JD server listening on %s:%d (server id %r, token tag %s; distribution %d)",
                  *jds.address, jds.server_id, jds.tokens.tag.hex(),
                  fitted.distribution.distribution_id)
+        if self.runs_mining:
+            self.mining = await start_mining(self.settings, jds, self.node, self.service,
+                                             on_block=self._on_block)
+        self.follower = DistributionFollower(
+            self.service, fitted.distribution.distribution_id, self._push)
+        self.follower.start()
+
+    def _push(self, fitted: FittedDistribution, settled: bool) -> None:
+        """A distribution the leader published: the JD server pushes it (after a settlement,
+        the settled one is refused from now on, PR #203 §10, by the Mining Protocol server's
+        custom-job check too, which reads the same book), and the pool's job is rebuilt on
+        it."""
+        assert self.jds is not None
+        self.jds.publish(fitted, settlement=settled)
+        if self.mining is not None:
+            self.mining.distribution_changed()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         log.info("cluster member %s, role %s", self.holder, self.role)
+        if self.settings.mining.enabled and not self.runs_mining:
+            log.warning("[mining] enabled is ignored on role %s: the Mining Protocol server "
+                        "runs beside a JD server (roles jds and all)", self.role)
         if self.campaigns:
             self.campaign = Campaign(self.url, self.holder, on_elected=self._elected,
                                      on_lost=self._lost)
@@ -185,6 +214,9 @@ class ClusterMember(Serving):
             await self.follower.stop()
         if self.campaign is not None:
             await self.campaign.stop()
+        if self.mining is not None:
+            await self.mining.stop()
+            self.mining = None
         if self.jds is not None:
             await self.jds.stop()
             self.jds = None

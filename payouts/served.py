@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from payouts.chain_follower import ChainFollower
@@ -154,8 +154,7 @@ class ServedPool(Serving):
             self.service, self.node, mode=self.mode)
         self.chain = ChainFollower(self.node, self.service.window)
         self.jds: JobDeclarationServer | None = None
-        self.mining: MiningServer | None = None
-        self._known_users: set[str] = set()
+        self.mining: MiningEndpoint | None = None
         self._snapshots: asyncio.Task[None] | None = None
         self._pruning: asyncio.Task[None] | None = None
         self._ledger: asyncio.Task[None] | None = None
@@ -190,6 +189,8 @@ class ServedPool(Serving):
         fitted = self.service.publish_distribution(estimated_revenue)
         if self.jds is not None:
             self.jds.publish(fitted, settlement=settlement)
+        if self.mining is not None:
+            self.mining.distribution_changed()
         if self._on_published is not None:
             self._on_published(fitted, settlement)
         return fitted
@@ -211,6 +212,8 @@ class ServedPool(Serving):
         (no distribution: it pays the pool alone, nothing to settle)."""
         if distribution_id is None:
             return None
+        if self.mining is not None:  # before the refresh the new tip starts (PR #203 §10)
+            self.mining.server.distribution_paid(distribution_id)
         crash_point("found")
         # In a worker thread: at 100k miners settling and writing a block is ~100 ms of work
         # that must not stop the event loop (the API, the JD and Mining Protocol servers).
@@ -422,64 +425,15 @@ class ServedPool(Serving):
         return jds
 
     async def start_mining(self) -> MiningServer:
-        """The Mining Protocol server beside the JD server (``[mining]``): the JD server's
-        certificate and declarations, this pool's node; accepted shares go to the store
-        (:meth:`record_shares`), blocks to :meth:`record_found_block`; its connections,
-        channels and share outcomes feed /metrics."""
-        from api import metrics
-        from sv2.listener import ListenerLimits
-        from sv2.mining.server import MiningServer
-        from sv2.mining.shared import MiningPolicy
-        from sv2.mining.targets import difficulty_unit
-
+        """The Mining Protocol server beside the JD server (``[mining]``, :func:`start_mining`):
+        accepted shares are stored and accounted here, blocks go to
+        :meth:`record_found_block`."""
         jds = self.jds
         if jds is None:
             raise ConfigError("mining.enabled needs jds.enabled")
-        m = self.settings.mining
-        host, _, port = m.listen.rpartition(":")
-        policy = MiningPolicy(
-            shares_per_minute=m.shares_per_minute, initial_difficulty=m.initial_difficulty,
-            retarget_interval=m.retarget_interval_sec,
-            extranonce_prefix_size=m.extranonce_prefix_size, extranonce_size=m.extranonce_size,
-            difficulty_unit=difficulty_unit(self.settings.network))
-        limits = ListenerLimits(
-            idle_timeout=m.idle_timeout_sec, max_connections=m.max_connections,
-            max_connections_per_address=m.max_connections_per_address or None)
-        mp = MiningServer(
-            identity=jds.noise_identity, node=self.node, policy=policy,
-            known_user=self._known_user, on_shares=self.record_shares, jds=jds,
-            on_block=self.record_found_block, host=host.strip("[]"), port=int(port),
-            limits=limits, batch_size=m.share_batch_size,
-            flush_interval=m.share_flush_interval_sec)
-        await mp.start()
-        self.mining = mp
-        remove_server = metrics.add_server("mining", mp)
-        previous = self._remove_metrics
-
-        def remove() -> None:
-            remove_server()
-            if previous is not None:
-                previous()
-
-        self._remove_metrics = remove
-        log.info("Mining Protocol server listening on %s:%d (Noise; vardiff to %g shares/min)",
-                 *mp.address, m.shares_per_minute)
-        return mp
-
-    def _known_user(self, account: str) -> bool:
-        """A channel's user identity must be a registered miner account (its shares are
-        credited to it); known accounts are remembered (accounts are never deleted)."""
-        if account in self._known_users:
-            return True
-        if self.service.find_miner(account) is None:
-            return False
-        self._known_users.add(account)
-        return True
-
-    async def record_shares(self, shares: Sequence[AcceptedShare]) -> None:
-        """Shares the Mining Protocol server accepted: one durable batch
-        (:func:`credit_mining_shares`; the server acknowledges them only after this returns)."""
-        await asyncio.to_thread(credit_mining_shares, self.service, shares)
+        self.mining = await start_mining(self.settings, jds, self.node, self.service,
+                                         on_block=self.record_found_block)
+        return self.mining.server
 
     async def stop(self) -> None:
         """Stop the poller and the JD server, save a last snapshot (a restart then replays
@@ -532,6 +486,112 @@ def credit_mining_shares(service: PoolService, shares: Sequence[AcceptedShare]) 
     return service.ingest_accounts(batch).accepted
 
 
+# -- the Mining Protocol endpoint, as both composition roots start it --------------------------
+
+
+class KnownAccounts:
+    """``known_user`` of the Mining Protocol server (sv2-spec §5.3.2 ``user_identity``): a
+    channel's user identity must be a registered miner account, since its shares are credited
+    to it. Known accounts are remembered (accounts are never deleted); an unknown one is looked
+    up again next time (it may have registered in between)."""
+
+    def __init__(self, service: PoolService) -> None:
+        self.service = service
+        self._known: set[str] = set()
+
+    def __call__(self, account: str) -> bool:
+        if account in self._known:
+            return True
+        if self.service.find_miner(account) is None:
+            return False
+        self._known.add(account)
+        return True
+
+
+def share_recorder(service: PoolService
+                   ) -> Callable[[Sequence[AcceptedShare]], Awaitable[None]]:
+    """``on_shares`` of the Mining Protocol server: each batch of accepted shares is one
+    durable :func:`credit_mining_shares` in a worker thread (the server acknowledges the
+    shares only after it returns). With the window in this process (role all) the batch is
+    accounted at once; on a cluster frontend it is only stored, and the leader's share
+    follower accounts it, once, in id order (payouts.leader)."""
+
+    async def record_shares(shares: Sequence[AcceptedShare]) -> None:
+        await asyncio.to_thread(credit_mining_shares, service, shares)
+
+    return record_shares
+
+
+class MiningEndpoint:
+    """The Mining Protocol server as ``payouts serve`` runs it, in one process
+    (:class:`ServedPool`) or on a cluster member (:class:`payouts.cluster_member.ClusterMember`):
+    made by :func:`start_mining`, stopped by :meth:`stop`."""
+
+    def __init__(self, server: MiningServer, remove_metrics: Callable[[], None]) -> None:
+        self.server = server
+        self._remove_metrics = remove_metrics
+        self._loop = asyncio.get_running_loop()
+
+    def distribution_changed(self) -> None:
+        """The JD server made a new distribution current: the pool's job is rebuilt on it now,
+        not at the next template poll, so miners that do not declare stop mining a
+        distribution a settlement replaced (sv2-spec PR #203 §10). Safe from any thread (a
+        cluster member's distribution follower pushes from a worker thread)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to mine
+            self._loop.call_soon_threadsafe(self.server.pool_job_soon)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        self._remove_metrics()
+
+
+async def start_mining(settings: Settings, jds: JobDeclarationServer, node: Node,
+                       service: PoolService, *,
+                       on_block: Callable[[FoundBlock], Awaitable[None]]) -> MiningEndpoint:
+    """The Mining Protocol server beside ``jds`` (``[mining]``, docs/mining.md): the JD
+    server's certificate and declarations (SetCustomMiningJob is checked against this JD
+    server's tokens, sv2-spec §5.3.18), its current distribution for the pool's job, the pool
+    tag made unique by its token tag; accepted shares go to ``service``
+    (:func:`share_recorder`), blocks to ``on_block``; its connections, channels and share
+    outcomes feed /metrics."""
+    from api import metrics
+    from sv2.listener import ListenerLimits
+    from sv2.mining.pool_job import POOL_TAG
+    from sv2.mining.server import MiningServer
+    from sv2.mining.shared import MiningPolicy
+    from sv2.mining.targets import difficulty_unit
+
+    m = settings.mining
+    host, _, port = m.listen.rpartition(":")
+    policy = MiningPolicy(
+        shares_per_minute=m.shares_per_minute, initial_difficulty=m.initial_difficulty,
+        retarget_interval=m.retarget_interval_sec,
+        extranonce_prefix_size=m.extranonce_prefix_size, extranonce_size=m.extranonce_size,
+        difficulty_unit=difficulty_unit(settings.network))
+    limits = ListenerLimits(
+        idle_timeout=m.idle_timeout_sec, max_connections=m.max_connections,
+        max_connections_per_address=m.max_connections_per_address or None)
+
+    async def block(found: FoundBlock) -> None:
+        # Synchronously, before the pool job refresh the block's new tip started can run: no
+        # pool job on the distribution this block paid (PR #203 §10).
+        if found.distribution_id is not None:
+            mp.distribution_paid(found.distribution_id)
+        await on_block(found)
+
+    mp = MiningServer(
+        identity=jds.noise_identity, node=node, policy=policy,
+        known_user=KnownAccounts(service), on_shares=share_recorder(service), jds=jds,
+        on_block=block, host=host.strip("[]"), port=int(port), limits=limits,
+        batch_size=m.share_batch_size, flush_interval=m.share_flush_interval_sec,
+        pool_tag=POOL_TAG + jds.tokens.tag)
+    await mp.start()
+    endpoint = MiningEndpoint(mp, metrics.add_server("mining", mp))
+    log.info("Mining Protocol server listening on %s:%d (Noise; vardiff to %g shares/min)",
+             *mp.address, m.shares_per_minute)
+    return endpoint
+
+
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -547,4 +607,5 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-__all__ = ["ServedPool", "Serving", "credit_mining_shares"]
+__all__ = ["KnownAccounts", "MiningEndpoint", "ServedPool", "Serving",
+           "credit_mining_shares", "share_recorder", "start_mining"]

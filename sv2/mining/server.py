@@ -28,6 +28,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,7 +44,7 @@ from sv2.messages.base import Message
 from sv2.messages.mining import SubmitSharesError, SubmitSharesSuccess
 from sv2.messages.payouts import EXT_NON_CUSTODIAL_PAYOUTS
 from sv2.mining.events import AcceptedShare, BlockCandidate
-from sv2.mining.pool_job import build_pool_job
+from sv2.mining.pool_job import POOL_TAG, build_pool_job
 from sv2.mining.session import MiningSession, Output
 from sv2.mining.shared import MiningPolicy, MiningShared
 from sv2.noise import ServerIdentity
@@ -100,6 +101,7 @@ class MiningServer(NoiseListener[_Miner]):
         tip_interval: float = 1.0,
         template_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        pool_tag: bytes = POOL_TAG,
         watch_attempts: int = 30,
         watch_interval: float = 1.0,
     ) -> None:
@@ -123,8 +125,18 @@ class MiningServer(NoiseListener[_Miner]):
         self.tip_interval = tip_interval
         self.found_blocks: list[FoundBlock] = []
         self.template_interval = template_interval
+        # In the pool job's coinbase scriptSig: servers of one pool give out the same
+        # extranonce prefixes, so each needs its own tag or their miners would hash the same
+        # headers (a cluster's frontends pass their JD server's token tag).
+        self.pool_tag = pool_tag
         self.watch_attempts, self.watch_interval = watch_attempts, watch_interval
         self._pool_job_key: tuple[bytes, int, int] | None = None
+        # One rebuild at a time: the tip poll, a block found here and a new distribution
+        # each start one, and an older template must not land after a newer one.
+        self._pool_job_lock = asyncio.Lock()
+        # Distributions a found block paid (told by the composition root): no pool job is built
+        # on one again, it waits for the next distribution (sv2-spec PR #203 §10).
+        self._paid: OrderedDict[int, None] = OrderedDict()
         self._template_at = 0.0
         self._queue: list[AcceptedShare] = []
         self._flush_lock = asyncio.Lock()
@@ -190,18 +202,25 @@ class MiningServer(NoiseListener[_Miner]):
         """Build the pool's job from the node's template and the JD server's current
         distribution, and send it to every channel that mines pool jobs, if the tip, the
         template revenue or the distribution changed (:mod:`sv2.mining.pool_job`)."""
+        async with self._pool_job_lock:
+            await self._refresh_pool_job()
+
+    async def _refresh_pool_job(self) -> None:
         self._template_at = self.shared.clock()
         jds = self.shared.jds
         published = jds.book.current if jds is not None else None
         if published is None:
             return  # no distribution to pay: no pool jobs (custom jobs still work)
+        if published.distribution_id in self._paid:
+            return  # settled: the next job waits for the distribution that follows
         bt = await self.node.block_template()
         key = (bt.prev_hash, bt.coinbase_value, published.distribution_id)
         if key == self._pool_job_key:
             return
         pol = self.shared.policy
         size = pol.extranonce_prefix_size + pol.extranonce_size
-        job = await asyncio.to_thread(build_pool_job, bt, published, extranonce_size=size)
+        job = await asyncio.to_thread(build_pool_job, bt, published, extranonce_size=size,
+                                      tag=self.pool_tag)
         self.shared.set_tip(bt.prev_hash)
         self.shared.pool_job, self.shared.pool_job_time = job, bt.curtime
         self._pool_job_key = key
@@ -211,12 +230,27 @@ class MiningServer(NoiseListener[_Miner]):
                 outs = p.session.pool_job_update()
                 self._deliver(p, [m for m in outs if isinstance(m, Message)])
 
-    async def _next_pool_job(self) -> None:
-        """After a block found here: the next pool job now, not at the next poll."""
+    async def _next_pool_job(self, why: str = "after the block") -> None:
+        """After a block found here (or a new distribution): the next pool job now, not at
+        the next poll."""
         try:
             await self.refresh_pool_job()
         except NodeError as exc:
-            log.warning("MP: no pool job after the block: %s", exc.reason)
+            log.warning("MP: no pool job %s: %s", why, exc.reason)
+
+    def distribution_paid(self, distribution_id: int) -> None:
+        """A block paying ``distribution_id`` was found (here, or by the JD server beside this
+        one): no pool job is built on it from now on, so miners that do not declare never mine
+        a settled distribution while the next one is on its way; the current pool job stays,
+        on the old tip, where its shares are stale."""
+        self._paid[distribution_id] = None
+        while len(self._paid) > 64:
+            self._paid.popitem(last=False)
+
+    def pool_job_soon(self) -> None:
+        """The JD server's current distribution changed: rebuild the pool job on it now
+        (from the event loop's thread), so miners that do not declare mine the newest one."""
+        self._spawn(self._next_pool_job("for the new distribution"))
 
     async def _vardiff_loop(self) -> None:
         while True:

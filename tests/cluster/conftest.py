@@ -43,6 +43,7 @@ class Member:
     proc: subprocess.Popen[str]
     log: Path
     jds_port: int | None = None
+    mp_port: int | None = None
 
     @property
     def base(self) -> str:
@@ -93,19 +94,25 @@ class Cluster:
         })
         return env
 
-    def start(self, role: str, *, jds: bool = False, **extra: str) -> Member:
+    def start(self, role: str, *, jds: bool = False, mining: bool = False,
+              **extra: str) -> Member:
+        """``jds``: with a JD server; ``mining``: and a Mining Protocol server beside it."""
         port = _free_port()
         env = self.env(PAYOUTS_API__PORT=str(port), **extra)
-        jds_port = None
+        jds_port = mp_port = None
         if jds:
             jds_port = _free_port()
             env.update(PAYOUTS_JDS__ENABLED="true", PAYOUTS_JDS__LISTEN=f"127.0.0.1:{jds_port}")
+        if mining:
+            mp_port = _free_port()
+            env.update(PAYOUTS_MINING__ENABLED="true",
+                       PAYOUTS_MINING__LISTEN=f"127.0.0.1:{mp_port}")
         log = self.tmp / f"{role}-{port}.log"
         args = [sys.executable, "-m", "payouts", "serve", "--no-rate-limit", "--role", role]
         with log.open("w") as f:
             proc = subprocess.Popen(args, env=env, stderr=f, stdout=subprocess.DEVNULL,
                                     text=True)
-        m = Member(role, port, proc, log, jds_port)
+        m = Member(role, port, proc, log, jds_port, mp_port)
         self.members.append(m)
         wait_until(lambda: _up(m), 60, f"{role} on :{port} answers /v1/health")
         return m
