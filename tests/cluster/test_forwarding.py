@@ -118,7 +118,7 @@ def test_a_claimed_request_is_not_closed_under_the_leader(pg: Engine, url: str) 
 
 def test_no_leader_within_the_timeout_is_503_and_closes_the_request(pg: Engine) -> None:
     t0 = time.monotonic()
-    with pytest.raises(NoLeaderError, match="no leader answered within 0.5 s"):
+    with pytest.raises(NoLeaderError, match=r"no leader answered within 0\.5 s"):
         LeaderRequests(pg, 0.5).forward("fallback", {"block_id": 1})
     assert time.monotonic() - t0 >= 0.5
     assert open_requests(pg) == []  # closed: a leader elected later will not act on it
@@ -180,6 +180,7 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
             node = KernelNode(chain)
             lock = notify.connect_raw(url)
             epoch = try_acquire(lock, "t")
+            assert epoch is not None
 
             async def stale() -> None:
                 raise AssertionError("not stale")
