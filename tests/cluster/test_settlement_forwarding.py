@@ -222,8 +222,10 @@ def _paid_once(c: Cluster, fe: Member, block_id: int, role: str) -> None:
     assert (spend_role, spend_status) == (role, "confirmed")
     tx = Tx.parse(raw)
     assert [i.prevout for i in tx.inputs] == [funding]
-    info = c.regtest.call("getrawtransaction", tx.txid_hex, True)
-    assert info["confirmations"] >= 1
+    ((in_block,),) = c.sql("SELECT confirmed_block FROM settlement_txs WHERE role = "
+                           f"'{role}' AND block_id = {block_id}")
+    info = c.regtest.call("getrawtransaction", tx.txid_hex, True, display_hex(bytes(in_block)))
+    assert info["in_active_chain"] is True and info["confirmations"] >= 1
     # The payout outputs, rebuilt from the stored distribution and the block's revenue.
     settings = Settings(database_url=c.url, network="regtest",
                         pool={"payout_script": POOL_SCRIPT},
@@ -316,13 +318,13 @@ def _problem(r: httpx.Response) -> dict[str, Any]:
 
 def test_settlement_actions_forwarded_from_frontends(cluster: Cluster) -> None:
     c = cluster
-    fe, fe2, leaders = _start(c, leaders=2, fe2_timeout="2")
+    fe, fe2, leaders = _start(c, leaders=2, fe2_timeout="8")
     block_id = _find_block(c, fe, _publish(c, fe))
     path = f"/v1/settlements/{block_id}"
 
     # Too early: the leader's runner refuses, the frontend renders its problem unchanged.
     tip = _tip(c)
-    p = _problem(c.post(fe2, f"{path}/broadcast", None))
+    p = _problem(c.post(fe, f"{path}/broadcast", None))
     assert (p["status"], p["code"], p["mature_at_tip"], p["tip"]) == (
         409, "not-mature", first_mature_tip(102), tip)
     assert p["detail"] == (f"block {block_id}'s coinbase can be spent from tip "
@@ -340,14 +342,14 @@ def test_settlement_actions_forwarded_from_frontends(cluster: Cluster) -> None:
                                                                   valid_from)
     _mine(c, valid_from - 1 - _tip(c))  # the next block may hold the fallback
 
-    # No leader answers (stopped, its lock still held: no takeover): 503 after fe2's 2 s, the
+    # No leader answers (stopped, its lock still held: no takeover): 503 after fe2's 8 s, the
     # request closed; resumed, the leader does not act on it behind the caller's back.
     leader = _leader(c, leaders)
     leader.proc.send_signal(signal.SIGSTOP)
     try:
         t0 = time.monotonic()
         r = c.post(fe2, f"{path}/fallback", None)
-        assert time.monotonic() - t0 >= 2.0
+        assert time.monotonic() - t0 >= 8.0
         p = _problem(r)
         assert (p["status"], p["code"]) == (503, "no-leader")
     finally:
