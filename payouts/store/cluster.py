@@ -185,8 +185,8 @@ def close_unclaimed(engine: Engine, rid: int, error: dict[str, Any]) -> bool | N
     None: a leader is acting on it right now (wait for its answer)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql" and not conn.execute(
-                text(f"SELECT pg_try_advisory_xact_lock({_lock_key(':k')})"), {"k": _claim_name(rid)}
-        ).scalar_one():
+                text(f"SELECT pg_try_advisory_xact_lock({_lock_key(':k')})"),
+                {"k": _claim_name(rid)}).scalar_one():
             return None
         return _answer(conn, rid, None, error)
 
