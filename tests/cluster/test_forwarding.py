@@ -3,7 +3,8 @@ payouts.store.cluster), on PostgreSQL: identical settlement actions coalesce int
 a request a leader claimed is never closed under it, one nobody claimed is closed at the
 timeout (503 no-leader) and no leader acts on it afterwards; and, with an in-process leader
 (payouts.leader.LeaderWork on a kernel node), a forwarded broadcast / fallback answers through
-a frontend's API exactly the problem the leader's own API gives."""
+a frontend's API exactly the problem the leader's own API gives, and the operator page's
+settlement button forwards the same action."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, text
 
 from api import store as api_store
 from api.app import create_app
+from api.routers.pages import csrf_token
 from payouts.cluster_frontend import (
     ForwardedSettlementActions,
     ForwardingPublisher,
@@ -209,6 +212,14 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
                         r_ld = await asyncio.to_thread(ld.post, path, headers=auth)
                         seen.append((path, (r_fe.status_code, r_fe.json()),
                                      (r_ld.status_code, r_ld.json())))
+                # The operator page's button runs the same forwarded action.
+                with TestClient(fe_app, base_url="https://pool.example") as page:
+                    await asyncio.to_thread(page.post, "/operator/login",
+                                            data={"token": token})
+                    r = await asyncio.to_thread(
+                        page.post, f"/operator/settlements/{block_id}/broadcast",
+                        data={"csrf": csrf_token(token)}, follow_redirects=False)
+                    seen.append(("button", r.status_code, unquote(r.headers["location"])))
                 return seen
             finally:
                 await work.stop()
@@ -218,7 +229,9 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
         seen = asyncio.run(main())
     finally:
         frontend.engine.dispose()
-    (bc, fb, unknown) = seen
+    (bc, fb, unknown, button) = seen
+    assert button[:2] == ("button", 303)
+    assert "broadcast refused: " in button[2] and "(nothing-to-broadcast)" in button[2]
     # Coinbase mode: nothing to broadcast, a 409 decided by the leader's runner, carried
     # over with its status, code, message and instance unchanged.
     assert bc[1] == bc[2] and bc[1][0] == 409 and bc[1][1]["code"] == "nothing-to-broadcast"
@@ -229,4 +242,5 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
     rows = pg.connect().execute(text(
         "SELECT kind, answered_at IS NOT NULL FROM leader_requests WHERE kind <> 'publish' "
         "ORDER BY id")).all()
-    assert [tuple(r) for r in rows] == [("broadcast", True), ("fallback", True)]
+    assert [tuple(r) for r in rows] == [("broadcast", True), ("fallback", True),
+                                        ("broadcast", True)]
