@@ -69,6 +69,13 @@ def pg(url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+def _rows(engine: Engine, sql: str) -> list[Any]:
+    """Rows of ``sql`` on a connection given back at once (one left open in a transaction
+    would hold its locks until the session's DROP SCHEMA, which would wait for ever)."""
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql)).all())
+
+
 def test_identical_settlement_actions_coalesce_publications_do_not(pg: Engine) -> None:
     a = submit_request(pg, "fallback", {"block_id": 3})
     assert submit_request(pg, "fallback", {"block_id": 3}) == a  # a retry joins the open one
@@ -125,7 +132,7 @@ def test_no_leader_within_the_timeout_is_503_and_closes_the_request(pg: Engine) 
         LeaderRequests(pg, 0.5).forward("fallback", {"block_id": 1})
     assert time.monotonic() - t0 >= 0.5
     assert open_requests(pg) == []  # closed: a leader elected later will not act on it
-    ((error,),) = pg.connect().execute(text("SELECT error FROM leader_requests")).all()
+    ((error,),) = _rows(pg, "SELECT error FROM leader_requests")
     assert '"no-leader"' in error
 
 
@@ -177,7 +184,7 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
     fe_app = create_app(frontend, publisher=publisher, rate_limit=None,
                         actions=ForwardedSettlementActions(publisher.requests))
 
-    async def main() -> list[tuple[str, Any, Any]]:
+    async def main() -> list[tuple[Any, ...]]:
         with KernelChain() as chain:
             setup_chain(chain)
             node = KernelNode(chain)
@@ -201,9 +208,9 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
                     await asyncio.sleep(0.05)
                     if not pending_found_blocks(pg):
                         break
-                ((block_id,),) = pg.connect().execute(text("SELECT id FROM blocks")).all()
+                ((block_id,),) = _rows(pg, "SELECT id FROM blocks")
                 leader_app = work.pool.app  # the single process's routes and runner
-                seen = []
+                seen: list[tuple[Any, ...]] = []
                 with TestClient(fe_app) as fe, TestClient(leader_app) as ld:
                     for path in (f"/v1/settlements/{block_id}/broadcast",
                                  f"/v1/settlements/{block_id}/fallback",
@@ -239,8 +246,7 @@ def test_forwarded_actions_answer_what_the_leaders_own_api_answers(pg: Engine, u
     # An unknown block is the frontend's own 404 (the block table is in the store).
     assert unknown[1] == unknown[2] and unknown[1][0] == 404
     # Two forwarded actions, answered; the 404 never reached the leader.
-    rows = pg.connect().execute(text(
-        "SELECT kind, answered_at IS NOT NULL FROM leader_requests WHERE kind <> 'publish' "
-        "ORDER BY id")).all()
+    rows = _rows(pg, "SELECT kind, answered_at IS NOT NULL FROM leader_requests "
+                 "WHERE kind <> 'publish' ORDER BY id")
     assert [tuple(r) for r in rows] == [("broadcast", True), ("fallback", True),
                                         ("broadcast", True)]
