@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import contract, metrics, problems
-from api.deps import DistributionPublisher
+from api.deps import DistributionPublisher, SettlementActions
 from api.fast_reads import BalanceReads
 from api.ratelimit import SCOPE as RATE_LIMIT_SCOPE
 from api.routers import miners, musig2, operators, pages, settlements, system
@@ -151,6 +151,7 @@ def create_app(
     *,
     runner: SettlementRunner | None = None,
     publisher: DistributionPublisher | None = None,
+    actions: SettlementActions | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     rate_limit: float | None = DEFAULT_RATE,
     rate_burst: int = DEFAULT_BURST,
@@ -162,7 +163,9 @@ def create_app(
     ``runner``: the settlement runner whose actions and MuSig2 sessions the API serves (None:
     those endpoints answer 503 ``settlement-not-running``). ``publisher``: who publishes for
     ``POST /v1/distributions`` (default: the service; ``payouts serve`` passes its
-    :class:`payouts.served.ServedPool`, which also pushes to JD clients).
+    :class:`payouts.served.ServedPool`, which also pushes to JD clients). ``actions``: who runs
+    the operator's settlement actions (default: ``runner``; a cluster member passes
+    :class:`payouts.cluster_frontend.ForwardedSettlementActions`, so its leader's runner acts).
 
     ``rate_limit=None`` switches per-client limits off (e.g. behind a limiting proxy, or for a
     load test); on PostgreSQL the limit is shared by every process on the database; ``clock`` is
@@ -181,6 +184,7 @@ def create_app(
     )
     app.state.service = svc
     app.state.runner = runner
+    app.state.actions = actions if actions is not None else runner
     app.state.publisher = publisher if publisher is not None else svc
     # Shared by every process on a PostgreSQL store (payouts.ratelimit.rate_limiter).
     app.state.limiter = (

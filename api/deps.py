@@ -1,8 +1,10 @@
 """What a route depends on, as FastAPI dependencies: the pool service, the settlement runner
-(when the server runs one), the distribution publisher, the MuSig2 signing sessions and the
-time of the request. ``create_app`` puts them on ``app.state``; routes take them as
-``ServiceDep`` / ``RunnerDep`` (``OptionalRunnerDep``) / ``PublisherDep`` / ``SessionsDep`` /
-``NowDep`` parameters and never reach further than these objects' public methods."""
+(when the server runs one), who runs the operator's settlement actions (that runner, or the
+leader through a cluster frontend), the distribution publisher, the MuSig2 signing sessions and
+the time of the request. ``create_app`` puts them on ``app.state``; routes take them as
+``ServiceDep`` / ``RunnerDep`` (``OptionalRunnerDep``) / ``OptionalActionsDep`` /
+``PublisherDep`` / ``SessionsDep`` / ``NowDep`` parameters and never reach further than these
+objects' public methods."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from api.problems import Problem
 from payouts.distribution.fitting import FittedDistribution
 from payouts.service import PoolService
 from payouts.settlement.musig2.registry import SessionRegistry
-from payouts.settlement.runner import SettlementRunner
+from payouts.settlement.runner import ActionReport, SettlementRunner
 
 
 class DistributionPublisher(Protocol):
@@ -22,6 +24,16 @@ class DistributionPublisher(Protocol):
     server), or :class:`payouts.served.ServedPool`, which also pushes it to JD clients."""
 
     def publish_distribution(self, estimated_revenue: int) -> FittedDistribution: ...
+
+
+class SettlementActions(Protocol):
+    """Who runs the operator's settlement actions for ``POST /v1/settlements/{id}/broadcast``
+    and ``/fallback``: the settlement runner of a single process, or, on a cluster member,
+    :class:`payouts.cluster_frontend.ForwardedSettlementActions` (the leader's runner acts)."""
+
+    async def broadcast(self, block_id: int) -> ActionReport: ...
+
+    async def fallback(self, block_id: int) -> ActionReport: ...
 
 
 def get_service(request: Request) -> PoolService:
@@ -49,6 +61,19 @@ def get_optional_runner(request: Request) -> SettlementRunner | None:
     return runner
 
 
+def require_actions(actions: SettlementActions | None) -> SettlementActions:
+    """``actions``, or 503 ``settlement-not-running`` (as :func:`require_runner`)."""
+    if actions is None:
+        raise Problem(503, "settlement-not-running",
+                      "this server runs no settlement lifecycle (payouts serve does)")
+    return actions
+
+
+def get_optional_actions(request: Request) -> SettlementActions | None:
+    actions: SettlementActions | None = request.app.state.actions
+    return actions
+
+
 def get_publisher(request: Request) -> DistributionPublisher:
     publisher: DistributionPublisher = request.app.state.publisher
     return publisher
@@ -69,6 +94,7 @@ def get_now(request: Request) -> float:
 ServiceDep = Annotated[PoolService, Depends(get_service)]
 RunnerDep = Annotated[SettlementRunner, Depends(get_runner)]
 OptionalRunnerDep = Annotated[SettlementRunner | None, Depends(get_optional_runner)]
+OptionalActionsDep = Annotated[SettlementActions | None, Depends(get_optional_actions)]
 PublisherDep = Annotated[DistributionPublisher, Depends(get_publisher)]
 SessionsDep = Annotated[SessionRegistry, Depends(get_sessions)]
 NowDep = Annotated[float, Depends(get_now)]
@@ -76,16 +102,20 @@ NowDep = Annotated[float, Depends(get_now)]
 __all__ = [
     "DistributionPublisher",
     "NowDep",
+    "OptionalActionsDep",
     "OptionalRunnerDep",
     "PublisherDep",
     "RunnerDep",
     "ServiceDep",
     "SessionsDep",
+    "SettlementActions",
     "get_now",
+    "get_optional_actions",
     "get_optional_runner",
     "get_publisher",
     "get_runner",
     "get_service",
     "get_sessions",
+    "require_actions",
     "require_runner",
 ]

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from payouts.errors import PayoutsError, ShareRowError
+from payouts.errors import ForwardedError, PayoutsError, ShareRowError
 from payouts.settlement.runner import SettlementActionError
 
 PROBLEM_BASE = "https://payouts.dev/problems/"
@@ -77,12 +77,15 @@ class Problem(Exception):
 
 
 def status_for(exc: PayoutsError) -> int:
-    """HTTP status of an engine error: an operator action's own (409 unless it says); 422 for a
+    """HTTP status of an engine error: an operator action's own (409 unless it says), also
+    when a cluster's leader raised it for this frontend (:class:`ForwardedError`); 422 for a
     share batch refused because of a row (the request is bad whatever rule the row broke: an
     unknown account or a repeated key inside the batch is no 404 or 409 of a resource); else
     by code, else 422 (bad input changes nothing)."""
     if isinstance(exc, SettlementActionError):
         return exc.status
+    if isinstance(exc, ForwardedError) and exc.status is not None:
+        return exc.status  # the leader's error with the status its own API gives it
     if isinstance(exc, ShareRowError):
         return 422
     return _STATUS_BY_CODE.get(exc.code, 422)

@@ -3,8 +3,9 @@
 
 Every member serves the REST API from a service without accounting state
 (:class:`~payouts.service.PoolService` with ``accounting=False``): shares are validated and
-stored, window reads come from the view the leader publishes, ``POST /v1/distributions`` is
-forwarded to the leader (:mod:`payouts.cluster_frontend`). Then, by role:
+stored, window reads come from the view the leader publishes, ``POST /v1/distributions`` and
+the operator's settlement actions are forwarded to the leader
+(:mod:`payouts.cluster_frontend`). Then, by role:
 
 - ``jds`` (and ``all``): the JD server, serving the newest stored distribution and pushing
   each new one (:class:`~payouts.cluster_frontend.DistributionFollower`); a block it gets
@@ -27,7 +28,11 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from payouts.cluster_frontend import DistributionFollower, ForwardingPublisher
+from payouts.cluster_frontend import (
+    DistributionFollower,
+    ForwardedSettlementActions,
+    ForwardingPublisher,
+)
 from payouts.distribution.fitting import FittedDistribution
 from payouts.leader import LeaderWork, found_payload
 from payouts.leadership import Campaign
@@ -112,6 +117,7 @@ class ClusterMember(Serving):
             from api.app import create_app
 
             self._app = create_app(self.service, runner=None, publisher=self.publisher,
+                                   actions=ForwardedSettlementActions(self.publisher.requests),
                                    rate_limit=self._rate_limit, rate_burst=self._rate_burst)
         return self._app
 

@@ -120,3 +120,15 @@ class DuplicateShareKeyError(ShareRowError, DuplicateKeyError):
 
 class UnknownShareMinerError(ShareRowError, UnknownMinerError):
     """A share names a miner (id or account) that is not registered."""
+
+
+class ForwardedError(PayoutsError):
+    """An error another process raised on this one's behalf (the cluster's leader answering a
+    forwarded request, docs/deployment.md), carried over unchanged: its ``code``, ``message``
+    and ``context``, and ``status`` when the error fixed its own (an operator action's 409, an
+    internal error's 500); None: the status its code has."""
+
+    def __init__(self, message: str, *, code: str, status: int | None = None,
+                 **context: ContextValue | None) -> None:
+        super().__init__(message, code=code, **context)
+        self.status = status

@@ -14,7 +14,11 @@ refused). It runs, besides what :class:`payouts.served.ServedPool` runs for a si
 - the found-block consumer: blocks the frontends' JD servers queued (``found_blocks``),
   recorded once each (a block already recorded, by a leader that died before marking it, is
   only marked);
-- the request consumer: ``POST /v1/distributions`` forwarded by a frontend, answered.
+- the request consumer: what a frontend forwarded (:class:`payouts.cluster_frontend.
+  LeaderRequests`): ``POST /v1/distributions`` and the operator's settlement actions
+  (``POST /v1/settlements/{id}/broadcast`` and ``/fallback``), each claimed, run as the single
+  process runs it (the settlement runner's own :meth:`~payouts.settlement.runner.
+  SettlementRunner.broadcast` / ``fallback``) and answered with its result or its error.
 
 Every distribution it publishes is announced on the ``distribution`` channel as ``id`` or
 ``id:settled`` (after a found block: PR #203 §10), so every JD server pushes it within 1 s.
@@ -38,14 +42,18 @@ from payouts.published_view import view_body
 from payouts.served import ServedPool
 from payouts.service import PoolService
 from payouts.settings import Settings
+from payouts.settlement.action_wire import report_json
 from payouts.store import notify
 from payouts.store.cluster import (
+    LeaderRequest,
     QueuedBlock,
+    RequestClaims,
     answer_request,
     mark_found_block_recorded,
     open_requests,
     pending_found_blocks,
     publish_view,
+    request_answer,
 )
 from payouts.store.engine import make_engine
 from payouts.store.leader_lease import Fence, StaleLeaderError
@@ -100,6 +108,7 @@ class LeaderWork:
                                on_published=self._announce)
         self._tasks: list[asyncio.Task[None]] = []
         self._view_key: tuple[int, int, int | None] | None = None
+        self._claims = RequestClaims(url)
 
     # -- start / stop -------------------------------------------------------------------------
 
@@ -192,23 +201,62 @@ class LeaderWork:
         finally:
             listener.close()
 
+    # -- forwarded requests -------------------------------------------------------------------
+
+    async def _publish(self, body: dict[str, Any]) -> dict[str, Any]:
+        fitted = await asyncio.to_thread(self.pool.publish_distribution,
+                                         int(body["estimated_revenue"]))
+        return {"distribution_id": fitted.distribution.distribution_id}
+
+    async def _broadcast(self, body: dict[str, Any]) -> dict[str, Any]:
+        return report_json(await self.pool.runner.broadcast(int(body["block_id"])))
+
+    async def _fallback(self, body: dict[str, Any]) -> dict[str, Any]:
+        return report_json(await self.pool.runner.fallback(int(body["block_id"])))
+
+    def _handler(self, kind: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        """What answers a request of ``kind`` (every kind of ``leader_requests``): the same
+        call the single process's route makes."""
+        handlers = {"publish": self._publish, "broadcast": self._broadcast,
+                    "fallback": self._fallback}
+        try:
+            return handlers[kind]
+        except KeyError:
+            raise PayoutsError(f"unknown leader request kind {kind!r}",
+                               code="invalid-input") from None
+
+    async def _act(self, req: LeaderRequest) -> tuple[dict[str, Any] | None,
+                                                      dict[str, Any] | None]:
+        """Run ``req``: ``(result, None)``, or ``(None, error)`` with the error the single
+        process's API would render (its code, message, context, and status when it fixed
+        one; anything unexpected is 500 ``internal-error`` there, and here)."""
+        try:
+            return await self._handler(req.kind)(req.body), None
+        except StaleLeaderError:
+            raise
+        except PayoutsError as e:
+            status = getattr(e, "status", None)
+            return None, {"code": e.code, "message": e.message, "context": e.context,
+                          "status": status if isinstance(status, int) else None}
+        except Exception:
+            log.exception("forwarded %s request %d failed", req.kind, req.id)
+            return None, {"code": "internal-error", "context": {}, "status": 500,
+                          "message": "internal error; see the server log"}
+
     async def _answer_requests(self) -> None:
         for req in await asyncio.to_thread(open_requests, self.engine):
+            # The claim first, then a second look: a frontend that gave up on the request
+            # closed it before the claim (then it is answered: skip), or cannot close it now.
+            if not await asyncio.to_thread(self._claims.claim, req.id):
+                continue
             try:
-                if req.kind != "publish":
-                    raise PayoutsError(f"{req.kind} requests are not forwarded yet; send "
-                                       "them to the leader's own API", code="not-leader")
-                fitted = await asyncio.to_thread(
-                    self.pool.publish_distribution, int(req.body["estimated_revenue"]))
-                await asyncio.to_thread(
-                    answer_request, self.engine, req.id,
-                    result={"distribution_id": fitted.distribution.distribution_id})
-            except StaleLeaderError:
-                raise
-            except PayoutsError as e:
-                await asyncio.to_thread(
-                    answer_request, self.engine, req.id,
-                    error={"code": e.code, "message": e.message, "context": e.context})
+                if await asyncio.to_thread(request_answer, self.engine, req.id) is not None:
+                    continue
+                result, error = await self._act(req)
+                await asyncio.to_thread(answer_request, self.engine, req.id,
+                                        result=result, error=error)
+            finally:
+                await asyncio.to_thread(self._claims.release, req.id)
 
     async def _request_loop(self) -> None:
         listener = notify.Listener(self.engine, [notify.REQUEST])
@@ -218,6 +266,7 @@ class LeaderWork:
                 await asyncio.to_thread(listener.wait, QUEUE_POLL_SEC)
         finally:
             listener.close()
+            self._claims.close()
 
 
 __all__ = ["LeaderWork", "QueuedFound", "found_payload"]

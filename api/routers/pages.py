@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from api import metrics
 from api.auth import check_secret
-from api.deps import OptionalRunnerDep, ServiceDep, SessionsDep
+from api.deps import OptionalActionsDep, OptionalRunnerDep, ServiceDep, SessionsDep
 from api.problems import Problem, status_for
 from api.ratelimit import rate_limited
 from payouts.dashboards import CHART_SPAN_MAX_MS, CHART_SPAN_MS, MinerDashboard
@@ -383,9 +383,10 @@ async def operator_page(request: Request, service: ServiceDep, runner: OptionalR
 
 @router.post("/operator/settlements/{block_id}/{action}")
 async def operator_action(block_id: int, action: str, request: Request, service: ServiceDep,
-                          runner: OptionalRunnerDep) -> Response:
-    """A settlement button: the same runner action as ``POST /v1/settlements/{id}/{action}``;
-    the outcome (or the refusal and its reason) comes back on the page."""
+                          actions: OptionalActionsDep) -> Response:
+    """A settlement button: the same runner action as ``POST /v1/settlements/{id}/{action}``
+    (forwarded to the leader on a cluster member, as that route is); the outcome (or the
+    refusal and its reason) comes back on the page."""
     try:
         secret = _operator_secret(request, service, Scope.SETTLEMENTS_WRITE)
     except Problem as e:
@@ -398,11 +399,11 @@ async def operator_action(block_id: int, action: str, request: Request, service:
         return render("login.html", status=404, error=f"no action {action!r}")
     try:
         service.block(block_id)
-        if runner is None:
+        if actions is None:
             raise Problem(503, "settlement-not-running", "this server runs no settlement "
                           "lifecycle")
-        report = await (runner.broadcast(block_id) if action == "broadcast"
-                        else runner.fallback(block_id))
+        report = await (actions.broadcast(block_id) if action == "broadcast"
+                        else actions.fallback(block_id))
         sent = ", ".join(f"{r.result}" + (f" ({r.reason})" if r.reason else "")
                          for r in report.sent) or "nothing sent"
         message = f"block {block_id}: {action}: {sent}"

@@ -10,6 +10,10 @@ timelocked script-path spend. Refusals are 409 problems (``not-mature`` with
 ``signing-complete``, ``nothing-to-broadcast``...), decided from the node before any step, so
 a refused action changes nothing (it does not even confirm or orphan the block: the poller
 does); 503 ``settlement-not-running`` when the server runs no lifecycle.
+
+On a cluster member (docs/deployment.md) the actions are forwarded to the leader, whose runner
+acts and answers the same report or the same problem; 503 ``no-leader`` when none answers
+within ``[cluster] request_timeout_sec``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path
 
 from api.auth import AuthFirstRoute, scope_read, scope_settlements_write
-from api.deps import OptionalRunnerDep, ServiceDep, SessionsDep, require_runner
+from api.deps import OptionalActionsDep, ServiceDep, SessionsDep, require_actions
 from api.problems import problem_responses
 from api.schemas import (
     ActionOut,
@@ -31,7 +35,7 @@ from api.schemas import (
 from payouts.service import PoolService
 from payouts.settlement.lifecycle_store import TxRow
 from payouts.settlement.musig2.registry import SessionRegistry
-from payouts.settlement.runner import ActionReport, SettlementRunner
+from payouts.settlement.runner import ActionReport
 from payouts.tx.hashes import display_hex
 from payouts.views import SettlementView
 
@@ -73,12 +77,12 @@ def get_settlement(service: ServiceDep, sessions: SessionsDep, block_id: int = B
     return settlement_out(sessions, service.settlement(block_id))
 
 
-def _action_out(service: PoolService, runner: SettlementRunner,
+def _action_out(service: PoolService, sessions: SessionRegistry,
                 report: ActionReport) -> ActionOut:
     view = service.settlement(report.block_id)
     return ActionOut(
-        settlement=settlement_out(runner.sessions, SettlementView(view.block, view.settlement,
-                                                         report.txs)),
+        settlement=settlement_out(sessions, SettlementView(view.block, view.settlement,
+                                                           report.txs)),
         events=[LifecycleEventOut(kind=e.kind, detail=e.detail) for e in report.events],
         results=[BroadcastResultOut(txids=[display_hex(t) for t in r.txids], result=r.result,
                                     reason=r.reason) for r in report.sent],
@@ -87,23 +91,25 @@ def _action_out(service: PoolService, runner: SettlementRunner,
 
 @router.post("/{block_id}/broadcast", response_model=ActionOut,
              responses={**_AUTH, **problem_responses(404, 409, 503)})
-async def broadcast(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
+async def broadcast(service: ServiceDep, actions: OptionalActionsDep, sessions: SessionsDep,
+                    block_id: int = BlockId,
                     _: Any = Depends(scope_settlements_write)) -> ActionOut:
     """Send the settlement's pending transactions now (ctv: the fan-out level by level, each
     with its CPFP child when the server has a fee wallet; musig2: the signed spend) and return
     the node's answer to each: accepted, already-known, or rejected with the reason."""
     service.block(block_id)  # 404 before 503: an unknown block is unknown either way
-    running = require_runner(runner)
-    return _action_out(service, running, await running.broadcast(block_id))
+    report = await require_actions(actions).broadcast(block_id)
+    return _action_out(service, sessions, report)
 
 
 @router.post("/{block_id}/fallback", response_model=ActionOut,
              responses={**_AUTH, **problem_responses(404, 409, 503)})
-async def fallback(service: ServiceDep, runner: OptionalRunnerDep, block_id: int = BlockId,
+async def fallback(service: ServiceDep, actions: OptionalActionsDep, sessions: SessionsDep,
+                   block_id: int = BlockId,
                    _: Any = Depends(scope_settlements_write)) -> ActionOut:
     """MuSig2: give up the cooperative spend (abort the signing session) and broadcast the
     signed script-path fallback. 409 ``fallback-locked`` until its BIP-68 relative timelock
     lets it into the next block; 409 ``signing-complete`` once the committee has signed."""
     service.block(block_id)  # 404 before 503, as for broadcast
-    running = require_runner(runner)
-    return _action_out(service, running, await running.fallback(block_id))
+    report = await require_actions(actions).fallback(block_id)
+    return _action_out(service, sessions, report)
