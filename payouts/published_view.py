@@ -83,6 +83,8 @@ def view_body(pool: Any) -> dict[str, Any]:
         "window_difficulty": _frac(w.window_difficulty), "difficulty_pinned": w.difficulty_pinned,
         "miners": [[a, str(x)] for a, x in w.miners],
         "window_shares": window_shares, "span_ms": span,
+        # When the leader read the window: a member's pages say "as of" this (docs/deployment.md).
+        "taken_ms": int(time.time() * 1000),
         "per_miner": {k: [v[0], str(v[1]), str(v[2] if len(v) > 2 else 0)]
                       for k, v in per.items()},
     }
@@ -120,10 +122,22 @@ class PublishedWindow:
                           tuple((a, int(x)) for a, x in b["miners"]))
 
     def miner_stats(self, miner_id: int) -> MinerWindowStats:
-        b = self.current().body
-        shares, difficulty, weight = b["per_miner"].get(str(miner_id), [0, "0", "0"])
-        return MinerWindowStats(int(b["window_shares"]), int(shares), int(difficulty),
-                                int(weight), int(b["total_weight"]), int(b["span_ms"]))
+        return _miner_stats(self.current().body, miner_id)
+
+    def dashboard_stats(self, miner_id: int) -> tuple[MinerWindowStats, int | None]:
+        """``miner_id``'s window figures for the miner page (:func:`payouts.dashboards.
+        miner_dashboard`) and the wall time (ms) the leader read them at: the page says "as
+        of" it, since a member cannot know whether the window moved since (None: a view
+        published before the time was part of it)."""
+        b = self.current().body  # one version for both
+        taken = b.get("taken_ms")
+        return _miner_stats(b, miner_id), None if taken is None else int(taken)
+
+
+def _miner_stats(b: dict[str, Any], miner_id: int) -> MinerWindowStats:
+    shares, difficulty, weight = b["per_miner"].get(str(miner_id), [0, "0", "0"])
+    return MinerWindowStats(int(b["window_shares"]), int(shares), int(difficulty), int(weight),
+                            int(b["total_weight"]), int(b["span_ms"]))
 
 
 __all__ = ["NoWindowYetError", "PublishedWindow", "view_body"]

@@ -361,10 +361,14 @@ async def operator_page(request: Request, service: ServiceDep, runner: OptionalR
     now_ms = int(now * 1000)
     chart = {"bucket_ms": 600_000, "since_ms": now_ms - CHART_SPAN_MS,
              "total": service.pool_hashrate(now_ms - CHART_SPAN_MS, now_ms), "workers": {}}
+    try:  # on a cluster member: the leader's published view (none yet: the problem, shown)
+        window = service.window_summary()
+    except PayoutsError as e:
+        return _error_page(e)
     return render(
-        "operator.html", window=service.window_summary(),
-        scheme=service.settings.accounting.scheme, node_difficulty=service.window.node_difficulty,
-        window_difficulty=service.accountant.network_difficulty,
+        "operator.html", window=window,
+        scheme=service.settings.accounting.scheme, node_difficulty=window.node_difficulty,
+        window_difficulty=window.window_difficulty,
         dist=service.distribution_summary(revenue), blocks=rows, servers=servers, stats=stats,
         declarations=sorted(declarations.items()), node=metrics.node_status(), now=now,
         csrf=csrf_token(secret), done=done, mode=service.settings.distribution.mode,
