@@ -36,12 +36,14 @@ import httpx
 import numpy as np
 import sqlalchemy as sa
 
+from benchmarks.summary import target
+
 PG_URL = os.environ.get("PAYOUTS_TEST_POSTGRES_URL",
                         "postgresql+psycopg://root@127.0.0.1:5432/test")
 BATCH = 10_000
 BATCHES = 20  # per writer
 MINERS = 1_000
-RUNS = 3
+RUNS = int(os.environ.get("BENCH_CLUSTER_RUNS", "3"))
 
 
 def _schema(admin: sa.Engine) -> str:
@@ -64,13 +66,15 @@ def _prepare(url: str) -> None:
     eng.dispose()
 
 
-def _writer(url: str, tag: str, accounting: bool, start: Any, out: Any) -> None:
+def _writer(url: str, tag: str, accounting: bool, start: Any, out: Any, pids: Any) -> None:
     from payouts.accounting.shares import ShareBatch
     from payouts.service import PoolService
     from payouts.settings import Settings
 
     settings = Settings(database_url=url, accounting={"pin_difficulty": 1_000_000})
     svc = PoolService(settings, migrate=False, accounting=accounting)
+    with svc.engine.connect() as c:  # one thread: the pool hands this connection back
+        pids.put(int(c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()))
     rng = np.random.default_rng(abs(hash(tag)) % 2**32)
     batches = []
     for b in range(BATCHES):
@@ -83,31 +87,89 @@ def _writer(url: str, tag: str, accounting: bool, start: Any, out: Any) -> None:
             time_ms=np.arange(n, dtype=np.int64) + 1_700_000_000_000))
     start.wait()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for batch in batches:
         svc.ingest(batch)
-    out.put(time.perf_counter() - t0)
+    out.put((time.perf_counter() - t0, time.process_time() - c0))
     svc.engine.dispose()
 
 
-def ingest_case(admin: sa.Engine, writers: int, accounting: bool) -> float:
-    """Aggregate shares/s of ``writers`` processes (wall time of the slowest)."""
+def _classify(state: str | None, wtype: str | None, event: str | None, query: str) -> str:
+    """What a writer's backend was doing at one sample (pg_stat_activity)."""
+    if wtype == "Lock" and event == "advisory":
+        return "waiting for the share-order lock"
+    if wtype == "Lock":
+        return f"waiting for a lock ({event})"
+    if state == "idle in transaction":
+        return "in a transaction, waiting for the client"
+    if state == "idle":
+        return "idle (client between batches)"
+    if wtype in ("IO", "LWLock") and event and event.startswith("WAL"):
+        return "WAL write/flush (commit)"
+    if wtype == "Client":
+        return "waiting for the client (COPY data)" if "COPY" in query else "client I/O"
+    if wtype:
+        return f"{wtype}:{event}"
+    return "running (CPU)" + (": COPY" if "COPY" in query else "")
+
+
+class _Sampler:
+    """Samples the writers' backends in pg_stat_activity every ~5 ms: where the time goes."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import threading
+
+        self.pids = pids
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        url = sa.engine.make_url(PG_URL)
+        with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                             dbname=url.database, autocommit=True) as conn:
+            while not self._stop.is_set():
+                for row in conn.execute(
+                        "SELECT state, wait_event_type, wait_event, left(query, 60) "
+                        "FROM pg_stat_activity WHERE pid = ANY(%s)", (self.pids,)).fetchall():
+                    k = _classify(*row)
+                    self.counts[k] = self.counts.get(k, 0) + 1
+                time.sleep(0.005)
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.counts
+
+
+def ingest_case(admin: sa.Engine, writers: int, accounting: bool, profile: bool = False
+                ) -> tuple[float, float, dict[str, int]]:
+    """Aggregate shares/s of ``writers`` processes (wall time of the slowest), the writers'
+    summed CPU seconds, and (``profile``) the samples of what their backends were doing."""
     url = _schema(admin)
     _prepare(url)
     ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, f"w{i}", accounting, start, out))
+    start, out, pids = ctx.Event(), ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(url, f"w{i}", accounting, start, out, pids))
              for i in range(writers)]
     for p in procs:
         p.start()
+    backends = [pids.get(timeout=120) for _ in procs]
     time.sleep(3.0 + 2.0 * writers)  # each builds its batches (and restores its window)
+    sampler = _Sampler(backends) if profile else None
     t0 = time.perf_counter()
     start.set()
+    cpu = 0.0
     for _ in procs:
-        out.get(timeout=600)
+        cpu += out.get(timeout=600)[1]
     wall = time.perf_counter() - t0
+    samples = sampler.stop() if sampler is not None else {}
     for p in procs:
         p.join()
-    return writers * BATCHES * BATCH / wall
+    return writers * BATCHES * BATCH / wall, cpu, samples
 
 
 def _free_port() -> int:
@@ -211,19 +273,32 @@ def main() -> None:
     print(f"ingest: {BATCHES} batches of {BATCH:,} per writer, {MINERS:,} miners, median of "
           f"{RUNS}")
     rows = {}
-    cases = os.environ.get("BENCH_CLUSTER_CASES", "ingest,failover").split(",")
+    cases = os.environ.get("BENCH_CLUSTER_CASES", "ingest,failover,push").split(",")
+    profile = os.environ.get("BENCH_CLUSTER_PROFILE") == "1"
     for label, writers, accounting in (("single process (role all)", 1, True),
                                        ("1 frontend", 1, False), ("2 frontends", 2, False)):
         if "ingest" not in cases:
             break
-        rates = [ingest_case(admin, writers, accounting) for _ in range(RUNS)]
+        runs = [ingest_case(admin, writers, accounting, profile) for _ in range(RUNS)]
+        rates = [r[0] for r in runs]
         rows[label] = statistics.median(rates)
         print(f"  {label:28s} {rows[label]:12,.0f} shares/s   runs: "
-              + ", ".join(f"{r:,.0f}" for r in rates))
+              + ", ".join(f"{r:,.0f}" for r in rates)
+              + "   writers' CPU s per run: " + ", ".join(f"{r[1]:.1f}" for r in runs)
+              + f"   load {os.getloadavg()[0]:.2f}")
+        if profile:
+            total: dict[str, int] = {}
+            for r in runs:
+                for k, n in r[2].items():
+                    total[k] = total.get(k, 0) + n
+            n_all = sum(total.values()) or 1
+            for k, n in sorted(total.items(), key=lambda kv: -kv[1]):
+                print(f"      {100 * n / n_all:5.1f}%  {k}")
     if rows:
         base = rows["single process (role all)"]
         for label in ("1 frontend", "2 frontends"):
             print(f"  {label} / single process: {rows[label] / base:.2f}x")
+        print(f"  2 frontends / 1 frontend: {rows['2 frontends'] / rows['1 frontend']:.2f}x")
     if "failover" not in cases:
         return
     with tempfile.TemporaryDirectory() as d:
