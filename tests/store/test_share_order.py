@@ -115,9 +115,9 @@ def test_overlapping_batches_from_concurrent_writers_store_each_key_once_in_orde
     def write(w: int, eng: Engine) -> None:
         rng = random.Random(w)
         try:
-            for b in range(15):
+            for _ in range(15):
                 # Keys of a common pool: each batch overlaps others' batches.
-                keys = sorted({f"k{rng.randrange(3000)}" for _ in range(rng.randint(50, 300))})
+                keys = sorted({f"k{rng.randrange(3000)}" for _k in range(rng.randint(50, 300))})
                 new = persist_shares(eng, make_batch(keys, miner_id=miner, difficulty=1))
                 accepted[w] += len(new)
         except BaseException as e:  # surfaced below
