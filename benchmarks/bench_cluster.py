@@ -11,8 +11,13 @@ same run:
   the standby holds the lease (epoch bumped) and until it published the window view again.
   Baseline: a single ``payouts serve`` (role all, same PostgreSQL) killed and restarted, time
   until it answers ``GET /v1/window`` again.
-* ``push``: publish-to-push latency across JD servers, measured by
-  tests/cluster/test_cluster_processes.py (needs bitcoind); see docs/BENCHMARKS.md.
+* ``push``: publish-to-push latency across JD servers (issue 15: every JD server pushes a new
+  distribution within 1 s). A leader and two ``payouts serve --role jds`` frontends on one
+  schema and one bitcoind regtest node, a JD client (sv2.jdc, TCP + Noise) connected to each
+  frontend's JD server; ``POST /v1/distributions`` on one frontend (forwarded to the leader,
+  published, NOTIFYed); the time until *both* clients hold the new SetPayoutDistribution.
+  Baseline: a single ``payouts serve`` (role all, its own JD server) and one JD client, the
+  same publications.
 
 Run: ``python -m benchmarks.bench_cluster`` (PostgreSQL from ``$PAYOUTS_TEST_POSTGRES_URL``).
 """
@@ -66,10 +71,30 @@ def _prepare(url: str) -> None:
     eng.dispose()
 
 
-def _writer(url: str, tag: str, accounting: bool, start: Any, out: Any, pids: Any) -> None:
+def _hold_order_to_commit() -> None:
+    """The share order as it was before the lock was narrowed (the same-run baseline): a
+    transaction-scoped lock taken before the ids and held to COMMIT, so every writer's COPY and
+    COMMIT run one at a time (on top of today's reservation and turns, which then never wait)."""
+    from payouts.store import shares
+
+    real = shares._copy_sorted
+
+    def serialized(conn: Any, cur: Any, *args: Any, **kwargs: Any) -> Any:
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                    (shares.SHARE_ORDER_LOCK + 1,))
+        return real(conn, cur, *args, **kwargs)
+
+    shares._copy_sorted = serialized
+
+
+def _writer(url: str, tag: str, accounting: bool, start: Any, out: Any, pids: Any,
+            serialize: bool = False) -> None:
     from payouts.accounting.shares import ShareBatch
     from payouts.service import PoolService
     from payouts.settings import Settings
+
+    if serialize:
+        _hold_order_to_commit()
 
     settings = Settings(database_url=url, accounting={"pin_difficulty": 1_000_000})
     svc = PoolService(settings, migrate=False, accounting=accounting)
@@ -145,15 +170,16 @@ class _Sampler:
         return self.counts
 
 
-def ingest_case(admin: sa.Engine, writers: int, accounting: bool, profile: bool = False
-                ) -> tuple[float, float, dict[str, int]]:
+def ingest_case(admin: sa.Engine, writers: int, accounting: bool, profile: bool = False,
+                serialize: bool = False) -> tuple[float, float, dict[str, int]]:
     """Aggregate shares/s of ``writers`` processes (wall time of the slowest), the writers'
     summed CPU seconds, and (``profile``) the samples of what their backends were doing."""
     url = _schema(admin)
     _prepare(url)
     ctx = mp.get_context("spawn")
     start, out, pids = ctx.Event(), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, f"w{i}", accounting, start, out, pids))
+    procs = [ctx.Process(target=_writer,
+                         args=(url, f"w{i}", accounting, start, out, pids, serialize))
              for i in range(writers)]
     for p in procs:
         p.start()
@@ -267,6 +293,147 @@ def restart_case(admin: sa.Engine, tmp: Path) -> float:
         b.wait(30)
 
 
+# -- publish-to-push --------------------------------------------------------------------------
+
+PUSHES = int(os.environ.get("BENCH_CLUSTER_PUSHES", "15"))
+PUSH_TARGET_S = 1.0
+_AUTHORITY_SK = bytes.fromhex("22" * 32)
+
+
+def _push_env(url: str, tmp: Path, node: Any, port: int, jds_port: int | None
+              ) -> dict[str, str]:
+    from sv2.authority import encode_authority_secret_key
+
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUTS_")}
+    e.update(PAYOUTS_DATABASE_URL=url, PAYOUTS_DATA_DIR=str(tmp), PAYOUTS_API__PORT=str(port),
+             PAYOUTS_NETWORK="regtest", PAYOUTS_NODE__BACKEND="bitcoind",
+             PAYOUTS_NODE__RPC_URL=node.rpc_url, PAYOUTS_NODE__RPC_USER=node.rpc_user,
+             PAYOUTS_NODE__RPC_PASSWORD=node.rpc_password,
+             PAYOUTS_POOL__PAYOUT_SCRIPT="0014" + "ab" * 20,
+             PAYOUTS_JDS__AUTHORITY_SECRET_KEY=encode_authority_secret_key(_AUTHORITY_SK))
+    if jds_port is not None:
+        e.update(PAYOUTS_JDS__ENABLED="true", PAYOUTS_JDS__LISTEN=f"127.0.0.1:{jds_port}")
+    return e
+
+
+def _start(url: str, role: str, tmp: Path, node: Any, jds: bool
+           ) -> tuple[subprocess.Popen[bytes], int, int | None]:
+    port, jds_port = _free_port(), (_free_port() if jds else None)
+    p = subprocess.Popen([sys.executable, "-m", "payouts", "serve", "--no-rate-limit",
+                          "--role", role], env=_push_env(url, tmp, node, port, jds_port),
+                         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return p, port, jds_port
+
+
+def _listening(port: int) -> bool:
+    """A JD server starts listening once a first distribution exists (the leader publishes one
+    from the node's template when elected)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _token(url: str) -> str:
+    from api import store
+    from payouts.store.engine import make_engine
+
+    eng = make_engine(url)
+    try:
+        return store.create_token(eng, "bench", ["admin"])[0]
+    finally:
+        eng.dispose()
+
+
+async def _publish_and_wait(api_port: int, token: str, jd_ports: list[int]) -> list[float]:
+    """Seconds from each ``POST /v1/distributions`` to the moment every JD client holds it
+    (``PUSHES`` publications; each client waits in its own task)."""
+    import asyncio
+
+    from sv2.authority import authority_public_key
+    from sv2.jdc import JobDeclarationClient
+
+    pk = authority_public_key(_AUTHORITY_SK)
+    clients = [JobDeclarationClient("127.0.0.1", p, pk, timeout=30.0) for p in jd_ports]
+    for c in clients:
+        await c.__aenter__()
+    try:
+        for c in clients:
+            await c.wait_for_distribution(timeout=60.0)
+        out = []
+        with httpx.Client(timeout=30) as http:
+            for _ in range(PUSHES):
+                ids = [c.distribution.distribution_id for c in clients if c.distribution]
+                assert len(ids) == len(clients) and len(set(ids)) == 1, ids
+                t0 = time.perf_counter()
+
+                async def arrival(c: Any, after: int = ids[0]) -> float:
+                    await c.wait_for_distribution(after=after, timeout=30.0)
+                    return time.perf_counter()
+
+                waits = [asyncio.create_task(arrival(c)) for c in clients]
+                r = await asyncio.to_thread(
+                    http.post, f"http://127.0.0.1:{api_port}/v1/distributions",
+                    json={"estimated_revenue": 5_000_000_000},
+                    headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 201, r.text
+                arrived = await asyncio.gather(*waits)
+                out.append(max(arrived) - t0)
+                await asyncio.sleep(0.2)
+        return out
+    finally:
+        for c in clients:
+            await c.__aexit__(None, None, None)
+
+
+def push_case(admin: sa.Engine, tmp: Path) -> tuple[list[float], list[float]]:
+    """(cluster latencies: leader + 2 JD frontends, publish on one; single process's)."""
+    import asyncio
+
+    from regtest.harness import RegtestNode
+
+    procs: list[subprocess.Popen[bytes]] = []
+    with RegtestNode() as node:
+        node.call("generatetodescriptor", 101, "raw(51)")
+        try:
+            url = _schema(admin)
+            _prepare(url)
+            token = _token(url)
+            leader, _lp, _ = _start(url, "leader", tmp, node, jds=False)
+            procs.append(leader)
+            fronts = [_start(url, "jds", tmp, node, jds=True) for _ in range(2)]
+            procs += [f[0] for f in fronts]
+            for _p, port, jport in fronts:
+                _wait(lambda port=port: _window_ok(port), 120)
+                _wait(lambda jport=jport: _listening(jport or 0), 120)
+            cluster = asyncio.run(_publish_and_wait(
+                fronts[0][1], token, [j or 0 for _p, _port, j in fronts]))
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(30)
+            procs.clear()
+            url1 = _schema(admin)
+            _prepare(url1)
+            token1 = _token(url1)
+            single, port1, jds1 = _start(url1, "all", tmp, node, jds=True)
+            procs.append(single)
+            _wait(lambda: _window_ok(port1), 120)
+            _wait(lambda: _listening(jds1 or 0), 120)
+            alone = asyncio.run(_publish_and_wait(port1, token1, [jds1 or 0]))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return cluster, alone
+
+
 def main() -> None:
     admin = sa.create_engine(PG_URL)
     print(f"load average at start: {os.getloadavg()}")
@@ -275,11 +442,13 @@ def main() -> None:
     rows = {}
     cases = os.environ.get("BENCH_CLUSTER_CASES", "ingest,failover,push").split(",")
     profile = os.environ.get("BENCH_CLUSTER_PROFILE") == "1"
-    for label, writers, accounting in (("single process (role all)", 1, True),
-                                       ("1 frontend", 1, False), ("2 frontends", 2, False)):
+    for label, writers, accounting, serialize in (
+            ("single process (role all)", 1, True, False), ("1 frontend", 1, False, False),
+            ("2 frontends, lock to COMMIT", 2, False, True), ("2 frontends", 2, False, False)):
         if "ingest" not in cases:
             break
-        runs = [ingest_case(admin, writers, accounting, profile) for _ in range(RUNS)]
+        runs = [ingest_case(admin, writers, accounting, profile, serialize)
+                for _ in range(RUNS)]
         rates = [r[0] for r in runs]
         rows[label] = statistics.median(rates)
         print(f"  {label:28s} {rows[label]:12,.0f} shares/s   runs: "
@@ -296,9 +465,25 @@ def main() -> None:
                 print(f"      {100 * n / n_all:5.1f}%  {k}")
     if rows:
         base = rows["single process (role all)"]
-        for label in ("1 frontend", "2 frontends"):
-            print(f"  {label} / single process: {rows[label] / base:.2f}x")
-        print(f"  2 frontends / 1 frontend: {rows['2 frontends'] / rows['1 frontend']:.2f}x")
+        for label in ("1 frontend", "2 frontends, lock to COMMIT", "2 frontends"):
+            print(f"  {label} / single process: {rows[label] / base:.2f}x; / 1 frontend: "
+                  f"{rows[label] / rows['1 frontend']:.2f}x")
+    if "push" in cases:
+        with tempfile.TemporaryDirectory() as d:
+            load0 = os.getloadavg()[0]
+            cluster, alone = push_case(admin, Path(d))
+        ms = [1000 * x for x in cluster]
+        ms1 = [1000 * x for x in alone]
+        print(f"publish-to-push ({PUSHES} publications; POST /v1/distributions to the last JD "
+              f"client holding it), load {load0:.2f} -> {os.getloadavg()[0]:.2f}")
+        print(f"  leader + 2 JD frontends (both clients): median {statistics.median(ms):.0f} "
+              f"ms, max {max(ms):.0f} ms; runs {[round(x) for x in ms]}")
+        print(f"  single process (role all):              median {statistics.median(ms1):.0f} "
+              f"ms, max {max(ms1):.0f} ms; runs {[round(x) for x in ms1]}")
+        target("publish-to-push, every JD server of 2 frontends (max of "
+               f"{PUSHES})", max(ms), 1000 * PUSH_TARGET_S, "ms", at_least=False,
+               baseline=f"single process: median {statistics.median(ms1):.0f} ms, "
+                        f"max {max(ms1):.0f} ms", load=load0)
     if "failover" not in cases:
         return
     with tempfile.TemporaryDirectory() as d:
@@ -308,9 +493,9 @@ def main() -> None:
     el = statistics.median(x[0] for x in fo)
     sv = statistics.median(x[1] for x in fo)
     rr = statistics.median(rs)
-    runs = ", ".join(f"{x[0]:.2f}/{x[1]:.2f}" for x in fo)
+    fo_runs = ", ".join(f"{x[0]:.2f}/{x[1]:.2f}" for x in fo)
     print(f"failover (SIGKILL leader): standby elected in {el:.2f} s, its window view "
-          f"published in {sv:.2f} s (median of {RUNS}; runs {runs})")
+          f"published in {sv:.2f} s (median of {RUNS}; runs {fo_runs})")
     print(f"single process killed and restarted, answering again: {rr:.2f} s (runs "
           f"{[f'{x:.2f}' for x in rs]}); failover / restart: {sv / rr:.2f}x")
     print(f"load average at end: {os.getloadavg()}")
