@@ -55,6 +55,9 @@ log = logging.getLogger("payouts.cluster")
 
 FOLLOW_EVERY_SEC = 0.1
 VIEW_EVERY_SEC = 1.0
+#: How often the view's template revenue (the members' operator page prices at it) is asked of
+#: the node: one getblocktemplate per this many seconds.
+REVENUE_EVERY_SEC = 10.0
 QUEUE_POLL_SEC = 1.0
 
 
@@ -99,7 +102,8 @@ class LeaderWork:
         self.pool = ServedPool(settings, service=self.service, node=node, jds=False,
                                on_published=self._announce)
         self._tasks: list[asyncio.Task[None]] = []
-        self._view_key: tuple[int, int, int | None] | None = None
+        self._view_key: tuple[object, ...] | None = None
+        self._revenue: int | None = None
 
     # -- start / stop -------------------------------------------------------------------------
 
@@ -163,14 +167,26 @@ class LeaderWork:
 
     def _publish_view(self) -> None:
         w = self.service.window
-        key = (w.last_share_id, w.last_event_id, w.node_bits)
+        node = self.pool.chain.status
+        key = (w.last_share_id, w.last_event_id, w.node_bits, node.reachable, node.tip_height,
+               node.error, self._revenue)
         if key == self._view_key:
             return
-        publish_view(self.engine, self.epoch, view_body(self.service))
+        publish_view(self.engine, self.epoch, view_body(self.service, node, self._revenue))
         self._view_key = key
 
+    async def _template_revenue(self) -> None:
+        try:
+            self._revenue = (await self.pool.node.block_template()).coinbase_value
+        except NodeError:
+            self._revenue = None  # the node card says why
+
     async def _view_loop(self) -> None:
+        asked = -REVENUE_EVERY_SEC
         while True:
+            if asyncio.get_running_loop().time() - asked >= REVENUE_EVERY_SEC:
+                asked = asyncio.get_running_loop().time()
+                await self._template_revenue()
             await self._guard("view publisher", lambda: asyncio.to_thread(self._publish_view))
             await asyncio.sleep(VIEW_EVERY_SEC)
 

@@ -159,7 +159,11 @@ def test_pages_on_every_member_show_the_single_process_figures(cluster_node_down
     expected_op = _operator_figures(want_op.text)
     assert expected_op["shares"] == [("400",)] and len(expected_op["top"]) == len(MINERS)
     for m in (fe, leader):
-        assert _operator_figures(_operator_page(m.base, c.token)) == expected_op, m.role
+        page = _operator_page(m.base, c.token)
+        assert _operator_figures(page) == expected_op, m.role
+        # The node card: the leader's own chain follower on its process; on the frontend (no
+        # node of its own) the leader's, as published with the view. Its node is down here.
+        assert _attrs(page, "node-reachable", "data-value") == [("False",)], m.role
     assert leader.proc.poll() is None and fe.proc.poll() is None
 
 
@@ -174,3 +178,27 @@ def test_pages_on_a_member_before_any_view_say_so(cluster_node_down: Cluster) ->
         http.post("/operator/login", data={"token": c.token})
         r = http.get("/operator")
     assert r.status_code == 503 and "no-window-yet" in r.text
+
+
+
+def test_a_member_reads_the_leaders_node_and_template_revenue_from_the_view(
+        cluster_node_down: Cluster) -> None:
+    """The operator page's node card and pricing on a member come from what the leader
+    published with the view (payouts.leader: its chain follower's status, the node's template
+    revenue T every 10 s); they read back exactly, and a view without them reads as unknown."""
+    from payouts.published_view import LeaderNode, PublishedWindow
+    from payouts.store.cluster import publish_view
+    from payouts.store.engine import make_engine
+
+    eng = make_engine(cluster_node_down.url)
+    try:
+        publish_view(eng, 1, {"per_miner": {}})
+        assert PublishedWindow(eng).leader_node() == (None, None)
+        publish_view(eng, 1, {
+            "node": {"reachable": True, "error": "", "tip_height": 812_345,
+                     "tip_time": 1_796_000_000, "checked_at": 1_796_000_001.5},
+            "template_revenue": 312_512_345})
+        assert PublishedWindow(eng).leader_node() == (
+            LeaderNode(True, "", 812_345, 1_796_000_000, 1_796_000_001.5), 312_512_345)
+    finally:
+        eng.dispose()
