@@ -58,6 +58,7 @@ VIEW_EVERY_SEC = 1.0
 #: How often the view's template revenue (the members' operator page prices at it) is asked of
 #: the node: one getblocktemplate per this many seconds.
 REVENUE_EVERY_SEC = 10.0
+REVENUE_TIMEOUT_SEC = 2.0  # a node that hangs delays the next view by this much at most
 QUEUE_POLL_SEC = 1.0
 
 
@@ -177,17 +178,22 @@ class LeaderWork:
 
     async def _template_revenue(self) -> None:
         try:
-            self._revenue = (await self.pool.node.block_template()).coinbase_value
-        except NodeError:
-            self._revenue = None  # the node card says why
+            template = await asyncio.wait_for(self.pool.node.block_template(),
+                                              REVENUE_TIMEOUT_SEC)
+            self._revenue = template.coinbase_value
+        except (NodeError, TimeoutError):
+            self._revenue = None  # unknown: members price at the newest block's revenue
 
     async def _view_loop(self) -> None:
         asked = -REVENUE_EVERY_SEC
         while True:
-            if asyncio.get_running_loop().time() - asked >= REVENUE_EVERY_SEC:
-                asked = asyncio.get_running_loop().time()
-                await self._template_revenue()
+            # The view first (a new leader's first one ends the failover for the frontends);
+            # T rides with the next one.
             await self._guard("view publisher", lambda: asyncio.to_thread(self._publish_view))
+            now = asyncio.get_running_loop().time()
+            if now - asked >= REVENUE_EVERY_SEC:
+                asked = now
+                await self._guard("template revenue", self._template_revenue)
             await asyncio.sleep(VIEW_EVERY_SEC)
 
     async def _record_queued(self) -> None:
