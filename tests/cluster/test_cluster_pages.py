@@ -202,3 +202,43 @@ def test_a_member_reads_the_leaders_node_and_template_revenue_from_the_view(
             LeaderNode(True, "", 812_345, 1_796_000_000, 1_796_000_001.5), 312_512_345)
     finally:
         eng.dispose()
+
+
+def _pricing(html: str) -> dict[str, Any]:
+    return {
+        "distribution": _attrs(html, "distribution", "data-id", "data-payees", "data-revenue"),
+        "pool": _attrs(html, "pool-amount", "data-value"),
+        "payees": _attrs(html, "payee", "data-account", "data-amount"),
+        "node": _attrs(html, "node-reachable", "data-value")
+        + _attrs(html, "node-tip", "data-value"),
+    }
+
+
+@pytest.mark.bitcoind
+def test_operator_page_on_a_jd_frontend_prices_like_the_leader(cluster: Cluster) -> None:
+    """With the node up (bitcoind regtest): a JD frontend's operator page shows the leader's
+    node (reachable, tip) and prices the newest distribution at the template revenue the
+    leader published, so its payees' amounts and the pool's equal the leader's own page."""
+    c = cluster
+    leader = c.start("leader")
+    fe = c.start("jds", jds=True)
+    now_ms = int(time.time() * 1000)
+    r = c.post(fe, "/v1/shares", _batch(0, 120, now_ms))
+    assert r.status_code == 200 and r.json()["accepted"] == 120, r.text
+    wait_until(lambda: (c.get(fe, "/v1/window").json() or {}).get("share_count") == 120, 20,
+               "the window has the shares")
+    r = c.post(fe, "/v1/distributions", {"estimated_revenue": 5_000_000_000})
+    assert r.status_code == 201, r.text
+    did = str(r.json()["distribution_id"])
+
+    def priced(m: Member) -> dict[str, Any]:
+        return _pricing(_operator_page(m.base, c.token))
+
+    wait_until(lambda: priced(fe)["distribution"][:1] == [(did, "6", "5000000000")], 30,
+               "the frontend prices the new distribution at the leader's T")
+    on_fe, on_leader = priced(fe), priced(leader)
+    assert on_fe == on_leader
+    assert on_fe["node"] == [("True",), ("101",)]
+    amounts = [int(a) for _acc, a in on_fe["payees"]]
+    assert len(amounts) == 6 and all(a > 0 for a in amounts)
+    assert sum(amounts) + int(on_fe["pool"][0][0]) == 5_000_000_000
