@@ -4,9 +4,11 @@ same run:
 * ``ingest``: aggregate durable share ingest (batches of 10,000, committed on return) of the
   single process (``role all``: store + account in its window) against one and two frontend
   processes (``api``/``jds``: validate + store only, the leader's follower accounts), each
-  writer its own OS process on one PostgreSQL schema. Frontends' share transactions commit one
-  at a time (the share-order lock, payouts/store/shares.py), so a second frontend adds
-  parallelism only to what happens before the lock (validation, key sort, sending).
+  writer its own OS process on one PostgreSQL schema. The share-order lock
+  (payouts/store/shares.py) covers only each batch's id reservation; the same-run baseline
+  "2 frontends, lock to COMMIT" holds a lock from the ids to the COMMIT, as it was before.
+  ``BENCH_CLUSTER_PROFILE=1`` samples the writers' backends in pg_stat_activity (where their
+  time goes: the COPY, WAL flushes, waits on the order lock).
 * ``failover``: two ``payouts serve --role leader`` processes; SIGKILL the leader; time until
   the standby holds the lease (epoch bumped) and until it published the window view again.
   Baseline: a single ``payouts serve`` (role all, same PostgreSQL) killed and restarted, time
@@ -19,7 +21,10 @@ same run:
   Baseline: a single ``payouts serve`` (role all, its own JD server) and one JD client, the
   same publications.
 
-Run: ``python -m benchmarks.bench_cluster`` (PostgreSQL from ``$PAYOUTS_TEST_POSTGRES_URL``).
+Run: ``python -m benchmarks.bench_cluster`` (PostgreSQL from ``$PAYOUTS_TEST_POSTGRES_URL``;
+``BENCH_CLUSTER_CASES`` picks from ``ingest,failover,push``, ``BENCH_CLUSTER_RUNS`` the runs per
+case, ``BENCH_CLUSTER_PUSHES`` the publications; ``push`` needs bitcoind, found or built like
+the tests' by regtest.build).
 """
 
 from __future__ import annotations
