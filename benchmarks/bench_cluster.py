@@ -439,8 +439,27 @@ def push_case(admin: sa.Engine, tmp: Path) -> tuple[list[float], list[float]]:
     return cluster, alone
 
 
+def _drop_schemas(admin: sa.Engine) -> None:
+    """Drop every bench schema, each in its own transaction (one transaction for all of them
+    runs out of lock slots: a schema holds ~30 tables and their indexes)."""
+    with admin.connect() as c:
+        names = [n for (n,) in c.exec_driver_sql(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_cluster_%%'").all()]
+    for name in names:
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
 def main() -> None:
     admin = sa.create_engine(PG_URL)
+    try:
+        _cases(admin)
+    finally:
+        _drop_schemas(admin)
+        admin.dispose()
+
+
+def _cases(admin: sa.Engine) -> None:
     print(f"load average at start: {os.getloadavg()}")
     print(f"ingest: {BATCHES} batches of {BATCH:,} per writer, {MINERS:,} miners, median of "
           f"{RUNS}")
@@ -504,11 +523,6 @@ def main() -> None:
     print(f"single process killed and restarted, answering again: {rr:.2f} s (runs "
           f"{[f'{x:.2f}' for x in rs]}); failover / restart: {sv / rr:.2f}x")
     print(f"load average at end: {os.getloadavg()}")
-    with admin.begin() as c:
-        for (name,) in c.exec_driver_sql(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_cluster_%%'").all():
-            c.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-    admin.dispose()
 
 
 if __name__ == "__main__":
