@@ -6,6 +6,11 @@ The miner page is the hot one (≤ 100 ms with 100,000 miners and 10,000,000 sha
 issue #16): its hashrate per worker comes from the ``worker_hashrate`` buckets and its blocks
 from the payee index (:mod:`payouts.dashboard_index` keeps both), one indexed read each; the
 window share is the accountant's, live.
+
+On a member of a cluster (docs/deployment.md), which holds no accountant, the window's figures
+come from the view the leader publishes (:mod:`payouts.published_view`): ``miner_dashboard``
+takes them through ``window_stats`` and :func:`published_window_summary` summarises that view;
+everything else on the pages is read from the database, as on a single process.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import heapq
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -28,7 +35,7 @@ from payouts.store import dashboard as dash
 from payouts.store import repositories as repo
 from payouts.store.ledger import BlockRecord, get_blocks, miner_balance
 from payouts.tx.output_scripts import sigop_cost
-from payouts.views import MinerShares, ViewedPool, miner
+from payouts.views import MinerShares, ViewedPool, WindowView, miner
 
 #: How far back the miner page charts hashrate by default, and the most it reaches.
 CHART_SPAN_MS = 86_400_000
@@ -240,9 +247,15 @@ def _payouts_indexed(pool: ViewedPool, m: repo.MinerRecord, limit: int
     return out, {r.block_id for r in rows}
 
 
+#: A miner's window figures by miner id and the wall time (ms) they are as of (None: live).
+WindowStatsSource = Callable[[int], tuple[MinerWindowStats, int | None]]
+
+
 def miner_dashboard(pool: ViewedPool, account: str, *, span_ms: int = CHART_SPAN_MS,
-                    now_ms: int, limit: int = PAYOUTS_SHOWN) -> MinerDashboard:
-    """The miner page's figures: the window share (the accountant's, live), the owed balance,
+                    now_ms: int, limit: int = PAYOUTS_SHOWN,
+                    window_stats: WindowStatsSource | None = None) -> MinerDashboard:
+    """The miner page's figures: the window share (the accountant's, live; on a cluster member
+    ``window_stats``, the leader's published view), the owed balance,
     hashrate per worker over ``span_ms`` up to ``now_ms`` from the hashrate buckets, and the
     newest ``limit`` blocks that paid the miner from the payee index
     (:mod:`payouts.dashboard_index`); blocks newer than the index are read the slow way
@@ -250,7 +263,8 @@ def miner_dashboard(pool: ViewedPool, account: str, *, span_ms: int = CHART_SPAN
     if not 0 < span_ms <= CHART_SPAN_MAX_MS:
         raise ValidationError(f"span must be within (0, {CHART_SPAN_MAX_MS}] ms")
     m = miner(pool, account)
-    stats, as_of = miner_window_stats(pool, m.id)
+    stats, as_of = (window_stats(m.id) if window_stats is not None
+                    else miner_window_stats(pool, m.id))
     shares = MinerShares(m, pool.settings.accounting.scheme, stats)
     found = miner_balance(pool.engine, m.account)
     owed = found[2] if found is not None else 0
@@ -290,12 +304,15 @@ TOP_SHOWN = 25
 @dataclass(frozen=True, slots=True)
 class WindowSummary:
     """The window in brief: its size, the miners in it and the heaviest ``top`` (account,
-    weight), heaviest first."""
+    weight), heaviest first; the difficulty the window uses and the node's last one (None
+    before the node answered)."""
 
     share_count: int
     total_weight: int
     miners: int
     top: tuple[tuple[str, int], ...]
+    window_difficulty: Fraction | None = None
+    node_difficulty: Fraction | None = None
 
 
 def window_summary(pool: ViewedPool, top: int = TOP_SHOWN) -> WindowSummary:
@@ -306,7 +323,19 @@ def window_summary(pool: ViewedPool, top: int = TOP_SHOWN) -> WindowSummary:
     best = heapq.nlargest(top, zip(w.weights, ids, strict=True))
     records = repo.get_miners(pool.engine, [i for _x, i in best])
     return WindowSummary(acc.share_count, acc.total_weight, len(ids),
-                         tuple((records[i].account, x) for x, i in best))
+                         tuple((records[i].account, x) for x, i in best),
+                         acc.network_difficulty, pool.window.node_difficulty)
+
+
+def published_window_summary(view: WindowView, top: int = TOP_SHOWN) -> WindowSummary:
+    """:func:`window_summary` of the view a cluster's leader published (a member holds no
+    accountant). ``view.miners`` is in miner-id order, so ranking equal weights by position
+    ranks them by id, as :func:`window_summary` does: the same ``top`` on every member."""
+    weights = [x for _a, x in view.miners]
+    best = heapq.nlargest(top, zip(weights, range(len(weights)), strict=True))
+    return WindowSummary(view.share_count, view.total_weight, len(weights),
+                         tuple((view.miners[i][0], x) for x, i in best),
+                         view.window_difficulty, view.node_difficulty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,12 +397,14 @@ __all__ = [
     "DistributionSummary",
     "MinerDashboard",
     "MinerPayout",
+    "WindowStatsSource",
     "WindowSummary",
     "WorkerSeries",
     "distribution_summary",
     "miner_dashboard",
     "miner_window_stats",
     "pool_hashrate",
+    "published_window_summary",
     "refresh_window_stats",
     "take_window_stats",
     "window_stats_current",

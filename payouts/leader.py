@@ -63,6 +63,10 @@ log = logging.getLogger("payouts.cluster")
 
 FOLLOW_EVERY_SEC = 0.1
 VIEW_EVERY_SEC = 1.0
+#: How often the view's template revenue (the members' operator page prices at it) is asked of
+#: the node: one getblocktemplate per this many seconds.
+REVENUE_EVERY_SEC = 10.0
+REVENUE_TIMEOUT_SEC = 2.0  # a node that hangs delays the next view by this much at most
 QUEUE_POLL_SEC = 1.0
 
 
@@ -107,7 +111,8 @@ class LeaderWork:
         self.pool = ServedPool(settings, service=self.service, node=node, jds=False,
                                on_published=self._announce)
         self._tasks: list[asyncio.Task[None]] = []
-        self._view_key: tuple[int, int, int | None] | None = None
+        self._view_key: tuple[object, ...] | None = None
+        self._revenue: int | None = None
         self._claims = RequestClaims(url)
 
     # -- start / stop -------------------------------------------------------------------------
@@ -172,15 +177,32 @@ class LeaderWork:
 
     def _publish_view(self) -> None:
         w = self.service.window
-        key = (w.last_share_id, w.last_event_id, w.node_bits)
+        node = self.pool.chain.status
+        key = (w.last_share_id, w.last_event_id, w.node_bits, node.reachable, node.tip_height,
+               node.error, self._revenue)
         if key == self._view_key:
             return
-        publish_view(self.engine, self.epoch, view_body(self.service))
+        publish_view(self.engine, self.epoch, view_body(self.service, node, self._revenue))
         self._view_key = key
 
+    async def _template_revenue(self) -> None:
+        try:
+            template = await asyncio.wait_for(self.pool.node.block_template(),
+                                              REVENUE_TIMEOUT_SEC)
+            self._revenue = template.coinbase_value
+        except (NodeError, TimeoutError):
+            self._revenue = None  # unknown: members price at the newest block's revenue
+
     async def _view_loop(self) -> None:
+        asked = -REVENUE_EVERY_SEC
         while True:
+            # The view first (a new leader's first one ends the failover for the frontends);
+            # T rides with the next one.
             await self._guard("view publisher", lambda: asyncio.to_thread(self._publish_view))
+            now = asyncio.get_running_loop().time()
+            if now - asked >= REVENUE_EVERY_SEC:
+                asked = now
+                await self._guard("template revenue", self._template_revenue)
             await asyncio.sleep(VIEW_EVERY_SEC)
 
     async def _record_queued(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -69,8 +70,24 @@ def _per_miner(pool: Any) -> tuple[dict[str, list[int]], int, int]:
     return {str(k): v for k, v in counts.items()}, end - start, span
 
 
-def view_body(pool: Any) -> dict[str, Any]:
-    """The view of ``pool``'s window now (a :class:`~payouts.service.PoolService` with one)."""
+@dataclass(frozen=True, slots=True)
+class LeaderNode:
+    """What the leader's chain follower last saw of its node, as published with the view (the
+    operator page's node card on a member that runs no node source of its own)."""
+
+    reachable: bool | None
+    error: str
+    tip_height: int | None
+    tip_time: int | None
+    checked_at: float | None
+
+
+def view_body(pool: Any, node: Any = None, template_revenue: int | None = None
+              ) -> dict[str, Any]:
+    """The view of ``pool``'s window now (a :class:`~payouts.service.PoolService` with one);
+    ``node``: the leader's node status (a :class:`payouts.chain_follower.NodeStatus`), and
+    ``template_revenue``: the node's current template revenue T, both for the operator page
+    of members."""
     with pool.window.lock:
         w = window(pool)
         weights = pool.accountant.weights()
@@ -83,6 +100,12 @@ def view_body(pool: Any) -> dict[str, Any]:
         "window_difficulty": _frac(w.window_difficulty), "difficulty_pinned": w.difficulty_pinned,
         "miners": [[a, str(x)] for a, x in w.miners],
         "window_shares": window_shares, "span_ms": span,
+        # When the leader read the window: a member's pages say "as of" this (docs/deployment.md).
+        "taken_ms": int(time.time() * 1000),
+        "node": None if node is None else {
+            "reachable": node.reachable, "error": node.error, "tip_height": node.tip_height,
+            "tip_time": node.tip_time, "checked_at": node.checked_at},
+        "template_revenue": template_revenue,
         "per_miner": {k: [v[0], str(v[1]), str(v[2] if len(v) > 2 else 0)]
                       for k, v in per.items()},
     }
@@ -120,10 +143,31 @@ class PublishedWindow:
                           tuple((a, int(x)) for a, x in b["miners"]))
 
     def miner_stats(self, miner_id: int) -> MinerWindowStats:
+        return _miner_stats(self.current().body, miner_id)
+
+    def dashboard_stats(self, miner_id: int) -> tuple[MinerWindowStats, int | None]:
+        """``miner_id``'s window figures for the miner page (:func:`payouts.dashboards.
+        miner_dashboard`) and the wall time (ms) the leader read them at: the page says "as
+        of" it, since a member cannot know whether the window moved since (None: a view
+        published before the time was part of it)."""
+        b = self.current().body  # one version for both
+        taken = b.get("taken_ms")
+        return _miner_stats(b, miner_id), None if taken is None else int(taken)
+
+
+    def leader_node(self) -> tuple[LeaderNode | None, int | None]:
+        """The leader's node status and template revenue as of the view (None: not known)."""
         b = self.current().body
-        shares, difficulty, weight = b["per_miner"].get(str(miner_id), [0, "0", "0"])
-        return MinerWindowStats(int(b["window_shares"]), int(shares), int(difficulty),
-                                int(weight), int(b["total_weight"]), int(b["span_ms"]))
+        n = b.get("node")
+        revenue = b.get("template_revenue")
+        return (None if n is None else LeaderNode(**n),
+                None if revenue is None else int(revenue))
 
 
-__all__ = ["NoWindowYetError", "PublishedWindow", "view_body"]
+def _miner_stats(b: dict[str, Any], miner_id: int) -> MinerWindowStats:
+    shares, difficulty, weight = b["per_miner"].get(str(miner_id), [0, "0", "0"])
+    return MinerWindowStats(int(b["window_shares"]), int(shares), int(difficulty), int(weight),
+                            int(b["total_weight"]), int(b["span_ms"]))
+
+
+__all__ = ["LeaderNode", "NoWindowYetError", "PublishedWindow", "view_body"]

@@ -537,11 +537,30 @@ class PoolService:
 
     # -- dashboards (payouts.dashboards) -------------------------------------------------------
 
+    # A member of a cluster has no window: the pages take the window's figures from the view
+    # the leader published, the rest from the database (docs/deployment.md, "Pages").
+
     def miner_dashboard(self, account: str, *, now_ms: int,
                         span_ms: int = dashboards.CHART_SPAN_MS) -> dashboards.MinerDashboard:
-        return dashboards.miner_dashboard(self, account, now_ms=now_ms, span_ms=span_ms)
+        published = self.published if self._window is None else None
+        return dashboards.miner_dashboard(
+            self, account, now_ms=now_ms, span_ms=span_ms,
+            window_stats=None if published is None else published.dashboard_stats)
+
+    def leader_node(self) -> tuple[Any, int | None]:
+        """On a cluster member: the leader's node status and template revenue as published
+        with the view (:meth:`payouts.published_view.PublishedWindow.leader_node`); else, or
+        before any view, (None, None)."""
+        if self._window is None and self.published is not None:
+            try:
+                return self.published.leader_node()
+            except PayoutsError:
+                return None, None
+        return None, None
 
     def window_summary(self) -> dashboards.WindowSummary:
+        if self._window is None and self.published is not None:
+            return dashboards.published_window_summary(self.published.window())
         return dashboards.window_summary(self)
 
     def distribution_summary(self, revenue: int | None) -> dashboards.DistributionSummary | None:

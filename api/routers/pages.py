@@ -347,6 +347,13 @@ async def operator_page(request: Request, service: ServiceDep, runner: OptionalR
         return render("login.html", status=e.status, error=f"{e.detail} ({e.code})")
     now = float(request.app.state.clock())
     revenue = await metrics.template_revenue()
+    # A cluster member without a node source of its own shows the leader's node and prices at
+    # the leader's template revenue, as published with the window view.
+    node = metrics.node_status()
+    if node is None or revenue is None:
+        leader_node, leader_revenue = service.leader_node()
+        node = node if node is not None else leader_node
+        revenue = revenue if revenue is not None else leader_revenue
     blocks = service.blocks()
     if revenue is None and blocks:
         revenue = blocks[-1].revenue
@@ -370,12 +377,16 @@ async def operator_page(request: Request, service: ServiceDep, runner: OptionalR
     now_ms = int(now * 1000)
     chart = {"bucket_ms": 600_000, "since_ms": now_ms - CHART_SPAN_MS,
              "total": service.pool_hashrate(now_ms - CHART_SPAN_MS, now_ms), "workers": {}}
+    try:  # on a cluster member: the leader's published view (none yet: the problem, shown)
+        window = service.window_summary()
+    except PayoutsError as e:
+        return _error_page(e)
     return render(
-        "operator.html", window=service.window_summary(),
-        scheme=service.settings.accounting.scheme, node_difficulty=service.window.node_difficulty,
-        window_difficulty=service.accountant.network_difficulty,
+        "operator.html", window=window,
+        scheme=service.settings.accounting.scheme, node_difficulty=window.node_difficulty,
+        window_difficulty=window.window_difficulty,
         dist=service.distribution_summary(revenue), blocks=rows, servers=servers, stats=stats,
-        declarations=sorted(declarations.items()), node=metrics.node_status(), now=now,
+        declarations=sorted(declarations.items()), node=node, now=now,
         csrf=csrf_token(secret), done=done, mode=service.settings.distribution.mode,
         chart_json=script_json(chart), runner=runner is not None,
     )

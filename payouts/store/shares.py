@@ -73,11 +73,42 @@ _PREPARE_SQL = (
     "SELECT ARRAY(SELECT id FROM miners WHERE id = ANY(%s)), "
     f"ARRAY(SELECT nextval('{_ID_SEQUENCE}') FROM generate_series(1, %s))"
 )
-# Two-key pg_advisory_xact_lock (SHARE_ORDER_LOCK, hashtext(current_schema())) serializing
-# share inserts on PostgreSQL, scoped to the pool's schema like the leader's lock
-# (payouts.store.leader_lease). 'pysh' as an int4.
+# Share order on PostgreSQL (why: _copy_sorted). The id reservation is serialized by the
+# two-key session advisory lock (SHARE_ORDER_LOCK, hashtext(current_schema())), scoped to the
+# pool's schema like the leader's lock (payouts.store.leader_lease); 'pysh' as an int4. It is
+# held only while a batch takes its ids and its turn, never across the COPY or the COMMIT.
 SHARE_ORDER_LOCK = 0x70797368
-SHARE_ORDER_SQL = "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))"
+SHARE_ORDER_SQL = "SELECT pg_advisory_lock(%s, hashtext(current_schema()))"
+SHARE_ORDER_UNLOCK_SQL = "SELECT pg_advisory_unlock(%s, hashtext(current_schema()))"
+# A batch's turn: a transaction-scoped advisory lock on its last id (one-key form: pg_locks
+# shows the schema's hash as classid and the id's low 32 bits as objid; batches in flight
+# together are never 2^31 ids apart). Taken right after the ids, under the reservation lock,
+# so every batch with smaller ids holds its turn before a later batch looks for it.
+_TURN_KEY = "(hashtext(current_schema())::bigint << 32) | ({} & 4294967295)"
+_TAKE_TURN_SQL = ("SELECT pg_advisory_xact_lock("
+                  + _TURN_KEY.format(f"currval('{_ID_SEQUENCE}')") + ")")
+# Before COMMIT, the common case first: wait (shared) for the turn of the batch that took the
+# ids just before ours (its last id is our first id - 1), then look whether that id is stored.
+# If it is, that batch committed, and it committed only once every batch before it was over:
+# our turn has come. (Two statements, each with its own snapshot: the second sees the commit.)
+_WAIT_PREVIOUS_SQL = ("SELECT pg_advisory_xact_lock_shared("
+                      + _TURN_KEY.format("%s::bigint") + ")")
+_PREVIOUS_STORED_SQL = "SELECT EXISTS (SELECT 1 FROM shares WHERE id = %s)"
+# Otherwise (that batch rolled back, or its last row was a duplicate it skipped): wait (shared)
+# for the turn of every batch of this schema still in flight whose last id is below our first
+# id (%s), read from pg_locks (~1 ms: the whole lock table is scanned).
+_WAIT_TURN_SQL = (
+    "SELECT pg_advisory_xact_lock_shared(" + _TURN_KEY.format("objid::bigint") + ") "
+    "FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+    "AND mode = 'ExclusiveLock' AND pid <> pg_backend_pid() "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = (hashtext(current_schema())::bigint & 4294967295)::oid "
+    "AND ((%s::bigint - objid::bigint) & 4294967295) BETWEEN 1 AND 2147483647"
+)
+# Two batches with a key in common can each wait for the other (the later one for its turn,
+# the earlier one on the unique index entry the later one wrote): PostgreSQL's deadlock
+# detector aborts one, which then runs again from the start.
+_DEADLOCK_RETRIES = 5
 _EMPTY: Index = np.zeros(0, dtype=np.intp)
 _NO_IDS: I64 = np.zeros(0, dtype=np.int64)
 
@@ -131,18 +162,26 @@ def _persist_postgresql(
     """
     from psycopg import errors as pg_errors  # only PostgreSQL stores need the driver
 
-    try:
-        return _copy_all_new(engine, clean, unique_miners)
-    except pg_errors.UniqueViolation as exc:
-        if exc.diag.constraint_name != _KEY_CONSTRAINT:
-            raise
-    return _insert_only_new(engine, clean)
+    for attempt in range(_DEADLOCK_RETRIES):
+        try:
+            try:
+                return _copy_all_new(engine, clean, unique_miners)
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != _KEY_CONSTRAINT:
+                    raise
+            return _insert_only_new(engine, clean)
+        except pg_errors.DeadlockDetected:
+            # Rolled back whole (nothing written); the other batch goes on.
+            if attempt == _DEADLOCK_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
-def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64,
-                 whole: ShareBatch | None = None) -> I64:
-    """Check the miners, reserve one id per row, and COPY the batch (binary) into ``table`` with
-    the rows in ``share_key`` order; return the ids, ascending in batch order.
+def _copy_sorted(conn: Connection, cur: Any, table: str, batch: ShareBatch,
+                 unique_miners: I64, whole: ShareBatch | None = None) -> I64:
+    """Check the miners, reserve one id per row and the batch's turn, and COPY the batch
+    (binary) into ``table`` with the rows in ``share_key`` order; return the ids, ascending in
+    batch order. The caller waits for its turn (:func:`_wait_turn`) right before COMMIT.
 
     ``batch`` holds validated int64 columns; it is part of ``whole`` (default: itself), the
     batch an unknown miner's row is reported against. Python orders ``str`` by code point,
@@ -150,30 +189,51 @@ def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64,
     """
     keys = batch.key
     n = len(keys)
-    # Pipeline mode: the query goes out now and is answered later, so the server reserves the
+    # Why the order: whoever reads shares by id (the leader's share follower, the dashboards'
+    # fold, a restart's replay; docs/deployment.md "Share order") reads ``id > last`` and must
+    # never pass over a row that commits later with a smaller id, so ids must become visible in
+    # id order across every process writing shares. (Reading below pg_snapshot_xmin instead
+    # would need a second cursor (xid, id) that replay does not have.)
+    #
+    # How, without serializing the batches' work: under the session lock SHARE_ORDER_LOCK a
+    # batch takes its ids and its turn (an xact lock on its last id), then releases the lock;
+    # the COPY runs concurrently with other batches; right before COMMIT the batch waits for
+    # the turn of every batch that took smaller ids and is still in flight (all took their
+    # turn before we took our ids): each has committed, or rolled back and its ids are never
+    # used. PostgreSQL makes a commit visible before it releases the transaction's locks, so
+    # commits become visible in id order. Before, the lock was held from the ids to the
+    # COMMIT and the COPY of every frontend ran one at a time (docs/BENCHMARKS.md, "Several
+    # processes").
+    #
+    # Pipeline mode: the queries go out now and are answered later, so the server reserves the
     # ids (~1 µs per nextval) while this side sorts the batch.
-    with cur.connection.pipeline():
-        # Ids are taken under a transaction-scoped lock that COMMIT releases, so they ascend
-        # in commit order across every process writing shares: whoever reads shares by id
-        # (the leader's share follower, docs/deployment.md) can never pass over a row that
-        # commits later with a smaller id. Why this and not reading below pg_snapshot_xmin:
-        # the leader's order must be the id order a restart replays (payouts.window_keeper),
-        # and xmin-bounded reads would need a second cursor (xid, id) that replay does not
-        # have. PostgreSQL makes a commit visible before it releases the transaction's locks,
-        # so the next writer's ids are taken only once the previous rows are visible. The
-        # price: share transactions of all frontends commit one at a time (measured in
-        # docs/BENCHMARKS.md, "several frontends").
-        cur.execute(SHARE_ORDER_SQL, (SHARE_ORDER_LOCK,))
-        cur.execute(_PREPARE_SQL, (unique_miners.tolist(), n))
-        order = sorted(range(n), key=keys.__getitem__)
-        at = np.asarray(order, dtype=np.intp)
-        # itemgetter with one argument returns the item itself, not a 1-tuple.
-        take = operator.itemgetter(*order) if n > 1 else lambda seq: (seq[order[0]],)
-        columns = [take(keys), take(batch.worker), take(batch.job_id)]
-        miner_id, difficulty, revenue, time_ms = (
-            c[at].tolist() for c in (batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms)
-        )
-        found, reserved = cur.fetchone()
+    raw = cur.connection
+    lock_cur = raw.cursor()
+    try:
+        with raw.pipeline():
+            lock_cur.execute(SHARE_ORDER_SQL, (SHARE_ORDER_LOCK,))
+            cur.execute(_PREPARE_SQL, (unique_miners.tolist(), n))
+            lock_cur.execute(_TAKE_TURN_SQL)
+            lock_cur.execute(SHARE_ORDER_UNLOCK_SQL, (SHARE_ORDER_LOCK,))
+            order = sorted(range(n), key=keys.__getitem__)
+            at = np.asarray(order, dtype=np.intp)
+            # itemgetter with one argument returns the item itself, not a 1-tuple.
+            take = operator.itemgetter(*order) if n > 1 else lambda seq: (seq[order[0]],)
+            columns = [take(keys), take(batch.worker), take(batch.job_id)]
+            miner_id, difficulty, revenue, time_ms = (
+                c[at].tolist()
+                for c in (batch.miner_id, batch.difficulty, batch.revenue, batch.time_ms)
+            )
+            found, reserved = cur.fetchone()
+    except BaseException:
+        # A session lock outlives a rolled-back transaction: if anything failed between the
+        # lock and its unlock, end the session (PostgreSQL releases its locks) rather than
+        # hand a connection holding SHARE_ORDER_LOCK back to the pool, which would stop
+        # every writer of the pool.
+        conn.invalidate()
+        raise
+    finally:
+        lock_cur.close()
     _check_miners(set(found), unique_miners, batch if whole is None else whole)
     # nextval() ran row by row in one backend, so these ascend; sorting again costs nothing.
     ids = np.sort(np.array(reserved, dtype=np.int64))
@@ -195,11 +255,24 @@ def _copy_sorted(cur: Any, table: str, batch: ShareBatch, unique_miners: I64,
     return ids
 
 
+def _wait_turn(cur: Any, ids: I64) -> None:
+    """Wait until every batch that took ids below ``ids`` is over (committed or rolled back);
+    call it last before COMMIT (:func:`_copy_sorted`)."""
+    first = int(ids[0])
+    with cur.connection.pipeline():
+        cur.execute(_WAIT_PREVIOUS_SQL, (first - 1,))
+        cur.execute(_PREVIOUS_STORED_SQL, (first - 1,))
+        (stored,) = cur.fetchone()
+    if not stored:
+        cur.execute(_WAIT_TURN_SQL, (first,))
+
+
 def _copy_all_new(engine: Engine, batch: ShareBatch, unique_miners: I64) -> tuple[Index, I64]:
     with engine.begin() as conn:
         raw: Any = conn.connection.driver_connection
         with raw.cursor() as cur:
-            ids = _copy_sorted(cur, "shares", batch, unique_miners)
+            ids = _copy_sorted(conn, cur, "shares", batch, unique_miners)
+            _wait_turn(cur, ids)
     return np.arange(len(batch), dtype=np.intp), ids
 
 
@@ -225,13 +298,14 @@ def _insert_only_new(engine: Engine, batch: ShareBatch) -> tuple[Index, I64]:
             rest = batch.take(unseen)
             if not fairy.info.get(_STAGE_FLAG):
                 cur.execute(_STAGE_DDL)
-            ids = _copy_sorted(cur, _STAGE, rest, np.unique(rest.miner_id), whole=batch)
+            ids = _copy_sorted(conn, cur, _STAGE, rest, np.unique(rest.miner_id), whole=batch)
             # Key order again (same lock order as the COPY path: no deadlock between writers).
             cur.execute(
                 f"INSERT INTO shares (id, {_COLUMNS}) SELECT id, {_COLUMNS} FROM {_STAGE} "
                 "ORDER BY share_key ON CONFLICT (share_key) DO NOTHING RETURNING id"
             )
             new_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+            _wait_turn(cur, ids)
     # Only after COMMIT: a rolled-back CREATE TEMPORARY TABLE leaves no table behind.
     fairy.info[_STAGE_FLAG] = True
     # ids ascend in the order of ``rest``, so each new id's rank among them is its row there.
