@@ -145,3 +145,51 @@ def make_batch(
 def count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one())
+
+
+def write_while_following(pg: Engine, url: str, write: Callable[[int, Engine], None],
+                          writers: int = 4) -> list[int]:
+    """Run ``write(w, engine)`` for ``writers`` writers at once, each on its own engine (as
+    separate frontends), while a follower reads ``id > cursor`` as the leader does; return the
+    share ids the follower saw, in the order it saw them. A writer's exception is raised."""
+    import threading
+
+    from payouts.store.accounting_state import iter_hot_shares
+    from payouts.store.engine import make_engine
+
+    engines = [make_engine(url) for _ in range(writers)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+    seen: list[int] = []
+
+    def run(w: int, eng: Engine) -> None:
+        try:
+            write(w, eng)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    def follow() -> None:
+        cursor = 0
+        while True:
+            last_round = done.is_set()
+            for hot in iter_hot_shares(pg, cursor):
+                seen.extend(hot.share_id.tolist())
+                cursor = int(hot.share_id[-1])
+            if last_round:
+                return
+
+    threads = [threading.Thread(target=run, args=(i, e)) for i, e in enumerate(engines)]
+    follower = threading.Thread(target=follow)
+    follower.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    done.set()
+    follower.join(60)
+    for e in engines:
+        e.dispose()
+    if errors:
+        raise errors[0]
+    return seen
+

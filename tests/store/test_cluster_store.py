@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payouts.store import migrate, notify
-from payouts.store.accounting_state import iter_hot_shares
 from payouts.store.cluster import (
     answer_request,
     mark_found_block_recorded,
@@ -32,7 +31,7 @@ from payouts.store.cluster import (
 from payouts.store.engine import make_engine
 from payouts.store.leader_lease import Fence, StaleLeaderError, read_lease, try_acquire
 from payouts.store.repositories import persist_shares, register_miner
-from tests.store.conftest import make_batch
+from tests.store.conftest import make_batch, write_while_following
 
 pytestmark = pytest.mark.postgres
 
@@ -187,47 +186,18 @@ def test_concurrent_share_writers_reach_the_follower_once_in_id_order(pg: Engine
     while a follower reads ``id > cursor`` as the leader does; every acknowledged share is seen
     exactly once, in id order, and none is passed over."""
     miner = register_miner(pg, "m", P2WPKH).id
-    writers = [make_engine(url) for _ in range(4)]
     acked: list[str] = []
     acked_lock = threading.Lock()
-    done = threading.Event()
-    errors: list[BaseException] = []
 
     def write(w: int, eng: Engine) -> None:
         rng = random.Random(w)
-        try:
-            for b in range(25):
-                keys = [f"w{w}-b{b}-{i}" for i in range(rng.randint(1, 400))]
-                persist_shares(eng, make_batch(keys, miner_id=miner, difficulty=1))
-                with acked_lock:
-                    acked.extend(keys)
-        except BaseException as e:  # surfaced below
-            errors.append(e)
+        for b in range(25):
+            keys = [f"w{w}-b{b}-{i}" for i in range(rng.randint(1, 400))]
+            persist_shares(eng, make_batch(keys, miner_id=miner, difficulty=1))
+            with acked_lock:
+                acked.extend(keys)
 
-    seen: list[int] = []
-
-    def follow() -> None:
-        cursor = 0
-        while True:
-            last_round = done.is_set()
-            for hot in iter_hot_shares(pg, cursor):
-                seen.extend(hot.share_id.tolist())
-                cursor = int(hot.share_id[-1])
-            if last_round:
-                return
-
-    threads = [threading.Thread(target=write, args=(i, e)) for i, e in enumerate(writers)]
-    follower = threading.Thread(target=follow)
-    follower.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    follower.join()
-    for e in writers:
-        e.dispose()
-    assert errors == []
+    seen = write_while_following(pg, url, write)
     with pg.connect() as conn:
         stored = conn.execute(sa.text("SELECT id, share_key FROM shares ORDER BY id")).all()
     assert len(seen) == len(set(seen)) == len(stored) == len(acked)

@@ -19,10 +19,9 @@ from sqlalchemy import Engine
 
 from payouts.store import migrate
 from payouts.store import shares as shares_mod
-from payouts.store.accounting_state import iter_hot_shares
 from payouts.store.engine import make_engine
 from payouts.store.repositories import persist_shares, register_miner
-from tests.store.conftest import make_batch
+from tests.store.conftest import make_batch, write_while_following
 
 pytestmark = pytest.mark.postgres
 
@@ -107,46 +106,17 @@ def test_overlapping_batches_from_concurrent_writers_store_each_key_once_in_orde
     once, every batch answered (two batches that wait for each other are retried, not
     failed), the follower sees every stored id once, in order."""
     miner = register_miner(pg, "m", P2WPKH).id
-    writers = [make_engine(url) for _ in range(4)]
-    accepted = [0] * len(writers)
-    errors: list[BaseException] = []
-    done = threading.Event()
+    accepted = [0] * 4
 
     def write(w: int, eng: Engine) -> None:
         rng = random.Random(w)
-        try:
-            for _ in range(15):
-                # Keys of a common pool: each batch overlaps others' batches.
-                keys = sorted({f"k{rng.randrange(3000)}" for _k in range(rng.randint(50, 300))})
-                new = persist_shares(eng, make_batch(keys, miner_id=miner, difficulty=1))
-                accepted[w] += len(new)
-        except BaseException as e:  # surfaced below
-            errors.append(e)
+        for _ in range(15):
+            # Keys of a common pool: each batch overlaps others' batches.
+            keys = sorted({f"k{rng.randrange(3000)}" for _k in range(rng.randint(50, 300))})
+            new = persist_shares(eng, make_batch(keys, miner_id=miner, difficulty=1))
+            accepted[w] += len(new)
 
-    seen: list[int] = []
-
-    def follow() -> None:
-        cursor = 0
-        while True:
-            last_round = done.is_set()
-            for hot in iter_hot_shares(pg, cursor):
-                seen.extend(hot.share_id.tolist())
-                cursor = int(hot.share_id[-1])
-            if last_round:
-                return
-
-    threads = [threading.Thread(target=write, args=(i, e)) for i, e in enumerate(writers)]
-    follower = threading.Thread(target=follow)
-    follower.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    done.set()
-    follower.join(60)
-    for e in writers:
-        e.dispose()
-    assert errors == []
+    seen = write_while_following(pg, url, write)
     stored = _rows(pg, "SELECT id, share_key FROM shares ORDER BY id")
     assert len({k for _i, k in stored}) == len(stored) == sum(accepted)
     assert seen == [int(i) for i, _k in stored]
