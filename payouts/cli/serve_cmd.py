@@ -19,7 +19,6 @@ from payouts.errors import ConfigError
 from payouts.settings import Settings
 
 log = logging.getLogger("payouts.serve")
-SWITCH_INTERVAL_SEC = 0.0005
 # Loggers whose messages are already one JSON object each.
 _JSON_LOGGERS = frozenset({"payouts.api.access", "payouts.settlement.events"})
 
@@ -154,12 +153,6 @@ def serve(
     # uvloop (libuv): the event loop every server of the process runs on. Its socket I/O and
     # scheduling in C took a quarter of a balance read's CPU off (issue #17).
     import uvloop
-
-    # The GIL's switch interval, 5 ms by default, down to 0.5 ms: the thread storing shares
-    # gives the GIL up around every row SQLite steps and must win it back from threads
-    # parsing the next batches (the convoy effect); at 5 ms a store of 1,000 rows with one
-    # other busy thread took twice as long (issue #17, docs/BENCHMARKS.md).
-    sys.setswitchinterval(SWITCH_INTERVAL_SEC)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(pool.run(server))

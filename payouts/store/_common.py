@@ -44,25 +44,3 @@ def write_connection(engine: Engine) -> Connection:
 def is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
-
-SQLITE_ROWS_PER_INSERT = 256  # x at most 7 columns: well below SQLite's 32,766 parameters
-
-
-def sqlite_insert_rows(cur: Any, head: str, width: int, rows: Sequence[Sequence[Any]],
-                       tail: str = "") -> None:
-    """``head VALUES (...), (...) tail`` for ``rows`` in order, :data:`SQLITE_ROWS_PER_INSERT`
-    rows per statement (``head``: ``INSERT INTO t (cols)``; ``tail``: e.g. an ON CONFLICT).
-
-    Multi-row ``VALUES`` statements instead of ``executemany``: the sqlite3 module gives the
-    GIL up and takes it back around every row it steps, and a thread writing while others
-    decode the next requests waited for it at every row (issue #17). Measured (1,000-row
-    batches into ``shares``, WAL, synchronous=FULL): 194k rows/s with executemany, 255k with
-    256 rows per statement; beside one busy Python thread 128k and 259k."""
-    k = SQLITE_ROWS_PER_INSERT
-    one = "(" + ",".join("?" * width) + ")"
-    full = f"{head} VALUES {','.join([one] * k)} {tail}"
-    for i in range(0, len(rows), k):
-        chunk = rows[i:i + k]
-        sql = full if len(chunk) == k else f"{head} VALUES {','.join([one] * len(chunk))} {tail}"
-        cur.execute(sql, [v for row in chunk for v in row])
-

@@ -26,7 +26,6 @@ from payouts.store._common import (
     id_list,
     is_int,
     raw_cursor,
-    sqlite_insert_rows,
     write_connection,
 )
 from payouts.store.accounting_state import insert_event
@@ -182,9 +181,8 @@ def _known_miners(conn: Connection, ids: Sequence[int]) -> set[int]:
 def _insert_lines(conn: Connection, credits: Sequence[LedgerCredit], block_id: int | None,
                   *, returning: bool) -> list[int]:
     """Insert ledger lines and move ``miner_balances`` by the same amounts, in the caller's
-    transaction: two statements whatever the number of lines on PostgreSQL (arrays), two per
-    256 lines on SQLite (:func:`~payouts.store._common.sqlite_insert_rows`), so a 100k-miner
-    block is not 100k round trips."""
+    transaction: two statements whatever the number of lines (arrays on PostgreSQL,
+    ``executemany`` on SQLite), so a 100k-miner block is not 100k round trips."""
     miner_ids = [c.miner_id for c in credits]
     amounts = [c.amount for c in credits]
     reasons = [c.reason for c in credits]
@@ -208,17 +206,20 @@ def _insert_lines(conn: Connection, credits: Sequence[LedgerCredit], block_id: i
                 (list(deltas), list(deltas.values())),
             )
             return ids
-        sqlite_insert_rows(
-            cur, "INSERT INTO ledger_entries (miner_id, block_id, amount, reason)", 4,
-            list(zip(miner_ids, [block_id] * len(credits), amounts, reasons, strict=True)))
+        cur.executemany(
+            "INSERT INTO ledger_entries (miner_id, block_id, amount, reason) VALUES (?, ?, ?, ?)",
+            zip(miner_ids, [block_id] * len(credits), amounts, reasons, strict=True),
+        )
         ids = []
         if returning:
             # Under the write lock the rowids just taken are consecutive, ending at the last.
             last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
             ids = list(range(int(last) - len(credits) + 1, int(last) + 1))
-        sqlite_insert_rows(
-            cur, "INSERT INTO miner_balances (miner_id, owed)", 2, list(deltas.items()),
-            "ON CONFLICT (miner_id) DO UPDATE SET owed = owed + excluded.owed")
+        cur.executemany(
+            "INSERT INTO miner_balances (miner_id, owed) VALUES (?, ?) "
+            "ON CONFLICT (miner_id) DO UPDATE SET owed = owed + excluded.owed",
+            deltas.items(),
+        )
         return ids
     finally:
         cur.close()

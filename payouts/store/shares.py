@@ -41,7 +41,6 @@ from sqlalchemy import Connection, Engine, text
 
 from payouts.accounting.shares import ShareBatch
 from payouts.accounting.validate import unknown_miner_error, validate_batch
-from payouts.store._common import sqlite_insert_rows
 from payouts.store.engine import SQLITE_BEGIN_OPTION
 
 Index = npt.NDArray[np.intp]
@@ -365,7 +364,9 @@ def _persist_sqlite(engine: Engine, batch: ShareBatch, unique_miners: I64) -> tu
                     rows = (r for r in rows if r[0] not in existing)
                 # Plain INSERT, not OR IGNORE: under the write lock no key can have appeared
                 # since the read, so a conflict here is a real bug and must abort the batch.
-                sqlite_insert_rows(cur, f"INSERT INTO shares ({_COLUMNS})", 7, list(rows))
+                cur.executemany(
+                    f"INSERT INTO shares ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
                 # Under the write lock the rowids just taken are consecutive, ending here.
                 last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
             finally:
