@@ -27,6 +27,10 @@ the ``distribution_id`` TLV is sent      ``invalid-payout-distribution`` (PR #20
 saw replaced
 ``nbits`` equals the pool's template's   ``invalid-job-param-value-nbits``
 on the same ``prev_hash``
+``version`` >= 4 (BIP-65; Core's          ``invalid-job-param-value-version``
+``bad-version``)
+``min_ntime`` at most 2 h past the pool's  ``invalid-job-param-value-min_ntime``
+clock (Core's ``time-too-new``)
 ``coinbase_prefix``: 1-8 bytes starting  ``invalid-job-param-value-coinbase_prefix``
 with a minimal BIP-34 height push (the
 pool template's height on the same
@@ -56,6 +60,7 @@ from payouts.errors import ValidationError
 from payouts.settlement.modes import ExpectedOutputs
 from payouts.tx.coinbase import WITNESS_COMMITMENT_HEADER, WITNESS_RESERVED_VALUE, block_subsidy
 from payouts.tx.compact import read_compact_size, ser_compact_size
+from payouts.tx.consensus import MAX_FUTURE_BLOCK_TIME, MIN_BLOCK_VERSION
 from payouts.tx.merkle import merkle_path
 from payouts.tx.script import bip34_height
 from payouts.tx.transaction import NULL_OUTPOINT, Tx, TxIn
@@ -155,11 +160,13 @@ def check_coinbase_only(
     pool_job: DeclaredJob | None,
     stale_tip: bool,
     settlement_modes: bool = False,
+    wall_time: float | None = None,
 ) -> DeclaredJob:
     """The job a Coinbase-only ``msg`` commits the pool to (checks after the token's, in the
     module docstring's order). ``pool_job``: the pool's own newest job (its template);
     ``stale_tip``: ``msg.prev_hash`` is a tip the pool saw replaced; ``settlement_modes``: the
-    token's JD connection negotiated 0x4003. The job's ``revenue`` is
+    token's JD connection negotiated 0x4003; ``wall_time``: the pool's clock (unix seconds)
+    for the ``min_ntime`` bound (None: not checked). The job's ``revenue`` is
     the T the coinbase claims (what a found block pays); :func:`credited_revenue` is what its
     shares are credited at. Raises :class:`~sv2.job_errors.JobRejected`."""
     sent = distribution_id_of(msg)
@@ -173,6 +180,16 @@ def check_coinbase_only(
     same = pool_job if pool_job is not None and pool_job.prev_hash == msg.prev_hash else None
     if same is not None and msg.nbits != same.bits:
         raise JobRejected(param_error("nbits"), f"the tip's next block needs {same.bits:#010x}")
+    # No declaration to compare these with: what consensus refuses outright is refused
+    # here, so no share is credited on a job whose blocks could never be valid.
+    signed_version = msg.version - (1 << 32) if msg.version >= 1 << 31 else msg.version
+    if signed_version < MIN_BLOCK_VERSION:
+        raise JobRejected(param_error("version"),
+                          f"block version {signed_version} is below {MIN_BLOCK_VERSION} (BIP-65)")
+    if wall_time is not None and msg.min_ntime > wall_time + MAX_FUTURE_BLOCK_TIME:
+        raise JobRejected(param_error("min_ntime"),
+                          f"{msg.min_ntime} is more than {MAX_FUTURE_BLOCK_TIME} s past the "
+                          "pool's clock: every block of the job would be time-too-new")
     prefix = bytes(msg.coinbase_prefix)
     height = bip34_height_of(prefix)
     if not 1 <= len(prefix) <= MAX_COINBASE_PREFIX or height is None or (

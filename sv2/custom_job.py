@@ -230,6 +230,7 @@ class CustomJobChecker:
         extranonce_size: int,
         pool_job: DeclaredJob | None,
         stale_tip: bool,
+        wall_time: float | None = None,
     ) -> SetCustomMiningJobSuccess | SetCustomMiningJobError:
         """A Coinbase-only ``msg`` (no declaration; :mod:`sv2.coinbase_only`): the token must be
         one ``user_identity`` allocated on a JD connection without ``DECLARE_TX_DATA``, unused;
@@ -258,6 +259,7 @@ class CustomJobChecker:
                 pool_job=pool_job,
                 stale_tip=stale_tip,
                 settlement_modes=grant.settlement_modes,
+                wall_time=wall_time,
             )
         except JobRejected as exc:
             return self._refuse(msg, exc)

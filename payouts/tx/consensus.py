@@ -16,11 +16,18 @@ MIN_TRANSACTION_WEIGHT = 4 * 60
 """``MIN_TRANSACTION_WEIGHT``: the smallest transaction is 60 bytes without witness."""
 MAX_BLOCK_TXS = MAX_BLOCK_WEIGHT // MIN_TRANSACTION_WEIGHT
 """16,666: more transactions than this cannot fit in one block."""
+MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60
+"""``MAX_FUTURE_BLOCK_TIME`` (``src/chain.h``): a header time at most 2 h past the node's
+clock (``time-too-new``)."""
+MIN_BLOCK_VERSION = 4
+"""Versions below 4 are ``bad-version`` once BIP-34, BIP-66 and BIP-65 are active."""
 
 __all__ = [
     "MAX_BLOCK_SERIALIZED_SIZE",
     "MAX_BLOCK_SIGOPS_COST",
     "MAX_BLOCK_TXS",
     "MAX_BLOCK_WEIGHT",
+    "MAX_FUTURE_BLOCK_TIME",
+    "MIN_BLOCK_VERSION",
     "MIN_TRANSACTION_WEIGHT",
 ]

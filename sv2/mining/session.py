@@ -391,6 +391,7 @@ class MiningSession:
             extranonce_size=len(ch.extranonce_prefix) + ch.extranonce_size,
             pool_job=sh.pool_job,
             stale_tip=sh.is_stale(msg.prev_hash),
+            wall_time=sh.wall_clock(),
         )
         if isinstance(reply, SetCustomMiningJobError):
             sh.count(f"custom-job-error:{reply.error_code}")

@@ -15,13 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from payouts.tx.consensus import MAX_FUTURE_BLOCK_TIME
 from sv2.custom_job import CustomJobChecker, DeclaredJobs
 from sv2.declared_job import DeclaredJob
 from sv2.mining.channels import ExtranonceAllocator
 from sv2.mining.jobs import JobParts
 from sv2.mining.targets import REGTEST_POW_LIMIT
-
-MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60  # Bitcoin Core chain.h: a header time at most 2 h ahead
 
 
 @dataclass(frozen=True, slots=True)

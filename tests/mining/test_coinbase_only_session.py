@@ -105,6 +105,14 @@ def test_coinbase_only_codes_and_crediting() -> None:
             "invalid-job-param-value-coinbase_tx_outputs")
         assert _code(s, _msg(job, ch.channel_id, coinbase_tx_outputs=b"\x00")) == (
             "invalid-job-param-value-coinbase_tx_outputs")
+        # No declaration to compare with: what consensus refuses outright is refused.
+        assert _code(s, _msg(job, ch.channel_id, version=3)) == (
+            "invalid-job-param-value-version")  # bad-version since BIP-65
+        assert _code(s, _msg(job, ch.channel_id, version=0xFFFFFFFF)) == (
+            "invalid-job-param-value-version")  # -1 as Core's signed int32
+        far = int(sh.wall_clock()) + 2 * 60 * 60 + 60
+        assert _code(s, _msg(job, ch.channel_id, min_ntime=far)) == (
+            "invalid-job-param-value-min_ntime")  # every block would be time-too-new
         # A Mining connection without 0x0003 cannot carry the TLV (PR #203 §2).
         s2 = setup(sh, 2, ext=False)
         ch2 = open_ext(s2)
