@@ -120,6 +120,21 @@ def engine(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     yield eng
 
 
+@pytest.fixture
+def url(postgres: _Postgres) -> str:
+    """A fresh, empty PostgreSQL schema's URL (tests that open several engines on it)."""
+    return postgres.new_url()
+
+
+@pytest.fixture
+def pg(url: str) -> Iterator[Engine]:
+    """An engine on :func:`url`, migrated to head."""
+    eng = make_engine(url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
 def make_batch(
     keys: list[str],
     miner_id: int | list[int] = 1,
@@ -155,7 +170,6 @@ def write_while_following(pg: Engine, url: str, write: Callable[[int, Engine], N
     import threading
 
     from payouts.store.accounting_state import iter_hot_shares
-    from payouts.store.engine import make_engine
 
     engines = [make_engine(url) for _ in range(writers)]
     errors: list[BaseException] = []

@@ -9,14 +9,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payouts.store import migrate, notify
+from payouts.store import notify
 from payouts.store.cluster import (
     answer_request,
     mark_found_block_recorded,
@@ -36,19 +35,6 @@ from tests.store.conftest import make_batch, write_while_following
 pytestmark = pytest.mark.postgres
 
 P2WPKH = bytes.fromhex("0014") + bytes(20)
-
-
-@pytest.fixture
-def url(postgres: object) -> str:
-    return postgres.new_url()  # type: ignore[attr-defined,no-any-return]
-
-
-@pytest.fixture
-def pg(url: str) -> Iterator[Engine]:
-    eng = make_engine(url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _miner_count(engine: Engine) -> int:

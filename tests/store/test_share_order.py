@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payouts.store import migrate
 from payouts.store import shares as shares_mod
 from payouts.store.engine import make_engine
 from payouts.store.repositories import persist_shares, register_miner
@@ -26,19 +24,6 @@ from tests.store.conftest import make_batch, write_while_following
 pytestmark = pytest.mark.postgres
 
 P2WPKH = bytes.fromhex("0014") + bytes(20)
-
-
-@pytest.fixture
-def url(postgres: object) -> str:
-    return postgres.new_url()  # type: ignore[attr-defined,no-any-return]
-
-
-@pytest.fixture
-def pg(url: str) -> Iterator[Engine]:
-    eng = make_engine(url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _stored_ids(engine: Engine) -> list[int]:
