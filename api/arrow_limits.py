@@ -39,15 +39,15 @@ class StreamSize:
     decoded_bytes: int  # bytes of every batch's buffers once decompressed
 
 
-def _u16(b: bytes, o: int) -> int:
+def _u16(b: memoryview, o: int) -> int:
     return int(struct.unpack_from("<H", b, o)[0])
 
 
-def _u32(b: bytes, o: int) -> int:
+def _u32(b: memoryview, o: int) -> int:
     return int(struct.unpack_from("<I", b, o)[0])
 
 
-def _field(b: bytes, table: int, i: int) -> int | None:
+def _field(b: memoryview, table: int, i: int) -> int | None:
     """Absolute offset of field ``i`` of the FlatBuffer table at ``table`` (None: absent)."""
     vtable = table - int(struct.unpack_from("<i", b, table)[0])
     if 4 + 2 * i >= _u16(b, vtable):
@@ -56,13 +56,13 @@ def _field(b: bytes, table: int, i: int) -> int | None:
     return table + off if off else None
 
 
-def _table(b: bytes, table: int, i: int) -> int | None:
+def _table(b: memoryview, table: int, i: int) -> int | None:
     """The table that field ``i`` (an offset) points to."""
     at = _field(b, table, i)
     return None if at is None else at + _u32(b, at)
 
 
-def _batch_size(meta: bytes, batch: int, body: bytes) -> tuple[int, int]:
+def _batch_size(meta: memoryview, batch: int, body: memoryview) -> tuple[int, int]:
     """(rows, decoded bytes) of the ``RecordBatch`` table at ``batch``."""
     at = _field(meta, batch, 0)
     rows = 0 if at is None else int(struct.unpack_from("<q", meta, at)[0])
@@ -94,8 +94,8 @@ def stream_size(body: bytes) -> StreamSize | None:
                 msg: Any = pa.ipc.read_message(source)
             except EOFError:  # the end-of-stream marker
                 return StreamSize(rows, decoded)
-            meta = msg.metadata.to_pybytes()
-            data = msg.body.to_pybytes() if msg.body is not None else b""
+            meta = memoryview(msg.metadata)  # read in place: no copy of the body
+            data = memoryview(msg.body) if msg.body is not None else memoryview(b"")
             root = _u32(meta, 0)
             kind_at = _field(meta, root, 1)
             kind = 0 if kind_at is None else meta[kind_at]
